@@ -1,0 +1,1 @@
+"""Corpus curation, tokenizer training and tokenization into packed token shards."""

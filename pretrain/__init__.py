@@ -1,0 +1,1 @@
+"""Decoder-only GPT pretraining under DeepSpeed: model, objectives, data, training loop."""

@@ -1,0 +1,1 @@
+"""Token shards, sample order, blending and batching for training."""
