@@ -1,0 +1,186 @@
+"""The training configuration: typed dataclasses that are also Hydra's schema.
+
+``configs/train.yaml`` composes the config groups (model, objective, parallel, optim, data,
+experiment) on top of :class:`TrainConfig`. Because the schema is typed and closed, a
+misspelt key or a value of the wrong type in an override is an error naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pretrain.choices import Choice
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from pretrain.model_config import ModelConfig
+from pretrain.objectives import ObjectiveConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class OptimizerName(Choice):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Schedule(Choice):
+    cosine = "cosine"  # linear warmup, cosine decay to min_lr_ratio · lr
+    constant = "constant"  # linear warmup, then flat
+    wsd = "wsd"  # warmup, stable, then linear decay over the last decay_fraction of training
+
+
+class Precision(Choice):
+    auto = "auto"  # bf16 on a GPU that has it, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class NonFinitePolicy(Choice):
+    skip = "skip"  # report, drop the step's update, go on
+    stop = "stop"  # report and stop the run
+
+
+class WandbMode(Choice):
+    disabled = "disabled"
+    offline = "offline"
+    online = "online"
+
+
+@dataclass
+class ParallelConfig:
+    name: str = "single"
+    # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.
+    zero_stage: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerName = OptimizerName.adamw
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    schedule: Schedule = Schedule.cosine
+    decay_fraction: float = 0.2  # wsd only
+    weight_decay: float = 0.1
+    # Norm weights, biases and embeddings are not decayed unless this is true.
+    decay_embeddings_and_norms: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd only
+    grad_clip: float = 1.0  # 0 switches clipping off
+
+
+@dataclass
+class DataSource:
+    path: str = "???"
+    weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    # A directory of token shards (the output of data_pipeline.tokenize) ...
+    path: Optional[str] = None
+    # ... or several, blended by weight; give either path or sources.
+    sources: list[DataSource] = field(default_factory=list)
+    train_split: str = "train"
+    valid_split: str = "val"
+    # The tokenizer directory (tokenizer_meta.json); default: the one the tokenize step
+    # copied next to the shards.
+    tokenizer: Optional[str] = None
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 1000
+    seq_len: int = 1024
+    micro_batch_size: int = 8
+    # Samples per optimizer step across all data-parallel ranks; gradient accumulation
+    # makes up the difference from micro_batch_size · data-parallel size.
+    global_batch_size: int = 8
+    seed: int = 1234
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 20
+    save_every: int = 500
+    keep_last: int = 3
+    precision: Precision = Precision.auto
+    activation_checkpointing: bool = False
+    compile: bool = False
+    nonfinite_policy: NonFinitePolicy = NonFinitePolicy.stop
+    # Peak dense TFLOP/s for MFU; None looks the accelerator up in a table.
+    peak_tflops: Optional[float] = None
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = WandbMode.disabled
+    project: str = "pretrain"
+    name: Optional[str] = None
+
+
+@dataclass
+class LoggingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    run_dir: str = "runs/default"
+    # auto: continue from the newest complete checkpoint in run_dir if there is one;
+    # never: start fresh; or a path to one checkpoint directory.
+    resume: str = "auto"
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _check_known_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+    """Hydra's ``+key=value`` can add keys even to a typed config; refuse any the schema lacks."""
+    fields = {f.name: f.type for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ValueError(f"unknown setting {prefix}{key}: not in {schema.__name__} (pretrain/config.py){hint}")
+        child_type = OmegaConf.get_type(node, key)
+        if dataclasses.is_dataclass(child_type):
+            _check_known_keys(node[key], child_type, f"{prefix}{key}.")
+
+
+def to_train_config(cfg: DictConfig) -> TrainConfig:
+    """The composed Hydra config as plain dataclasses (enums resolved, interpolations done)."""
+    _check_known_keys(cfg, TrainConfig)
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, TrainConfig)
+    return config
+
+
+def load_train_config(overrides: Sequence[str] = ()) -> TrainConfig:
+    """Compose ``configs/train.yaml`` with command-line style overrides, outside ``hydra.main``
+    (tests, notebooks, other tools)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return to_train_config(cfg)
+
+
+def as_plain_dict(config: Any) -> dict:
+    """A JSON-friendly dict of a config dataclass (for checkpoints and metrics)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)

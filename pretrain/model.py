@@ -1,0 +1,254 @@
+"""A decoder-only GPT in plain torch, written once for every parallel layout.
+
+Every linear and the token embedding come from a :class:`LayerFactory`. The default makes
+ordinary ``nn.Linear``/``nn.Embedding``; the tensor-parallel factory makes column-, row- and
+vocabulary-parallel versions of the same shapes, and the attention and MLP only ask it how
+many heads and how much width land on this rank. The pipeline lays out the same
+``Embedding``, ``Block`` and ``OutputHead`` modules as stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pretrain.choices import Choice
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pretrain.model_config import Activation, ModelConfig, Norm, Position
+
+
+class LayerFactory:
+    """Builds the layers that tensor parallelism splits; this one builds them whole."""
+
+    tp_size: int = 1
+
+    def column(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
+        """A linear whose output features may be split across tensor-parallel ranks."""
+        return nn.Linear(in_features, out_features, bias=bias)
+
+    def row(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
+        """A linear whose input features may be split; its output is complete on every rank."""
+        return nn.Linear(in_features, out_features, bias=bias)
+
+    def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
+        return nn.Embedding(num_embeddings, dim)
+
+
+DENSE = LayerFactory()
+
+
+class AttentionMode(Choice):
+    causal = "causal"  # CLM: each position sees itself and earlier ones
+    bidirectional = "bidirectional"  # MLM: every position sees every position
+    prefix = "prefix"  # prefix-LM: bidirectional inside the prefix, causal after it
+
+
+@dataclass
+class AttentionSpec:
+    """What the objective asks of attention for one batch."""
+
+    mode: AttentionMode = AttentionMode.causal
+    # (batch,) prefix lengths, for AttentionMode.prefix.
+    prefix_len: Optional[Tensor] = None
+    # (batch, seq) document index of each position: attention never crosses documents.
+    doc_ids: Optional[Tensor] = None
+
+
+def attention_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> tuple[Optional[Tensor], bool]:
+    """``(mask, is_causal)`` for SDPA. The mask is boolean (batch, 1, seq, seq), True where a
+    query may attend to a key; it is None when SDPA needs none (plain causal or plain
+    bidirectional attention), which keeps the fused kernels available."""
+    if spec.doc_ids is None and spec.mode is not AttentionMode.prefix:
+        return None, spec.mode is AttentionMode.causal
+    pos = torch.arange(seq_len, device=device)
+    allowed = (pos[None, :] <= pos[:, None])[None]  # causal, (1, query, key)
+    if spec.mode is AttentionMode.bidirectional:
+        allowed = torch.ones_like(allowed)
+    elif spec.mode is AttentionMode.prefix:
+        if spec.prefix_len is None:
+            raise ValueError("prefix attention needs prefix_len")
+        key_in_prefix = pos[None, :] < spec.prefix_len.to(device)[:, None]  # (batch, key)
+        allowed = allowed | key_in_prefix[:, None, :]
+    if spec.doc_ids is not None:
+        allowed = allowed & (spec.doc_ids[:, :, None] == spec.doc_ids[:, None, :])
+    return allowed[:, None], False
+
+
+def rotary(x: Tensor, positions: Tensor, theta: float) -> Tensor:
+    """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses).
+
+    x: (batch, heads, seq, head_dim); positions: (seq,) or (batch, seq).
+    """
+    half = x.shape[-1] // 2
+    inv_freq = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., seq, half)
+    if angles.dim() == 3:
+        angles = angles[:, None]  # per-sample positions broadcast over heads
+    cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)
+    sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm is Norm.rmsnorm:
+        return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory) -> None:
+        super().__init__()
+        if cfg.n_heads % layers.tp_size or cfg.kv_heads % layers.tp_size:
+            raise ValueError(
+                f"model.n_heads={cfg.n_heads} and n_kv_heads={cfg.kv_heads} must be divisible by parallel.tp={layers.tp_size}"
+            )
+        self.local_heads = cfg.n_heads // layers.tp_size
+        self.local_kv_heads = cfg.kv_heads // layers.tp_size
+        self.head_dim = cfg.head_dim
+        self.rope_theta = cfg.rope_theta if cfg.position is Position.rope else None
+        self.dropout = cfg.attn_dropout
+        self.wq = layers.column(cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.bias)
+        self.wk = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.bias)
+        self.wv = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.bias)
+        self.wo = layers.row(cfg.n_heads * cfg.head_dim, cfg.d_model, cfg.bias)
+
+    def _split_heads(self, x: Tensor, heads: int) -> Tensor:
+        batch, seq, _ = x.shape
+        return x.view(batch, seq, heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
+        q = self._split_heads(self.wq(x), self.local_heads)
+        k = self._split_heads(self.wk(x), self.local_kv_heads)
+        v = self._split_heads(self.wv(x), self.local_kv_heads)
+        if self.rope_theta is not None:
+            q = rotary(q, positions, self.rope_theta)
+            k = rotary(k, positions, self.rope_theta)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.local_kv_heads != self.local_heads,
+        )
+        batch, _, seq, _ = out.shape
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory) -> None:
+        super().__init__()
+        if cfg.ffn_dim % layers.tp_size:
+            raise ValueError(f"the MLP width {cfg.ffn_dim} must be divisible by parallel.tp={layers.tp_size}")
+        self.gated = cfg.activation is Activation.swiglu
+        self.up = layers.column(cfg.d_model, cfg.ffn_dim, cfg.bias)
+        self.gate = layers.column(cfg.d_model, cfg.ffn_dim, cfg.bias) if self.gated else None
+        self.down = layers.row(cfg.ffn_dim, cfg.d_model, cfg.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.gate is not None:
+            hidden = F.silu(self.gate(x)) * self.up(x)
+        else:
+            hidden = F.gelu(self.up(x), approximate="tanh")
+        return self.down(hidden)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg, layers)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg, layers)
+        self.dropout = nn.Dropout(cfg.residual_dropout)
+
+    def forward(self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), positions, mask, is_causal))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class Embedding(nn.Module):
+    """Token embedding, plus learned absolute positions when rotary embeddings are off."""
+
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
+        super().__init__()
+        self.tokens = layers.embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.positions = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position is Position.learned else None
+        self.dropout = nn.Dropout(cfg.embed_dropout)
+
+    def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+        x = self.tokens(input_ids)
+        if self.positions is not None:
+            x = x + self.positions(positions)
+        return self.dropout(x)
+
+
+class OutputHead(nn.Module):
+    """Final norm and the projection to vocabulary logits; with tied embeddings the
+    projection borrows the embedding matrix, passed in by the caller."""
+
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
+        super().__init__()
+        self.norm = make_norm(cfg)
+        self.proj = None if cfg.tie_embeddings else layers.column(cfg.d_model, cfg.padded_vocab_size, False)
+
+    def forward(self, x: Tensor, tied_weight: Optional[Tensor] = None) -> Tensor:
+        x = self.norm(x)
+        if self.proj is None:
+            return F.linear(x, tied_weight)
+        return self.proj(x)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = Embedding(cfg, layers)
+        self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
+        self.head = OutputHead(cfg, layers)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 style: N(0, init_std) for weights, zero biases, unit norms; residual output
+        projections scaled down by sqrt(2 · n_layers)."""
+        std = self.cfg.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+                module.reset_parameters()
+                continue
+            if hasattr(module, "weight") and isinstance(module.weight, Tensor) and module.weight.dim() == 2:
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        if self.cfg.scaled_init:
+            residual_std = std / (2 * self.cfg.n_layers) ** 0.5
+            for block in self.blocks:
+                nn.init.normal_(block.attn.wo.weight, mean=0.0, std=residual_std)
+                nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention: Optional[AttentionSpec] = None,
+        positions: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Logits of shape (batch, seq, padded vocab)."""
+        seq_len = input_ids.shape[1]
+        if seq_len > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {seq_len} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        if positions is None:
+            positions = torch.arange(seq_len, device=input_ids.device)
+        mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
+        x = self.embed(input_ids, positions)
+        for block in self.blocks:
+            x = block(x, positions, mask, is_causal)
+        tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None
+        return self.head(x, tied)

@@ -1,0 +1,93 @@
+"""The model's shape and options: one dataclass, also the Hydra schema of ``configs/model/``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pretrain.choices import Choice
+from typing import Optional
+
+
+class Activation(Choice):
+    swiglu = "swiglu"
+    gelu = "gelu"
+
+
+class Norm(Choice):
+    rmsnorm = "rmsnorm"
+    layernorm = "layernorm"
+
+
+class Position(Choice):
+    rope = "rope"
+    learned = "learned"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    # None: taken from the tokenizer and rounded up to ``pad_vocab_multiple`` (fast matmuls,
+    # and divisible by the tensor-parallel degree).
+    vocab_size: Optional[int] = None
+    pad_vocab_multiple: int = 128
+    max_seq_len: int = 2048
+    n_layers: int = 12
+    d_model: int = 768
+    n_heads: int = 12
+    # Grouped-query attention: None means one kv head per query head (plain multi-head).
+    n_kv_heads: Optional[int] = None
+    # MLP hidden width; None derives it: 4·d for GELU, 8/3·d rounded up to ffn_multiple_of
+    # for SwiGLU (same parameter count as a 4·d GELU MLP).
+    d_ff: Optional[int] = None
+    ffn_multiple_of: int = 256
+    activation: Activation = Activation.swiglu
+    norm: Norm = Norm.rmsnorm
+    norm_eps: float = 1e-5
+    position: Position = Position.rope
+    rope_theta: float = 10000.0
+    bias: bool = False
+    tie_embeddings: bool = True
+    embed_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    attn_dropout: float = 0.0
+    init_std: float = 0.02
+    # GPT-2 / Megatron: residual output projections start with std / sqrt(2 · n_layers), so
+    # the residual stream's variance does not grow with depth.
+    scaled_init: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.activation is Activation.gelu:
+            return 4 * self.d_model
+        width = int(8 * self.d_model / 3)
+        return self.ffn_multiple_of * math.ceil(width / self.ffn_multiple_of)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        if self.vocab_size is None:
+            raise ValueError("model.vocab_size is unset: set it, or let training take it from the tokenizer metadata")
+        return self.pad_vocab_multiple * math.ceil(self.vocab_size / self.pad_vocab_multiple)
+
+    def validate(self) -> None:
+        """Raise one clear error for the first inconsistent setting."""
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if self.head_dim % 2 and self.position is Position.rope:
+            raise ValueError(f"rotary embeddings need an even head dim, got {self.head_dim}; change model.n_heads")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.kv_heads}")
+        for name in ("n_layers", "d_model", "n_heads", "max_seq_len", "pad_vocab_multiple"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name in ("embed_dropout", "residual_dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
