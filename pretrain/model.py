@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 
@@ -213,6 +214,8 @@ class GPT(nn.Module):
         self.embed = Embedding(cfg, layers)
         self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
         self.head = OutputHead(cfg, layers)
+        # Recompute each block's activations in the backward pass instead of storing them.
+        self.activation_checkpointing = False
         self.reset_parameters()
 
     @torch.no_grad()
@@ -249,6 +252,9 @@ class GPT(nn.Module):
         mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
         for block in self.blocks:
-            x = block(x, positions, mask, is_causal)
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, positions, mask, is_causal, use_reentrant=False)
+            else:
+                x = block(x, positions, mask, is_causal)
         tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None
         return self.head(x, tied)

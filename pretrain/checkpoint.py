@@ -1,0 +1,123 @@
+"""Checkpoints under ``<run_dir>/checkpoints/step-NNNNNNNN/``.
+
+DeepSpeed writes the engine state (model, optimizer, LR scheduler; sharded as the layout
+requires). Beside it we keep each rank's RNG state (tensors only) and, written last by rank
+0 once every rank is done, ``complete.json``: step, consumed samples, the resolved config and
+the tokenizer metadata. A directory without ``complete.json`` was cut off mid-write and is
+never resumed from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+COMPLETE_MARKER = "complete.json"
+_TAG = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def tag_for(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file()
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _TAG.match(p.name) and is_complete(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_complete(root: Path) -> Optional[Path]:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    return json.loads((path / COMPLETE_MARKER).read_text())
+
+
+def _rng_file(path: Path, rank: int) -> Path:
+    return path / f"rng-rank{rank:05d}.pt"
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_checkpoint(engine: Any, run_dir: str | Path, step: int, metadata: dict[str, Any], keep_last: int) -> Path:
+    """Collective: every rank calls it."""
+    root = checkpoint_root(run_dir)
+    path = root / tag_for(step)
+    rank = dist.get_rank()
+    if rank == 0 and path.exists():  # a leftover from a run that died while writing it
+        shutil.rmtree(path)
+    dist.barrier()
+    engine.save_checkpoint(str(root), tag=path.name, save_latest=False)
+    torch.save(_rng_state(), _rng_file(path, rank))
+    dist.barrier()
+    if rank == 0:
+        tmp = path / (COMPLETE_MARKER + ".tmp")
+        tmp.write_text(json.dumps({"step": step, **metadata}, indent=2) + "\n")
+        os.replace(tmp, path / COMPLETE_MARKER)
+        _prune(root, keep_last)
+    dist.barrier()
+    return path
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    """Keep the newest ``keep_last`` complete checkpoints; drop older ones and any
+    incomplete leftover older than the newest complete one."""
+    complete = complete_checkpoints(root)
+    if not complete:
+        return
+    keep = {p.name for p in complete[-max(keep_last, 1) :]}
+    newest = complete[-1].name
+    for path in root.iterdir():
+        if path.is_dir() and _TAG.match(path.name) and path.name not in keep and path.name < newest:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(engine: Any, path: Path) -> dict[str, Any]:
+    """Collective: restore the engine state and this rank's RNG; return the metadata."""
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path}: not a complete checkpoint (no {COMPLETE_MARKER}); pick another or resume=never")
+    load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True)
+    if load_path is None:
+        raise RuntimeError(f"{path}: DeepSpeed could not load this checkpoint")
+    rng_file = _rng_file(path, dist.get_rank())
+    if rng_file.exists():  # absent when resuming on more ranks than saved
+        state = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+    return read_metadata(path)
+
+
+def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
+    """The checkpoint to start from: ``auto`` (newest complete one, if any), ``never``, or a path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return latest_complete(checkpoint_root(run_dir))
+    path = Path(resume)
+    if not is_complete(path):
+        raise FileNotFoundError(f"resume={resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
+    return path

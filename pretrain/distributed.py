@@ -1,0 +1,86 @@
+"""Process-group set-up that works the same alone, under torchrun and under the deepspeed
+launcher, on CPU (gloo) and GPU (nccl)."""
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+def strip_launcher_arguments(argv: list[str]) -> list[str]:
+    """The deepspeed launcher appends ``--local_rank=N`` (or ``--local_rank N``) to the
+    script's arguments; Hydra would read it as a bad override. Move it to LOCAL_RANK."""
+    kept: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("--local_rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+        elif arg == "--local_rank":
+            os.environ.setdefault("LOCAL_RANK", next(args, "0"))
+        else:
+            kept.append(arg)
+    return kept
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _set_single_process_environment() -> None:
+    """DeepSpeed insists on a launcher environment (else it looks for MPI); a plain
+    ``python -m pretrain.train`` is one process, so say so."""
+    if "RANK" in os.environ:
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def _skip_shared_memory_op_build() -> None:
+    """On CPU, deepspeed.init_distributed JIT-compiles a shared-memory collective op
+    (minutes with g++) that gloo training never uses."""
+    comm_torch = importlib.import_module("deepspeed.comm.torch")
+    comm_torch.build_shm_op = lambda: None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> ProcessInfo:
+    import deepspeed
+
+    _set_single_process_environment()
+    if not torch.cuda.is_available():
+        _skip_shared_memory_op_build()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    return ProcessInfo(
+        rank=torch.distributed.get_rank(),
+        world_size=torch.distributed.get_world_size(),
+        local_rank=local_rank,
+        device=device,
+    )
+
+
+def entry_arguments() -> None:
+    """Call before ``hydra.main`` parses ``sys.argv``."""
+    sys.argv = strip_launcher_arguments(sys.argv)

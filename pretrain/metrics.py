@@ -1,0 +1,118 @@
+"""Training metrics: console (progress bar), ``<run_dir>/metrics.jsonl``, and wandb."""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm import tqdm
+
+from pretrain.config import WandbConfig, WandbMode
+
+# Dense bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets. The first name
+# found in torch.cuda.get_device_name() wins, so more specific names come first.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10", 125.0),
+    ("L4", 121.0),
+    ("V100", 125.0),  # fp16: V100 has no bf16
+)
+
+
+def peak_tflops(device: torch.device, override: Optional[float]) -> Optional[float]:
+    """Peak dense TFLOP/s of one device, or None when unknown (CPUs, unlisted GPUs)."""
+    if override is not None:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory of this process: device allocations on GPU, resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def format_metrics(record: dict[str, Any]) -> str:
+    parts = []
+    for key, value in record.items():
+        if value is None:
+            continue
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class MetricsLogger:
+    """Only the main process writes; the others keep silent."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        enabled: bool,
+        wandb_cfg: WandbConfig,
+        config: dict[str, Any],
+    ) -> None:
+        self.enabled = enabled
+        self._file = None
+        self._wandb = None
+        self._bar = None
+        if not enabled:
+            return
+        self._file = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        if wandb_cfg.mode is not WandbMode.disabled:
+            import wandb
+
+            self._wandb = wandb.init(
+                project=wandb_cfg.project,
+                name=wandb_cfg.name,
+                mode=wandb_cfg.mode.value,
+                dir=str(run_dir),
+                config=config,
+                resume="allow",
+            )
+
+    def start_progress(self, total: int, initial: int) -> None:
+        if self.enabled:
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def advance(self, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{loss:.4f}")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        assert self._file is not None
+        self._file.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(record, step=record["step"])
+        self.message(format_metrics(record))
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._file is not None:
+            self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,290 @@
+"""The training loop: DeepSpeed engine, data, objective, metrics, checkpoints."""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import deepspeed
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pretrain.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from pretrain.config import NonFinitePolicy, TrainConfig, as_plain_dict
+from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
+from pretrain.data.shards import find_shards
+from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
+from pretrain.distributed import ProcessInfo
+from pretrain.loss import masked_lm_loss
+from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
+from pretrain.model import GPT
+from pretrain.model_stats import count_parameters, training_flops_per_token
+from pretrain.objectives import Batch, build_objective
+from pretrain.optim import build_optimizer, build_scheduler
+from pretrain.special_tokens import META_FILENAME, SpecialTokens
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the global batch; nan/inf when the step was not finite
+    skipped: bool
+    grad_norm: Optional[float]
+
+
+def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
+    if cfg.data.path and cfg.data.sources:
+        raise ValueError("give either data.path or data.sources, not both")
+    if cfg.data.path:
+        paths, weights = [cfg.data.path], [1.0]
+    elif cfg.data.sources:
+        paths, weights = [s.path for s in cfg.data.sources], [s.weight for s in cfg.data.sources]
+    else:
+        raise ValueError("no training data: set data.path=<dir of token shards> (the output of data_pipeline.tokenize)")
+    for path in paths:
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"data.path={path}: no such directory of token shards (the output of data_pipeline.tokenize)")
+    return paths, weights
+
+
+def load_special_tokens(cfg: TrainConfig, source_paths: list[str]) -> SpecialTokens:
+    location = Path(cfg.data.tokenizer) if cfg.data.tokenizer else Path(source_paths[0]) / META_FILENAME
+    if not location.exists():
+        raise FileNotFoundError(
+            f"{location}: tokenizer metadata not found; set data.tokenizer=<tokenizer dir> (from data_pipeline.train_tokenizer)"
+        )
+    return SpecialTokens.load(location)
+
+
+def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
+    """Fail now, not after hours, when checkpoints could not be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"run_dir={run_dir} is not writable ({err.strerror}); choose another run_dir") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < 2 * bytes_per_checkpoint:
+        raise OSError(
+            f"run_dir={run_dir}: {free / 2**30:.2f} GiB free, but two checkpoints need about "
+            f"{2 * bytes_per_checkpoint / 2**30:.2f} GiB; free space or choose another run_dir"
+        )
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, process: ProcessInfo) -> None:
+        self.cfg = cfg
+        self.process = process
+        self.run_dir = Path(cfg.run_dir)
+        paths, weights = data_sources(cfg)
+        self.special = load_special_tokens(cfg, paths)
+        model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
+        if model_cfg.vocab_size < self.special.vocab_size:
+            raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
+        if cfg.train.seq_len > model_cfg.max_seq_len:
+            raise ValueError(f"train.seq_len={cfg.train.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
+        self.model_cfg = model_cfg
+        self.objective = build_objective(cfg.objective, self.special, cfg.train.seq_len, cfg.train.seed)
+        window = self.objective.window_length()
+        tokenizer_hash = self.special.tokenizer_hash or None
+        self.stream = TrainingStream(open_sources(paths, cfg.data.train_split, window, tokenizer_hash), weights, cfg.train.seed)
+        valid_paths = [p for p in paths if find_shards(p, cfg.data.valid_split)]
+        self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash))
+
+        self.plan = batch_plan(cfg, dp_size=process.world_size)
+        self.precision = resolve_precision(cfg.train.precision, process.device)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        model = GPT(model_cfg)
+        model.activation_checkpointing = cfg.train.activation_checkpointing
+        self.num_parameters = count_parameters(model)
+        check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
+        self.optimizer = build_optimizer(model, cfg.optim, process.device)
+        scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            optimizer=self.optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(cfg, self.plan, self.precision),
+        )
+        if cfg.train.compile:
+            self.engine.compile()
+        self.flops_per_token = training_flops_per_token(model_cfg, cfg.train.seq_len)
+        self.peak_tflops = peak_tflops(process.device, cfg.train.peak_tflops)
+        self.step = 0
+        self.consumed_samples = 0
+        self.skipped_steps = 0
+        self.resumed_from: Optional[Path] = None
+        self.logger = MetricsLogger(
+            self.run_dir, enabled=process.is_main, wandb_cfg=cfg.logging.wandb, config=as_plain_dict(cfg)
+        )
+        start = resolve_resume(cfg.resume, self.run_dir)
+        if start is not None:
+            metadata = load_checkpoint(self.engine, start)
+            self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
+            self.skipped_steps = metadata.get("skipped_steps", 0)
+            self.resumed_from = start
+
+    # -- one optimizer step -------------------------------------------------------------
+    def _batch(self, windows: np.ndarray, positions: np.ndarray) -> Batch:
+        batch = self.objective(torch.from_numpy(windows), torch.from_numpy(positions))
+        device = self.process.device
+        attention = batch.attention
+        attention.prefix_len = None if attention.prefix_len is None else attention.prefix_len.to(device)
+        attention.doc_ids = None if attention.doc_ids is None else attention.doc_ids.to(device)
+        return Batch(batch.input_ids.to(device), batch.labels.to(device), batch.loss_mask.to(device), attention)
+
+    def _micro_loss(self, batch: Batch) -> torch.Tensor:
+        logits = self.engine(batch.input_ids, batch.attention)
+        return masked_lm_loss(logits, batch.labels, batch.loss_mask)
+
+    def train_step(self) -> StepResult:
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=self.process.device)  # (sum, non-finite count)
+        for micro_step in range(self.plan.grad_accum):
+            positions = self.plan.positions(self.consumed_samples, micro_step, self.process.rank)
+            samples = self.stream.sample(positions)
+            loss = self._micro_loss(self._batch(samples.windows, positions))
+            value = loss.detach().double()
+            loss_sum[0] += value
+            loss_sum[1] += (~torch.isfinite(value)).double()
+            self.engine.backward(loss)
+            if micro_step == self.plan.grad_accum - 1:
+                # Every rank must agree on skipping before the update happens.
+                dist.all_reduce(loss_sum)
+                if loss_sum[1] > 0:
+                    self._on_nonfinite(float(loss_sum[0]))
+                grad_norm = self._unsharded_grad_norm()
+            self.engine.step()
+        self.step += 1
+        self.consumed_samples += self.plan.global_batch
+        mean_loss = float(loss_sum[0]) / (self.plan.grad_accum * self.plan.dp_size)
+        if grad_norm is None:  # ZeRO computed it on the sharded gradients during the step
+            norm = self.engine.get_global_grad_norm()
+            grad_norm = None if norm is None else float(norm)
+        return StepResult(loss=mean_loss, skipped=bool(loss_sum[1] > 0), grad_norm=grad_norm)
+
+    def _unsharded_grad_norm(self) -> Optional[float]:
+        """Without ZeRO, DeepSpeed does not report the norm, but every rank holds the whole
+        averaged gradient after the last backward of the step."""
+        if self.cfg.parallel.zero_stage != 0:
+            return None
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else None
+
+    def _on_nonfinite(self, loss: float) -> None:
+        message = f"step {self.step + 1}: non-finite loss ({loss}) in the global batch after {self.consumed_samples} samples"
+        if self.cfg.train.nonfinite_policy is NonFinitePolicy.stop:
+            raise NonFiniteLossError(message + "; stopping (train.nonfinite_policy=skip drops such steps instead)")
+        self.optimizer.skip_next_step = True
+        self.skipped_steps += 1
+        self.logger.message(message + "; the update is skipped (train.nonfinite_policy=skip)")
+
+    # -- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> Optional[dict[str, float]]:
+        per_round = self.plan.micro_batch * self.plan.dp_size
+        rounds = min(self.cfg.train.eval_batches, len(self.validation) // per_round)
+        if rounds == 0:
+            return None
+        self.engine.eval()
+        total = torch.zeros(1, dtype=torch.float64, device=self.process.device)
+        for index in range(rounds):
+            start = index * per_round + self.process.rank * self.plan.micro_batch
+            positions = np.arange(start, start + self.plan.micro_batch, dtype=np.int64)
+            total += self._micro_loss(self._batch(self.validation.windows(positions), positions)).double()
+        self.engine.train()
+        dist.all_reduce(total)
+        val_loss = float(total) / (rounds * self.plan.dp_size)
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+
+    # -- the loop ------------------------------------------------------------------------
+    def _checkpoint_metadata(self) -> dict:
+        return {
+            "consumed_samples": self.consumed_samples,
+            "skipped_steps": self.skipped_steps,
+            "world_size": self.process.world_size,
+            "config": as_plain_dict(self.cfg),
+            "model": as_plain_dict(self.model_cfg),
+            "tokenizer": as_plain_dict(self.special),
+        }
+
+    def save(self) -> Path:
+        return save_checkpoint(self.engine, self.run_dir, self.step, self._checkpoint_metadata(), self.cfg.train.keep_last)
+
+    def fit(self) -> list[dict]:
+        """Train to ``train.max_steps``; return the logged records."""
+        train = self.cfg.train
+        if self.cfg.logging.progress_bar:
+            self.logger.start_progress(total=train.max_steps, initial=self.step)
+        if self.resumed_from is not None:
+            self.logger.message(f"resumed from {self.resumed_from} at step {self.step}")
+        self.logger.message(
+            f"model {self.model_cfg.name}: {self.num_parameters / 1e6:.2f}M parameters; global batch "
+            f"{self.plan.global_batch} × {train.seq_len} tokens ({self.plan.micro_batch} per micro-batch × "
+            f"{self.plan.grad_accum} accumulation × {self.plan.dp_size} ranks); precision {self.precision.value}"
+        )
+        records: list[dict] = []
+        last_saved = self.step
+        window = _LogWindow()
+        try:
+            while self.step < train.max_steps:
+                result = self.train_step()
+                self.logger.advance(result.loss)
+                window.add(result)
+                evaluation = self.evaluate() if train.eval_every and self.step % train.eval_every == 0 else None
+                if self.step % train.log_every == 0 or evaluation or self.step == train.max_steps:
+                    record = {**self._record(window), **(evaluation or {})}
+                    records.append(record)
+                    self.logger.log(record)
+                    window = _LogWindow()
+                if train.save_every and self.step % train.save_every == 0:
+                    self.save()
+                    last_saved = self.step
+            if last_saved != self.step:
+                self.save()
+        finally:
+            self.logger.close()
+        return records
+
+    def _record(self, window: "_LogWindow") -> dict:
+        tokens_per_s = window.steps * self.plan.global_batch * self.cfg.train.seq_len / window.elapsed()
+        tflops = self.flops_per_token * tokens_per_s / self.process.world_size / 1e12
+        return {
+            "step": self.step,
+            "loss": float(np.mean(window.losses)) if window.losses else float("nan"),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": window.grad_norm,
+            "tokens_per_s": tokens_per_s,
+            "tflops_per_device": tflops,
+            "mfu": None if self.peak_tflops is None else tflops / self.peak_tflops,
+            "memory_gb": memory_gb(self.process.device),
+            "consumed_samples": self.consumed_samples,
+            "skipped_steps": self.skipped_steps,
+        }
+
+
+class _LogWindow:
+    """The steps since the last log line: their time, finite losses and last gradient norm."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.steps = 0
+        self.losses: list[float] = []
+        self.grad_norm: Optional[float] = None
+
+    def add(self, result: StepResult) -> None:
+        self.steps += 1
+        if not result.skipped:
+            self.losses.append(result.loss)
+            self.grad_norm = result.grad_norm
+
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)

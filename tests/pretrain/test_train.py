@@ -1,0 +1,181 @@
+"""The training loop in one process: learning, exact resume, checkpoints, metrics, policies."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pretrain.trainer as trainer_module
+from pretrain.checkpoint import checkpoint_root, latest_complete
+from pretrain.config import OptimConfig, Schedule, TrainConfig, load_train_config
+from pretrain.distributed import ProcessInfo, init_distributed
+from pretrain.optim import lr_multiplier, parameter_groups
+from pretrain.model import GPT
+from pretrain.model_config import ModelConfig
+from pretrain.trainer import NonFiniteLossError, Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def process() -> ProcessInfo:
+    return init_distributed()
+
+
+def config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
+    return load_train_config(
+        [
+            f"data.path={corpus}",
+            f"run_dir={run_dir}",
+            "train.seq_len=32",
+            "train.micro_batch_size=4",
+            "train.global_batch_size=8",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "train.save_every=0",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=2",
+            "logging.progress_bar=false",
+            *overrides,
+        ]
+    )
+
+
+def losses(records: list[dict]) -> list[float]:
+    return [r["loss"] for r in records]
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm", "span"])
+def test_each_objective_brings_the_loss_down(objective: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    records = Trainer(config(token_corpus, tmp_path, f"objective={objective}", "train.max_steps=30"), process).fit()
+    curve = losses(records)
+    assert sum(curve[-3:]) / 3 < 0.75 * sum(curve[:3]) / 3, curve
+
+
+def test_resume_continues_exactly(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    # MLM with dropout exercises the saved RNG state and the per-sample masking noise.
+    common = ("objective=mlm", "model.residual_dropout=0.1", "optim.schedule=constant", "train.micro_batch_size=2")
+    straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=6"), process).fit()
+    first_half = Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=3"), process).fit()
+    resumed = Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=6"), process)
+    assert resumed.step == 3 and resumed.consumed_samples == 24
+    second_half = resumed.fit()
+    assert losses(first_half) + losses(second_half) == losses(straight)
+
+
+def test_cut_off_checkpoint_is_skipped(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    Trainer(config(token_corpus, tmp_path, "train.max_steps=2"), process).fit()
+    good = latest_complete(checkpoint_root(tmp_path))
+    assert good is not None and good.name == "step-00000002"
+    # A later checkpoint whose write was cut off: DeepSpeed's file is there, truncated, no marker.
+    broken = checkpoint_root(tmp_path) / "step-00000004"
+    broken.mkdir()
+    data = (good / "mp_rank_00_model_states.pt").read_bytes()
+    (broken / "mp_rank_00_model_states.pt").write_bytes(data[: len(data) // 2])
+    resumed = Trainer(config(token_corpus, tmp_path, "train.max_steps=4"), process)
+    assert resumed.resumed_from == good and resumed.step == 2
+    resumed.fit()
+    assert latest_complete(checkpoint_root(tmp_path)) == broken  # rewritten whole, then marked complete
+
+
+def test_checkpoints_keep_the_last_k(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    Trainer(config(token_corpus, tmp_path, "train.max_steps=5", "train.save_every=1", "train.keep_last=2"), process).fit()
+    names = sorted(p.name for p in checkpoint_root(tmp_path).iterdir())
+    assert names == ["step-00000004", "step-00000005"]
+    metadata = json.loads((checkpoint_root(tmp_path) / "step-00000005" / "complete.json").read_text())
+    assert metadata["consumed_samples"] == 40 and metadata["tokenizer"]["eos_id"] == 2
+    assert metadata["config"]["model"]["name"] == "tiny"
+
+
+def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    Trainer(config(token_corpus, tmp_path, "train.max_steps=4", "train.log_every=2", "train.eval_every=4"), process).fit()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    for line in lines:
+        assert {"step", "loss", "lr", "tokens_per_s", "grad_norm", "mfu", "memory_gb"} <= set(line)
+        assert line["tokens_per_s"] > 0 and line["grad_norm"] > 0
+    assert "val_loss" in lines[1] and lines[1]["val_ppl"] == pytest.approx(2.718281828 ** lines[1]["val_loss"])
+
+
+def nan_on_call(number: int):
+    real = trainer_module.masked_lm_loss
+    calls = {"n": 0}
+
+    def loss(*args):
+        calls["n"] += 1
+        value = real(*args)
+        return value * float("nan") if calls["n"] == number else value
+
+    return loss
+
+
+def test_nonfinite_step_is_skipped_and_reported(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip"), process)
+    monkeypatch.setattr(trainer_module, "masked_lm_loss", nan_on_call(4))  # step 2, second micro-batch
+    trainer.train_step()
+    before = [p.detach().clone() for p in trainer.engine.module.parameters()]
+    result = trainer.train_step()
+    assert result.skipped and trainer.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.engine.module.parameters()))
+    assert not trainer.train_step().skipped  # training goes on, and updates again
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.engine.module.parameters()))
+
+
+def test_nonfinite_step_stops_when_told(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop"), process)
+    monkeypatch.setattr(trainer_module, "masked_lm_loss", nan_on_call(3))
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        trainer.fit()
+
+
+def test_bad_batch_arithmetic_is_one_clear_error(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    with pytest.raises(ValueError, match="train.global_batch_size=10"):
+        Trainer(config(token_corpus, tmp_path, "train.global_batch_size=10"), process)
+
+
+def test_missing_data_and_unwritable_run_dir_fail_early(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    with pytest.raises(Exception, match="data.path"):
+        Trainer(config(tmp_path / "nowhere", tmp_path), process)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match="run_dir"):
+        Trainer(config(token_corpus, blocker / "run"), process)
+
+
+def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
+    model = GPT(ModelConfig(vocab_size=64, n_layers=1, d_model=16, n_heads=2, bias=True))
+    decay, no_decay = parameter_groups(model, OptimConfig())
+    assert all(p.dim() == 2 for p in decay["params"])
+    exempt = {id(p) for p in no_decay["params"]}
+    assert id(model.embed.tokens.weight) in exempt and id(model.blocks[0].attn.wq.bias) in exempt
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_lr_schedules() -> None:
+    cosine = OptimConfig(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_multiplier(0, cosine, 100) == pytest.approx(0.1)
+    assert lr_multiplier(9, cosine, 100) == pytest.approx(1.0)
+    assert lr_multiplier(55, cosine, 100) == pytest.approx(0.55)
+    assert lr_multiplier(100, cosine, 100) == pytest.approx(0.1)
+    wsd = OptimConfig(warmup_steps=10, min_lr_ratio=0.0, schedule=Schedule.wsd, decay_fraction=0.2)
+    assert lr_multiplier(79, wsd, 100) == 1.0 and lr_multiplier(90, wsd, 100) == pytest.approx(0.5)
+    assert lr_multiplier(50, OptimConfig(warmup_steps=10, schedule=Schedule.constant), 100) == 1.0
+
+
+def test_command_line_accepts_the_deepspeed_launcher_argument(token_corpus: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "pretrain.train", f"data.path={token_corpus}", f"run_dir={tmp_path}",
+        "train.max_steps=2", "train.seq_len=32", "train.log_every=1", "logging.progress_bar=false", "--local_rank=0",
+    ]
+    # A fresh process, not one of this test process's (whose RANK/MASTER_PORT are taken).
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    bad = subprocess.run(command[:-1] + ["model.n_layer=3"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode != 0 and "model.n_layer" in bad.stderr
