@@ -54,13 +54,27 @@ def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
     return paths, weights
 
 
-def load_special_tokens(cfg: TrainConfig, source_paths: list[str]) -> SpecialTokens:
-    location = Path(cfg.data.tokenizer) if cfg.data.tokenizer else Path(source_paths[0]) / META_FILENAME
-    if not location.exists():
+# What a tokenizer directory may hold; the run keeps a copy so that evaluation, generation
+# and export find the tokenizer next to the checkpoints.
+TOKENIZER_FILES = (META_FILENAME, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def tokenizer_dir(cfg: TrainConfig, source_paths: list[str]) -> Path:
+    directory = Path(cfg.data.tokenizer) if cfg.data.tokenizer else Path(source_paths[0])
+    if not (directory / META_FILENAME).exists():
         raise FileNotFoundError(
-            f"{location}: tokenizer metadata not found; set data.tokenizer=<tokenizer dir> (from data_pipeline.train_tokenizer)"
+            f"{directory / META_FILENAME}: tokenizer metadata not found; set data.tokenizer=<tokenizer dir> "
+            "(the output of data_pipeline.train_tokenizer)"
         )
-    return SpecialTokens.load(location)
+    return directory
+
+
+def copy_tokenizer(source: Path, run_dir: Path) -> None:
+    target = run_dir / "tokenizer"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copyfile(source / name, target / name)
 
 
 def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
@@ -86,7 +100,8 @@ class Trainer:
         self.process = process
         self.run_dir = Path(cfg.run_dir)
         paths, weights = data_sources(cfg)
-        self.special = load_special_tokens(cfg, paths)
+        tokenizer = tokenizer_dir(cfg, paths)
+        self.special = SpecialTokens.load(tokenizer)
         model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
@@ -107,6 +122,8 @@ class Trainer:
         model.activation_checkpointing = cfg.train.activation_checkpointing
         self.num_parameters = count_parameters(model)
         check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
+        if process.is_main:
+            copy_tokenizer(tokenizer, self.run_dir)
         self.optimizer = build_optimizer(model, cfg.optim, process.device)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.engine, _, _, _ = deepspeed.initialize(
