@@ -51,11 +51,25 @@ class WandbMode(Choice):
     online = "online"
 
 
+class PartitionMethod(Choice):
+    parameters = "parameters"  # balance the stages' parameter counts
+    uniform = "uniform"  # the same number of layers per stage
+    blocks = "blocks"  # balance the transformer blocks only
+
+
 @dataclass
 class ParallelConfig:
     name: str = "single"
+    # Tensor-parallel degree: attention heads and MLP width split across this many ranks.
+    tp: int = 1
+    # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp).
+    pp: int = 1
     # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.
     zero_stage: int = 0
+    # Pipeline only: how layers are split into stages, and how many layers each activation
+    # checkpoint spans when train.activation_checkpointing is on.
+    partition_method: PartitionMethod = PartitionMethod.parameters
+    checkpoint_interval: int = 1
 
 
 @dataclass

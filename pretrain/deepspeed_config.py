@@ -18,19 +18,12 @@ def resolve_precision(requested: Precision, device: torch.device) -> Precision:
 
 
 def batch_plan(cfg: TrainConfig, dp_size: int) -> BatchPlan:
-    micro, global_batch = cfg.train.micro_batch_size, cfg.train.global_batch_size
-    per_step = micro * dp_size
-    if micro < 1 or global_batch < 1 or global_batch % per_step:
-        raise ValueError(
-            f"train.global_batch_size={global_batch} must be a positive multiple of train.micro_batch_size={micro} × "
-            f"data-parallel size {dp_size} = {per_step}; e.g. train.global_batch_size={max(per_step, global_batch // per_step * per_step)}"
-        )
-    return BatchPlan(micro_batch=micro, grad_accum=global_batch // per_step, dp_size=dp_size)
+    """The cut of the global batch; ``validate_layout`` has checked that it divides evenly."""
+    micro = cfg.train.micro_batch_size
+    return BatchPlan(micro_batch=micro, grad_accum=cfg.train.global_batch_size // (micro * dp_size), dp_size=dp_size)
 
 
 def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) -> dict[str, Any]:
-    if cfg.parallel.zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"parallel.zero_stage={cfg.parallel.zero_stage}: DeepSpeed ZeRO stages are 0, 1, 2 and 3")
     return {
         "train_batch_size": plan.global_batch,
         "train_micro_batch_size_per_gpu": plan.micro_batch,

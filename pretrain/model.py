@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pretrain.choices import Choice
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pretrain.init import init_parameters
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
+
+if TYPE_CHECKING:  # the cache module imports this one
+    from pretrain.generation.kv_cache import KVCache, LayerCache
 
 
 class LayerFactory:
@@ -35,6 +39,14 @@ class LayerFactory:
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
         return nn.Embedding(num_embeddings, dim)
+
+    def tied_logits(self, x: Tensor, weight: Tensor) -> Tensor:
+        """Logits from the (possibly vocabulary-split) embedding matrix."""
+        return F.linear(x, weight)
+
+    def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Per-position cross-entropy, (batch, seq), from logits laid out as this factory's."""
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
 
 
 DENSE = LayerFactory()
@@ -120,13 +132,17 @@ class Attention(nn.Module):
         batch, seq, _ = x.shape
         return x.view(batch, seq, heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
+    def forward(
+        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+    ) -> Tensor:
         q = self._split_heads(self.wq(x), self.local_heads)
         k = self._split_heads(self.wk(x), self.local_kv_heads)
         v = self._split_heads(self.wv(x), self.local_kv_heads)
         if self.rope_theta is not None:
             q = rotary(q, positions, self.rope_theta)
             k = rotary(k, positions, self.rope_theta)
+        if cache is not None:
+            k, v = cache.append(k, v)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -169,8 +185,10 @@ class Block(nn.Module):
         self.mlp = MLP(cfg, layers)
         self.dropout = nn.Dropout(cfg.residual_dropout)
 
-    def forward(self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), positions, mask, is_causal))
+    def forward(
+        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+    ) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), positions, mask, is_causal, cache))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -198,63 +216,55 @@ class OutputHead(nn.Module):
         super().__init__()
         self.norm = make_norm(cfg)
         self.proj = None if cfg.tie_embeddings else layers.column(cfg.d_model, cfg.padded_vocab_size, False)
+        self.layers = layers
 
     def forward(self, x: Tensor, tied_weight: Optional[Tensor] = None) -> Tensor:
         x = self.norm(x)
         if self.proj is None:
-            return F.linear(x, tied_weight)
+            return self.layers.tied_logits(x, tied_weight)
         return self.proj(x)
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE, seed: int = 0) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        self.layers = layers
         self.embed = Embedding(cfg, layers)
         self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
         self.head = OutputHead(cfg, layers)
         # Recompute each block's activations in the backward pass instead of storing them.
         self.activation_checkpointing = False
-        self.reset_parameters()
+        self.reset_parameters(seed)
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """GPT-2 style: N(0, init_std) for weights, zero biases, unit norms; residual output
-        projections scaled down by sqrt(2 · n_layers)."""
-        std = self.cfg.init_std
-        for module in self.modules():
-            if isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
-                module.reset_parameters()
-                continue
-            if hasattr(module, "weight") and isinstance(module.weight, Tensor) and module.weight.dim() == 2:
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        if self.cfg.scaled_init:
-            residual_std = std / (2 * self.cfg.n_layers) ** 0.5
-            for block in self.blocks:
-                nn.init.normal_(block.attn.wo.weight, mean=0.0, std=residual_std)
-                nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+    def reset_parameters(self, seed: int = 0) -> None:
+        init_parameters(self, "", self.cfg, seed)
 
     def forward(
         self,
         input_ids: Tensor,
         attention: Optional[AttentionSpec] = None,
         positions: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
     ) -> Tensor:
-        """Logits of shape (batch, seq, padded vocab)."""
+        """Logits of shape (batch, seq, padded vocab). With a ``cache`` (causal decoding),
+        ``input_ids`` are the tokens after the cached ones, whose keys and values it keeps."""
         seq_len = input_ids.shape[1]
-        if seq_len > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {seq_len} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        past = 0 if cache is None else cache.length
+        if past + seq_len > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {past + seq_len} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
         if positions is None:
-            positions = torch.arange(seq_len, device=input_ids.device)
-        mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
+            positions = torch.arange(past, past + seq_len, device=input_ids.device)
+        if cache is None:
+            mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
+        else:
+            mask, is_causal = cache.extend(attention or AttentionSpec(), seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, positions, mask, is_causal, use_reentrant=False)
             else:
-                x = block(x, positions, mask, is_causal)
+                x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index])
         tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None
         return self.head(x, tied)

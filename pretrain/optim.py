@@ -1,39 +1,68 @@
-"""Optimizer with weight-decay groups, and the learning-rate schedule."""
+"""Optimizer with weight-decay groups, the learning-rate schedule, and the guard that keeps
+non-finite steps out of the weights."""
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 
-from pretrain.config import OptimConfig, OptimizerName, Schedule
-
-
-class SkippableStep:
-    """Lets the trainer drop one optimizer update (a step whose loss was not finite) while
-    DeepSpeed's own bookkeeping (micro-step counters, gradient reset, LR schedule) goes on."""
-
-    skip_next_step: bool = False
-
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        if self.skip_next_step:
-            self.skip_next_step = False
-            return None
-        return super().step(closure)  # type: ignore[misc]
+from pretrain.config import NonFinitePolicy, OptimConfig, OptimizerName, Schedule
+from pretrain.parallel.tensor import VocabParallelEmbedding
 
 
-class SkippableAdamW(SkippableStep, torch.optim.AdamW):
+class NonFiniteLossError(RuntimeError):
     pass
 
 
-class SkippableSGD(SkippableStep, torch.optim.SGD):
+class GuardedStep:
+    """Mixin for a torch optimizer: the update happens only if no rank saw a non-finite loss
+    since the last update.
+
+    DeepSpeed calls ``step()`` exactly once per optimizer step on every rank (all pipeline
+    stages and ZeRO partitions included), so the ranks agree there with one all-reduce, and
+    DeepSpeed's own bookkeeping (gradient reset, LR schedule, counters) carries on as usual.
+    """
+
+    nonfinite_policy: NonFinitePolicy = NonFinitePolicy.stop
+    last_step_skipped: bool = False
+    _nonfinite_losses: int = 0
+    _step_number: int = 0
+
+    def note_loss(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            self._nonfinite_losses += 1
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        self._step_number += 1
+        flag = torch.tensor([float(self._nonfinite_losses)], device=self.param_groups[0]["params"][0].device)  # type: ignore[attr-defined]
+        self._nonfinite_losses = 0
+        if dist.is_initialized():
+            dist.all_reduce(flag)
+        self.last_step_skipped = bool(flag.item() > 0)
+        if not self.last_step_skipped:
+            return super().step(closure)  # type: ignore[misc]
+        if self.nonfinite_policy is NonFinitePolicy.stop:
+            raise NonFiniteLossError(
+                f"optimizer step {self._step_number}: non-finite loss in {int(flag.item())} micro-batch(es); stopping "
+                "(train.nonfinite_policy=skip drops such steps instead)"
+            )
+        return None
+
+
+class GuardedAdamW(GuardedStep, torch.optim.AdamW):
+    pass
+
+
+class GuardedSGD(GuardedStep, torch.optim.SGD):
     pass
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Matrices of the linears decay; norms, biases and embeddings do not (unless
     ``optim.decay_embeddings_and_norms``): decaying them only shrinks useful scales."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, VocabParallelEmbedding))}
     decay, no_decay = [], []
     for param in model.parameters():
         if not param.requires_grad:
@@ -46,17 +75,23 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, device: torch.device, nonfinite_policy: NonFinitePolicy
+) -> GuardedStep:
     groups = parameter_groups(model, cfg)
+    optimizer: GuardedStep
     if cfg.name is OptimizerName.adamw:
-        return SkippableAdamW(
+        optimizer = GuardedAdamW(
             groups,
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.eps,
             fused=device.type == "cuda",  # one kernel for the whole update on GPU
         )
-    return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        optimizer = GuardedSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer.nonfinite_policy = nonfinite_policy
+    return optimizer
 
 
 def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int) -> float:

@@ -14,22 +14,21 @@ import torch
 import torch.distributed as dist
 
 from pretrain.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from pretrain.config import NonFinitePolicy, TrainConfig, as_plain_dict
+from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
-from pretrain.loss import masked_lm_loss
+from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
-from pretrain.model import GPT
+from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
+from pretrain.parallel.layout import build_grid, validate_layout
+from pretrain.parallel.pipeline import build_pipeline, stage_inputs
+from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.special_tokens import META_FILENAME, SpecialTokens
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -99,6 +98,7 @@ class Trainer:
         self.cfg = cfg
         self.process = process
         self.run_dir = Path(cfg.run_dir)
+        self.layout = validate_layout(cfg, process.world_size)
         paths, weights = data_sources(cfg)
         tokenizer = tokenizer_dir(cfg, paths)
         self.special = SpecialTokens.load(tokenizer)
@@ -115,22 +115,28 @@ class Trainer:
         valid_paths = [p for p in paths if find_shards(p, cfg.data.valid_split)]
         self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash))
 
-        self.plan = batch_plan(cfg, dp_size=process.world_size)
+        self.grid = build_grid(self.layout)
+        self.dp_rank = self.grid.get_data_parallel_rank()
+        # Dropout: ranks of one tensor-parallel group see the same replicated activations, so
+        # they share a seed; data-parallel replicas and pipeline stages draw their own.
+        torch.manual_seed(cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id())
+        self.plan = batch_plan(cfg, dp_size=self.layout.dp)
         self.precision = resolve_precision(cfg.train.precision, process.device)
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        model = GPT(model_cfg)
-        model.activation_checkpointing = cfg.train.activation_checkpointing
-        self.num_parameters = count_parameters(model)
+        self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
+        model = self._build_model()
+        with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
+            self.num_parameters = count_parameters(GPT(model_cfg))
         check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
         if process.is_main:
             copy_tokenizer(tokenizer, self.run_dir)
-        self.optimizer = build_optimizer(model, cfg.optim, process.device)
+        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model,
             optimizer=self.optimizer,
             lr_scheduler=scheduler,
             config=deepspeed_config(cfg, self.plan, self.precision),
+            mpu=None if self.pipelined else self.grid,
         )
         if cfg.train.compile:
             self.engine.compile()
@@ -150,6 +156,28 @@ class Trainer:
             self.skipped_steps = metadata.get("skipped_steps", 0)
             self.resumed_from = start
 
+    @property
+    def pipelined(self) -> bool:
+        return self.layout.pp > 1
+
+    def _build_model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        if not self.pipelined:
+            model = GPT(self.model_cfg, self.layers, seed=cfg.train.seed)
+            model.activation_checkpointing = cfg.train.activation_checkpointing
+            return model
+        return build_pipeline(
+            self.model_cfg,
+            self.layers,
+            seed=cfg.train.seed,
+            mode=self.objective.attention_mode,
+            uses_doc_ids=self.objective.document_masking,
+            grid=self.grid,
+            loss_fn=lambda logits, targets: self._loss(logits, *targets),
+            partition_method=cfg.parallel.partition_method,
+            checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
+        )
+
     # -- one optimizer step -------------------------------------------------------------
     def _batch(self, windows: np.ndarray, positions: np.ndarray) -> Batch:
         batch = self.objective(torch.from_numpy(windows), torch.from_numpy(positions))
@@ -159,50 +187,55 @@ class Trainer:
         attention.doc_ids = None if attention.doc_ids is None else attention.doc_ids.to(device)
         return Batch(batch.input_ids.to(device), batch.labels.to(device), batch.loss_mask.to(device), attention)
 
-    def _micro_loss(self, batch: Batch) -> torch.Tensor:
-        logits = self.engine(batch.input_ids, batch.attention)
-        return masked_lm_loss(logits, batch.labels, batch.loss_mask)
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+        loss = sample_mean_loss(self.layers.token_losses(logits, labels), loss_mask)
+        self.optimizer.note_loss(loss)
+        return loss
+
+    def _pipeline_loss(self, batches: list[Batch], train: bool) -> float:
+        items = iter(
+            (stage_inputs(b.input_ids, b.attention.prefix_len, b.attention.doc_ids), (b.labels, b.loss_mask))
+            for b in batches
+        )
+        if train:
+            return float(self.engine.train_batch(data_iter=items))
+        return float(self.engine.eval_batch(data_iter=items, num_micro_batches=len(batches)))
 
     def train_step(self) -> StepResult:
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=self.process.device)  # (sum, non-finite count)
-        for micro_step in range(self.plan.grad_accum):
-            positions = self.plan.positions(self.consumed_samples, micro_step, self.process.rank)
-            samples = self.stream.sample(positions)
-            loss = self._micro_loss(self._batch(samples.windows, positions))
-            value = loss.detach().double()
-            loss_sum[0] += value
-            loss_sum[1] += (~torch.isfinite(value)).double()
-            self.engine.backward(loss)
-            if micro_step == self.plan.grad_accum - 1:
-                # Every rank must agree on skipping before the update happens.
-                dist.all_reduce(loss_sum)
-                if loss_sum[1] > 0:
-                    self._on_nonfinite(float(loss_sum[0]))
-                grad_norm = self._unsharded_grad_norm()
-            self.engine.step()
+        micro_positions = [self.plan.positions(self.consumed_samples, m, self.dp_rank) for m in range(self.plan.grad_accum)]
+        batches = [self._batch(self.stream.sample(p).windows, p) for p in micro_positions]
+        grad_norm = None
+        if self.pipelined:
+            mean_loss = self._pipeline_loss(batches, train=True)
+        else:
+            loss_sum = torch.zeros(1, dtype=torch.float64, device=self.process.device)
+            for micro_step, batch in enumerate(batches):
+                loss = self._loss(self.engine(batch.input_ids, batch.attention), batch.labels, batch.loss_mask)
+                loss_sum += loss.detach().double()
+                self.engine.backward(loss)
+                if micro_step == len(batches) - 1:
+                    grad_norm = self._unsharded_grad_norm()
+                self.engine.step()
+            dist.all_reduce(loss_sum, group=self.grid.get_data_parallel_group())
+            mean_loss = float(loss_sum) / (self.plan.grad_accum * self.plan.dp_size)
         self.step += 1
         self.consumed_samples += self.plan.global_batch
-        mean_loss = float(loss_sum[0]) / (self.plan.grad_accum * self.plan.dp_size)
-        if grad_norm is None:  # ZeRO computed it on the sharded gradients during the step
+        skipped = self.optimizer.last_step_skipped
+        if skipped:
+            self.skipped_steps += 1
+            self.logger.message(f"step {self.step}: non-finite loss ({mean_loss}); the update was skipped (train.nonfinite_policy=skip)")
+        if grad_norm is None:  # DeepSpeed computed it on the sharded gradients during the step
             norm = self.engine.get_global_grad_norm()
             grad_norm = None if norm is None else float(norm)
-        return StepResult(loss=mean_loss, skipped=bool(loss_sum[1] > 0), grad_norm=grad_norm)
+        return StepResult(loss=mean_loss, skipped=skipped, grad_norm=grad_norm)
 
     def _unsharded_grad_norm(self) -> Optional[float]:
-        """Without ZeRO, DeepSpeed does not report the norm, but every rank holds the whole
-        averaged gradient after the last backward of the step."""
-        if self.cfg.parallel.zero_stage != 0:
+        """Without ZeRO or tensor parallelism DeepSpeed does not report the norm, but every
+        rank holds the whole averaged gradient after the last backward of the step."""
+        if self.cfg.parallel.zero_stage != 0 or self.layout.tp > 1:
             return None
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads)) if grads else None
-
-    def _on_nonfinite(self, loss: float) -> None:
-        message = f"step {self.step + 1}: non-finite loss ({loss}) in the global batch after {self.consumed_samples} samples"
-        if self.cfg.train.nonfinite_policy is NonFinitePolicy.stop:
-            raise NonFiniteLossError(message + "; stopping (train.nonfinite_policy=skip drops such steps instead)")
-        self.optimizer.skip_next_step = True
-        self.skipped_steps += 1
-        self.logger.message(message + "; the update is skipped (train.nonfinite_policy=skip)")
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -211,15 +244,20 @@ class Trainer:
         rounds = min(self.cfg.train.eval_batches, len(self.validation) // per_round)
         if rounds == 0:
             return None
-        self.engine.eval()
-        total = torch.zeros(1, dtype=torch.float64, device=self.process.device)
-        for index in range(rounds):
-            start = index * per_round + self.process.rank * self.plan.micro_batch
-            positions = np.arange(start, start + self.plan.micro_batch, dtype=np.int64)
-            total += self._micro_loss(self._batch(self.validation.windows(positions), positions)).double()
-        self.engine.train()
-        dist.all_reduce(total)
-        val_loss = float(total) / (rounds * self.plan.dp_size)
+        micro = self.plan.micro_batch
+        starts = [index * per_round + self.dp_rank * micro for index in range(rounds)]
+        batches = [self._batch(self.validation.windows(p), p) for p in (np.arange(s, s + micro) for s in starts)]
+        if self.pipelined:
+            val_loss = self._pipeline_loss(batches, train=False)
+        else:
+            self.engine.eval()
+            total = torch.zeros(1, dtype=torch.float64, device=self.process.device)
+            for batch in batches:
+                logits = self.engine(batch.input_ids, batch.attention)
+                total += sample_mean_loss(self.layers.token_losses(logits, batch.labels), batch.loss_mask).double()
+            self.engine.train()
+            dist.all_reduce(total, group=self.grid.get_data_parallel_group())
+            val_loss = float(total) / (rounds * self.plan.dp_size)
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
 
     # -- the loop ------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pretrain.distributed import ProcessInfo, init_distributed
 from pretrain.optim import lr_multiplier, parameter_groups
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.trainer import NonFiniteLossError, Trainer
+from pretrain.optim import NonFiniteLossError
+from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +104,7 @@ def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path
 
 
 def nan_on_call(number: int):
-    real = trainer_module.masked_lm_loss
+    real = trainer_module.sample_mean_loss
     calls = {"n": 0}
 
     def loss(*args):
@@ -116,7 +117,7 @@ def nan_on_call(number: int):
 
 def test_nonfinite_step_is_skipped_and_reported(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip"), process)
-    monkeypatch.setattr(trainer_module, "masked_lm_loss", nan_on_call(4))  # step 2, second micro-batch
+    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
     trainer.train_step()
     before = [p.detach().clone() for p in trainer.engine.module.parameters()]
     result = trainer.train_step()
@@ -128,7 +129,7 @@ def test_nonfinite_step_is_skipped_and_reported(token_corpus: Path, tmp_path: Pa
 
 def test_nonfinite_step_stops_when_told(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop"), process)
-    monkeypatch.setattr(trainer_module, "masked_lm_loss", nan_on_call(3))
+    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
 

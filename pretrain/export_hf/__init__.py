@@ -1,0 +1,2 @@
+"""Export: consolidated safetensors and a Hugging Face ``LlamaForCausalLM`` directory
+(``python -m pretrain.export``)."""

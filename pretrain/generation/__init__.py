@@ -1,0 +1,1 @@
+"""Text generation: KV cache, greedy, beam search and sampling (``python -m pretrain.generate``)."""

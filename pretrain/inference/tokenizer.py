@@ -1,0 +1,63 @@
+"""The SentencePiece tokenizer a run was trained with, as text ↔ ids for inference."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from data_pipeline.tokenizer_files import TokenizerFiles
+from pretrain.choices import Choice
+from pretrain.special_tokens import SpecialTokens
+
+WORD_BOUNDARY = "\u2581"  # SentencePiece's visible space
+
+
+class StartToken(Choice):
+    """What goes before a prompt. In packed training a document follows the previous one's
+    EOS, so ``eos`` shows the model a document start; ``bos`` suits shards tokenized with
+    add_bos=true only if they also lack the EOS before it; ``none`` adds nothing."""
+
+    eos = "eos"
+    bos = "bos"
+    none = "none"
+
+
+class TextTokenizer:
+    def __init__(self, processor: spm.SentencePieceProcessor, special: SpecialTokens, directory: Path) -> None:
+        self.processor = processor
+        self.special = special
+        self.directory = directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TextTokenizer":
+        files = TokenizerFiles.load(directory)
+        return cls(files.processor(), files.special_tokens, files.model_path.parent)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.special.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return self.processor.encode(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.processor.encode(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.processor.decode(list(ids))
+
+    def start_ids(self, start: StartToken) -> list[int]:
+        return {StartToken.eos: [self.special.eos_id], StartToken.bos: [self.special.bos_id], StartToken.none: []}[start]
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for (0 for control tokens), for bits per byte."""
+        processor = self.processor
+        lengths = np.zeros(processor.get_piece_size(), dtype=np.int64)
+        for index in range(len(lengths)):
+            if processor.is_byte(index):
+                lengths[index] = 1
+            elif not (processor.is_control(index) or processor.is_unknown(index) or processor.is_unused(index)):
+                lengths[index] = len(processor.id_to_piece(index).replace(WORD_BOUNDARY, " ").encode("utf-8"))
+        return lengths

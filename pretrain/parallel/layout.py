@@ -1,0 +1,75 @@
+"""The parallel layout: checked against the config before any process group exists, then
+turned into DeepSpeed's topology and process groups."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+
+from pretrain.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int
+    pp: int
+    dp: int
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+
+def launched_world_size() -> int:
+    """World size from the launcher's environment (1 when started alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
+    """The layout for ``world_size`` processes, or one clear error naming the setting and the fix."""
+    par, model = cfg.parallel, cfg.model
+    if par.tp < 1 or par.pp < 1:
+        raise ValueError(f"parallel.tp={par.tp} and parallel.pp={par.pp} must be at least 1")
+    if world_size % (par.tp * par.pp):
+        raise ValueError(
+            f"world size {world_size} is not divisible by parallel.tp × parallel.pp = {par.tp} × {par.pp}; "
+            f"launch a multiple of {par.tp * par.pp} processes or change the layout"
+        )
+    if par.pp > 1 and par.zero_stage > 1:
+        raise ValueError(
+            f"parallel.zero_stage={par.zero_stage} with parallel.pp={par.pp}: DeepSpeed's pipeline engine supports "
+            "ZeRO stage 0 or 1 only; set parallel.zero_stage=1"
+        )
+    if par.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"parallel.zero_stage={par.zero_stage}: DeepSpeed ZeRO stages are 0, 1, 2 and 3")
+    kv_heads = model.n_kv_heads if model.n_kv_heads is not None else model.n_heads
+    for name, value in (("model.n_heads", model.n_heads), ("model.n_kv_heads", kv_heads), ("the MLP width", model.ffn_dim)):
+        if value % par.tp:
+            raise ValueError(f"{name}={value} is not divisible by parallel.tp={par.tp}; choose a tp that divides it")
+    if model.pad_vocab_multiple % par.tp:
+        raise ValueError(f"model.pad_vocab_multiple={model.pad_vocab_multiple} must be a multiple of parallel.tp={par.tp}")
+    if model.n_layers < par.pp:
+        raise ValueError(f"model.n_layers={model.n_layers} is less than parallel.pp={par.pp}: each stage needs a layer")
+    if par.pp > 1 and par.checkpoint_interval < 1:
+        raise ValueError(f"parallel.checkpoint_interval={par.checkpoint_interval} must be at least 1")
+    if cfg.train.compile and par.zero_stage == 3:
+        raise ValueError("train.compile=true fails with parallel.zero_stage=3 in DeepSpeed 0.19; use zero_stage<=2")
+    dp = world_size // (par.tp * par.pp)
+    per_step = cfg.train.micro_batch_size * dp
+    if cfg.train.global_batch_size % per_step or cfg.train.micro_batch_size < 1:
+        raise ValueError(
+            f"train.global_batch_size={cfg.train.global_batch_size} must be a positive multiple of "
+            f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"
+        )
+    return Layout(tp=par.tp, pp=par.pp, dp=dp)
+
+
+def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
+    """DeepSpeed's process grid (pipe × data × model axes); every rank builds every group,
+    in the same order, as torch.distributed requires."""
+    from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology, PipelineParallelGrid
+
+    topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.dp)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole topology
+        return PipelineParallelGrid(topology=topology)

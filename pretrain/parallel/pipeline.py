@@ -1,0 +1,150 @@
+"""The GPT laid out as DeepSpeed pipeline stages, from the same modules as ``pretrain.model``.
+
+Between stages travels a tuple of tensors: the hidden states, the prefix lengths and the
+document ids (zero-filled when the objective does not use them: the pipeline engine passes
+tensors only). The attention mode is fixed for a run, so each block stage knows it from
+construction. Parameter names inside a stage are the block's own; ``canonical_parameters``
+maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
+initialization and the layout-free checkpoint use.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from pretrain.config import PartitionMethod
+from pretrain.init import init_parameters
+from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_mask, make_norm
+from pretrain.model_config import ModelConfig
+
+StageTensors = tuple[Tensor, Tensor, Tensor]  # (hidden or input ids, prefix_len, doc_ids)
+
+
+def _positions(x: Tensor) -> Tensor:
+    return torch.arange(x.shape[1], device=x.device)
+
+
+class EmbeddingStage(Embedding):
+    canonical_prefix = "embed."
+
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
+        super().__init__(cfg, layers)
+        self.layers = layers  # the tied output projection needs the factory's logits
+        init_parameters(self, self.canonical_prefix, cfg, seed)
+
+    def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
+        input_ids, prefix_len, doc_ids = inputs
+        return super().forward(input_ids, _positions(input_ids)), prefix_len, doc_ids
+
+
+class BlockStage(Block):
+    def __init__(
+        self, cfg: ModelConfig, layers: LayerFactory, seed: int, index: int, mode: AttentionMode, uses_doc_ids: bool
+    ) -> None:
+        super().__init__(cfg, layers)
+        self.canonical_prefix = f"blocks.{index}."
+        self.mode = mode
+        self.uses_doc_ids = uses_doc_ids
+        init_parameters(self, self.canonical_prefix, cfg, seed)
+
+    def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
+        hidden, prefix_len, doc_ids = inputs
+        spec = AttentionSpec(
+            mode=self.mode,
+            prefix_len=prefix_len if self.mode is AttentionMode.prefix else None,
+            doc_ids=doc_ids if self.uses_doc_ids else None,
+        )
+        mask, is_causal = attention_mask(spec, hidden.shape[1], hidden.device)
+        return super().forward(hidden, _positions(hidden), mask, is_causal), prefix_len, doc_ids
+
+
+class FinalNormStage(nn.Module):
+    """The output head's norm, on its own when the projection is the tied embedding."""
+
+    canonical_prefix = "head."
+
+    def __init__(self, cfg: ModelConfig, seed: int) -> None:
+        super().__init__()
+        self.norm = make_norm(cfg)
+        init_parameters(self, self.canonical_prefix, cfg, seed)
+
+    def forward(self, inputs: StageTensors) -> Tensor:
+        return self.norm(inputs[0])
+
+
+class HeadStage(OutputHead):
+    canonical_prefix = "head."
+
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
+        super().__init__(cfg, layers)
+        init_parameters(self, self.canonical_prefix, cfg, seed)
+
+    def forward(self, inputs: StageTensors) -> Tensor:  # type: ignore[override]
+        return super().forward(inputs[0])
+
+
+def _tied_logits(embedding: EmbeddingStage, hidden: Tensor) -> Tensor:
+    return embedding.layers.tied_logits(hidden, embedding.tokens.weight)
+
+
+def build_pipeline(
+    cfg: ModelConfig,
+    layers: LayerFactory,
+    seed: int,
+    mode: AttentionMode,
+    uses_doc_ids: bool,
+    grid,  # deepspeed PipelineParallelGrid
+    loss_fn: Callable[[Tensor, tuple[Tensor, Tensor]], Tensor],
+    partition_method: PartitionMethod,
+    checkpoint_interval: int,
+):  # -> deepspeed.pipe.PipelineModule
+    from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
+
+    specs: list = []
+    if cfg.tie_embeddings:
+        specs.append(TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, tied_weight_attr="tokens.weight"))
+    else:
+        specs.append(LayerSpec(EmbeddingStage, cfg, layers, seed))
+    specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids) for index in range(cfg.n_layers)]
+    if cfg.tie_embeddings:
+        specs.append(LayerSpec(FinalNormStage, cfg, seed))
+        specs.append(
+            TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, forward_fn=_tied_logits, tied_weight_attr="tokens.weight")
+        )
+    else:
+        specs.append(LayerSpec(HeadStage, cfg, layers, seed))
+    method = {PartitionMethod.blocks: "type:BlockStage"}.get(partition_method, partition_method.value)
+    return PipelineModule(
+        layers=specs,
+        topology=grid.topology(),
+        loss_fn=loss_fn,
+        partition_method=method,
+        activation_checkpoint_interval=checkpoint_interval,
+        # Only blocks: checkpointing the embedding would feed integer ids to autograd.
+        checkpointable_layers=["BlockStage"],
+    )
+
+
+def canonical_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters under their names in the whole GPT, for a GPT or a pipeline stage's module.
+    A tied embedding that a stage holds twice appears once."""
+    stages = [m for m in module.modules() if hasattr(m, "canonical_prefix")]
+    if not stages:
+        return dict(module.named_parameters())
+    named: dict[str, nn.Parameter] = {}
+    for stage in stages:
+        for name, param in stage.named_parameters():
+            named.setdefault(stage.canonical_prefix + name, param)
+    return named
+
+
+def stage_inputs(input_ids: Tensor, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor]) -> StageTensors:
+    """The first stage's input tuple, with zero tensors standing in for unused parts."""
+    batch, seq = input_ids.shape
+    if prefix_len is None:
+        prefix_len = torch.zeros(batch, dtype=torch.int64, device=input_ids.device)
+    if doc_ids is None:
+        doc_ids = torch.zeros(batch, seq, dtype=torch.int64, device=input_ids.device)
+    return input_ids, prefix_len, doc_ids
