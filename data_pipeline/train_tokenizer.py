@@ -1,0 +1,156 @@
+"""Train a SentencePiece BPE tokenizer on curated JSONL shards.
+
+    python -m data_pipeline.train_tokenizer input=<dir|glob> output_dir=<dir> vocab_size=N
+
+Writes ``tokenizer.model``, ``tokenizer_meta.json`` (the special token ids the objectives
+read) and, when transformers is installed, the files ``AutoTokenizer`` loads offline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece as spm
+from omegaconf import MISSING
+
+from data_pipeline.documents import BadRecordLog, find_input_shards
+from data_pipeline.tokenizer_export import export_transformers_tokenizer
+from data_pipeline.tokenizer_files import MODEL_FILENAME, file_sha256
+from data_pipeline.tokenizer_hydra import hydra_entry_point
+from data_pipeline.tokenizer_sample import TrainingTextStream
+from pretrain.special_tokens import SpecialTokens
+
+log = logging.getLogger(__name__)
+
+UNK, BOS, EOS, PAD, MASK = "<unk>", "<s>", "</s>", "<pad>", "<mask>"
+BYTE_PIECES = 256
+MIN_SAMPLE = 100  # SentencePiece refuses input_sentence_size <= 100
+
+
+def sentinel_piece(index: int) -> str:
+    return f"<extra_id_{index}>"
+
+
+@dataclass
+class TokenizerConfig:
+    input: str = MISSING
+    output_dir: str = MISSING
+    vocab_size: int = 32000
+    # Share of characters the vocabulary must cover; the rarest rest is spelt with byte pieces.
+    character_coverage: float = 0.9995
+    # How many training texts (documents, long ones cut in pieces) SentencePiece samples;
+    # its peak memory grows with the bytes of this sample (see docs/tokenizer.md).
+    input_sentence_size: int = 100_000
+    # Longest training text in bytes; longer documents are cut at line ends.
+    max_sentence_length: int = 16384
+    num_sentinels: int = 100
+    # Threads for training; 0 = all cores.
+    num_threads: int = 0
+    seed: int = 0
+    # Also write the Hugging Face transformers files (needs transformers installed).
+    hf_export: bool = True
+    strict: bool = False
+
+
+def sentencepiece_options(config: TokenizerConfig) -> dict:
+    """Options for a lossless LLM tokenizer whose ids transformers reproduces exactly."""
+    return dict(
+        model_type="bpe",
+        vocab_size=config.vocab_size,
+        character_coverage=config.character_coverage,
+        input_sentence_size=config.input_sentence_size,
+        shuffle_input_sentence=True,  # reservoir sampling over the whole stream
+        max_sentence_length=config.max_sentence_length,
+        num_threads=config.num_threads or os.cpu_count() or 1,
+        byte_fallback=True,
+        split_digits=True,
+        # No normalization and no dummy prefix: decode(encode(text)) == text, whitespace included.
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        unk_piece=UNK,
+        bos_piece=BOS,
+        eos_piece=EOS,
+        pad_piece=PAD,
+        # Control symbols, not user-defined ones: a literal "<mask>" in text is then spelt
+        # out in plain pieces, by SentencePiece and transformers alike.
+        control_symbols=[MASK, *(sentinel_piece(i) for i in range(config.num_sentinels))],
+        minloglevel=2,  # errors only: its warnings are about the unused .vocab listing
+    )
+
+
+def check_config(config: TokenizerConfig) -> None:
+    minimum = 4 + 1 + config.num_sentinels + BYTE_PIECES + 1
+    if config.vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size={config.vocab_size} is too small: 4 special tokens, <mask>, {config.num_sentinels} "
+            f"sentinels and {BYTE_PIECES} byte pieces need {minimum - 1}; set vocab_size >= {minimum}"
+        )
+    if config.input_sentence_size <= MIN_SAMPLE:
+        raise ValueError(
+            f"input_sentence_size={config.input_sentence_size}: SentencePiece samples more than {MIN_SAMPLE} "
+            "texts; set it higher"
+        )
+
+
+def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
+    processor = spm.SentencePieceProcessor(model_file=str(model_path))
+    return SpecialTokens(
+        vocab_size=processor.get_piece_size(),
+        pad_id=processor.pad_id(),
+        bos_id=processor.bos_id(),
+        eos_id=processor.eos_id(),
+        unk_id=processor.unk_id(),
+        mask_id=processor.piece_to_id(MASK),
+        sentinel_ids=tuple(processor.piece_to_id(sentinel_piece(i)) for i in range(num_sentinels)),
+        tokenizer_hash=file_sha256(model_path),
+    )
+
+
+def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
+    check_config(config)
+    sources = find_input_shards(config.input)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bad_records = BadRecordLog(strict=config.strict)
+    stream = TrainingTextStream(sources, config.max_sentence_length, bad_records)
+    log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts from %d shards",
+             config.vocab_size, config.input_sentence_size, len(sources))
+    start = time.perf_counter()
+    spm.set_random_generator_seed(config.seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(stream),
+            model_prefix=str(output_dir / Path(MODEL_FILENAME).stem),
+            **sentencepiece_options(config),
+        )
+    except RuntimeError:
+        if stream.error:
+            raise stream.error from None
+        raise
+    bad_records.report()
+    model_path = output_dir / MODEL_FILENAME
+    (output_dir / "tokenizer.vocab").unlink(missing_ok=True)  # a listing nothing reads
+    special_tokens = read_special_tokens(model_path, config.num_sentinels)
+    special_tokens.save(output_dir)
+    if config.hf_export:
+        export_transformers_tokenizer(output_dir, special_tokens)
+    log.info(
+        "read %d documents (%.1f MB, %d training texts); trained in %.1f s; wrote %s",
+        stream.documents, stream.num_bytes / 1e6, stream.texts, time.perf_counter() - start, output_dir,
+    )
+    return special_tokens
+
+
+main = hydra_entry_point("tokenizer", TokenizerConfig, train_tokenizer)
+
+if __name__ == "__main__":
+    main()

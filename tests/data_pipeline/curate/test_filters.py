@@ -1,0 +1,216 @@
+"""Each filter rule against hand-made documents just inside and just outside its threshold.
+Each rule is tested alone: every other rule of its filter is switched off (null)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from data_pipeline.curate_config import (
+    C4Config,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    LanguageConfig,
+    NormalizeConfig,
+)
+from data_pipeline.filters.c4 import C4Filter
+from data_pipeline.filters.gopher_quality import GopherQualityFilter
+from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
+from data_pipeline.filters.language import LanguageFilter
+from data_pipeline.filters.normalize import Normalizer
+from data_pipeline.record import Document
+
+
+def doc(text: str) -> Document:
+    return Document("test", text, {}, "test.jsonl", 1)
+
+
+def only(config_class, **rules):
+    """A config with every optional threshold off except ``rules``."""
+    off = {f.name: None for f in dataclasses.fields(config_class) if f.type.startswith("Optional")}
+    return config_class(**{**off, **rules})
+
+
+def words(count: int, word: str = "word") -> str:
+    return " ".join([word] * count)
+
+
+# ---------------------------------------------------------------- normalization
+
+def test_normalize_nfc_controls_and_spaces():
+    normalizer = Normalizer(NormalizeConfig())
+    text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
+    document = doc(text)
+    assert normalizer(document) is None
+    assert document.text == "Café au lait\n\nline two"
+
+
+def test_normalize_switches_and_empty_document():
+    raw = "a  b\u0301"
+    untouched = Normalizer(NormalizeConfig(unicode_form=None, collapse_spaces=False))
+    assert untouched.normalize(raw) == raw
+    assert Normalizer(NormalizeConfig())(doc(" \x00 \n ")) == "empty"
+
+
+# ---------------------------------------------------------------- language
+
+def test_language_keeps_configured_language_above_score(prose):
+    language = LanguageFilter(LanguageConfig(languages=["en"], min_score=0.5))
+    english = doc(prose(0))
+    assert language(english) is None
+    assert english.meta["language"] == "en" and english.meta["language_score"] >= 0.5
+    french = doc("Le chat dort sur le canapé pendant que les enfants jouent dans le jardin avec leurs amis.")
+    assert language(french) == "other_language"
+
+
+def test_language_score_threshold_and_any_language(prose):
+    text = prose(0)
+    assert LanguageFilter(LanguageConfig(languages=["en"], min_score=1.0))(doc(text)) == "low_score"
+    assert LanguageFilter(LanguageConfig(languages=None, min_score=0.5))(doc("Der Hund schläft im Garten und die Kinder spielen.")) is None
+
+
+def test_language_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_path"):
+        LanguageFilter(LanguageConfig(model_path=str(tmp_path / "missing.ftz")))
+
+
+# ---------------------------------------------------------------- Gopher quality
+
+@pytest.mark.parametrize(
+    "rules, kept, removed, reason",
+    [
+        ({"min_words": 50}, words(50), words(49), "too_few_words"),
+        ({"max_words": 100}, words(100), words(101), "too_many_words"),
+        ({"min_mean_word_length": 3}, words(10, "abc"), words(10, "ab"), "short_mean_word_length"),
+        ({"max_mean_word_length": 10}, words(10, "a" * 10), words(10, "a" * 11), "long_mean_word_length"),
+        # 10 tokens: "#" per token 0.1 is kept, 0.2 is not
+        ({"max_symbol_word_ratio": 0.1}, words(9) + " #", words(8) + " # #", "hash_symbol_ratio"),
+        ({"max_symbol_word_ratio": 0.1}, words(9) + " …", words(8) + " … …", "ellipsis_ratio"),
+        ({"max_bullet_lines_ratio": 0.9}, "- a\n" * 9 + "b", "- a\n" * 10 + "b", "bullet_lines"),
+        ({"max_ellipsis_lines_ratio": 0.3}, "a…\n" * 3 + "b\n" * 7, "a…\n" * 4 + "b\n" * 6, "ellipsis_lines"),
+        ({"min_alpha_words_ratio": 0.8}, words(8) + " 1 2", words(7) + " 1 2 3", "few_alphabetic_words"),
+        ({"min_stop_words": 2}, "The cat and dog", "the cat sat", "few_stop_words"),
+    ],
+)
+def test_gopher_quality_rule(rules, kept, removed, reason):
+    quality = GopherQualityFilter(only(GopherQualityConfig, **rules))
+    assert quality(doc(kept)) is None
+    assert quality(doc(removed)) == reason
+    assert quality.removed == {reason: 1} and quality.seen == 2
+
+
+def test_gopher_quality_alpha_ratio_can_count_punctuation_like_datatrove():
+    # 12 of 13 words hold a letter, but only 12 of 19 tokens
+    text = "See file.c, line 3 (main); it fails: a b c d e"
+    per_word = GopherQualityFilter(only(GopherQualityConfig, min_alpha_words_ratio=0.8))
+    per_token = GopherQualityFilter(only(GopherQualityConfig, min_alpha_words_ratio=0.8, alpha_ratio_counts_punctuation=True))
+    assert per_word(doc(text)) is None
+    assert per_token(doc(text)) == "few_alphabetic_words"
+
+
+def test_gopher_quality_defaults_keep_prose(prose):
+    assert GopherQualityFilter(GopherQualityConfig())(doc(prose(5))) is None
+
+
+# ---------------------------------------------------------------- Gopher repetition
+
+def repetition(**rules) -> GopherRepetitionFilter:
+    no_ngram_rules = {"max_top_ngram_char_frac": {}, "max_dup_ngram_char_frac": {}}
+    return GopherRepetitionFilter(only(GopherRepetitionConfig, **{**no_ngram_rules, **rules}))
+
+
+def distinct_lines(count: int) -> list[str]:
+    return [f"line number {index} here" for index in range(count)]
+
+
+@pytest.mark.parametrize(
+    "rules, kept, removed, reason",
+    [
+        # 10 lines: 3 repeats of an earlier line is 0.3 (kept), 4 is 0.4
+        ({"max_dup_line_frac": 0.3}, distinct_lines(6) + ["x"] * 4, distinct_lines(5) + ["x"] * 5, "dup_line_frac"),
+        ({"max_dup_para_frac": 0.3}, distinct_lines(6) + ["x"] * 4, distinct_lines(5) + ["x"] * 5, "dup_paragraph_frac"),
+        # the repeated line is ~20% of the characters, or ~30%
+        ({"max_dup_line_char_frac": 0.2}, ["a" * 40, "a" * 40, "b" * 119], ["a" * 60, "a" * 60, "b" * 119], "dup_line_char_frac"),
+        ({"max_dup_para_char_frac": 0.2}, ["a" * 40, "a" * 40, "b" * 118], ["a" * 60, "a" * 60, "b" * 118], "dup_paragraph_char_frac"),
+    ],
+)
+def test_gopher_repetition_lines_and_paragraphs(rules, kept, removed, reason):
+    separator = "\n\n" if "para" in reason else "\n"
+    rule = repetition(**rules)
+    assert rule(doc(separator.join(kept))) is None
+    assert rule(doc(separator.join(removed))) == reason
+
+
+def test_gopher_repetition_top_ngram():
+    rule = repetition(max_top_ngram_char_frac={2: 0.2})
+    unique = " ".join(f"w{index:03d}" for index in range(40))  # 40 words of 4 characters
+    # "ab cd" (4 characters) 4 times: 16 of 223 characters; 20 times: 80 of 319
+    assert rule(doc(unique + " ab cd" * 4)) is None
+    assert rule(doc(unique + " ab cd" * 20)) == "top_2gram_char_frac"
+
+
+def test_gopher_repetition_duplicated_ngrams():
+    rule = repetition(max_dup_ngram_char_frac={5: 0.15})
+    unique = [f"w{index:03d}" for index in range(60)]
+    repeated = unique[:5]
+    # one repeat of a 5-gram: 20 characters of 324; three copies: 60 of 378
+    assert rule(doc(" ".join(unique + repeated))) is None
+    assert rule(doc(" ".join(unique + repeated * 3 + ["end"]))) == "dup_5gram_char_frac"
+
+
+def test_gopher_repetition_defaults_keep_prose(prose):
+    assert GopherRepetitionFilter(GopherRepetitionConfig())(doc(prose(7))) is None
+
+
+# ---------------------------------------------------------------- C4
+
+def c4(**rules) -> C4Filter:
+    switches = {
+        "drop_lines_without_terminal_punct": False,
+        "drop_javascript_lines": False,
+        "drop_policy_lines": False,
+        "remove_citations": False,
+        "drop_lorem_ipsum": False,
+        "drop_curly_brace": False,
+    }
+    return C4Filter(only(C4Config, **{**switches, **rules}))
+
+
+def test_c4_line_rules_rewrite_the_text():
+    cases = [
+        ({"drop_lines_without_terminal_punct": True}, "Ends well.", "No ending here", "no_terminal_punctuation"),
+        ({"drop_lines_without_terminal_punct": True}, "A question?", "Trailing off...", "no_terminal_punctuation"),
+        ({"min_words_per_line": 3}, "three words here", "two words", "too_few_words"),
+        ({"max_word_length": 5}, "short words", "longword here", "too_long_word"),
+        ({"drop_javascript_lines": True}, "Enable scripts please.", "Please enable JavaScript.", "javascript"),
+        ({"drop_policy_lines": True}, "Read the book.", "Read our privacy policy.", "policy"),
+    ]
+    for rules, kept_line, dropped_line, rule_name in cases:
+        line_filter = c4(**rules)
+        document = doc(f"{kept_line}\n{dropped_line}")
+        assert line_filter(document) is None, rules
+        assert document.text == kept_line
+        assert line_filter.lines_removed == {rule_name: 1}
+
+
+def test_c4_citations_removed():
+    document = doc("A fact[1] and more[citation needed].")
+    assert c4(remove_citations=True)(document) is None
+    assert document.text == "A fact and more."
+
+
+def test_c4_document_rules():
+    assert c4(drop_lorem_ipsum=True)(doc("Fine text.\nLorem ipsum dolor sit amet.")) == "lorem_ipsum"
+    assert c4(drop_curly_brace=True)(doc("Fine text.\nint main() { return 0; }")) == "curly_brace"
+    assert c4(drop_curly_brace=True)(doc("Fine text without braces.")) is None
+
+
+def test_c4_min_sentences():
+    rule = c4(min_sentences=5)
+    assert rule(doc("One. Two. Three.\nFour! Five?")) is None
+    assert rule(doc("One. Two. Three.\nFour!")) == "too_few_sentences"
+
+
+def test_c4_defaults_keep_prose(prose):
+    document = doc(prose(9))
+    assert C4Filter(C4Config())(document) is None

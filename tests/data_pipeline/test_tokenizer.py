@@ -1,0 +1,176 @@
+"""Training the SentencePiece tokenizer: lossless, special tokens fixed, transformers parity."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+
+from data_pipeline.documents import BadRecordError
+from data_pipeline.tokenizer_export import export_transformers_tokenizer
+from data_pipeline.tokenizer_files import TokenizerFiles, file_sha256
+from data_pipeline.tokenizer_sample import cut_text
+from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+from pretrain.special_tokens import SpecialTokens
+
+REPO = Path(__file__).resolve().parents[2]
+WORDS = "the of and a to in is was for on that with as by at from data model token train shard text".split()
+
+TRICKY_TEXTS = [
+    "",
+    "plain english, with digits 1234567890 and 3.14159",
+    "emoji 🎉🚀 and a family 👨‍👩‍👧 and flags 🇺🇳",
+    "中文文本和日本語のテキスト、한국어 텍스트",
+    "mixed: Привет мир, مرحبا بالعالم, नमस्ते दुनिया, שלום",
+    "controls \x00 \x07 \x1b[31m red \x7f and a BOM \ufeff inside",
+    " leading space, then a long run" + " " * 40 + "and trailing   ",
+    "\t\ttabs\tand\nnewlines\n\n\nand CRLF\r\n and CR\r alone",
+    "line\u2028separator and paragraph\u2029separator and NEL\x85",
+    "combining e\u0301 vs é, ligature ﬁ, full-width ＡＢＣ１２３, ½ and ℌ",
+    "edge code points \uffff \U0010ffff \ufffd \U0001d54f",
+    "literal specials <s> </s> <pad> <unk> <mask> <extra_id_0> <extra_id_99>",
+    "\n",
+    "    ",
+]
+
+
+def random_document(rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(1, 6)):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 20))]
+        words.append(str(rng.randint(0, 10_000)))
+        lines.append(" ".join(words) + rng.choice([".", ",", "!", ":"]))
+    return rng.choice(["\n", "\n\n", "\n    "]).join(lines)
+
+
+def write_jsonl(path: Path, records: list[dict | str]) -> Path:
+    """Records as JSON lines; a str is written as it is (for malformed lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as stream:
+        for record in records:
+            stream.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[str]:
+    rng = random.Random(0)
+    return [random_document(rng) for _ in range(300)] + TRICKY_TEXTS
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, documents) -> Path:
+    directory = tmp_path_factory.mktemp("corpus")
+    half = len(documents) // 2
+    for index, part in enumerate((documents[:half], documents[half:])):
+        write_jsonl(directory / f"part-{index}.jsonl", [{"id": f"{index}-{n}", "text": t} for n, t in enumerate(part)])
+    return directory
+
+
+def tiny_config(corpus: Path, output_dir: Path, **overrides) -> TokenizerConfig:
+    settings = dict(input=str(corpus), output_dir=str(output_dir), vocab_size=600, num_threads=1)
+    return TokenizerConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory, corpus) -> Path:
+    output_dir = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(tiny_config(corpus, output_dir))
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer_dir) -> spm.SentencePieceProcessor:
+    return TokenizerFiles.load(tokenizer_dir).processor()
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_round_trip_is_exact(processor, text):
+    assert processor.decode(processor.encode(text)) == text
+
+
+def test_special_token_ids_are_fixed_and_recorded(tokenizer_dir, processor):
+    special = SpecialTokens.load(tokenizer_dir)
+    assert (special.unk_id, special.bos_id, special.eos_id, special.pad_id, special.mask_id) == (0, 1, 2, 3, 4)
+    assert special.sentinel_ids == tuple(range(5, 105))
+    assert special.vocab_size == processor.get_piece_size() == 600
+    assert special.tokenizer_hash == file_sha256(tokenizer_dir / "tokenizer.model")
+    pieces = [processor.id_to_piece(i) for i in special.all_ids[:5]]
+    assert pieces == ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
+    assert processor.id_to_piece(special.sentinel_ids[-1]) == "<extra_id_99>"
+
+
+def test_plain_text_never_encodes_to_special_ids(tokenizer_dir, processor, documents):
+    special = set(SpecialTokens.load(tokenizer_dir).all_ids)
+    produced = {token for text in documents for token in processor.encode(text)}
+    assert not produced & special
+
+
+def test_transformers_tokenizer_matches_sentencepiece(tokenizer_dir, processor, documents, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    special = SpecialTokens.load(tokenizer_dir)
+    assert (hf.pad_token_id, hf.bos_token_id, hf.eos_token_id, hf.unk_token_id, hf.mask_token_id) == special.all_ids[:5]
+    for text in documents:
+        assert hf.encode(text, add_special_tokens=False) == processor.encode(text), text
+        assert hf.decode(processor.encode(text)) == text
+
+
+def test_transformers_files_are_optional(tmp_path, tokenizer_dir, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    (tmp_path / "tokenizer.model").write_bytes((tokenizer_dir / "tokenizer.model").read_bytes())
+    assert not export_transformers_tokenizer(tmp_path, SpecialTokens.load(tokenizer_dir))
+    assert "transformers is not installed" in caplog.text
+    assert not (tmp_path / "tokenizer.json").exists()
+
+
+def test_sampled_training_is_reproducible(tmp_path, corpus):
+    vocabularies = []
+    for name in ("a", "b"):
+        train_tokenizer(tiny_config(corpus, tmp_path / name, input_sentence_size=150, hf_export=False))
+        trained = spm.SentencePieceProcessor(model_file=str(tmp_path / name / "tokenizer.model"))
+        vocabularies.append([trained.id_to_piece(i) for i in range(trained.get_piece_size())])
+    assert vocabularies[0] == vocabularies[1]
+
+
+def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
+    good = [{"id": str(n), "text": text} for n, text in enumerate(documents)]
+    corpus = write_jsonl(tmp_path / "corpus" / "bad.jsonl", [*good[:10], "{not json", {"id": "x"}, *good[10:]]).parent
+    train_tokenizer(tiny_config(corpus, tmp_path / "lenient", hf_export=False))
+    with pytest.raises(BadRecordError, match=r"bad\.jsonl:11: not a JSON line"):
+        train_tokenizer(tiny_config(corpus, tmp_path / "strict", strict=True, hf_export=False))
+
+
+def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
+    with pytest.raises(ValueError, match="vocab_size=300 is too small"):
+        train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
+
+
+@pytest.mark.parametrize("max_bytes", [4, 7, 16, 64])
+def test_long_documents_are_cut_at_line_ends(max_bytes):
+    text = "short\nline é中🎉\n\n" + "x" * 50 + "\nend"
+    pieces = list(cut_text(text, len(text.encode()), max_bytes))
+    assert "".join(pieces) == text
+    assert all(len(piece.encode()) <= max_bytes for piece in pieces)
+
+
+def test_command_line_writes_only_into_output_dir(tmp_path, corpus):
+    command = [sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={corpus}", "output_dir=out",
+               "vocab_size=600", "hf_export=false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert {"tokenizer.model", "tokenizer_meta.json", ".hydra"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+    misspelt = subprocess.run([*command, "vocab_sise=600"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert misspelt.returncode != 0
+    assert "vocab_sise" in misspelt.stderr
