@@ -35,7 +35,9 @@ class Layout:
 
     @property
     def duplicate_map_prefix(self) -> Path:
-        return self.root / "duplicate_map"
+        # Beside the removed documents, so output_dir's top level holds clean shards only and
+        # can be given as it is to the tokenizer.
+        return self.root / "removed" / "duplicate_map"
 
     @property
     def dedup_stats(self) -> Path:

@@ -15,8 +15,16 @@ from data_pipeline.curate_config import CurateConfig
 from data_pipeline.dedup.clusters import find_duplicates
 from data_pipeline.layout import Layout
 from data_pipeline.readers import InputSource
-from data_pipeline.signatures import Signatures
+from data_pipeline.dedup.minhash import MinHasher
+from data_pipeline.signatures import Signatures, minhash_params
 from data_pipeline.writers import ShardWriter, atomic_write_text
+
+
+def band_keys(signatures: Signatures, config: CurateConfig) -> np.ndarray:
+    """LSH band keys of every document; none when near dedup is off."""
+    if not config.dedup.near:
+        return np.empty((len(signatures.ids), 0), dtype=np.uint64)
+    return MinHasher(minhash_params(config.dedup)).bands_of(signatures.minhashes)
 
 
 def deduplicate(sources: list[InputSource], config: CurateConfig) -> dict[str, Any]:
@@ -25,7 +33,12 @@ def deduplicate(sources: list[InputSource], config: CurateConfig) -> dict[str, A
     rows_per_source = [len(part.ids) for part in per_source]
     signatures = Signatures.concatenate(per_source)
     if len(signatures.ids):
-        duplicate_of = find_duplicates(signatures.bands, signatures.exact_hashes() if config.dedup.exact else None)
+        duplicate_of = find_duplicates(
+            band_keys(signatures, config),
+            signatures.exact_hashes() if config.dedup.exact else None,
+            signatures=signatures.minhashes if config.dedup.near else None,
+            min_jaccard=config.dedup.minhash.min_jaccard,
+        )
     else:
         duplicate_of = np.empty(0, dtype=np.int64)
     removed_rows = np.flatnonzero(duplicate_of >= 0)

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -62,8 +62,16 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def save_checkpoint(engine: Any, run_dir: str | Path, step: int, metadata: dict[str, Any], keep_last: int) -> Path:
-    """Collective: every rank calls it."""
+def save_checkpoint(
+    engine: Any,
+    run_dir: str | Path,
+    step: int,
+    metadata: dict[str, Any],
+    keep_last: int,
+    write_extra: Optional[Callable[[Path], None]] = None,
+) -> Path:
+    """Collective: every rank calls it. ``write_extra(path)`` adds files (on every rank)
+    before the checkpoint is marked complete."""
     root = checkpoint_root(run_dir)
     path = root / tag_for(step)
     rank = dist.get_rank()
@@ -72,6 +80,8 @@ def save_checkpoint(engine: Any, run_dir: str | Path, step: int, metadata: dict[
     dist.barrier()
     engine.save_checkpoint(str(root), tag=path.name, save_latest=False)
     torch.save(_rng_state(), _rng_file(path, rank))
+    if write_extra is not None:
+        write_extra(path)
     dist.barrier()
     if rank == 0:
         tmp = path / (COMPLETE_MARKER + ".tmp")
@@ -95,20 +105,21 @@ def _prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def load_checkpoint(engine: Any, path: Path) -> dict[str, Any]:
-    """Collective: restore the engine state and this rank's RNG; return the metadata."""
-    if not is_complete(path):
-        raise FileNotFoundError(f"{path}: not a complete checkpoint (no {COMPLETE_MARKER}); pick another or resume=never")
+def load_engine_state(engine: Any, path: Path) -> None:
+    """Collective: DeepSpeed's own restore, for a checkpoint saved with the same layout."""
     load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True)
     if load_path is None:
         raise RuntimeError(f"{path}: DeepSpeed could not load this checkpoint")
+
+
+def restore_rng(path: Path) -> None:
+    """This rank's RNG state, when the checkpoint has one for it."""
     rng_file = _rng_file(path, dist.get_rank())
     if rng_file.exists():  # absent when resuming on more ranks than saved
         state = torch.load(rng_file, weights_only=True)
         torch.set_rng_state(state["cpu"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
-    return read_metadata(path)
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:

@@ -123,6 +123,10 @@ class TrainLoopConfig:
     eval_batches: int = 20
     save_every: int = 500
     keep_last: int = 3
+    # Also save whole fp32 weights and optimizer state by parameter name (layout-free/):
+    # needed to resume under another parallel layout and to export; costs about 12 bytes
+    # per parameter of extra disk per checkpoint.
+    layout_free_checkpoint: bool = True
     precision: Precision = Precision.auto
     activation_checkpointing: bool = False
     compile: bool = False

@@ -11,6 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from pretrain.checkpoint import checkpoint_root, is_complete, latest_complete, read_metadata
+from pretrain.layout_free import DIRECTORY as LAYOUT_FREE_DIRECTORY
+from pretrain.layout_free import WEIGHT, read_layout_free
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 from pretrain.special_tokens import SpecialTokens
@@ -31,7 +33,14 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     """fp32 weights of the whole model, however training sharded them."""
+    if (checkpoint / LAYOUT_FREE_DIRECTORY).is_dir():
+        return read_layout_free(checkpoint, kinds=[WEIGHT])[WEIGHT]
+    # Without the layout-free state, only layouts without tensor or pipeline parallelism
+    # can be put back together here.
     metadata = read_metadata(checkpoint)
+    layout = metadata.get("layout", {})
+    if layout.get("tp", 1) > 1 or layout.get("pp", 1) > 1:
+        raise ValueError(f"{checkpoint}: saved with {layout} and without layout-free state; cannot consolidate")
     zero_stage = metadata["config"]["parallel"]["zero_stage"]
     if zero_stage == 0:
         # Every rank held the whole model; DeepSpeed's own file format needs its unpickler.

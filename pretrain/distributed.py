@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -32,10 +33,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _set_slurm_environment() -> None:
+    """Under ``srun`` (one task per GPU, e.g. launch/slurm.sbatch or Hydra's submitit
+    launcher) Slurm names the ranks; torch.distributed wants them as RANK and friends."""
+    first_host = subprocess.run(
+        ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    os.environ.update(
+        RANK=os.environ["SLURM_PROCID"],
+        LOCAL_RANK=os.environ["SLURM_LOCALID"],
+        WORLD_SIZE=os.environ["SLURM_NTASKS"],
+        LOCAL_WORLD_SIZE=os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0],
+        MASTER_ADDR=os.environ.get("MASTER_ADDR", first_host),
+    )
+    # One port per job, so jobs sharing a node do not collide.
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
 def _set_single_process_environment() -> None:
     """DeepSpeed insists on a launcher environment (else it looks for MPI); a plain
     ``python -m pretrain.train`` is one process, so say so."""
     if "RANK" in os.environ:
+        return
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        _set_slurm_environment()
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(_free_port()))

@@ -3,6 +3,7 @@ non-finite steps out of the weights."""
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -20,35 +21,43 @@ class GuardedStep:
     """Mixin for a torch optimizer: the update happens only if no rank saw a non-finite loss
     since the last update.
 
-    DeepSpeed calls ``step()`` exactly once per optimizer step on every rank (all pipeline
-    stages and ZeRO partitions included), so the ranks agree there with one all-reduce, and
-    DeepSpeed's own bookkeeping (gradient reset, LR schedule, counters) carries on as usual.
+    Every rank calls ``step()`` at each optimizer step (all pipeline stages and ZeRO
+    partitions), some of them once per parameter group or ZeRO sub-group. The first call of
+    a step settles the question with one all-reduce over all ranks; the later calls of the
+    same step (as counted by ``step_counter``) reuse the answer. DeepSpeed's own bookkeeping
+    (gradient reset, LR schedule, counters) carries on as usual.
     """
 
     nonfinite_policy: NonFinitePolicy = NonFinitePolicy.stop
     last_step_skipped: bool = False
+    flag_device: torch.device = torch.device("cpu")
+    step_counter: Callable[[], int] = staticmethod(lambda: 0)
     _nonfinite_losses: int = 0
-    _step_number: int = 0
+    _decided_for: Optional[int] = None
 
     def note_loss(self, loss: Tensor) -> None:
         if not torch.isfinite(loss.detach()).all():
             self._nonfinite_losses += 1
 
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        self._step_number += 1
-        flag = torch.tensor([float(self._nonfinite_losses)], device=self.param_groups[0]["params"][0].device)  # type: ignore[attr-defined]
+    def _decide(self) -> None:
+        flag = torch.tensor([float(self._nonfinite_losses)], device=self.flag_device)
         self._nonfinite_losses = 0
         if dist.is_initialized():
             dist.all_reduce(flag)
         self.last_step_skipped = bool(flag.item() > 0)
-        if not self.last_step_skipped:
-            return super().step(closure)  # type: ignore[misc]
-        if self.nonfinite_policy is NonFinitePolicy.stop:
+        if self.last_step_skipped and self.nonfinite_policy is NonFinitePolicy.stop:
             raise NonFiniteLossError(
-                f"optimizer step {self._step_number}: non-finite loss in {int(flag.item())} micro-batch(es); stopping "
+                f"step {self.step_counter() + 1}: non-finite loss in {int(flag.item())} micro-batch(es); stopping "
                 "(train.nonfinite_policy=skip drops such steps instead)"
             )
-        return None
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        if self._decided_for != self.step_counter():
+            self._decided_for = self.step_counter()
+            self._decide()
+        if self.last_step_skipped:
+            return None
+        return super().step(closure)  # type: ignore[misc]
 
 
 class GuardedAdamW(GuardedStep, torch.optim.AdamW):
@@ -91,6 +100,7 @@ def build_optimizer(
     else:
         optimizer = GuardedSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     optimizer.nonfinite_policy = nonfinite_policy
+    optimizer.flag_device = device
     return optimizer
 
 

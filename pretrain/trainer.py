@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pretrain.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import find_shards
@@ -26,7 +28,8 @@ from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
 from pretrain.parallel.layout import build_grid, validate_layout
-from pretrain.parallel.pipeline import build_pipeline, stage_inputs
+from pretrain.layout_free import load_layout_free, save_layout_free
+from pretrain.parallel.pipeline import build_pipeline, canonical_parameters, stage_inputs
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
@@ -80,9 +83,8 @@ def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
     """Fail now, not after hours, when checkpoints could not be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-"):  # one per rank: no races
+            pass
     except OSError as err:
         raise PermissionError(f"run_dir={run_dir} is not writable ({err.strerror}); choose another run_dir") from None
     free = shutil.disk_usage(run_dir).free
@@ -138,6 +140,9 @@ class Trainer:
             config=deepspeed_config(cfg, self.plan, self.precision),
             mpu=None if self.pipelined else self.grid,
         )
+        # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are
+        # told apart by the engine's step count.
+        self.optimizer.step_counter = lambda: self.engine.global_steps
         if cfg.train.compile:
             self.engine.compile()
         self.flops_per_token = training_flops_per_token(model_cfg, cfg.train.seq_len)
@@ -151,10 +156,7 @@ class Trainer:
         )
         start = resolve_resume(cfg.resume, self.run_dir)
         if start is not None:
-            metadata = load_checkpoint(self.engine, start)
-            self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
-            self.skipped_steps = metadata.get("skipped_steps", 0)
-            self.resumed_from = start
+            self._resume(start)
 
     @property
     def pipelined(self) -> bool:
@@ -177,6 +179,31 @@ class Trainer:
             partition_method=cfg.parallel.partition_method,
             checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
         )
+
+    def _layout_record(self) -> dict[str, int]:
+        return {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp, "zero_stage": self.cfg.parallel.zero_stage}
+
+    def _resume(self, path: Path) -> None:
+        metadata = read_metadata(path)
+        self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
+        self.skipped_steps = metadata.get("skipped_steps", 0)
+        if metadata.get("layout") == self._layout_record():
+            load_engine_state(self.engine, path)
+        else:
+            # Another layout: every rank takes its slice of the layout-free state, and the
+            # counters DeepSpeed would have restored are set by hand.
+            params = canonical_parameters(self.engine.module)
+            load_layout_free(self.engine, self.optimizer, params, path, self.step)
+            self.engine.global_steps = self.step
+            self.engine.global_samples = self.consumed_samples
+            scheduler = self.engine.lr_scheduler
+            scheduler.last_epoch = self.step - 1
+            with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+            self.logger.message(f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}")
+        restore_rng(path)
+        self.resumed_from = path
 
     # -- one optimizer step -------------------------------------------------------------
     def _batch(self, windows: np.ndarray, positions: np.ndarray) -> Batch:
@@ -266,13 +293,19 @@ class Trainer:
             "consumed_samples": self.consumed_samples,
             "skipped_steps": self.skipped_steps,
             "world_size": self.process.world_size,
+            "layout": self._layout_record(),
             "config": as_plain_dict(self.cfg),
             "model": as_plain_dict(self.model_cfg),
             "tokenizer": as_plain_dict(self.special),
         }
 
     def save(self) -> Path:
-        return save_checkpoint(self.engine, self.run_dir, self.step, self._checkpoint_metadata(), self.cfg.train.keep_last)
+        write_layout_free = None
+        if self.cfg.train.layout_free_checkpoint:
+            params = canonical_parameters(self.engine.module)
+            write_layout_free = lambda path: save_layout_free(self.engine, self.optimizer, params, path, self.grid)  # noqa: E731
+        metadata = self._checkpoint_metadata()
+        return save_checkpoint(self.engine, self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_layout_free)
 
     def fit(self) -> list[dict]:
         """Train to ``train.max_steps``; return the logged records."""

@@ -22,8 +22,9 @@ class Layout:
 
 
 def launched_world_size() -> int:
-    """World size from the launcher's environment (1 when started alone)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """World size from the launcher's environment: torchrun and the deepspeed launcher set
+    WORLD_SIZE, srun SLURM_NTASKS; 1 when started alone."""
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
 
 
 def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:

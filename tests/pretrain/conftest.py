@@ -1,6 +1,8 @@
-"""A small generated token corpus that a tiny model can learn from."""
+"""A small generated token corpus that a tiny model can learn from, and a tiny model trained
+on text with a real tokenizer."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +47,92 @@ def write_corpus(directory: Path, train_shards: int = 2, docs_per_shard: int = 1
 @pytest.fixture(scope="session")
 def token_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("tokens"))
+
+
+# A tiny model trained on text, with a real SentencePiece tokenizer: what generation,
+# evaluation and export read (a run dir with checkpoints/ and tokenizer/).
+SYLLABLES = "ka to mi ne ru sa lo pe di fu ga hi jo ba ce".split()
+TEXT_WORDS = [a + b for a in SYLLABLES for b in SYLLABLES[:4]]  # 60 words
+
+
+def word_chain(rng: np.random.Generator, length: int) -> str:
+    """Words that mostly follow a fixed successor rule: easy to learn, so generations are sharp."""
+    index = int(rng.integers(len(TEXT_WORDS)))
+    words = []
+    for _ in range(length):
+        words.append(TEXT_WORDS[index])
+        index = (index * 7 + 3) % len(TEXT_WORDS) if rng.random() < 0.9 else int(rng.integers(len(TEXT_WORDS)))
+    return " ".join(words) + "."
+
+
+def text_documents(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [word_chain(rng, int(rng.integers(10, 60))) for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tokenizer.model (400 pieces, so the model pads its vocabulary to 512), metadata, HF files."""
+    from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+
+    corpus = tmp_path_factory.mktemp("text_corpus")
+    with open(corpus / "docs.jsonl", "w") as stream:
+        for text in text_documents(400, seed=1):
+            stream.write(json.dumps({"text": text}) + "\n")
+    output = tmp_path_factory.mktemp("text_tokenizer")
+    settings = dict(input=str(corpus), output_dir=str(output), vocab_size=400, num_sentinels=4, num_threads=1)
+    train_tokenizer(TokenizerConfig(**settings))
+    return output
+
+
+@pytest.fixture(scope="session")
+def text_shards(tmp_path_factory: pytest.TempPathFactory, text_tokenizer: Path) -> Path:
+    import sentencepiece as spm
+
+    special = SpecialTokens.load(text_tokenizer)
+    processor = spm.SentencePieceProcessor(model_file=str(text_tokenizer / "tokenizer.model"))
+    directory = tmp_path_factory.mktemp("text_shards")
+    for split, count, seed in (("train", 300, 2), ("val", 40, 3)):
+        with TokenShardWriter(shard_prefix(directory, split, 0), special.vocab_size, special.tokenizer_hash) as writer:
+            writer.add_documents(ids + [special.eos_id] for ids in processor.encode(text_documents(count, seed)))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def train_text_model(text_shards: Path, text_tokenizer: Path):
+    """``train(run_dir, steps, *overrides) -> run_dir``: a tiny CLM run on the text shards."""
+    from pretrain.config import load_train_config
+    from pretrain.distributed import init_distributed
+    from pretrain.trainer import Trainer
+
+    process = init_distributed()
+
+    def train(run_dir: Path, steps: int, *overrides: str) -> Path:
+        settings = [f"data.path={text_shards}", f"data.tokenizer={text_tokenizer}", f"run_dir={run_dir}"]
+        settings += ["train.seq_len=64", "train.micro_batch_size=8", "train.global_batch_size=8", "train.eval_every=0"]
+        settings += ["train.save_every=0", "optim.lr=1e-2", "optim.warmup_steps=2", "logging.progress_bar=false"]
+        Trainer(load_train_config([*settings, f"train.max_steps={steps}", *overrides]), process).fit()
+        return run_dir
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, train_text_model) -> Path:
+    return train_text_model(tmp_path_factory.mktemp("trained_run"), 12)
+
+
+@pytest.fixture(scope="session")
+def run_module():
+    """``run(module, *args, cwd=dir)``: ``python -m module args`` from this checkout, offline."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+    return run

@@ -69,6 +69,17 @@ def test_resume_continues_exactly(token_corpus: Path, tmp_path: Path, process: P
     assert losses(first_half) + losses(second_half) == losses(straight)
 
 
+def test_adam_state_crosses_a_change_of_zero_stage(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    """ZeRO-0 keeps Adam's moments per parameter, ZeRO-1 in flat partitions: resuming one
+    under the other goes through the layout-free state and must continue exactly."""
+    common = ("optim.schedule=constant", "optim.warmup_steps=0")
+    straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=5"), process).fit()
+    Trainer(config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=3"), process).fit()
+    resumed = Trainer(config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=5", "parallel=zero1"), process)
+    assert resumed.step == 3
+    assert losses(resumed.fit()) == pytest.approx(losses(straight)[3:], rel=1e-6)
+
+
 def test_cut_off_checkpoint_is_skipped(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
     Trainer(config(token_corpus, tmp_path, "train.max_steps=2"), process).fit()
     good = latest_complete(checkpoint_root(tmp_path))

@@ -39,7 +39,7 @@ def test_curation_output_report_and_removed(corpus, curate_config):
     assert kept["a-0"]["meta"]["pile_set_name"] == "test" and kept["a-0"]["meta"]["language"] == "en"
     assert kept["c4/c4.json.gz:2"]["meta"]["url"] == "https://example.com/11"
 
-    removed = {record["id"]: record for record in records(out / "removed", "*.jsonl.zst")}
+    removed = {record["id"]: record for record in records(out / "removed", "[fd]*-*.jsonl.zst")}  # filter-* and dedup-*
     assert removed["b-exact-copy-of-a-1"]["reason"] == "dedup:exact"
     assert removed["b-exact-copy-of-a-1"]["duplicate_of"] == "a-1"
     assert removed["b-near-copy-of-a-3"]["reason"] == "dedup:near"
@@ -56,7 +56,7 @@ def test_curation_output_report_and_removed(corpus, curate_config):
     assert by_stage["dedup_exact"]["removed"] == 1 and by_stage["dedup_near"]["removed"] == 1
     assert sum(stage["removed"] for stage in report["stages"]) == 5
     assert 0 < report["output"]["bytes"] < report["input"]["bytes"]
-    duplicate_map = records(out, "duplicate_map-*.jsonl.zst")
+    duplicate_map = records(out, "removed/duplicate_map-*.jsonl.zst")
     assert {(d["id"], d["duplicate_of"]) for d in duplicate_map} == {("b-exact-copy-of-a-1", "a-1"), ("b-near-copy-of-a-3", "a-3")}
 
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Train under torchrun, on one node or many. Every argument is a Hydra override.
+#
+# One node, 8 GPUs:
+#   launch/torchrun.sh model=gpt-350m parallel=zero1 data.path=data/tokens
+# Two nodes (run on each; NODE_RANK 0 on the first):
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
+# On a CPU-only machine, NPROC_PER_NODE defaults to 2 processes (gloo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+if [ -z "${NPROC_PER_NODE:-}" ]; then
+  NPROC_PER_NODE=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count() or 2)')
+fi
+NNODES=${NNODES:-1}
+if [ "$NNODES" = 1 ]; then
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC_PER_NODE" -m pretrain.train "$@"
+fi
+exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="${NODE_RANK:?set NODE_RANK}" \
+  --nproc_per_node="$NPROC_PER_NODE" --rdzv_backend=c10d \
+  --rdzv_endpoint="${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" --rdzv_id="${RDZV_ID:-pretrain}" \
+  -m pretrain.train "$@"

@@ -1,0 +1,46 @@
+"""Run evaluation tasks on a model: the one function both ``python -m pretrain.evaluate``
+and a training loop call."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from pretrain.evaluation.multiple_choice import multiple_choice
+from pretrain.evaluation.open_ended import open_ended
+from pretrain.evaluation.perplexity import perplexity
+from pretrain.evaluation.tasks import TaskConfig, TaskType
+from pretrain.inference.tokenizer import StartToken, TextTokenizer
+from pretrain.model import GPT
+
+TaskRunner = Callable[[GPT, TextTokenizer, TaskConfig, int, StartToken], dict[str, float]]
+RUNNERS: dict[TaskType, TaskRunner] = {
+    TaskType.perplexity: perplexity,
+    TaskType.multiple_choice: multiple_choice,
+    TaskType.generation: open_ended,
+}
+
+
+def evaluate_model(
+    model: GPT,
+    tokenizer: TextTokenizer,
+    tasks: Sequence[TaskConfig],
+    batch_size: int = 8,
+    start_token: StartToken = StartToken.eos,
+) -> dict[str, float]:
+    """Flat ``{"<task>/<metric>": value}`` of every task. The model is evaluated in eval
+    mode and handed back in the mode it came in."""
+    labels = [task.label for task in tasks]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"tasks {duplicates} appear more than once; give them distinct names (name=...)")
+    for task in tasks:
+        task.validate()
+    was_training = model.training
+    model.eval()
+    try:
+        metrics: dict[str, float] = {}
+        for task in tasks:
+            results = RUNNERS[task.type](model, tokenizer, task, batch_size, start_token)
+            metrics.update({f"{task.label}/{name}": value for name, value in results.items()})
+        return metrics
+    finally:
+        model.train(was_training)

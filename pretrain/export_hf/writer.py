@@ -1,0 +1,80 @@
+"""Writing an export directory:
+
+- ``consolidated.safetensors``: every weight under our own names, with the model config and
+  the tokenizer metadata as JSON in the file's header;
+- ``tokenizer.model`` and ``tokenizer_meta.json``, the run's tokenizer;
+- with ``hf``: ``config.json``, ``generation_config.json``, ``model.safetensors`` (Llama
+  names) and the transformers tokenizer files, for ``AutoModelForCausalLM`` and
+  ``AutoTokenizer.from_pretrained(output_dir)``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from data_pipeline.tokenizer_export import export_transformers_tokenizer
+from data_pipeline.tokenizer_files import MODEL_FILENAME
+from pretrain.export_hf.llama import check_llama_compatible, llama_config, llama_state_dict
+from pretrain.inference.tokenizer import TextTokenizer
+from pretrain.model_config import ModelConfig
+from pretrain.special_tokens import SpecialTokens
+
+CONSOLIDATED_FILENAME = "consolidated.safetensors"
+HF_WEIGHTS_FILENAME = "model.safetensors"
+
+
+def cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(dtype).contiguous() for name, tensor in state.items()}
+
+
+def write_consolidated(output_dir: Path, state: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    path = output_dir / CONSOLIDATED_FILENAME
+    save_file(state, str(path), metadata={key: json.dumps(value) for key, value in header.items()})
+    return path
+
+
+def write_tokenizer(output_dir: Path, tokenizer: TextTokenizer, hf: bool) -> None:
+    shutil.copyfile(tokenizer.directory / MODEL_FILENAME, output_dir / MODEL_FILENAME)
+    tokenizer.special.save(output_dir)
+    if hf and not export_transformers_tokenizer(output_dir, tokenizer.special):
+        raise ImportError("the Hugging Face export needs transformers: pip install transformers (or hf=false)")
+
+
+def write_hf_model(output_dir: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, special: SpecialTokens) -> None:
+    from transformers import GenerationConfig
+
+    config = llama_config(cfg, special)
+    config.dtype = next(iter(state.values())).dtype
+    config.save_pretrained(str(output_dir))
+    # The ids past the tokenizer's vocabulary only pad the embedding: never generate them.
+    padding_ids = list(range(special.vocab_size, cfg.padded_vocab_size))
+    generation = GenerationConfig(
+        bos_token_id=special.bos_id,
+        eos_token_id=special.eos_id,
+        pad_token_id=special.pad_id,
+        suppress_tokens=padding_ids or None,
+    )
+    generation.save_pretrained(str(output_dir))
+    save_file(llama_state_dict(state), str(output_dir / HF_WEIGHTS_FILENAME), metadata={"format": "pt"})
+
+
+def write_export(
+    output_dir: Path,
+    state: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    tokenizer: TextTokenizer,
+    header: dict[str, Any],
+    hf: bool,
+) -> None:
+    if hf:
+        check_llama_compatible(cfg)  # before anything is written
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_consolidated(output_dir, state, header)
+    write_tokenizer(output_dir, tokenizer, hf)
+    if hf:
+        write_hf_model(output_dir, state, cfg, tokenizer.special)
