@@ -77,10 +77,13 @@ class BadRecordLog:
 
 
 def find_input_shards(pattern: str | Path) -> list[Path]:
-    """The shards named by a directory (its JSONL shards, recursively) or a glob, sorted."""
+    """The shards named by a directory (the JSONL shards at its top level) or a glob, sorted.
+
+    Not recursive: a curation output_dir keeps its removed documents in ``removed/``, which
+    must not be read as training text. A glob such as ``data/**/*.jsonl.zst`` recurses."""
     path = Path(pattern).expanduser()
     if path.is_dir():
-        candidates = [p for p in path.rglob("*") if p.is_file()]
+        candidates = [p for p in path.iterdir() if p.is_file()]
     else:
         candidates = [Path(p) for p in glob.glob(str(path), recursive=True)]
     shards = sorted(p for p in candidates if p.name.endswith(SHARD_SUFFIXES))

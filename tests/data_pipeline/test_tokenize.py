@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from data_pipeline.documents import BadRecordError
+from data_pipeline.documents import BadRecordError, find_input_shards
 from data_pipeline.tokenize import TokenizeConfig, tokenize_command, tokenize_corpus
 from data_pipeline.tokenize_shard import SPLITS, TRAIN, VAL
 from data_pipeline.token_directory import open_token_shards
@@ -209,3 +209,12 @@ def test_command_line_prints_a_summary_and_writes_only_into_output_dir(tmp_path,
     misspelt = subprocess.run([*command, "worker=2"], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=120)
     assert misspelt.returncode != 0 and "worker" in misspelt.stderr
+
+
+def test_a_directory_input_reads_its_top_level_only(tmp_path: Path) -> None:
+    # A curation output_dir: clean shards on top, removed documents below, never to be trained on.
+    (tmp_path / "removed").mkdir()
+    for path in (tmp_path / "part-00000-0000.jsonl", tmp_path / "removed" / "filter-00000-0000.jsonl"):
+        path.write_text('{"id": "a", "text": "x"}\n')
+    assert find_input_shards(tmp_path) == [tmp_path / "part-00000-0000.jsonl"]
+    assert len(find_input_shards(str(tmp_path / "**" / "*.jsonl"))) == 2  # a glob may recurse

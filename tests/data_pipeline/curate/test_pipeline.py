@@ -39,7 +39,8 @@ def test_curation_output_report_and_removed(corpus, curate_config):
     assert kept["a-0"]["meta"]["pile_set_name"] == "test" and kept["a-0"]["meta"]["language"] == "en"
     assert kept["c4/c4.json.gz:2"]["meta"]["url"] == "https://example.com/11"
 
-    removed = {record["id"]: record for record in records(out / "removed", "[fd]*-*.jsonl.zst")}  # filter-* and dedup-*
+    removed_records = records(out / "removed", "filter-*.jsonl.zst") + records(out / "removed", "dedup-*.jsonl.zst")
+    removed = {record["id"]: record for record in removed_records}
     assert removed["b-exact-copy-of-a-1"]["reason"] == "dedup:exact"
     assert removed["b-exact-copy-of-a-1"]["duplicate_of"] == "a-1"
     assert removed["b-near-copy-of-a-3"]["reason"] == "dedup:near"
