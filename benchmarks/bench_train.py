@@ -69,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=4, docs_per_shard=400)
         overrides = [
-            f"data.path={corpus}", f"model={args.model}", f"train.seq_len={args.seq_len}",
+            f"data.path={corpus}", f"model={args.model}", f"train.seq_len={args.seq_len}", f"model.max_seq_len={args.seq_len}",
             f"train.micro_batch_size={args.batch}", f"train.global_batch_size={args.batch}",
             f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.eval_every=0",
             "train.save_every=0", "train.layout_free_checkpoint=false", "logging.progress_bar=false",

@@ -36,9 +36,10 @@ from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
 @dataclass
 class StepResult:
-    loss: float  # mean over the global batch; nan/inf when the step was not finite
+    loss: float  # this rank's mean loss; nan/inf when the step was not finite
     skipped: bool
     grad_norm: Optional[float]
+    seconds: float
 
 
 def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
@@ -228,33 +229,35 @@ class Trainer:
             return float(self.engine.train_batch(data_iter=items))
         return float(self.engine.eval_batch(data_iter=items, num_micro_batches=len(batches)))
 
-    def train_step(self) -> StepResult:
+    def train_step(self, with_grad_norm: bool = True) -> StepResult:
+        """One optimizer step. The loss it returns is this rank's (the mean over ranks costs
+        a collective, so it is taken once per log line, in ``_record``)."""
+        started = time.perf_counter()
         micro_positions = [self.plan.positions(self.consumed_samples, m, self.dp_rank) for m in range(self.plan.grad_accum)]
         batches = [self._batch(self.stream.sample(p).windows, p) for p in micro_positions]
         grad_norm = None
         if self.pipelined:
-            mean_loss = self._pipeline_loss(batches, train=True)
+            local_loss = self._pipeline_loss(batches, train=True)
         else:
-            loss_sum = torch.zeros(1, dtype=torch.float64, device=self.process.device)
+            loss_sum = 0.0
             for micro_step, batch in enumerate(batches):
                 loss = self._loss(self.engine(batch.input_ids, batch.attention), batch.labels, batch.loss_mask)
-                loss_sum += loss.detach().double()
+                loss_sum += float(loss.detach())
                 self.engine.backward(loss)
-                if micro_step == len(batches) - 1:
+                if micro_step == len(batches) - 1 and with_grad_norm:
                     grad_norm = self._unsharded_grad_norm()
                 self.engine.step()
-            dist.all_reduce(loss_sum, group=self.grid.get_data_parallel_group())
-            mean_loss = float(loss_sum) / (self.plan.grad_accum * self.plan.dp_size)
+            local_loss = loss_sum / self.plan.grad_accum
         self.step += 1
         self.consumed_samples += self.plan.global_batch
         skipped = self.optimizer.last_step_skipped
         if skipped:
             self.skipped_steps += 1
-            self.logger.message(f"step {self.step}: non-finite loss ({mean_loss}); the update was skipped (train.nonfinite_policy=skip)")
-        if grad_norm is None:  # DeepSpeed computed it on the sharded gradients during the step
+            self.logger.message(f"step {self.step}: non-finite loss; the update was skipped (train.nonfinite_policy=skip)")
+        if grad_norm is None and with_grad_norm:  # DeepSpeed computed it on the sharded gradients
             norm = self.engine.get_global_grad_norm()
             grad_norm = None if norm is None else float(norm)
-        return StepResult(loss=mean_loss, skipped=skipped, grad_norm=grad_norm)
+        return StepResult(loss=local_loss, skipped=skipped, grad_norm=grad_norm, seconds=time.perf_counter() - started)
 
     def _unsharded_grad_norm(self) -> Optional[float]:
         """Without ZeRO or tensor parallelism DeepSpeed does not report the norm, but every
@@ -324,11 +327,14 @@ class Trainer:
         window = _LogWindow()
         try:
             while self.step < train.max_steps:
-                result = self.train_step()
+                upcoming = self.step + 1
+                evaluates = bool(train.eval_every) and upcoming % train.eval_every == 0
+                logs = upcoming % train.log_every == 0 or evaluates or upcoming == train.max_steps
+                result = self.train_step(with_grad_norm=logs)
                 self.logger.advance(result.loss)
                 window.add(result)
-                evaluation = self.evaluate() if train.eval_every and self.step % train.eval_every == 0 else None
-                if self.step % train.log_every == 0 or evaluation or self.step == train.max_steps:
+                evaluation = self.evaluate() if evaluates else None
+                if logs:
                     record = {**self._record(window), **(evaluation or {})}
                     records.append(record)
                     self.logger.log(record)
@@ -343,11 +349,15 @@ class Trainer:
         return records
 
     def _record(self, window: "_LogWindow") -> dict:
-        tokens_per_s = window.steps * self.plan.global_batch * self.cfg.train.seq_len / window.elapsed()
+        """Collective (the mean loss over data-parallel ranks)."""
+        tokens_per_s = window.steps * self.plan.global_batch * self.cfg.train.seq_len / max(window.seconds, 1e-9)
         tflops = self.flops_per_token * tokens_per_s / self.process.world_size / 1e12
+        local = np.mean(window.losses) if window.losses else float("nan")
+        loss = torch.tensor([local], dtype=torch.float64, device=self.process.device)
+        dist.all_reduce(loss, group=self.grid.get_data_parallel_group())
         return {
             "step": self.step,
-            "loss": float(np.mean(window.losses)) if window.losses else float("nan"),
+            "loss": float(loss) / self.plan.dp_size,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": window.grad_norm,
             "tokens_per_s": tokens_per_s,
@@ -360,19 +370,18 @@ class Trainer:
 
 
 class _LogWindow:
-    """The steps since the last log line: their time, finite losses and last gradient norm."""
+    """The steps since the last log line: their training time (evaluation and checkpoints
+    excluded), this rank's finite losses and the last gradient norm."""
 
     def __init__(self) -> None:
-        self.start = time.perf_counter()
         self.steps = 0
+        self.seconds = 0.0
         self.losses: list[float] = []
         self.grad_norm: Optional[float] = None
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
+        self.seconds += result.seconds
         if not result.skipped:
             self.losses.append(result.loss)
             self.grad_norm = result.grad_norm
-
-    def elapsed(self) -> float:
-        return max(time.perf_counter() - self.start, 1e-9)
