@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from pretrain.evaluation.tasks import TaskConfig
 from pretrain.model_config import ModelConfig
 from pretrain.objectives import ObjectiveConfig
 
@@ -121,6 +122,10 @@ class TrainLoopConfig:
     log_every: int = 10
     eval_every: int = 200
     eval_batches: int = 20
+    # Tasks of pretrain.evaluate run at every evaluation too (perplexity, multiple choice,
+    # generation; see docs/evaluation.md), e.g.
+    #   'train.eval_tasks=[{type: multiple_choice, path: tasks/mc.jsonl, limit: 200}]'
+    eval_tasks: list[TaskConfig] = field(default_factory=list)
     save_every: int = 500
     keep_last: int = 3
     # Also save whole fp32 weights and optimizer state by parameter name (layout-free/):

@@ -21,6 +21,8 @@ from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
+from pretrain.evaluation.run import evaluate_model
+from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
 from pretrain.model import DENSE, GPT
@@ -126,6 +128,7 @@ class Trainer:
         self.plan = batch_plan(cfg, dp_size=self.layout.dp)
         self.precision = resolve_precision(cfg.train.precision, process.device)
         self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
+        self.task_tokenizer = self._task_tokenizer(tokenizer)
         model = self._build_model()
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
@@ -158,6 +161,27 @@ class Trainer:
         start = resolve_resume(cfg.resume, self.run_dir)
         if start is not None:
             self._resume(start)
+
+    def _task_tokenizer(self, tokenizer: Path) -> Optional[TextTokenizer]:
+        """The tokenizer ``train.eval_tasks`` need; they run on the whole model in one process."""
+        if not self.cfg.train.eval_tasks:
+            return None
+        if self.pipelined or self.layout.tp > 1 or self.cfg.parallel.zero_stage == 3:
+            raise ValueError(
+                "train.eval_tasks need the whole model on one rank: not with parallel.pp > 1, parallel.tp > 1 or "
+                "parallel.zero_stage=3; evaluate the checkpoints with `python -m pretrain.evaluate` instead"
+            )
+        for task in self.cfg.train.eval_tasks:
+            task.validate()
+        return TextTokenizer.load(tokenizer)
+
+    def _run_eval_tasks(self) -> dict[str, float]:
+        """On the main rank only; the others wait."""
+        metrics = {}
+        if self.process.is_main:
+            metrics = evaluate_model(self.engine.module, self.task_tokenizer, self.cfg.train.eval_tasks)
+        dist.barrier()
+        return metrics
 
     @property
     def pipelined(self) -> bool:
@@ -268,12 +292,20 @@ class Trainer:
         return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
     # -- evaluation ----------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> Optional[dict[str, float]]:
+        """Validation loss and perplexity (when there is a validation split) and the results
+        of ``train.eval_tasks``; None when there is nothing to evaluate."""
+        metrics = self._validation_loss()
+        if self.task_tokenizer is not None:
+            metrics.update(self._run_eval_tasks())
+        return metrics or None
+
+    @torch.no_grad()
+    def _validation_loss(self) -> dict[str, float]:
         per_round = self.plan.micro_batch * self.plan.dp_size
         rounds = min(self.cfg.train.eval_batches, len(self.validation) // per_round)
         if rounds == 0:
-            return None
+            return {}
         micro = self.plan.micro_batch
         starts = [index * per_round + self.dp_rank * micro for index in range(rounds)]
         batches = [self._batch(self.validation.windows(p), p) for p in (np.arange(s, s + micro) for s in starts)]

@@ -191,3 +191,25 @@ def test_command_line_accepts_the_deepspeed_launcher_argument(token_corpus: Path
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
     bad = subprocess.run(command[:-1] + ["model.n_layer=3"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "model.n_layer" in bad.stderr
+
+
+def test_evaluation_tasks_run_during_training(train_text_model, text_shards: Path, tmp_path: Path) -> None:
+    from pretrain.consolidate import load_trained_model
+    from pretrain.evaluation.run import evaluate_model
+    from pretrain.evaluation.tasks import TaskConfig, TaskType
+    from pretrain.inference.tokenizer import TextTokenizer
+
+    run = train_text_model(tmp_path, 4, "train.eval_every=2", f"train.eval_tasks=[{{type: perplexity, path: '{text_shards}', name: held_out}}]")
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [line for line in lines if "held_out/ppl" in line]
+    assert [line["step"] for line in evaluated] == [2, 4]
+    # The last in-training result equals the standalone evaluation of the final checkpoint.
+    model, _, _ = load_trained_model(run)
+    standalone = evaluate_model(model, TextTokenizer.load(run / "tokenizer"), [TaskConfig(type=TaskType.perplexity, path=str(text_shards), name="held_out")])
+    assert evaluated[-1]["held_out/ppl"] == pytest.approx(standalone["held_out/ppl"], rel=1e-5)
+
+
+def test_evaluation_tasks_refuse_layouts_that_split_the_model(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    task = f"train.eval_tasks=[{{type: perplexity, path: '{token_corpus}'}}]"
+    with pytest.raises(ValueError, match="train.eval_tasks"):
+        Trainer(config(token_corpus, tmp_path, task, "parallel=zero3"), process)
