@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -14,9 +15,12 @@ from data_pipeline.line_io import iter_lines
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename: readers (and resume) never see a half-written file."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
+    """Write then rename: readers (and resume) never see a half-written file. The temporary
+    name is unique, so tasks writing the same file at once (threads, or processes on other
+    nodes that share the file system) do not take each other's."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
     os.replace(temporary, path)
 
 

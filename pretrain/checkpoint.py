@@ -125,6 +125,13 @@ def restore_rng(path: Path) -> None:
 def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
     """The checkpoint to start from: ``auto`` (newest complete one, if any), ``never``, or a path."""
     if resume == "never":
+        existing = latest_complete(checkpoint_root(run_dir))
+        if existing is not None:
+            # Training on would mix two runs' checkpoints (and pruning could drop the new ones).
+            raise FileExistsError(
+                f"run_dir={run_dir} already holds checkpoints ({existing.name}) and resume=never; "
+                "choose another run_dir, delete them, or resume=auto to continue that run"
+            )
         return None
     if resume == "auto":
         return latest_complete(checkpoint_root(run_dir))

@@ -32,7 +32,9 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights of the whole model, however training sharded them."""
+    """fp32 weights of the whole model, however training sharded them: from the layout-free
+    state when the checkpoint has it, else from DeepSpeed's files (for ZeRO 0 these hold the
+    module's own weights, so a bf16 run without layout-free state gives bf16-rounded ones)."""
     if (checkpoint / LAYOUT_FREE_DIRECTORY).is_dir():
         return read_layout_free(checkpoint, kinds=[WEIGHT])[WEIGHT]
     # Without the layout-free state, only layouts without tensor or pipeline parallelism

@@ -23,6 +23,14 @@ def batch_plan(cfg: TrainConfig, dp_size: int) -> BatchPlan:
     return BatchPlan(micro_batch=micro, grad_accum=cfg.train.global_batch_size // (micro * dp_size), dp_size=dp_size)
 
 
+def _gradient_accumulation_dtype(cfg: TrainConfig, precision: Precision) -> dict[str, Any]:
+    """Sum bf16 gradients in fp32 where DeepSpeed can (ZeRO 1-3); ZeRO 0 cannot, and
+    accumulates in bf16 (prefer parallel=zero1 for bf16 with gradient accumulation)."""
+    if precision is Precision.bf16 and cfg.parallel.zero_stage >= 1:
+        return {"data_types": {"grad_accum_dtype": "fp32"}}
+    return {}
+
+
 def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) -> dict[str, Any]:
     return {
         "train_batch_size": plan.global_batch,
@@ -31,6 +39,7 @@ def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) ->
         # DeepSpeed 0.19 clips at 1.0 unless told otherwise; 0 switches clipping off.
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {"stage": cfg.parallel.zero_stage},
+        **_gradient_accumulation_dtype(cfg, precision),
         "bf16": {"enabled": precision is Precision.bf16},
         "fp16": {"enabled": precision is Precision.fp16, "loss_scale": 0, "initial_scale_power": 16},
         # Our optimizers are torch's own, subclassed to allow skipping a step.

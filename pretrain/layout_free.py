@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from pretrain.init import shard_of
@@ -86,6 +87,12 @@ class _OptimizerView:
     def _has_state(self) -> bool:
         return len(self.optimizer.state) > 0
 
+    def _step_tensor(self, step: int, device: torch.device) -> torch.Tensor:
+        """Adam's step count where torch keeps it: on the parameters' device for the fused
+        (GPU) implementation, on the CPU otherwise."""
+        on_device = self.optimizer.defaults.get("fused") or self.optimizer.defaults.get("capturable")
+        return torch.tensor(float(step), dtype=torch.float32, device=device if on_device else "cpu")
+
     def prepare_state(self, step: int) -> None:
         """Create the optimizer state DeepSpeed would only create at the first update, so
         that restored values have somewhere to go."""
@@ -99,7 +106,7 @@ class _OptimizerView:
         for _, flat in self.groups:
             state = {key: torch.zeros_like(flat) for key in self.keys}
             if isinstance(self.optimizer, torch.optim.AdamW):
-                state["step"] = torch.tensor(float(step))
+                state["step"] = self._step_tensor(step, flat.device)
             self.optimizer.state[flat] = state
         self._link_state()
 
@@ -111,7 +118,7 @@ class _OptimizerView:
         if not self._partitioned(param):
             state = {key: values[key].clone() for key in self.keys}
             if isinstance(self.optimizer, torch.optim.AdamW):
-                state["step"] = torch.tensor(float(step))
+                state["step"] = self._step_tensor(step, param.device)
             self.optimizer.state[param] = state
             return
         safe_set_full_fp32_param(param, values[WEIGHT])
@@ -161,10 +168,11 @@ def read_layout_free(path: Path, kinds: Iterable[str] | None = None) -> dict[str
     wanted = None if kinds is None else set(kinds)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for file in files:
-        for key, tensor in load_file(str(file)).items():
-            kind, name = key.split("/", 1)
-            if wanted is None or kind in wanted:
-                out.setdefault(kind, {}).setdefault(name, tensor)  # a tied embedding is in two stages
+        with safe_open(str(file), framework="pt") as stored:  # reads only the tensors asked for
+            for key in stored.keys():
+                kind, name = key.split("/", 1)
+                if (wanted is None or kind in wanted) and name not in out.get(kind, {}):  # a tied embedding is in two stages
+                    out.setdefault(kind, {})[name] = stored.get_tensor(key)
     return out
 
 

@@ -51,13 +51,22 @@ class GuardedStep:
                 "(train.nonfinite_policy=skip drops such steps instead)"
             )
 
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        if self._decided_for != self.step_counter():
-            self._decided_for = self.step_counter()
+    def _decide_once(self, step: int) -> None:
+        if self._decided_for != step:
+            self._decided_for = step
             self._decide()
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        self._decide_once(self.step_counter())
         if self.last_step_skipped:
             return None
         return super().step(closure)  # type: ignore[misc]
+
+    def settle(self, step: int) -> None:
+        """Called by every rank after optimizer step ``step`` (0-based): DeepSpeed may have
+        skipped calling ``step()`` itself (its own overflow check on non-finite gradients),
+        so make the decision here if it was not made, keeping the count and report right."""
+        self._decide_once(step)
 
 
 class GuardedAdamW(GuardedStep, torch.optim.AdamW):

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
-from pretrain.data.shards import find_shards
+from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import evaluate_model
@@ -116,15 +116,20 @@ class Trainer:
         self.objective = build_objective(cfg.objective, self.special, cfg.train.seq_len, cfg.train.seed)
         window = self.objective.window_length()
         tokenizer_hash = self.special.tokenizer_hash or None
-        self.stream = TrainingStream(open_sources(paths, cfg.data.train_split, window, tokenizer_hash), weights, cfg.train.seed)
+        train_sources = open_sources(paths, cfg.data.train_split, window, tokenizer_hash)
+        for path, source in zip(paths, train_sources):
+            if len(source) == 0:
+                raise ShardError(
+                    f"{path}: no '{cfg.data.train_split}' shard holds one sample of {window} tokens "
+                    f"({sum(s.num_tokens for s in source.shards)} tokens in all); lower train.seq_len or add data"
+                )
+        self.stream = TrainingStream(train_sources, weights, cfg.train.seed)
         valid_paths = [p for p in paths if find_shards(p, cfg.data.valid_split)]
         self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash))
 
         self.grid = build_grid(self.layout)
         self.dp_rank = self.grid.get_data_parallel_rank()
-        # Dropout: ranks of one tensor-parallel group see the same replicated activations, so
-        # they share a seed; data-parallel replicas and pipeline stages draw their own.
-        torch.manual_seed(cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id())
+        self._seed_dropout(step=0)
         self.plan = batch_plan(cfg, dp_size=self.layout.dp)
         self.precision = resolve_precision(cfg.train.precision, process.device)
         self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
@@ -145,8 +150,8 @@ class Trainer:
             mpu=None if self.pipelined else self.grid,
         )
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are
-        # told apart by the engine's step count.
-        self.optimizer.step_counter = lambda: self.engine.global_steps
+        # told apart by the step count.
+        self.optimizer.step_counter = lambda: self.step
         if cfg.train.compile:
             self.engine.compile()
         self.flops_per_token = training_flops_per_token(model_cfg, cfg.train.seq_len)
@@ -176,11 +181,19 @@ class Trainer:
         return TextTokenizer.load(tokenizer)
 
     def _run_eval_tasks(self) -> dict[str, float]:
-        """On the main rank only; the others wait."""
-        metrics = {}
+        """On the main rank only; the others wait and learn whether it failed, so an error
+        there stops every rank instead of leaving them waiting in the next collective."""
+        metrics: dict[str, float] = {}
+        failure: Optional[BaseException] = None
         if self.process.is_main:
-            metrics = evaluate_model(self.engine.module, self.task_tokenizer, self.cfg.train.eval_tasks)
-        dist.barrier()
+            try:
+                metrics = evaluate_model(self.engine.module, self.task_tokenizer, self.cfg.train.eval_tasks)
+            except Exception as err:  # reported below, on every rank
+                failure = err
+        failed = torch.tensor([float(failure is not None)], device=self.process.device)
+        dist.all_reduce(failed)
+        if failed.item():
+            raise RuntimeError(f"train.eval_tasks failed at step {self.step} on rank 0") from failure
         return metrics
 
     @property
@@ -205,6 +218,11 @@ class Trainer:
             checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
         )
 
+    def _seed_dropout(self, step: int) -> None:
+        """Ranks of one tensor-parallel group see the same replicated activations, so they
+        share a dropout stream; data-parallel replicas and pipeline stages draw their own."""
+        torch.manual_seed(self.cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id() + 1_000_003 * step)
+
     def _layout_record(self) -> dict[str, int]:
         return {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp, "zero_stage": self.cfg.parallel.zero_stage}
 
@@ -214,6 +232,7 @@ class Trainer:
         self.skipped_steps = metadata.get("skipped_steps", 0)
         if metadata.get("layout") == self._layout_record():
             load_engine_state(self.engine, path)
+            restore_rng(path)
         else:
             # Another layout: every rank takes its slice of the layout-free state, and the
             # counters DeepSpeed would have restored are set by hand.
@@ -226,8 +245,9 @@ class Trainer:
             with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
+            # The saved RNG states belong to the old ranks: start fresh streams for this step.
+            self._seed_dropout(self.step)
             self.logger.message(f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}")
-        restore_rng(path)
         self.resumed_from = path
 
     # -- one optimizer step -------------------------------------------------------------
@@ -241,7 +261,8 @@ class Trainer:
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
         loss = sample_mean_loss(self.layers.token_losses(logits, labels), loss_mask)
-        self.optimizer.note_loss(loss)
+        if torch.is_grad_enabled():  # training; the pipeline's evaluation comes through here too
+            self.optimizer.note_loss(loss)
         return loss
 
     def _pipeline_loss(self, batches: list[Batch], train: bool) -> float:
@@ -272,6 +293,7 @@ class Trainer:
                     grad_norm = self._unsharded_grad_norm()
                 self.engine.step()
             local_loss = loss_sum / self.plan.grad_accum
+        self.optimizer.settle(self.step)
         self.step += 1
         self.consumed_samples += self.plan.global_batch
         skipped = self.optimizer.last_step_skipped

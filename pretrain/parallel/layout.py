@@ -58,7 +58,7 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
         raise ValueError("train.compile=true fails with parallel.zero_stage=3 in DeepSpeed 0.19; use zero_stage<=2")
     dp = world_size // (par.tp * par.pp)
     per_step = cfg.train.micro_batch_size * dp
-    if cfg.train.global_batch_size % per_step or cfg.train.micro_batch_size < 1:
+    if cfg.train.micro_batch_size < 1 or cfg.train.global_batch_size < 1 or cfg.train.global_batch_size % per_step:
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} must be a positive multiple of "
             f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"

@@ -49,6 +49,9 @@ class _ReduceFromTensorParallel(torch.autograd.Function):
 
 
 def _mark_shard(param: nn.Parameter, split_dim: int, rank: int, size: int) -> nn.Parameter:
+    # DeepSpeed counts a parameter in the gradient norm on every tensor-parallel rank only
+    # when it carries Megatron's flag; replicated ones count once (on model-parallel rank 0).
+    param.tensor_model_parallel = True  # type: ignore[attr-defined]
     param.tp_split_dim = split_dim  # type: ignore[attr-defined]
     param.tp_rank = rank  # type: ignore[attr-defined]
     param.tp_size = size  # type: ignore[attr-defined]

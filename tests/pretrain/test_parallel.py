@@ -23,6 +23,9 @@ WORKER = Path(__file__).with_name("parallel_worker.py")
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
+# Gradient clipping on every step (the norm starts near 1.2): the norm over tensor-parallel
+# shards and pipeline stages must be the whole model's.
+CLIPPED = [*SGD, "optim.grad_clip=0.5"]
 # Adam divides each update by the gradient's running scale, so it magnifies the rounding
 # differences of another reduction order (../shared/NOTES-deepspeed-cpu.md, gotcha 6); a
 # gentle start keeps five steps comparable at 1e-4.
@@ -41,6 +44,8 @@ TWO_PROCESSES = {
     "pp2": ["parallel=pp2", *SGD],
     "pp2-adamw": ["parallel=pp2", *ADAMW],
     "zero3-adamw": ["parallel=zero3", *ADAMW],
+    "tp2-clip": ["parallel=tp2", *CLIPPED],
+    "pp2-clip": ["parallel=pp2", *CLIPPED],
     "tp2-mlm": ["parallel=tp2", "objective=mlm", *SGD],
     "pp2-mlm": ["parallel=pp2", "objective=mlm", *SGD],
     "tp2-span": ["parallel=tp2", "objective=span", *SGD],
@@ -51,12 +56,14 @@ FOUR_PROCESSES = {
     "pp2xtp2-adamw": ["parallel=3d", "parallel.zero_stage=0", *ADAMW],
     "dp2xpp2": ["parallel=pp2", "parallel.zero_stage=1", *SGD],
     "dp2xpp2-adamw": ["parallel=pp2", "parallel.zero_stage=1", *ADAMW],
+    "3d-clip": ["parallel=3d", *CLIPPED],
     "save-3d": ["parallel=3d", *RESHARD, "train.max_steps=3"],
     "resume-3d": ["parallel=3d", *RESHARD, "train.max_steps=6"],
 }
 REFERENCES = {
     "clm-sgd": SGD,
     "clm-adamw": ADAMW,
+    "clm-clip": CLIPPED,
     "mlm-sgd": ["objective=mlm", *SGD],
     "span-sgd": ["objective=span", *SGD],
     "reshard": [*RESHARD, "train.max_steps=6"],
@@ -135,14 +142,16 @@ def assert_parity(actual: list[float], expected: list[float], rel: float) -> Non
 def test_two_process_layouts_match_one_process(name: str, two_process_runs: dict, references: dict) -> None:
     objective = next((o for o in ("mlm", "span") if name.endswith(o)), "clm")
     adamw = name.endswith("adamw")
-    expected = references[f"{objective}-{'adamw' if adamw else 'sgd'}"]
+    optimizer = next((o for o in ("adamw", "clip") if name.endswith(o)), "sgd")
+    expected = references[f"{objective}-{optimizer}"]
     assert_parity(two_process_runs[name], expected, rel=1e-4 if adamw else 1e-5)
 
 
-@pytest.mark.parametrize("name", ["pp2xtp2", "pp2xtp2-adamw", "dp2xpp2", "dp2xpp2-adamw"])
+@pytest.mark.parametrize("name", ["pp2xtp2", "pp2xtp2-adamw", "dp2xpp2", "dp2xpp2-adamw", "3d-clip"])
 def test_four_process_layouts_match_one_process(name: str, four_process_runs: dict, references: dict) -> None:
     adamw = name.endswith("adamw")
-    assert_parity(four_process_runs[name], references["clm-adamw" if adamw else "clm-sgd"], rel=1e-4 if adamw else 1e-5)
+    optimizer = next((o for o in ("adamw", "clip") if name.endswith(o)), "sgd")
+    assert_parity(four_process_runs[name], references[f"clm-{optimizer}"], rel=1e-4 if adamw else 1e-5)
 
 
 def test_single_process_checkpoint_resumes_under_3d(four_process_runs: dict, references: dict) -> None:

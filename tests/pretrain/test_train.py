@@ -159,6 +159,14 @@ def test_missing_data_and_unwritable_run_dir_fail_early(token_corpus: Path, tmp_
         Trainer(config(token_corpus, blocker / "run"), process)
 
 
+def test_too_little_data_and_a_used_run_dir_are_clear_errors(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    with pytest.raises(ValueError, match="lower train.seq_len"):
+        Trainer(config(token_corpus, tmp_path, "train.seq_len=256", "model.max_seq_len=100000", "train.seq_len=60000"), process)
+    Trainer(config(token_corpus, tmp_path / "used", "train.max_steps=1"), process).fit()
+    with pytest.raises(FileExistsError, match="resume=never"):
+        Trainer(config(token_corpus, tmp_path / "used", "resume=never"), process)
+
+
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
     model = GPT(ModelConfig(vocab_size=64, n_layers=1, d_model=16, n_heads=2, bias=True))
     decay, no_decay = parameter_groups(model, OptimConfig())
