@@ -23,6 +23,7 @@ from data_pipeline.curate_config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.layout import Layout
 from data_pipeline.readers import InputSource, resolve_inputs
 from data_pipeline.report import build_report, format_summary
+from data_pipeline.report_chart import plot_curation_report
 from data_pipeline.stage_dedup import deduplicate
 from data_pipeline.stage_filter import dedup_enabled, filter_source
 from data_pipeline.stage_write import write_source
@@ -85,7 +86,9 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
         return None
     report = build_report(layout, sources, dedup)
     atomic_write_text(layout.report, json.dumps(report, indent=1))
+    chart = plot_curation_report(config.output_dir)
     print(format_summary(report))
+    print(f"report: {layout.report} and {chart}")
     return report
 
 

@@ -24,16 +24,16 @@ class Step:
     output: Path
 
 
-def plan(out: Path, steps: int, vocab_size: int) -> list[Step]:
+def plan(out: Path, steps: int, vocab_size: int, corpus: Path) -> list[Step]:
     curated, tokenizer, tokens, run = out / "curated", out / "tokenizer", out / "tokens", out / "train"
     return [
-        Step("Curate the sample corpus", "data_pipeline.curate",
-             [f"input={SAMPLE_CORPUS}", f"output_dir={curated}", "workers=2"], curated),
+        Step("Curate the corpus (chart: report.png)", "data_pipeline.curate",
+             [f"input={corpus}", f"output_dir={curated}", "workers=2"], curated),
         Step("Train a SentencePiece BPE tokenizer", "data_pipeline.train_tokenizer",
              [f"input={curated}", f"output_dir={tokenizer}", f"vocab_size={vocab_size}"], tokenizer),
         Step("Tokenize into packed token shards", "data_pipeline.tokenize",
              [f"input={curated}", f"tokenizer={tokenizer}", f"output_dir={tokens}", "workers=2", "val_fraction=0.05"], tokens),
-        Step("Train a small GPT (CLM)", "pretrain.train",
+        Step("Train a small GPT (CLM; chart: curves.png)", "pretrain.train",
              ["experiment=quickstart", f"data.path={tokens}", f"data.tokenizer={tokenizer}", f"run_dir={run}",
               f"train.max_steps={steps}"], run),
         Step("Evaluate perplexity on the held-out split", "pretrain.evaluate",
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where every step writes (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=600, help="training steps (default: %(default)s)")
     parser.add_argument("--vocab-size", type=int, default=4000, help="tokenizer vocabulary (default: %(default)s)")
+    parser.add_argument("--corpus", type=Path, default=SAMPLE_CORPUS, help="raw shards to start from (default: the bundled sample)")
     args = parser.parse_args(argv)
-    steps = plan(args.out, args.steps, args.vocab_size)
+    steps = plan(args.out, args.steps, args.vocab_size, args.corpus)
     started = time.perf_counter()
     for number, step in enumerate(steps, 1):
         print(f"\n== [{number}/{len(steps)}] {step.title}: python -m {step.module} {' '.join(step.arguments)}", flush=True)

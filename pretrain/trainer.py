@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
+from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
@@ -398,6 +399,8 @@ class Trainer:
                     last_saved = self.step
             if last_saved != self.step:
                 self.save()
+            if self.process.is_main and records:
+                self.logger.message(f"curves: {plot_training_curves(self.run_dir)}")
         finally:
             self.logger.close()
         return records
