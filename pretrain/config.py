@@ -132,6 +132,9 @@ class TrainLoopConfig:
     # needed to resume under another parallel layout and to export; costs about 12 bytes
     # per parameter of extra disk per checkpoint.
     layout_free_checkpoint: bool = True
+    # Record which samples each step trained on, as (source, window) pairs, in
+    # <run_dir>/samples/dp-rank-NNNNN.jsonl: for auditing data order across restarts.
+    sample_log: bool = False
     precision: Precision = Precision.auto
     activation_checkpointing: bool = False
     compile: bool = False

@@ -69,6 +69,16 @@ def _skip_shared_memory_op_build() -> None:
     comm_torch.build_shm_op = lambda: None
 
 
+def _init_restartable_process_group(backend: str) -> None:
+    """Under torchrun, workers restarted after a failure (--max-restarts) meet in the same
+    store as the attempt before; without a per-attempt prefix, new process groups read the
+    dead workers' addresses and fail to connect (seen with gloo in torch 2.13)."""
+    attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+    store, rank, world_size = next(torch.distributed.rendezvous("env://"))
+    prefixed = torch.distributed.PrefixStore(f"pretrain-attempt-{attempt}", store)
+    torch.distributed.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     rank: int
@@ -93,7 +103,10 @@ def init_distributed() -> ProcessInfo:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ:
+        _init_restartable_process_group(backend)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)  # adopts an existing group
     return ProcessInfo(
         rank=torch.distributed.get_rank(),
         world_size=torch.distributed.get_world_size(),

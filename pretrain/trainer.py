@@ -1,6 +1,7 @@
 """The training loop: DeepSpeed engine, data, objective, metrics, checkpoints."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -8,7 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TextIO
 
 import deepspeed
 import numpy as np
@@ -161,6 +162,7 @@ class Trainer:
         self.consumed_samples = 0
         self.skipped_steps = 0
         self.resumed_from: Optional[Path] = None
+        self.sample_log = self._open_sample_log()
         self.logger = MetricsLogger(
             self.run_dir, enabled=process.is_main, wandb_cfg=cfg.logging.wandb, config=as_plain_dict(cfg)
         )
@@ -218,6 +220,15 @@ class Trainer:
             partition_method=cfg.parallel.partition_method,
             checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
         )
+
+    def _open_sample_log(self) -> Optional[TextIO]:
+        """One file per data-parallel rank (its tensor-parallel and pipeline peers see the
+        same samples), appended to across restarts."""
+        if not self.cfg.train.sample_log or self.grid.get_slice_parallel_rank() != 0 or self.grid.get_stage_id() != 0:
+            return None
+        directory = self.run_dir / "samples"
+        directory.mkdir(parents=True, exist_ok=True)
+        return open(directory / f"dp-rank-{self.dp_rank:05d}.jsonl", "a", buffering=1)
 
     def _seed_dropout(self, step: int) -> None:
         """Ranks of one tensor-parallel group see the same replicated activations, so they
@@ -280,7 +291,11 @@ class Trainer:
         a collective, so it is taken once per log line, in ``_record``)."""
         started = time.perf_counter()
         micro_positions = [self.plan.positions(self.consumed_samples, m, self.dp_rank) for m in range(self.plan.grad_accum)]
-        batches = [self._batch(self.stream.sample(p).windows, p) for p in micro_positions]
+        samples = [self.stream.sample(p) for p in micro_positions]
+        batches = [self._batch(sample.windows, sample.positions) for sample in samples]
+        if self.sample_log is not None:
+            pairs = [[int(s), int(w)] for sample in samples for s, w in zip(sample.sources, sample.window_ids)]
+            self.sample_log.write(json.dumps({"step": self.step + 1, "samples": pairs}) + "\n")
         grad_norm = None
         if self.pipelined:
             local_loss = self._pipeline_loss(batches, train=True)
@@ -403,6 +418,8 @@ class Trainer:
                 self.logger.message(f"curves: {plot_training_curves(self.run_dir)}")
         finally:
             self.logger.close()
+            if self.sample_log is not None:
+                self.sample_log.close()
         return records
 
     def _record(self, window: "_LogWindow") -> dict:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -165,6 +166,13 @@ def test_too_little_data_and_a_used_run_dir_are_clear_errors(token_corpus: Path,
     Trainer(config(token_corpus, tmp_path / "used", "train.max_steps=1"), process).fit()
     with pytest.raises(FileExistsError, match="resume=never"):
         Trainer(config(token_corpus, tmp_path / "used", "resume=never"), process)
+
+
+def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    with pytest.raises(OSError, match="free space or choose another run_dir"):
+        Trainer(config(token_corpus, tmp_path), process)
+    assert not list(tmp_path.glob("checkpoints"))  # nothing started
 
 
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
