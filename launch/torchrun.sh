@@ -7,6 +7,8 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
 # On a CPU-only machine, NPROC_PER_NODE defaults to 2 processes (gloo).
+# MAX_RESTARTS=N lets torchrun restart the workers after a failure; they resume from the
+# last complete checkpoint by themselves (resume=auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -15,9 +17,10 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
 fi
 NNODES=${NNODES:-1}
 if [ "$NNODES" = 1 ]; then
-  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC_PER_NODE" -m pretrain.train "$@"
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC_PER_NODE" \
+    --max-restarts="${MAX_RESTARTS:-0}" -m pretrain.train "$@"
 fi
 exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="${NODE_RANK:?set NODE_RANK}" \
-  --nproc_per_node="$NPROC_PER_NODE" --rdzv_backend=c10d \
+  --nproc_per_node="$NPROC_PER_NODE" --max-restarts="${MAX_RESTARTS:-0}" --rdzv_backend=c10d \
   --rdzv_endpoint="${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" --rdzv_id="${RDZV_ID:-pretrain}" \
   -m pretrain.train "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 from pretrain.quickstart import SAMPLE_CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
+# Other tests of this session may have made this process rank 0 of a process group; the
+# quickstart must start as a fresh single process.
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def test_quickstart_runs_the_whole_journey_despite_bad_shards(tmp_path: Path) -> None:
@@ -25,6 +29,7 @@ def test_quickstart_runs_the_whole_journey_despite_bad_shards(tmp_path: Path) ->
     done = subprocess.run(
         [sys.executable, "-m", "pretrain.quickstart", "--out", str(out), "--steps", "12", "--corpus", str(corpus)],
         cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "curated" / "report.json").read_text())
