@@ -13,27 +13,7 @@ from pretrain.export import ExportConfig, export
 from pretrain.export_hf.llama import check_llama_compatible
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 
-TEXT = "kato mine saka sane hika\nlo pe <mask> <s> é 12 ✓"
-
-
-def assert_matches_transformers(run_dir: Path, export_dir: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    ours, special, _ = load_trained_model(run_dir)
-    hf_model = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32, local_files_only=True).eval()
-    hf_tokenizer = AutoTokenizer.from_pretrained(export_dir, local_files_only=True)
-    import sentencepiece as spm
-
-    ids = spm.SentencePieceProcessor(model_file=str(run_dir / "tokenizer" / "tokenizer.model")).encode(TEXT)
-    assert hf_tokenizer(TEXT)["input_ids"] == ids
-    assert len(hf_tokenizer) == special.vocab_size < hf_model.config.vocab_size == ours.cfg.padded_vocab_size
-    batch = torch.tensor([[special.eos_id] + ids, [special.bos_id] + ids[::-1]])
-    with torch.no_grad():
-        difference = (ours(batch) - hf_model(batch).logits).abs().max()
-    assert difference <= 1e-4
-
-
-def test_command_exports_a_model_transformers_reproduces(trained_run: Path, tmp_path: Path, run_module) -> None:
+def test_command_exports_a_model_transformers_reproduces(trained_run: Path, tmp_path: Path, run_module, assert_matches_transformers) -> None:
     output = tmp_path / "export"
     result = run_module("pretrain.export", f"checkpoint={trained_run}", f"output_dir={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -47,7 +27,7 @@ def test_command_exports_a_model_transformers_reproduces(trained_run: Path, tmp_
         assert json.loads(stored.metadata()["model"])["n_kv_heads"] == 2
 
 
-def test_untied_biased_multi_query_variant(train_text_model, tmp_path: Path) -> None:
+def test_untied_biased_multi_query_variant(train_text_model, tmp_path: Path, assert_matches_transformers) -> None:
     overrides = ("model.tie_embeddings=false", "model.bias=true", "model.n_kv_heads=1", "model.d_ff=96")
     run_dir = train_text_model(tmp_path / "run", 2, *overrides)
     export(ExportConfig(checkpoint=str(run_dir), output_dir=str(tmp_path / "export")))

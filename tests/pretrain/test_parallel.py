@@ -15,6 +15,7 @@ import torch
 from pretrain.config import TrainConfig, load_train_config
 from pretrain.consolidate import load_trained_model
 from pretrain.distributed import ProcessInfo, init_distributed
+from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
 from pretrain.trainer import Trainer
 
@@ -126,10 +127,15 @@ def two_process_runs(token_corpus: Path, workdir: Path) -> dict[str, list[float]
 
 
 @pytest.fixture(scope="module")
-def four_process_runs(token_corpus: Path, workdir: Path, references: dict) -> dict[str, list[float]]:
+def four_process_runs(
+    token_corpus: Path, text_shards: Path, text_tokenizer: Path, workdir: Path, references: dict
+) -> dict[str, list[float]]:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in FOUR_PROCESSES.items()}
     runs["resume-3d"] = common(token_corpus, workdir / "single-to-3d") + FOUR_PROCESSES["resume-3d"]
     runs["save-3d"] = common(token_corpus, workdir / "3d-to-single") + FOUR_PROCESSES["save-3d"]
+    # On real text with a real tokenizer, for the export test.
+    runs["text-3d"] = [*common(text_shards, workdir / "text-3d"), f"data.tokenizer={text_tokenizer}", "parallel=3d",
+                       *SGD[:-1], "train.max_steps=3"]
     return launch(4, runs, workdir)
 
 
@@ -173,6 +179,13 @@ def test_3d_checkpoint_consolidates_to_the_single_process_model(workdir: Path, f
     tokens = torch.randint(0, 256, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(parallel(tokens), single(tokens), rtol=1e-4, atol=1e-5)
+
+
+def test_3d_checkpoint_exports_a_model_transformers_reproduces(
+    workdir: Path, four_process_runs: dict, assert_matches_transformers, tmp_path: Path
+) -> None:
+    export(ExportConfig(checkpoint=str(workdir / "text-3d"), output_dir=str(tmp_path / "export")))
+    assert_matches_transformers(workdir / "text-3d", tmp_path / "export")
 
 
 @pytest.mark.parametrize(
