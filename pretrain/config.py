@@ -175,22 +175,22 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
-def _check_known_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
+def check_known_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
     """Hydra's ``+key=value`` can add keys even to a typed config; refuse any the schema lacks."""
     fields = {f.name: f.type for f in dataclasses.fields(schema)}
     for key in node.keys():
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-            raise ValueError(f"unknown setting {prefix}{key}: not in {schema.__name__} (pretrain/config.py){hint}")
+            raise ValueError(f"unknown setting {prefix}{key}: not in {schema.__name__} ({schema.__module__}){hint}")
         child_type = OmegaConf.get_type(node, key)
         if dataclasses.is_dataclass(child_type):
-            _check_known_keys(node[key], child_type, f"{prefix}{key}.")
+            check_known_keys(node[key], child_type, f"{prefix}{key}.")
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:
     """The composed Hydra config as plain dataclasses (enums resolved, interpolations done)."""
-    _check_known_keys(cfg, TrainConfig)
+    check_known_keys(cfg, TrainConfig)
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, TrainConfig)
     return config

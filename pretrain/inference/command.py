@@ -14,7 +14,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from pretrain.config import CONFIG_DIR, _check_known_keys
+from pretrain.config import CONFIG_DIR, check_known_keys
 
 Schema = TypeVar("Schema")
 
@@ -24,7 +24,7 @@ def register_schema(name: str, schema: type) -> None:
 
 
 def to_schema(cfg: DictConfig, schema: type[Schema]) -> Schema:
-    _check_known_keys(cfg, schema)
+    check_known_keys(cfg, schema)
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, schema)
     return config
