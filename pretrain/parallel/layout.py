@@ -42,6 +42,13 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
             f"parallel.zero_stage={par.zero_stage} with parallel.pp={par.pp}: DeepSpeed's pipeline engine supports "
             "ZeRO stage 0 or 1 only; set parallel.zero_stage=1"
         )
+    if par.pp > 1 and par.zero_stage == 0 and cfg.optim.grad_clip > 0:
+        # DeepSpeed 0.19's ZeRO-0 pipeline path counts only the first stage's replicated
+        # parameters in the gradient norm, so it would clip by the wrong norm.
+        raise ValueError(
+            f"parallel.pp={par.pp} with parallel.zero_stage=0 clips gradients by a wrong norm in DeepSpeed; "
+            "set parallel.zero_stage=1 (or optim.grad_clip=0)"
+        )
     if par.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"parallel.zero_stage={par.zero_stage}: DeepSpeed ZeRO stages are 0, 1, 2 and 3")
     kv_heads = model.n_kv_heads if model.n_kv_heads is not None else model.n_heads

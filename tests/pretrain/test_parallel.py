@@ -54,7 +54,7 @@ TWO_PROCESSES = {
 }
 FOUR_PROCESSES = {
     "pp2xtp2": ["parallel=3d", "parallel.zero_stage=0", *SGD],
-    "pp2xtp2-adamw": ["parallel=3d", "parallel.zero_stage=0", *ADAMW],
+    "pp2xtp2-adamw": ["parallel=3d", *ADAMW],
     "dp2xpp2": ["parallel=pp2", "parallel.zero_stage=1", *SGD],
     "dp2xpp2-adamw": ["parallel=pp2", "parallel.zero_stage=1", *ADAMW],
     "3d-clip": ["parallel=3d", *CLIPPED],
@@ -195,6 +195,7 @@ def test_3d_checkpoint_exports_a_model_transformers_reproduces(
         (["parallel=tp2", "model.n_heads=3", "model.d_model=48", "model.n_kv_heads=null"], 2, "model.n_heads=3"),
         (["parallel=tp2"], 3, "world size 3"),
         (["parallel=pp2", "model.n_layers=1"], 2, "model.n_layers=1"),
+        (["parallel=pp2", "parallel.zero_stage=0", "optim.grad_clip=1.0"], 2, "parallel.zero_stage=1"),
         (["train.global_batch_size=6", "train.micro_batch_size=4"], 1, "train.global_batch_size=6"),
     ],
 )
