@@ -9,6 +9,8 @@ from pathlib import Path
 
 import matplotlib
 
+from data_pipeline.writers import readable_mode
+
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -30,6 +32,7 @@ def plot_curation_report(output_dir: str | Path) -> Path:
     out = output_dir / "report.png"
     # The last tasks to finish may both draw it: write aside, then rename.
     handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".report.", suffix=".png")
+    os.fchmod(handle, readable_mode())
     os.close(handle)
     figure.savefig(temporary, dpi=100)
     plt.close(figure)

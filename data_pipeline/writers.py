@@ -14,11 +14,20 @@ from data_pipeline.curate_config import OutputConfig
 from data_pipeline.line_io import iter_lines
 
 
+def readable_mode() -> int:
+    """The mode a plain ``open()`` would give (mkstemp's 0600 would hide outputs from the
+    group on a shared file system)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write then rename: readers (and resume) never see a half-written file. The temporary
     name is unique, so tasks writing the same file at once (threads, or processes on other
     nodes that share the file system) do not take each other's."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    os.fchmod(handle, readable_mode())
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         stream.write(text)
     os.replace(temporary, path)

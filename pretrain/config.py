@@ -133,7 +133,8 @@ class TrainLoopConfig:
     # per parameter of extra disk per checkpoint.
     layout_free_checkpoint: bool = True
     # Record which samples each step trained on, as (source, window) pairs, in
-    # <run_dir>/samples/dp-rank-NNNNN.jsonl: for auditing data order across restarts.
+    # <run_dir>/samples/dp-rank-NNNNN.jsonl: for auditing data order across restarts (a
+    # resumed run first drops the records of steps after its checkpoint).
     sample_log: bool = False
     precision: Precision = Precision.auto
     activation_checkpointing: bool = False

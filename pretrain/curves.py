@@ -2,6 +2,7 @@
 drawn from ``metrics.jsonl``. Also ``python -m pretrain.curves RUN_DIR``."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -14,9 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_training_curves(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: not found; give a training run directory (run_dir of pretrain.train)")
+    # A resumed run logs again the steps after its checkpoint: the last record of a step wins.
+    by_step = {record["step"]: record for record in map(json.loads, filter(str.strip, metrics.read_text().splitlines()))}
+    records = [by_step[step] for step in sorted(by_step)]
     if not records:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'} holds no records yet")
+        raise ValueError(f"{metrics} holds no records yet")
     figure, (loss_axis, lr_axis) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 1))
     loss_axis.plot([r["step"] for r in records], [r["loss"] for r in records], label="training loss")
     evaluated = [r for r in records if "val_loss" in r]
@@ -37,5 +43,14 @@ def plot_training_curves(run_dir: str | Path) -> Path:
     return out
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Draw <run_dir>/curves.png from <run_dir>/metrics.jsonl.")
+    parser.add_argument("run_dir", type=Path)
+    try:
+        print(plot_training_curves(parser.parse_args().run_dir))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"pretrain.curves: {err}")
+
+
 if __name__ == "__main__":
-    print(plot_training_curves(sys.argv[1]))
+    main()

@@ -72,11 +72,16 @@ def _skip_shared_memory_op_build() -> None:
 def _init_restartable_process_group(backend: str) -> None:
     """Under torchrun, workers restarted after a failure (--max-restarts) meet in the same
     store as the attempt before; without a per-attempt prefix, new process groups read the
-    dead workers' addresses and fail to connect (seen with gloo in torch 2.13)."""
-    attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
-    store, rank, world_size = next(torch.distributed.rendezvous("env://"))
+    dead workers' addresses and fail to connect (seen with gloo in torch 2.13). The attempt
+    number comes from the store itself, counting arrivals, so every node agrees on it even
+    when their agents count restarts differently (a node restarted only because another
+    failed does not count a retry)."""
+    from deepspeed.constants import default_pg_timeout
+
+    store, rank, world_size = next(torch.distributed.rendezvous("env://", timeout=default_pg_timeout))
+    attempt = (store.add("pretrain/arrivals", 1) - 1) // world_size
     prefixed = torch.distributed.PrefixStore(f"pretrain-attempt-{attempt}", store)
-    torch.distributed.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size)
+    torch.distributed.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, timeout=default_pg_timeout)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
-from pretrain.evaluation.run import evaluate_model
+from pretrain.evaluation.run import check_tasks, evaluate_model
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
@@ -106,6 +106,7 @@ class Trainer:
         self.process = process
         self.run_dir = Path(cfg.run_dir)
         self.layout = validate_layout(cfg, process.world_size)
+        start = resolve_resume(cfg.resume, self.run_dir)  # before anything touches run_dir
         paths, weights = data_sources(cfg)
         tokenizer = tokenizer_dir(cfg, paths)
         self.special = SpecialTokens.load(tokenizer)
@@ -162,11 +163,10 @@ class Trainer:
         self.consumed_samples = 0
         self.skipped_steps = 0
         self.resumed_from: Optional[Path] = None
-        self.sample_log = self._open_sample_log()
+        self.sample_log = self._open_sample_log(read_metadata(start)["step"] if start is not None else 0)
         self.logger = MetricsLogger(
             self.run_dir, enabled=process.is_main, wandb_cfg=cfg.logging.wandb, config=as_plain_dict(cfg)
         )
-        start = resolve_resume(cfg.resume, self.run_dir)
         if start is not None:
             self._resume(start)
 
@@ -179,8 +179,7 @@ class Trainer:
                 "train.eval_tasks need the whole model on one rank: not with parallel.pp > 1, parallel.tp > 1 or "
                 "parallel.zero_stage=3; evaluate the checkpoints with `python -m pretrain.evaluate` instead"
             )
-        for task in self.cfg.train.eval_tasks:
-            task.validate()
+        check_tasks(self.cfg.train.eval_tasks)
         return TextTokenizer.load(tokenizer)
 
     def _run_eval_tasks(self) -> dict[str, float]:
@@ -221,14 +220,21 @@ class Trainer:
             checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
         )
 
-    def _open_sample_log(self) -> Optional[TextIO]:
+    def _open_sample_log(self, resume_step: int) -> Optional[TextIO]:
         """One file per data-parallel rank (its tensor-parallel and pipeline peers see the
-        same samples), appended to across restarts."""
-        if not self.cfg.train.sample_log or self.grid.get_slice_parallel_rank() != 0 or self.grid.get_stage_id() != 0:
+        same samples). Records past the step training resumes from are dropped, so the logs
+        always describe exactly the steps the model holds."""
+        if not self.cfg.train.sample_log:
             return None
         directory = self.run_dir / "samples"
         directory.mkdir(parents=True, exist_ok=True)
-        return open(directory / f"dp-rank-{self.dp_rank:05d}.jsonl", "a", buffering=1)
+        mine = directory / f"dp-rank-{self.dp_rank:05d}.jsonl"
+        writer = self.grid.get_slice_parallel_rank() == 0 and self.grid.get_stage_id() == 0
+        for log in directory.glob("dp-rank-*.jsonl"):
+            # Our own file by its writer; files of ranks a resharded run no longer has, by rank 0.
+            if (writer and log == mine) or (self.process.is_main and int(log.stem.split("-")[-1]) >= self.layout.dp):
+                _truncate_sample_log(log, resume_step)
+        return open(mine, "a", buffering=1) if writer else None
 
     def _seed_dropout(self, step: int) -> None:
         """Ranks of one tensor-parallel group see the same replicated activations, so they
@@ -441,6 +447,11 @@ class Trainer:
             "consumed_samples": self.consumed_samples,
             "skipped_steps": self.skipped_steps,
         }
+
+
+def _truncate_sample_log(path: Path, last_step: int) -> None:
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 class _LogWindow:

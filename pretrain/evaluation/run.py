@@ -19,6 +19,16 @@ RUNNERS: dict[TaskType, TaskRunner] = {
 }
 
 
+def check_tasks(tasks: Sequence[TaskConfig]) -> None:
+    """Every task's settings, and distinct labels: one clear error before any work."""
+    labels = [task.label for task in tasks]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"tasks {duplicates} appear more than once; give them distinct names (name=...)")
+    for task in tasks:
+        task.validate()
+
+
 def evaluate_model(
     model: GPT,
     tokenizer: TextTokenizer,
@@ -28,12 +38,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Flat ``{"<task>/<metric>": value}`` of every task. The model is evaluated in eval
     mode and handed back in the mode it came in."""
-    labels = [task.label for task in tasks]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise ValueError(f"tasks {duplicates} appear more than once; give them distinct names (name=...)")
-    for task in tasks:
-        task.validate()
+    check_tasks(tasks)
     was_training = model.training
     model.eval()
     try:

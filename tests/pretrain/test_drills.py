@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,14 +33,15 @@ def settings(corpus: Path, run_dir: Path) -> list[str]:
 
 
 def trained_samples(run_dir: Path) -> dict[int, list[tuple[int, int]]]:
-    """Step -> the global batch's (source, window) pairs. A step logged twice was trained
-    again after a restart: its last record is the one the final model holds."""
-    by_step: dict[int, dict[str, list]] = {}
+    """Step -> the global batch's (source, window) pairs, from every data-parallel rank's log.
+    A resumed run drops the records after its checkpoint, so each step is logged once."""
+    by_step: dict[int, list[tuple[int, int]]] = {}
     for log in sorted((run_dir / "samples").glob("dp-rank-*.jsonl")):
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
-            by_step.setdefault(record["step"], {})[log.name] = record["samples"]
-    return {step: sorted(tuple(pair) for part in parts.values() for pair in part) for step, parts in by_step.items()}
+        steps = [json.loads(line) for line in log.read_text().splitlines()]
+        assert len({record["step"] for record in steps}) == len(steps), f"{log.name} logs a step twice"
+        for record in steps:
+            by_step.setdefault(record["step"], []).extend(tuple(pair) for pair in record["samples"])
+    return {step: sorted(pairs) for step, pairs in by_step.items()}
 
 
 def logged_steps(run_dir: Path) -> int:
@@ -75,9 +77,9 @@ def test_killed_worker_restarts_and_trains_on_exactly_the_same_samples(
     output, _ = launcher.communicate(timeout=600)
     (tmp_path / "launcher.log").write_text(output)
     assert launcher.returncode == 0, output[-3000:]
-    assert "resumed from" in output and "step-000000" in output
+    resumed = [int(step) for step in re.findall(r"resumed from \S*step-(\d{8}) at step", output)]
+    assert resumed and resumed[0] % 20 == 0 and 0 < resumed[0] <= killed_at  # the last complete checkpoint
 
     trained = trained_samples(run_dir)
     assert sorted(trained) == list(range(1, STEPS + 1))  # no step missing
     assert trained == reference  # every step on the same samples: no gap, no repeat
-    assert killed_at < STEPS

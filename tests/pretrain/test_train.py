@@ -127,8 +127,11 @@ def nan_on_call(number: int):
     return loss
 
 
-def test_nonfinite_step_is_skipped_and_reported(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip"), process)
+@pytest.mark.parametrize("layout", ["single", "zero1"])  # zero1: DeepSpeed itself skips the step
+def test_nonfinite_step_is_skipped_and_reported(
+    layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip", f"parallel={layout}"), process)
     monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
     trainer.train_step()
     before = [p.detach().clone() for p in trainer.engine.module.parameters()]
@@ -139,8 +142,9 @@ def test_nonfinite_step_is_skipped_and_reported(token_corpus: Path, tmp_path: Pa
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.engine.module.parameters()))
 
 
-def test_nonfinite_step_stops_when_told(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop"), process)
+@pytest.mark.parametrize("layout", ["single", "zero1"])
+def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop", f"parallel={layout}"), process)
     monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
@@ -172,7 +176,7 @@ def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: P
     monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
     with pytest.raises(OSError, match="free space or choose another run_dir"):
         Trainer(config(token_corpus, tmp_path), process)
-    assert not list(tmp_path.glob("checkpoints"))  # nothing started
+    assert not (tmp_path / "metrics.jsonl").exists()  # stopped before anything was written
 
 
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
