@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pretrain.consolidate import consolidated_state_dict, find_checkpoint, load_trained_model
+from pretrain.consolidate import consolidated_state_dict, find_checkpoint
 from pretrain.export import ExportConfig, export
 from pretrain.export_hf.llama import check_llama_compatible
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
