@@ -170,6 +170,9 @@ class TrainConfig:
     # auto: continue from the newest complete checkpoint in run_dir if there is one;
     # never: start fresh; or a path to one checkpoint directory.
     resume: str = "auto"
+    # A Hugging Face checkpoint directory to start from (config.json + safetensors); the
+    # model config comes from it. Ignored when the run resumes from its own checkpoints.
+    init_from: Optional[str] = None
 
 
 def register_configs() -> None:

@@ -1,5 +1,6 @@
 """``python -m pretrain.export checkpoint=<run dir or checkpoint> output_dir=<dir>``:
-consolidated safetensors and a Hugging Face LlamaForCausalLM directory with its tokenizer.
+consolidated safetensors and a Hugging Face directory (LlamaForCausalLM, or the architecture the
+run was imported from) with its tokenizer.
 Options: configs/export.yaml and docs/evaluation.md."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from omegaconf import MISSING
 
 from pretrain.checkpoint import read_metadata
 from pretrain.consolidate import consolidated_state_dict, find_checkpoint, model_config_from_metadata
-from pretrain.export_hf.writer import cast, write_export
+from pretrain.hf.writer import cast, write_export
 from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import DType, load_tokenizer
 
@@ -27,7 +28,7 @@ class ExportConfig:
     output_dir: str = MISSING
     # The tokenizer directory; default: <run dir>/tokenizer, the copy training keeps.
     tokenizer: Optional[str] = None
-    # Also write the Hugging Face LlamaForCausalLM files (config, weights, tokenizer).
+    # Also write the Hugging Face files (config, weights, tokenizer).
     hf: bool = True
     dtype: DType = DType.float32
     # Write into an output_dir that already holds files.

@@ -8,6 +8,7 @@ many heads and how much width land on this rank. The pipeline lays out the same
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pretrain.choices import Choice
 from typing import TYPE_CHECKING, Optional
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pretrain.init import init_parameters
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
     from pretrain.generation.kv_cache import KVCache, LayerCache
@@ -89,13 +90,31 @@ def attention_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> t
     return allowed[:, None], False
 
 
-def rotary(x: Tensor, positions: Tensor, theta: float) -> Tensor:
+def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling], device: torch.device) -> Tensor:
+    """(head_dim / 2,) rotation frequencies, with Llama 3's scaling when given: wavelengths
+    longer than ``original / low_freq_factor`` are divided by ``factor``, those shorter than
+    ``original / high_freq_factor`` kept, and the ones between blended linearly in
+    ``original / wavelength``."""
+    half = head_dim // 2
+    inv_freq = theta ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+    if scaling is None:
+        return inv_freq
+    wavelength = 2 * math.pi / inv_freq
+    original = scaling.original_max_seq_len
+    blend = (original / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    blended = (1 - blend) * inv_freq / scaling.factor + blend * inv_freq
+    long_waves = wavelength > original / scaling.low_freq_factor
+    short_waves = wavelength < original / scaling.high_freq_factor
+    return torch.where(long_waves, inv_freq / scaling.factor, torch.where(short_waves, inv_freq, blended))
+
+
+def rotary(x: Tensor, positions: Tensor, theta: float, scaling: Optional[RopeScaling] = None) -> Tensor:
     """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses).
 
     x: (batch, heads, seq, head_dim); positions: (seq,) or (batch, seq).
     """
     half = x.shape[-1] // 2
-    inv_freq = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    inv_freq = rope_frequencies(x.shape[-1], theta, scaling, x.device)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., seq, half)
     if angles.dim() == 3:
         angles = angles[:, None]  # per-sample positions broadcast over heads
@@ -122,11 +141,13 @@ class Attention(nn.Module):
         self.local_kv_heads = cfg.kv_heads // layers.tp_size
         self.head_dim = cfg.head_dim
         self.rope_theta = cfg.rope_theta if cfg.position is Position.rope else None
+        self.rope_scaling = cfg.rope_scaling
         self.dropout = cfg.attn_dropout
-        self.wq = layers.column(cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.bias)
-        self.wk = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.bias)
-        self.wv = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.bias)
-        self.wo = layers.row(cfg.n_heads * cfg.head_dim, cfg.d_model, cfg.bias)
+        qkv_bias = cfg.has_bias(cfg.qkv_bias)
+        self.wq = layers.column(cfg.d_model, cfg.n_heads * cfg.head_dim, qkv_bias)
+        self.wk = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, qkv_bias)
+        self.wv = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, qkv_bias)
+        self.wo = layers.row(cfg.n_heads * cfg.head_dim, cfg.d_model, cfg.has_bias(cfg.attn_out_bias))
 
     def _split_heads(self, x: Tensor, heads: int) -> Tensor:
         batch, seq, _ = x.shape
@@ -139,8 +160,8 @@ class Attention(nn.Module):
         k = self._split_heads(self.wk(x), self.local_kv_heads)
         v = self._split_heads(self.wv(x), self.local_kv_heads)
         if self.rope_theta is not None:
-            q = rotary(q, positions, self.rope_theta)
-            k = rotary(k, positions, self.rope_theta)
+            q = rotary(q, positions, self.rope_theta, self.rope_scaling)
+            k = rotary(k, positions, self.rope_theta, self.rope_scaling)
         if cache is not None:
             k, v = cache.append(k, v)
         out = F.scaled_dot_product_attention(
@@ -162,9 +183,10 @@ class MLP(nn.Module):
         if cfg.ffn_dim % layers.tp_size:
             raise ValueError(f"the MLP width {cfg.ffn_dim} must be divisible by parallel.tp={layers.tp_size}")
         self.gated = cfg.activation is Activation.swiglu
-        self.up = layers.column(cfg.d_model, cfg.ffn_dim, cfg.bias)
-        self.gate = layers.column(cfg.d_model, cfg.ffn_dim, cfg.bias) if self.gated else None
-        self.down = layers.row(cfg.ffn_dim, cfg.d_model, cfg.bias)
+        bias = cfg.has_bias(cfg.mlp_bias)
+        self.up = layers.column(cfg.d_model, cfg.ffn_dim, bias)
+        self.gate = layers.column(cfg.d_model, cfg.ffn_dim, bias) if self.gated else None
+        self.down = layers.row(cfg.ffn_dim, cfg.d_model, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate is not None:
@@ -252,8 +274,11 @@ class GPT(nn.Module):
         ``input_ids`` are the tokens after the cached ones, whose keys and values it keeps."""
         seq_len = input_ids.shape[1]
         past = 0 if cache is None else cache.length
-        if past + seq_len > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {past + seq_len} tokens exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        if past + seq_len > self.cfg.max_attention_span:
+            raise ValueError(
+                f"sequence of {past + seq_len} tokens exceeds the model's {self.cfg.max_attention_span} positions "
+                f"(model.max_seq_len={self.cfg.max_seq_len}, model.sliding_window={self.cfg.sliding_window})"
+            )
         if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
         if cache is None:

@@ -23,6 +23,18 @@ class Position(Choice):
 
 
 @dataclass
+class RopeScaling:
+    """Llama 3's rotary frequency scaling (Meta, "The Llama 3 Herd of Models", 2024): long
+    wavelengths are stretched by ``factor``, short ones kept, the band between interpolated."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    # The context length the unscaled frequencies were trained for.
+    original_max_seq_len: int = 8192
+
+
+@dataclass
 class ModelConfig:
     name: str = "tiny"
     # None: taken from the tokenizer and rounded up to ``pad_vocab_multiple`` (fast matmuls,
@@ -44,7 +56,18 @@ class ModelConfig:
     norm_eps: float = 1e-5
     position: Position = Position.rope
     rope_theta: float = 10000.0
+    rope_scaling: Optional[RopeScaling] = None
+    # Biases of every linear and LayerNorm; the three below override it per projection when
+    # set (Qwen2 has biases on the query, key and value projections only).
     bias: bool = False
+    qkv_bias: Optional[bool] = None
+    attn_out_bias: Optional[bool] = None
+    mlp_bias: Optional[bool] = None
+    # Mistral's sliding-window attention span; sequences longer than it are refused (within
+    # the window, sliding-window attention is plain causal attention).
+    sliding_window: Optional[int] = None
+    # The Hugging Face class an imported model exports back to (pretrain.hf); None: Llama.
+    hf_architecture: Optional[str] = None
     tie_embeddings: bool = True
     embed_dropout: float = 0.0
     residual_dropout: float = 0.0
@@ -61,6 +84,15 @@ class ModelConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    def has_bias(self, projection: Optional[bool]) -> bool:
+        """A per-projection bias setting, or ``bias`` where it is unset."""
+        return self.bias if projection is None else projection
+
+    @property
+    def max_attention_span(self) -> int:
+        """The longest sequence the model attends over exactly."""
+        return min(self.max_seq_len, self.sliding_window or self.max_seq_len)
 
     @property
     def ffn_dim(self) -> int:

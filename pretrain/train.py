@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
 from pretrain.distributed import entry_arguments, init_distributed
+from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
 from pretrain.trainer import Trainer
 
@@ -25,7 +26,7 @@ def _run_dir_of_sweep_job(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     _run_dir_of_sweep_job(cfg)
     config = to_train_config(cfg)
-    validate_layout(config, launched_world_size())  # before any process group exists
+    validate_layout(with_imported_model(config), launched_world_size())  # before any process group exists
     Trainer(config, init_distributed()).fit()
 
 

@@ -24,6 +24,7 @@ from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
+from pretrain.hf.init_from import load_initial_weights, start_message, with_imported_model
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
@@ -102,6 +103,7 @@ def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, process: ProcessInfo) -> None:
+        cfg = with_imported_model(cfg)
         self.cfg = cfg
         self.process = process
         self.run_dir = Path(cfg.run_dir)
@@ -138,6 +140,7 @@ class Trainer:
         self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
         self.task_tokenizer = self._task_tokenizer(tokenizer)
         model = self._build_model()
+        self.imported = load_initial_weights(cfg, model, resuming=start is not None)
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
         check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
@@ -167,6 +170,8 @@ class Trainer:
         self.logger = MetricsLogger(
             self.run_dir, enabled=process.is_main, wandb_cfg=cfg.logging.wandb, config=as_plain_dict(cfg)
         )
+        if cfg.init_from:
+            self.logger.message(start_message(cfg, start, self.imported))
         if start is not None:
             self._resume(start)
 

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from pretrain.consolidate import consolidated_state_dict, find_checkpoint
 from pretrain.export import ExportConfig, export
-from pretrain.export_hf.llama import check_llama_compatible
+from pretrain.hf.export_config import check_exportable
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 
 def test_command_exports_a_model_transformers_reproduces(trained_run: Path, tmp_path: Path, run_module, assert_matches_transformers) -> None:
@@ -42,7 +42,7 @@ def test_untied_biased_multi_query_variant(train_text_model, tmp_path: Path, ass
 )
 def test_options_without_a_llama_counterpart_are_named(setting: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"model.{setting}=.*hf=false"):
-        check_llama_compatible(ModelConfig(vocab_size=100, **{setting: value}))
+        check_exportable(ModelConfig(vocab_size=100, **{setting: value}))
 
 
 def test_export_refuses_a_non_empty_output_dir(trained_run: Path, tmp_path: Path) -> None:

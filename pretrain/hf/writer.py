@@ -1,10 +1,11 @@
-"""Writing an export directory:
+"""Writing an export directory (``python -m pretrain.export``):
 
 - ``consolidated.safetensors``: every weight under our own names, with the model config and
   the tokenizer metadata as JSON in the file's header;
 - ``tokenizer.model`` and ``tokenizer_meta.json``, the run's tokenizer;
-- with ``hf``: ``config.json``, ``generation_config.json``, ``model.safetensors`` (Llama
-  names) and the transformers tokenizer files, for ``AutoModelForCausalLM`` and
+- with ``hf``: ``config.json`` (``LlamaForCausalLM``, or the architecture the model was
+  imported from), ``generation_config.json``, ``model.safetensors`` (Hugging Face names)
+  and the transformers tokenizer files, for ``AutoModelForCausalLM`` and
   ``AutoTokenizer.from_pretrained(output_dir)``.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from safetensors.torch import save_file
 
 from data_pipeline.tokenizer_export import export_transformers_tokenizer
 from data_pipeline.tokenizer_files import MODEL_FILENAME
-from pretrain.export_hf.llama import check_llama_compatible, llama_config, llama_state_dict
+from pretrain.hf.export_config import check_exportable, hf_config
+from pretrain.hf.names import hf_state_dict
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.model_config import ModelConfig
 from pretrain.special_tokens import SpecialTokens
@@ -48,7 +50,7 @@ def write_tokenizer(output_dir: Path, tokenizer: TextTokenizer, hf: bool) -> Non
 def write_hf_model(output_dir: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, special: SpecialTokens) -> None:
     from transformers import GenerationConfig
 
-    config = llama_config(cfg, special)
+    config = hf_config(cfg, special)
     config.dtype = next(iter(state.values())).dtype
     config.save_pretrained(str(output_dir))
     # The ids past the tokenizer's vocabulary only pad the embedding: never generate them.
@@ -60,7 +62,7 @@ def write_hf_model(output_dir: Path, state: dict[str, torch.Tensor], cfg: ModelC
         suppress_tokens=padding_ids or None,
     )
     generation.save_pretrained(str(output_dir))
-    save_file(llama_state_dict(state), str(output_dir / HF_WEIGHTS_FILENAME), metadata={"format": "pt"})
+    save_file(hf_state_dict(state), str(output_dir / HF_WEIGHTS_FILENAME), metadata={"format": "pt"})
 
 
 def write_export(
@@ -72,7 +74,7 @@ def write_export(
     hf: bool,
 ) -> None:
     if hf:
-        check_llama_compatible(cfg)  # before anything is written
+        check_exportable(cfg)  # before anything is written
     output_dir.mkdir(parents=True, exist_ok=True)
     write_consolidated(output_dir, state, header)
     write_tokenizer(output_dir, tokenizer, hf)

@@ -1,2 +1,0 @@
-"""Export: consolidated safetensors and a Hugging Face ``LlamaForCausalLM`` directory
-(``python -m pretrain.export``)."""

@@ -1,0 +1,47 @@
+"""``train init_from=DIR``: start a run from a Hugging Face checkpoint.
+
+The model config comes from ``DIR/config.json``; after the model (or this rank's pipeline
+stage) is built, every rank copies in its slices of the weights. It is a start, not a
+resume: the optimizer and its warm-up start fresh, and a run that already has checkpoints
+resumes from them instead.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+from torch import nn
+
+from pretrain.config import TrainConfig
+from pretrain.hf.import_config import model_config_from_hf
+from pretrain.hf.weights import ReadStats, load_hf_weights
+from pretrain.parallel.pipeline import canonical_parameters
+
+
+def with_imported_model(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``model`` taken from ``init_from``'s config.json (unchanged without init_from)."""
+    if not cfg.init_from:
+        return cfg
+    model = model_config_from_hf(Path(cfg.init_from))
+    if model.sliding_window is not None and cfg.train.seq_len > model.sliding_window:
+        raise ValueError(
+            f"train.seq_len={cfg.train.seq_len} exceeds the checkpoint's sliding_window={model.sliding_window}, "
+            f"and sliding-window attention is not implemented here; set train.seq_len<={model.sliding_window}"
+        )
+    return replace(cfg, model=model)
+
+
+def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> Optional[ReadStats]:
+    """Fill this rank's freshly built ``model`` from ``init_from``; None when there is
+    nothing to do (no init_from, or the run resumes from its own checkpoint)."""
+    if not cfg.init_from or resuming:
+        return None
+    return load_hf_weights(Path(cfg.init_from), cfg.model, canonical_parameters(model))
+
+
+def start_message(cfg: TrainConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
+    if resume_path is not None:
+        return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
+    read = "" if stats is None else f" (rank 0 read {stats.tensors} tensors, {stats.elements:,} values)"
+    return f"initialized from {cfg.init_from}{read}; the optimizer and its warm-up start fresh"

@@ -1,0 +1,96 @@
+"""Each rank's slices of a Hugging Face safetensors checkpoint, read lazily.
+
+A rank holds some of the model's parameters (its pipeline stage) and of each a slice (its
+tensor-parallel shard), named as in the whole ``GPT`` (``blocks.3.attn.wq.weight``, see
+``pretrain.parallel.pipeline.canonical_parameters``). safetensors' ``get_slice`` reads just
+those bytes from the (memory-mapped) files, so no rank ever holds the whole model.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from pretrain.hf.names import hf_name
+from pretrain.init import full_shape
+from pretrain.model import GPT
+from pretrain.model_config import ModelConfig
+
+INDEX_FILENAME = "model.safetensors.index.json"
+SINGLE_FILENAME = "model.safetensors"
+# Buffers older checkpoints saved next to the weights; recomputed by every model.
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+@dataclass
+class ReadStats:
+    """What this rank read: for tests and the log."""
+
+    tensors: int = 0
+    elements: int = 0
+
+
+def weight_files(directory: Path) -> dict[str, Path]:
+    """Tensor name → the file holding it, from the sharded index or the single file."""
+    index = directory / INDEX_FILENAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: directory / file for name, file in weight_map.items()}
+    single = directory / SINGLE_FILENAME
+    if not single.is_file():
+        raise FileNotFoundError(f"init_from={directory}: neither {INDEX_FILENAME} nor {SINGLE_FILENAME} is there")
+    with safe_open(str(single), framework="pt") as stored:
+        return {name: single for name in stored.keys()}
+
+
+def check_names(cfg: ModelConfig, stored: set[str], directory: Path) -> None:
+    """Every weight of the model is in the checkpoint, and nothing else is (a tied model's
+    checkpoint may also hold the head it shares with the embedding)."""
+    with torch.device("meta"):
+        expected = {hf_name(name) for name, _ in GPT(cfg).named_parameters()}
+    missing = sorted(expected - stored)
+    if missing:
+        raise KeyError(f"init_from={directory}: tensor {missing[0]} is missing ({len(missing)} in all); config.json and the weights disagree")
+    spare = {name for name in stored - expected if not name.endswith(IGNORED_SUFFIXES)}
+    if cfg.tie_embeddings:
+        spare.discard("lm_head.weight")
+    if spare:
+        raise KeyError(f"init_from={directory}: tensor {sorted(spare)[0]} has no place in the model ({len(spare)} in all)")
+
+
+def _local_slice(stored: Any, name: str, param: nn.Parameter, path: Path) -> torch.Tensor:
+    """This rank's part of one stored tensor: all of it, or its tensor-parallel block."""
+    expected = list(full_shape(param))
+    shape = list(stored.get_shape())
+    if shape != expected:
+        raise ValueError(f"{path}: tensor {name} has shape {shape}, but config.json gives the model {expected}")
+    dim = getattr(param, "tp_split_dim", None)
+    if dim is None:
+        return stored[:]
+    start = param.tp_rank * param.shape[dim]  # type: ignore[attr-defined]
+    index = tuple(slice(None) if axis != dim else slice(start, start + param.shape[dim]) for axis in range(len(shape)))
+    return stored[index]
+
+
+@torch.no_grad()
+def load_hf_weights(directory: Path, cfg: ModelConfig, params: dict[str, nn.Parameter]) -> ReadStats:
+    """Copy this rank's slice of every checkpoint tensor into ``params`` (canonical names)."""
+    files = weight_files(directory)
+    check_names(cfg, set(files), directory)
+    stats = ReadStats()
+    with ExitStack() as stack:
+        handles = {path: stack.enter_context(safe_open(str(path), framework="pt")) for path in set(files.values())}
+        for name, param in params.items():
+            stored_name = hf_name(name)
+            path = files[stored_name]
+            value = _local_slice(handles[path].get_slice(stored_name), stored_name, param, path)
+            param.copy_(value.to(param.dtype))
+            stats.tensors += 1
+            stats.elements += value.numel()
+    return stats
