@@ -1,0 +1,46 @@
+"""Tiny random Hugging Face checkpoints of every family we import, built offline with
+transformers' config classes and ``save_pretrained`` (for test_hf_import.py and its
+torchrun worker)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 256  # the synthetic token corpus's vocabulary (conftest.py)
+BASE = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+)
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    # Short, so that scaling changes the frequencies a 40-token test sequence uses.
+    "original_max_position_embeddings": 16,
+}
+FAMILIES = ("llama", "llama3", "mistral", "qwen2", "tied-llama")
+
+
+def hf_config(family: str):  # -> transformers.PretrainedConfig
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    return {
+        "llama": lambda: LlamaConfig(**BASE),
+        "llama3": lambda: LlamaConfig(**BASE, rope_parameters=LLAMA3_ROPE),
+        "mistral": lambda: MistralConfig(**BASE, sliding_window=64),
+        "qwen2": lambda: Qwen2Config(**BASE),
+        "tied-llama": lambda: LlamaConfig(**BASE, tie_word_embeddings=True),
+    }[family]()
+
+
+def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size: str = "50GB") -> Path:
+    """A random model of ``family`` in ``directory``. Every parameter is drawn at random
+    (norm weights and biases too), so a weight loaded into the wrong place shows."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(hf_config(family))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2 if param.dim() == 2 else 0.5)
+    model.save_pretrained(directory, max_shard_size=max_shard_size)
+    return directory

@@ -1,0 +1,140 @@
+"""Hugging Face checkpoints in and out: every family we import reproduces transformers'
+logits and greedy generations, export gives back the very same tensors and config, and
+what we cannot express fails with one line naming it. Tiny random models, built offline."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from pretrain.generation.generator import Generator
+from pretrain.generation.settings import GenerationSettings
+from pretrain.hf.import_config import UnsupportedConfig, model_config_from_hf
+from pretrain.hf.weights import load_hf_weights
+from pretrain.hf.writer import write_hf_model
+from pretrain.model import GPT
+from pretrain.special_tokens import SpecialTokens
+from tests.pretrain.hf_models import FAMILIES, VOCAB, save_tiny_model
+
+SPECIAL = SpecialTokens.synthetic(VOCAB)
+# Config fields an export must carry over unchanged (the token ids come from our tokenizer).
+ARCHITECTURE_FIELDS = (
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps",
+    "rope_parameters", "tie_word_embeddings", "attention_bias", "mlp_bias", "sliding_window", "use_sliding_window",
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {family: save_tiny_model(tmp_path_factory.mktemp(family), family) for family in FAMILIES}
+
+
+def imported(directory: Path) -> GPT:
+    cfg = model_config_from_hf(directory)
+    model = GPT(cfg)
+    load_hf_weights(directory, cfg, dict(model.named_parameters()))
+    return model.eval()
+
+
+def transformers_model(directory: Path):  # -> transformers.PreTrainedModel
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_imported_model_reproduces_transformers(family: str, checkpoints: dict[str, Path]) -> None:
+    ours, theirs = imported(checkpoints[family]), transformers_model(checkpoints[family])
+    ids = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-4)
+    prompts = ids[:, :8]
+    settings = GenerationSettings(max_new_tokens=16, use_cache=True)
+    # The generator needs ids only: a tokenizer stand-in with the special tokens.
+    tokenizer = SimpleNamespace(special=replace(SPECIAL, eos_id=-1 % VOCAB), vocab_size=VOCAB, decode=str)
+    completions = Generator(ours, tokenizer, settings).complete_ids(prompts.tolist())
+    with torch.no_grad():
+        expected = theirs.generate(prompts, do_sample=False, max_new_tokens=16, min_new_tokens=16, eos_token_id=None)
+    assert completions == expected[:, 8:].tolist()
+
+
+def test_llama3_rope_scaling_takes_effect(checkpoints: dict[str, Path]) -> None:
+    ours = imported(checkpoints["llama3"])
+    unscaled = GPT(replace(ours.cfg, rope_scaling=None))
+    unscaled.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, VOCAB, (1, 40))
+    with torch.no_grad():
+        assert (ours(ids) - unscaled.eval()(ids)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_gives_back_the_imported_tensors_and_config(family: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    source = checkpoints[family]
+    model = imported(source)
+    write_hf_model(tmp_path, {name: p.detach() for name, p in model.state_dict().items()}, model.cfg, SPECIAL)
+    with safe_open(source / "model.safetensors", framework="pt") as original, safe_open(
+        tmp_path / "model.safetensors", framework="pt"
+    ) as exported:
+        expected = set(original.keys()) - ({"lm_head.weight"} if model.cfg.tie_embeddings else set())
+        assert set(exported.keys()) == expected
+        for name in expected:
+            assert torch.equal(exported.get_tensor(name), original.get_tensor(name)), name
+    before, after = (json.loads((d / "config.json").read_text()) for d in (source, tmp_path))
+    for field in ARCHITECTURE_FIELDS:
+        assert after.get(field) == before.get(field), field
+
+
+def write_config(directory: Path, **changes: object) -> Path:
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **changes}))
+    return directory
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"model_type": "gemma"}, r"model_type='gemma' is not supported; supported: llama .*mistral, qwen2"),
+        ({"num_experts": 8}, r"num_experts=8 is not supported"),
+        ({"hidden_act": "gelu"}, r"hidden_act='gelu' is not supported; supported: silu"),
+        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, r"rope_scaling.rope_type='yarn' is not supported"),
+        ({"head_dim": 32}, r"head_dim=32 is not supported"),
+    ],
+)
+def test_unsupported_configs_are_one_clear_error(changes: dict, message: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    directory = write_config(copy_checkpoint(checkpoints["llama"], tmp_path / "model"), **changes)
+    with pytest.raises(UnsupportedConfig, match=message) as error:
+        model_config_from_hf(directory)
+    assert "\n" not in str(error.value)
+
+
+def test_qwen2_sliding_window_is_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    directory = write_config(copy_checkpoint(checkpoints["qwen2"], tmp_path / "model"), use_sliding_window=True)
+    with pytest.raises(UnsupportedConfig, match="use_sliding_window=True"):
+        model_config_from_hf(directory)
+
+
+def test_shape_mismatch_names_the_tensor(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    directory = write_config(copy_checkpoint(checkpoints["llama"], tmp_path / "model"), intermediate_size=128)
+    with pytest.raises(ValueError, match=r"tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[96, 64\].*\[128, 64\]"):
+        imported(directory)
+
+
+def test_sharded_checkpoint_loads_like_a_single_file(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    sharded = save_tiny_model(tmp_path, "qwen2", max_shard_size="40KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    ids = torch.randint(0, VOCAB, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(imported(sharded)(ids), imported(checkpoints["qwen2"])(ids))
