@@ -138,3 +138,80 @@ def test_sharded_checkpoint_loads_like_a_single_file(checkpoints: dict[str, Path
     ids = torch.randint(0, VOCAB, (1, 16))
     with torch.no_grad():
         assert torch.equal(imported(sharded)(ids), imported(checkpoints["qwen2"])(ids))
+
+
+# -- init_from in training: every layout starts from the same model -------------------------
+PARALLEL_RUNS = {
+    "tp2": ("qwen2", ["parallel=tp2"]),
+    "pp2": ("tied-llama", ["parallel=pp2"]),
+    "pp2xtp2": ("qwen2", ["parallel=3d"]),
+    "zero0": ("llama3", ["parallel=single"]),
+    "zero2": ("llama3", ["parallel=zero2"]),
+    "zero3": ("llama3", ["parallel=zero3"]),
+}
+
+
+def training(corpus: Path, checkpoint: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [
+        f"data.path={corpus}", f"run_dir={run_dir}", f"init_from={checkpoint}", "train.seq_len=32",
+        "train.micro_batch_size=2", "train.global_batch_size=8", "train.log_every=1", "train.eval_every=0",
+        "train.save_every=0", "train.max_steps=1", "logging.progress_bar=false", "optim.warmup_steps=10", *overrides,
+    ]
+
+
+@pytest.fixture(scope="module")
+def process():  # -> ProcessInfo
+    from pretrain.distributed import init_distributed
+
+    return init_distributed()
+
+
+@pytest.fixture(scope="module")
+def single_process_losses(checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory, process) -> dict[str, float]:
+    from pretrain.config import load_train_config
+    from pretrain.trainer import Trainer
+
+    losses = {}
+    for family in {family for family, _ in PARALLEL_RUNS.values()}:
+        run_dir = tmp_path_factory.mktemp(f"single-{family}")
+        losses[family] = Trainer(load_train_config(training(token_corpus, checkpoints[family], run_dir)), process).fit()[0]["loss"]
+    return losses
+
+
+@pytest.fixture(scope="module")
+def parallel_runs(checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory) -> dict[str, dict]:
+    """All layouts in one four-process torchrun launch."""
+    import os
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("hf-parallel")
+    runs = {name: training(token_corpus, checkpoints[family], workdir / name, *overrides)
+            for name, (family, overrides) in PARALLEL_RUNS.items()}
+    (workdir / "runs.json").write_text(json.dumps(runs))
+    repo = Path(__file__).resolve().parents[2]
+    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {key: value for key, value in os.environ.items() if key not in launch_env}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    worker = Path(__file__).with_name("hf_parallel_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", str(worker),
+               str(workdir / "runs.json"), str(workdir / "out.json")]
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return json.loads((workdir / "out.json").read_text())
+
+
+@pytest.mark.parametrize("name", PARALLEL_RUNS)
+def test_every_layout_starts_from_the_same_model_reading_only_its_slices(
+    name: str, parallel_runs: dict, single_process_losses: dict, checkpoints: dict[str, Path]
+) -> None:
+    family, _ = PARALLEL_RUNS[name]
+    run = parallel_runs[name]
+    assert run["loss"] == pytest.approx(single_process_losses[family], rel=1e-5)
+    with torch.device("meta"):
+        whole_model = sum(param.numel() for param in GPT(model_config_from_hf(checkpoints[family])).parameters())
+    for rank in run["reads"]:
+        # Exactly this rank's parameters and slices were read, nothing more.
+        assert (rank["tensors"], rank["elements"]) == (rank["local_tensors"], rank["local_elements"])
+        if name.startswith(("tp", "pp")):
+            assert rank["elements"] < 0.75 * whole_model, rank
