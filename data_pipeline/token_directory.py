@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipeline.tokenizer_files import TokenizerFiles
+from data_pipeline.hf_tokenizer import load_tokenizer_files
 from pretrain.data.shards import ShardError, TokenShard, find_shards
 from pretrain.special_tokens import SpecialTokens
 
@@ -12,7 +12,7 @@ from pretrain.special_tokens import SpecialTokens
 def open_token_shards(token_dir: str | Path, tokenizer: str | Path, split: str = "train") -> list[TokenShard]:
     """The completed shards of ``split`` in ``token_dir`` (tokenize's output_dir), each checked
     to come from ``tokenizer`` (a tokenizer directory or its tokenizer.model)."""
-    expected_hash = TokenizerFiles.load(tokenizer).special_tokens.tokenizer_hash
+    expected_hash = load_tokenizer_files(tokenizer).special_tokens.tokenizer_hash
     recorded_hash = SpecialTokens.load(token_dir).tokenizer_hash
     if recorded_hash != expected_hash:
         raise ShardError(

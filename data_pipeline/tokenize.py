@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
-from data_pipeline.tokenizer_files import TokenizerFiles
+from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
 from data_pipeline.tokenizer_hydra import hydra_entry_point
 from pretrain.data.shards import shard_prefix
 
@@ -33,7 +33,8 @@ PLAN_FILENAME = "tokenize_plan.json"
 @dataclass
 class TokenizeConfig:
     input: str = MISSING
-    # A tokenizer directory (train_tokenizer's output_dir) or its tokenizer.model.
+    # A tokenizer directory (train_tokenizer's output_dir) or its tokenizer.model, or a
+    # Hugging Face tokenizer directory (tokenizer.json; docs/hf.md).
     tokenizer: str = MISSING
     output_dir: str = MISSING
     # Worker processes, one input shard at a time each; 0 = all cores.
@@ -140,7 +141,7 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary:
         raise ValueError(f"val_fraction={config.val_fraction}: must be at least 0 and below 1")
     if config.workers < 0:
         raise ValueError(f"workers={config.workers}: set a number of processes, or 0 for all cores")
-    tokenizer = TokenizerFiles.load(config.tokenizer)
+    tokenizer = load_tokenizer_files(config.tokenizer)
     sources = find_input_shards(config.input)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +149,8 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary:
                         [str(path.resolve()) for path in sources])
     plan.check_resumable(output_dir)
     tokenizer.special_tokens.save(output_dir)
+    if isinstance(tokenizer, HFTokenizerFiles):  # training and export take the model's tokenizer from here
+        tokenizer.copy_files(output_dir)
 
     summary = TokenizeSummary()
     jobs = []

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import xxhash
 
 from data_pipeline.documents import BadRecordLog, Document, ShardReadError, read_documents
+from data_pipeline.hf_tokenizer import HFTokenizerFiles
 from data_pipeline.tokenizer_files import TokenizerFiles
 from pretrain.data.shards import TokenShardWriter, shard_prefix
 
@@ -47,7 +48,7 @@ class ShardJob:
     index: int
     source: Path
     output_dir: Path
-    tokenizer: TokenizerFiles
+    tokenizer: TokenizerFiles | HFTokenizerFiles
     val_fraction: float
     add_bos: bool
     strict: bool

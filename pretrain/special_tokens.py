@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 META_FILENAME = "tokenizer_meta.json"
 
@@ -19,14 +20,17 @@ class SpecialTokens:
     pad_id: int
     bos_id: int
     eos_id: int
-    unk_id: int
-    mask_id: int
+    # None where the tokenizer has none (byte-level BPE has no unknown token; only MLM
+    # needs a mask token). A Hugging Face tokenizer without BOS or pad uses EOS for them.
+    unk_id: Optional[int]
+    mask_id: Optional[int]
     sentinel_ids: tuple[int, ...] = field(default_factory=tuple)
     # Identifies the tokenizer model file (sha256 of its bytes); "" when synthetic.
     tokenizer_hash: str = ""
 
     def __post_init__(self) -> None:
-        ids = self.all_ids
+        own = [i for i in (self.bos_id, self.pad_id) if i != self.eos_id]
+        ids = [i for i in (*own, self.eos_id, self.unk_id, self.mask_id, *self.sentinel_ids) if i is not None]
         if len(set(ids)) != len(ids):
             raise ValueError(f"special token ids must be distinct, got {ids}")
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
@@ -35,7 +39,9 @@ class SpecialTokens:
 
     @property
     def all_ids(self) -> tuple[int, ...]:
-        return (self.pad_id, self.bos_id, self.eos_id, self.unk_id, self.mask_id, *self.sentinel_ids)
+        """The distinct special ids the tokenizer has."""
+        ids = (self.pad_id, self.bos_id, self.eos_id, self.unk_id, self.mask_id, *self.sentinel_ids)
+        return tuple(dict.fromkeys(i for i in ids if i is not None))
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / META_FILENAME

@@ -2,7 +2,8 @@
 
 - ``consolidated.safetensors``: every weight under our own names, with the model config and
   the tokenizer metadata as JSON in the file's header;
-- ``tokenizer.model`` and ``tokenizer_meta.json``, the run's tokenizer;
+- ``tokenizer.model`` and ``tokenizer_meta.json``, the run's tokenizer (or the Hugging Face
+  tokenizer files of a run tokenized with one);
 - with ``hf``: ``config.json`` (``LlamaForCausalLM``, or the architecture the model was
   imported from), ``generation_config.json``, ``model.safetensors`` (Hugging Face names)
   and the transformers tokenizer files, for ``AutoModelForCausalLM`` and
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from data_pipeline.hf_tokenizer import copy_hf_tokenizer, is_hf_tokenizer
 from data_pipeline.tokenizer_export import export_transformers_tokenizer
 from data_pipeline.tokenizer_files import MODEL_FILENAME
 from pretrain.hf.export_config import check_exportable, hf_config
@@ -41,6 +43,12 @@ def write_consolidated(output_dir: Path, state: dict[str, torch.Tensor], header:
 
 
 def write_tokenizer(output_dir: Path, tokenizer: TextTokenizer, hf: bool) -> None:
+    """The run's tokenizer: our SentencePiece files (and their transformers version), or
+    the Hugging Face tokenizer the run's data was tokenized with, as it was."""
+    if is_hf_tokenizer(tokenizer.directory):
+        tokenizer.special.save(output_dir)
+        copy_hf_tokenizer(tokenizer.directory, output_dir)
+        return
     shutil.copyfile(tokenizer.directory / MODEL_FILENAME, output_dir / MODEL_FILENAME)
     tokenizer.special.save(output_dir)
     if hf and not export_transformers_tokenizer(output_dir, tokenizer.special):

@@ -1,4 +1,5 @@
-"""The SentencePiece tokenizer a run was trained with, as text ↔ ids for inference."""
+"""The tokenizer a run was trained with, as text ↔ ids for inference: our SentencePiece model,
+or a Hugging Face ``tokenizer.json`` (through ``data_pipeline.hf_tokenizer.HFProcessor``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
-from data_pipeline.tokenizer_files import TokenizerFiles
+from data_pipeline.hf_tokenizer import HFProcessor, load_tokenizer_files
 from pretrain.choices import Choice
 from pretrain.special_tokens import SpecialTokens
 
@@ -25,14 +26,14 @@ class StartToken(Choice):
 
 
 class TextTokenizer:
-    def __init__(self, processor: spm.SentencePieceProcessor, special: SpecialTokens, directory: Path) -> None:
+    def __init__(self, processor: spm.SentencePieceProcessor | HFProcessor, special: SpecialTokens, directory: Path) -> None:
         self.processor = processor
         self.special = special
         self.directory = directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "TextTokenizer":
-        files = TokenizerFiles.load(directory)
+        files = load_tokenizer_files(directory)
         return cls(files.processor(), files.special_tokens, files.model_path.parent)
 
     @property
@@ -54,6 +55,10 @@ class TextTokenizer:
     def token_bytes(self) -> np.ndarray:
         """UTF-8 bytes of text each id stands for (0 for control tokens), for bits per byte."""
         processor = self.processor
+        if isinstance(processor, HFProcessor):
+            # Bytes per piece are not exposed by every tokenizers model: perplexity only, and
+            # bits per byte reads nan.
+            return np.zeros(self.vocab_size, dtype=np.int64)
         lengths = np.zeros(processor.get_piece_size(), dtype=np.int64)
         for index in range(len(lengths)):
             if processor.is_byte(index):

@@ -27,6 +27,11 @@ class MaskedLM(Objective):
         random_token_fraction: float = 0.1,
     ) -> None:
         super().__init__(special, seq_len, seed, document_masking)
+        if special.mask_id is None:
+            raise ValueError(
+                "objective=mlm needs a mask token, and the tokenizer has none (a Hugging Face tokenizer?); "
+                "use objective=clm, or a tokenizer with a mask token (docs/hf.md)"
+            )
         if not 0.0 < mask_rate < 1.0:
             raise ValueError(f"objective.mask_rate must be in (0, 1), got {mask_rate}")
         if mask_token_fraction < 0 or random_token_fraction < 0 or mask_token_fraction + random_token_fraction > 1:

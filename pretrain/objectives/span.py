@@ -85,7 +85,8 @@ class SpanCorruption(Objective):
             raise ValueError(
                 f"span corruption of {seq_len}-token samples needs {self.num_spans} sentinel tokens, but the tokenizer "
                 f"has {len(special.sentinel_ids)}; train the tokenizer with more sentinels, raise "
-                "objective.mean_span_length, or lower the sequence length"
+                "objective.mean_span_length, or lower the sequence length (a Hugging Face tokenizer has none: "
+                "use objective=clm, docs/hf.md)"
             )
         self._sentinel_ids = torch.tensor(special.sentinel_ids, dtype=torch.int64)
 
