@@ -20,25 +20,27 @@ LLAMA3_ROPE = {
 FAMILIES = ("llama", "llama3", "mistral", "qwen2", "tied-llama")
 
 
-def hf_config(family: str):  # -> transformers.PretrainedConfig
+def hf_config(family: str, **changes: object):  # -> transformers.PretrainedConfig
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
+    base = {**BASE, **changes}
     return {
-        "llama": lambda: LlamaConfig(**BASE),
-        "llama3": lambda: LlamaConfig(**BASE, rope_parameters=LLAMA3_ROPE),
-        "mistral": lambda: MistralConfig(**BASE, sliding_window=64),
-        "qwen2": lambda: Qwen2Config(**BASE),
-        "tied-llama": lambda: LlamaConfig(**BASE, tie_word_embeddings=True),
+        "llama": lambda: LlamaConfig(**base),
+        "llama3": lambda: LlamaConfig(**base, rope_parameters=LLAMA3_ROPE),
+        "mistral": lambda: MistralConfig(**base, sliding_window=64),
+        "qwen2": lambda: Qwen2Config(**base),
+        "tied-llama": lambda: LlamaConfig(**base, tie_word_embeddings=True),
     }[family]()
 
 
-def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size: str = "50GB") -> Path:
-    """A random model of ``family`` in ``directory``. Every parameter is drawn at random
-    (norm weights and biases too), so a weight loaded into the wrong place shows."""
+def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size: str = "50GB", **changes: object) -> Path:
+    """A random model of ``family`` (config ``changes`` applied) in ``directory``. Every
+    parameter is drawn at random (norm weights and biases too), so a weight loaded into the
+    wrong place shows."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config(family))
+    model = AutoModelForCausalLM.from_config(hf_config(family, **changes))
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.2 if param.dim() == 2 else 0.5)
