@@ -46,3 +46,12 @@ def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size:
             param.normal_(0.0, 0.2 if param.dim() == 2 else 0.5)
     model.save_pretrained(directory, max_shard_size=max_shard_size)
     return directory
+
+
+def init_from_overrides(data: Path, checkpoint: Path, run_dir: Path, batch: int, *more: str) -> list[str]:
+    """A short CLM run from ``checkpoint`` on the token shards in ``data``."""
+    return [
+        f"data.path={data}", f"init_from={checkpoint}", f"run_dir={run_dir}", "train.seq_len=32",
+        "train.micro_batch_size=2", f"train.global_batch_size={batch}", "train.log_every=1", "train.eval_every=0",
+        "train.save_every=0", "logging.progress_bar=false", *more,
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any, Callable
 
 import torch.distributed as dist
 
@@ -18,15 +19,19 @@ from pretrain.distributed import init_distributed
 from pretrain.trainer import Trainer
 
 
-def main(runs_file: str, out_file: str) -> None:
+def losses(trainer: Trainer) -> list[float]:
+    return [record["loss"] for record in trainer.fit()]
+
+
+def main(runs_file: str, out_file: str, result_of: Callable[[Trainer], Any] = losses) -> None:
+    """Each run's ``result_of(trainer)`` (collective: every rank calls it) into OUT.json."""
     runs = json.loads(open(runs_file).read())
     process = init_distributed()
-    results: dict[str, list[float]] = {}
+    results: dict[str, Any] = {}
     for name, overrides in runs.items():
         # An error ends the whole launch (torchrun stops the other ranks); catching it here
         # would leave the ranks that did not fail waiting in the next run's collectives.
-        records = Trainer(load_train_config(overrides), process).fit()
-        results[name] = [record["loss"] for record in records]
+        results[name] = result_of(Trainer(load_train_config(overrides), process))
         dist.barrier()
     if process.is_main:
         with open(out_file, "w") as out:

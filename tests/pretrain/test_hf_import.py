@@ -19,7 +19,7 @@ from pretrain.hf.weights import load_hf_weights
 from pretrain.hf.writer import write_hf_model
 from pretrain.model import GPT
 from pretrain.special_tokens import SpecialTokens
-from tests.pretrain.hf_models import FAMILIES, VOCAB, save_tiny_model
+from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, save_tiny_model
 
 SPECIAL = SpecialTokens.synthetic(VOCAB)
 # Config fields an export must carry over unchanged (the token ids come from our tokenizer).
@@ -126,6 +126,18 @@ def test_qwen2_sliding_window_is_refused(checkpoints: dict[str, Path], tmp_path:
         model_config_from_hf(directory)
 
 
+def test_mistral_sequences_beyond_the_sliding_window_are_refused(checkpoints: dict[str, Path]) -> None:
+    from pretrain.config import load_train_config
+    from pretrain.hf.init_from import with_imported_model
+
+    within = with_imported_model(load_train_config([f"init_from={checkpoints['mistral']}", "train.seq_len=64"]))
+    assert (within.model.sliding_window, within.model.hf_architecture) == (64, "MistralForCausalLM")
+    with pytest.raises(ValueError, match=r"train.seq_len=65 exceeds the checkpoint's sliding_window=64"):
+        with_imported_model(load_train_config([f"init_from={checkpoints['mistral']}", "train.seq_len=65"]))
+    with pytest.raises(ValueError, match="model.sliding_window=64"):
+        imported(checkpoints["mistral"])(torch.zeros(1, 65, dtype=torch.long))
+
+
 def test_shape_mismatch_names_the_tensor(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     directory = write_config(copy_checkpoint(checkpoints["llama"], tmp_path / "model"), intermediate_size=128)
     with pytest.raises(ValueError, match=r"tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[96, 64\].*\[128, 64\]"):
@@ -152,11 +164,7 @@ PARALLEL_RUNS = {
 
 
 def training(corpus: Path, checkpoint: Path, run_dir: Path, *overrides: str) -> list[str]:
-    return [
-        f"data.path={corpus}", f"run_dir={run_dir}", f"init_from={checkpoint}", "train.seq_len=32",
-        "train.micro_batch_size=2", "train.global_batch_size=8", "train.log_every=1", "train.eval_every=0",
-        "train.save_every=0", "train.max_steps=1", "logging.progress_bar=false", "optim.warmup_steps=10", *overrides,
-    ]
+    return init_from_overrides(corpus, checkpoint, run_dir, 8, "train.max_steps=1", *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pretrain.distributed import init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.model import GPT
 from pretrain.trainer import Trainer
-from tests.pretrain.hf_models import save_tiny_model
+from tests.pretrain.hf_models import init_from_overrides, save_tiny_model
 
 WORDS = "river stone law court patient dose code loop merge tensor appeal clause".split()
 EOS, BOS = "<|endoftext|>", "<s>"
@@ -80,11 +80,7 @@ def test_hf_tokenizer_gives_the_ids_of_tokenizers_itself(shards: Path, corpus: P
 
 
 def run_overrides(shards: Path, checkpoint: Path, run_dir: Path, *more: str) -> list[str]:
-    return [
-        f"data.path={shards}", f"init_from={checkpoint}", f"run_dir={run_dir}", "train.seq_len=32",
-        "train.micro_batch_size=4", "train.global_batch_size=4", "train.log_every=1", "train.eval_every=0",
-        "train.save_every=0", "logging.progress_bar=false", "optim.lr=1e-4", "optim.warmup_steps=4", *more,
-    ]
+    return init_from_overrides(shards, checkpoint, run_dir, 4, "optim.lr=1e-4", "optim.warmup_steps=4", *more)
 
 
 @pytest.fixture(scope="module")
