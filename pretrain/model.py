@@ -141,7 +141,7 @@ class Attention(nn.Module):
         self.local_kv_heads = cfg.kv_heads // layers.tp_size
         self.head_dim = cfg.head_dim
         self.rope_theta = cfg.rope_theta if cfg.position is Position.rope else None
-        self.rope_scaling = cfg.rope_scaling
+        self.rope_scaling = cfg.active_rope_scaling
         self.dropout = cfg.attn_dropout
         qkv_bias = cfg.has_bias(cfg.qkv_bias)
         self.wq = layers.column(cfg.d_model, cfg.n_heads * cfg.head_dim, qkv_bias)

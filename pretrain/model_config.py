@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pretrain.choices import Choice
 from typing import Optional
 
@@ -27,7 +27,8 @@ class RopeScaling:
     """Llama 3's rotary frequency scaling (Meta, "The Llama 3 Herd of Models", 2024): long
     wavelengths are stretched by ``factor``, short ones kept, the band between interpolated."""
 
-    factor: float = 8.0
+    # None: plain rotary embeddings (Llama 3.1 has 8, Llama 3.2 has 32).
+    factor: Optional[float] = None
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     # The context length the unscaled frequencies were trained for.
@@ -56,7 +57,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     position: Position = Position.rope
     rope_theta: float = 10000.0
-    rope_scaling: Optional[RopeScaling] = None
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
     # Biases of every linear and LayerNorm; the three below override it per projection when
     # set (Qwen2 has biases on the query, key and value projections only).
     bias: bool = False
@@ -90,6 +91,11 @@ class ModelConfig:
         return self.bias if projection is None else projection
 
     @property
+    def active_rope_scaling(self) -> Optional[RopeScaling]:
+        """``rope_scaling`` when it is on (its factor set), else None."""
+        return self.rope_scaling if self.rope_scaling.factor is not None else None
+
+    @property
     def max_attention_span(self) -> int:
         """The longest sequence the model attends over exactly."""
         return min(self.max_seq_len, self.sliding_window or self.max_seq_len)
@@ -120,6 +126,14 @@ class ModelConfig:
         for name in ("n_layers", "d_model", "n_heads", "max_seq_len", "pad_vocab_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"model.sliding_window must be positive or null, got {self.sliding_window}")
+        scaling = self.active_rope_scaling
+        if scaling is not None and not (scaling.factor > 0 and 0 < scaling.low_freq_factor < scaling.high_freq_factor):
+            raise ValueError(
+                "model.rope_scaling needs factor > 0 and 0 < low_freq_factor < high_freq_factor, got "
+                f"{scaling.factor}, {scaling.low_freq_factor}, {scaling.high_freq_factor}"
+            )
         for name in ("embed_dropout", "residual_dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")

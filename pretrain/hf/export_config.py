@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
+from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from pretrain.special_tokens import SpecialTokens
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def check_exportable(cfg: ModelConfig) -> None:
 
 
 def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
-    if cfg.rope_scaling is None:
+    scaling = cfg.active_rope_scaling
+    if scaling is None:
         return {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    scaling: RopeScaling = cfg.rope_scaling
     return {
         "rope_type": "llama3",
         "rope_theta": cfg.rope_theta,

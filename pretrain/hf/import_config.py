@@ -57,14 +57,14 @@ def _refuse(path: Path, field: str, value: Any, supported: str) -> UnsupportedCo
     return UnsupportedConfig(f"{path}: {field}={value!r} is not supported; supported: {supported}")
 
 
-def _rope(config: dict[str, Any], path: Path) -> tuple[float, Optional[RopeScaling]]:
+def _rope(config: dict[str, Any], path: Path) -> tuple[float, RopeScaling]:
     """(theta, Llama 3 scaling) from transformers 5's ``rope_parameters`` or the older
     ``rope_theta`` + ``rope_scaling``."""
     params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     theta = float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
-        return theta, None
+        return theta, RopeScaling()
     if kind != "llama3":
         raise _refuse(path, "rope_scaling.rope_type", kind, "default, llama3")
     scaling = RopeScaling(

@@ -18,6 +18,7 @@ from pretrain.hf.import_config import UnsupportedConfig, model_config_from_hf
 from pretrain.hf.weights import load_hf_weights
 from pretrain.hf.writer import write_hf_model
 from pretrain.model import GPT
+from pretrain.model_config import ModelConfig, RopeScaling
 from pretrain.special_tokens import SpecialTokens
 from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, save_tiny_model
 
@@ -73,7 +74,7 @@ def test_imported_model_reproduces_transformers(family: str, checkpoints: dict[s
 
 def test_llama3_rope_scaling_takes_effect(checkpoints: dict[str, Path]) -> None:
     ours = imported(checkpoints["llama3"])
-    unscaled = GPT(replace(ours.cfg, rope_scaling=None))
+    unscaled = GPT(replace(ours.cfg, rope_scaling=RopeScaling()))
     unscaled.load_state_dict(ours.state_dict())
     ids = torch.randint(0, VOCAB, (1, 40))
     with torch.no_grad():
@@ -230,3 +231,15 @@ def test_every_layout_starts_from_the_same_model_reading_only_its_slices(
         assert (rank["tensors"], rank["elements"]) == (rank["local_tensors"], rank["local_elements"])
         if name.startswith(("tp", "pp")):
             assert rank["elements"] < 0.75 * whole_model, rank
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sliding_window": 0}, "model.sliding_window must be positive"),
+        ({"rope_scaling": RopeScaling(factor=8.0, low_freq_factor=4.0, high_freq_factor=1.0)}, "model.rope_scaling needs"),
+    ],
+)
+def test_new_model_options_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(vocab_size=VOCAB, **changes).validate()
