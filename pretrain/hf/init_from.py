@@ -43,5 +43,9 @@ def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> 
 def start_message(cfg: TrainConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
     if resume_path is not None:
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
-    read = "" if stats is None else f" (rank 0 read {stats.tensors} tensors, {stats.elements:,} values)"
-    return f"initialized from {cfg.init_from}{read}; the optimizer and its warm-up start fresh"
+    model = cfg.model
+    read = "" if stats is None else f"; rank 0 read {stats.tensors} tensors, {stats.elements:,} values"
+    return (
+        f"initialized from {cfg.init_from} ({model.hf_architecture}: {model.n_layers} layers, d_model {model.d_model}, "
+        f"vocabulary {model.vocab_size}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"
+    )

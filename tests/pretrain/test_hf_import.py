@@ -128,6 +128,17 @@ def test_unsupported_configs_are_one_clear_error(changes: dict, message: str, ch
     assert "\n" not in str(error.value)
 
 
+def test_the_older_rope_theta_and_rope_scaling_fields_import_alike(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Configs saved before transformers 5 (most on the Hub) spell rope settings this way."""
+    config = json.loads((checkpoints["llama3"] / "config.json").read_text())
+    rope = config.pop("rope_parameters")
+    older = {**config, "rope_theta": rope.pop("rope_theta"), "rope_scaling": {**rope, "type": rope.pop("rope_type")}}
+    directory = tmp_path / "older"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(older))
+    assert model_config_from_hf(directory) == model_config_from_hf(checkpoints["llama3"])
+
+
 def test_qwen2_sliding_window_is_refused(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     directory = write_config(copy_checkpoint(checkpoints["qwen2"], tmp_path / "model"), use_sliding_window=True)
     with pytest.raises(UnsupportedConfig, match="use_sliding_window=True"):
