@@ -66,8 +66,9 @@ def test_imported_model_reproduces_transformers(family: str, checkpoints: dict[s
         torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-4)
     prompts = ids[:, :8]
     settings = GenerationSettings(max_new_tokens=16, use_cache=True)
-    # The generator needs ids only: a tokenizer stand-in with the special tokens.
-    tokenizer = SimpleNamespace(special=replace(SPECIAL, eos_id=-1 % VOCAB), vocab_size=VOCAB, decode=str)
+    # The generator needs ids only: a tokenizer stand-in whose EOS lies past the model's
+    # vocabulary, so that all 16 tokens are generated.
+    tokenizer = SimpleNamespace(special=replace(SPECIAL, vocab_size=VOCAB + 1, eos_id=VOCAB), vocab_size=VOCAB, decode=str)
     completions = Generator(ours, tokenizer, settings).complete_ids(prompts.tolist())
     assert completions == greedy_transformers(theirs, prompts, 16).tolist()
 
