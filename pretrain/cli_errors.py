@@ -34,6 +34,7 @@ from pretrain.run_log import append_error
 
 DEBUG_FLAG = "--debug"
 _asked_for_traceback = False
+_running = False
 
 
 def process_rank() -> int:
@@ -118,12 +119,16 @@ def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_command(main: Callable[[], Any], argv: Optional[list[str]] = None) -> None:
     """Call a ``hydra.main`` entry point so that Hydra's own errors are one line too."""
-    global _asked_for_traceback
+    global _asked_for_traceback, _running
+    if _running:  # an entry point that already wraps itself, called from a wrapper
+        main()
+        return
     arguments = sys.argv if argv is None else argv
     _asked_for_traceback = DEBUG_FLAG in arguments[1:] or os.environ.get("HYDRA_FULL_ERROR") == "1"
     sys.argv = [arg for arg in arguments if arg != DEBUG_FLAG]
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors to us instead of printing them
+    _running = True
     try:
         main()
     except Exception as err:
@@ -132,6 +137,7 @@ def run_command(main: Callable[[], Any], argv: Optional[list[str]] = None) -> No
         report(err)
         raise SystemExit(1) from None
     finally:
+        _running = False
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
