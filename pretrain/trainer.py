@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from data_pipeline.tokenizer_files import copy_tokenizer_files
 from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
@@ -24,6 +25,7 @@ from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
+from pretrain.evaluation.tasks import with_window_length
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
@@ -63,11 +65,6 @@ def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
     return paths, weights
 
 
-# What a tokenizer directory may hold; the run keeps a copy so that evaluation, generation
-# and export find the tokenizer next to the checkpoints.
-TOKENIZER_FILES = (META_FILENAME, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
 def tokenizer_dir(cfg: TrainConfig, source_paths: list[str]) -> Path:
     directory = Path(cfg.data.tokenizer) if cfg.data.tokenizer else Path(source_paths[0])
     if not (directory / META_FILENAME).exists():
@@ -79,11 +76,9 @@ def tokenizer_dir(cfg: TrainConfig, source_paths: list[str]) -> Path:
 
 
 def copy_tokenizer(source: Path, run_dir: Path) -> None:
-    target = run_dir / "tokenizer"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (source / name).exists():
-            shutil.copyfile(source / name, target / name)
+    """The run keeps a copy, so that evaluation, generation and export find the tokenizer
+    next to the checkpoints."""
+    copy_tokenizer_files(source, run_dir / "tokenizer")
 
 
 def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
@@ -200,7 +195,8 @@ class Trainer:
         failure: Optional[BaseException] = None
         if self.process.is_main:
             try:
-                metrics = evaluate_model(self.engine.module, self.task_tokenizer, self.cfg.train.eval_tasks)
+                tasks = with_window_length(self.cfg.train.eval_tasks, self.cfg.train.seq_len)
+                metrics = evaluate_model(self.engine.module, self.task_tokenizer, tasks)
             except Exception as err:  # reported below, on every rank
                 failure = err
         failed = torch.tensor([float(failure is not None)], device=self.process.device)
