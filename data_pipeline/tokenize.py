@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,7 +136,8 @@ def run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[ShardResult]:
 
 def with_progress(results: Iterable[ShardResult], jobs: list[ShardJob], enabled: bool) -> Iterator[ShardResult]:
     total = sum(job.source.stat().st_size for job in jobs)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled) as bar:
+    # Only on a terminal: redrawn into a file (Slurm logs) a bar only bloats it.
+    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled or not sys.stderr.isatty()) as bar:
         for result in results:
             bar.update(result.source.stat().st_size)
             yield result

@@ -31,9 +31,10 @@ def _run_dir_of_sweep_job(cfg: DictConfig) -> None:
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     _run_dir_of_sweep_job(cfg)
-    config, _ = fit_micro_batch(to_train_config(cfg), launched_world_size())
-    validate_layout(config, launched_world_size())  # before any process group exists
-    Trainer(config, init_distributed()).fit()
+    config = to_train_config(cfg)
+    world_size = launched_world_size()
+    validate_layout(fit_micro_batch(config, world_size)[0], world_size)  # before any process group exists
+    Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
 
 
 if __name__ == "__main__":
