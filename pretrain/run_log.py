@@ -11,6 +11,12 @@ LOG_FILENAME = "train.log"
 _error_log: Optional[Path] = None
 
 
+def log_errors_to(run_dir: Path) -> None:
+    """From now on, :func:`append_error` writes to this run's log."""
+    global _error_log
+    _error_log = run_dir / LOG_FILENAME
+
+
 def _stamped(text: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     return "".join(f"{stamp} {line}\n" for line in text.splitlines() or [""])
@@ -20,9 +26,7 @@ class RunLog:
     """Rank 0 writes the lines; every rank may append its errors (see :func:`append_error`)."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
-        global _error_log
-        _error_log = run_dir / LOG_FILENAME
-        self._file: Optional[TextIO] = open(_error_log, "a", buffering=1) if enabled else None
+        self._file: Optional[TextIO] = open(run_dir / LOG_FILENAME, "a", buffering=1) if enabled else None
 
     def write(self, text: str) -> None:
         if self._file is not None:

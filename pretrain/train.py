@@ -14,6 +14,7 @@ from pretrain.config import CONFIG_DIR, register_configs, to_train_config
 from pretrain.distributed import entry_arguments, init_distributed
 from pretrain.parallel.layout import launched_world_size, validate_layout
 from pretrain.run_defaults import fit_micro_batch
+from pretrain.run_log import log_errors_to
 from pretrain.trainer import Trainer
 
 
@@ -32,6 +33,7 @@ def _run_dir_of_sweep_job(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     _run_dir_of_sweep_job(cfg)
     config = to_train_config(cfg)
+    log_errors_to(Path(config.run_dir))  # Hydra made it; errors of every rank land in its train.log
     world_size = launched_world_size()
     validate_layout(fit_micro_batch(config, world_size)[0], world_size)  # before any process group exists
     Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so

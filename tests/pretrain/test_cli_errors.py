@@ -58,8 +58,10 @@ def test_other_ranks_keep_quiet_and_debug_shows_the_traceback(capsys, tmp_path: 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setenv("RANK", "1")
-    status, err = run_in_process(train_main, ["parallel.tp=3"], capsys)
+    status, err = run_in_process(train_main, ["parallel.tp=3", "run_dir=run"], capsys)
     assert status == 1 and err == ""
+    # The run's log has every rank's errors.
+    assert "rank 1: error: world size 1 is not divisible by parallel.tp" in (tmp_path / "run" / "train.log").read_text()
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match="parallel.tp"):
         run_command(train_main, ["command", "parallel.tp=3", "--debug"])
