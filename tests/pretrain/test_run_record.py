@@ -3,7 +3,7 @@ the run's text log, metrics without repeated steps, defaults that fit."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from pretrain.checkpoint import checkpoint_root
-from pretrain.config import TrainConfig, as_plain_dict, load_train_config
+from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_config
 from pretrain.distributed import ProcessInfo, init_distributed
 from pretrain.metrics import wandb_mode
-from pretrain.config import WandbMode
-from pretrain.run_defaults import fit_micro_batch
+from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import CHANGES_FILENAME, config_changes
 from pretrain.trainer import Trainer
 
@@ -106,23 +105,22 @@ def test_metrics_hold_each_step_once_after_a_kill_and_restart(token_corpus: Path
     assert "val_loss" in final  # every run ends with an evaluation, eval_every=0 or not
 
 
+def fresh_environment() -> dict[str, str]:
+    """Without this test process's launcher variables (its RANK and MASTER_PORT are taken)."""
+    launched = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {k: v for k, v in os.environ.items() if k not in launched} | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
 def test_a_sweep_with_an_explicit_run_dir_gives_each_job_its_own(token_corpus: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "pretrain.train", "-m", "optim.lr=1e-3,2e-3", f"data.path={token_corpus}",
                f"run_dir={tmp_path / 'sweep'}", f"hydra.sweep.dir={tmp_path / 'hydra'}", "train.max_steps=2", *TINY]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**_fresh_env(), "PYTHONPATH": str(REPO)})
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=fresh_environment())
     assert done.returncode == 0, done.stderr[-3000:]
     for job, lr in (("0", 1e-3), ("1", 2e-3)):
         run_dir = tmp_path / "sweep" / job
         assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
         metadata = json.loads((checkpoint_root(run_dir) / "step-00000002" / "complete.json").read_text())
         assert metadata["config"]["optim"]["lr"] == lr
-
-
-def _fresh_env() -> dict[str, str]:
-    import os
-
-    launched = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    return {k: v for k, v in os.environ.items() if k not in launched} | {"OMP_NUM_THREADS": "1"}
 
 
 def test_defaults_fit_the_model_and_the_data_parallel_size() -> None:
@@ -133,6 +131,15 @@ def test_defaults_fit_the_model_and_the_data_parallel_size() -> None:
         assert chosen.train.micro_batch_size == micro and f"chose {micro}" in note
     given, note = fit_micro_batch(load_train_config(["train.micro_batch_size=2"]), 2)
     assert given.train.micro_batch_size == 2 and note is None
+
+
+def test_silent_gaps_are_warned_about() -> None:
+    cfg = load_train_config(["train.max_steps=50", "optim.warmup_steps=100", "train.seq_len=64"])
+    warnings = silent_gap_warnings(cfg, validation_windows=0, has_validation=False, per_round=8)
+    assert "optim.warmup_steps=100 exceeds train.max_steps=50" in warnings[0] and "no 'val' shards" in warnings[1]
+    small = silent_gap_warnings(cfg, validation_windows=3, has_validation=True, per_round=8)
+    assert "holds 3 windows of train.seq_len=64 tokens, fewer than one evaluation batch (8)" in small[1]
+    assert silent_gap_warnings(load_train_config(), validation_windows=8, has_validation=True, per_round=8) == []
 
 
 def test_wandb_mode_from_the_environment(monkeypatch) -> None:
