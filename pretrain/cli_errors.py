@@ -89,7 +89,8 @@ def describe(err: BaseException) -> str:
         return _first_line(message)
     if isinstance(err, (ValueError, OSError, KeyError, TypeError)):
         return message.strip("'\"") if isinstance(err, KeyError) else message
-    return f"{type(err).__name__}: {message}"
+    # Not a config or input error the code foresaw: say how to see where it came from.
+    return f"{type(err).__name__}: {message} (--debug shows the traceback)"
 
 
 def report(err: BaseException) -> None:
