@@ -171,9 +171,9 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     run_dir: str = "runs/default"
     # auto: continue from the newest complete checkpoint in run_dir if there is one, refusing
-    # one trained with settings that change the run's meaning (docs/resume.md); force: the
-    # same, accepting such changes (recorded in <run_dir>/config_changes.jsonl); never: start
-    # fresh; or a path to one checkpoint directory.
+    # one trained with settings that change the run's meaning (README, "Checkpoints and
+    # resume"); force: the same, accepting such changes (recorded in
+    # <run_dir>/config_changes.jsonl); never: start fresh; or a path to one checkpoint directory.
     resume: str = "auto"
 
 

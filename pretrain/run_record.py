@@ -5,7 +5,7 @@ compares the new config with it: settings that change what the run means (model,
 data, optimizer and schedule, batch and sequence sizes, seed, tokenizer) must agree, or the
 resume is refused naming each of them; ``resume=force`` continues anyway and the change is
 recorded in ``<run_dir>/config_changes.jsonl``. The settings in :data:`FREE_SETTINGS` (and the
-conditional ones below) may change freely; docs/resume.md lists them.
+conditional ones below) may change freely; the README ("Checkpoints and resume") lists them.
 """
 from __future__ import annotations
 
