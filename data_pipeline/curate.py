@@ -29,6 +29,7 @@ from data_pipeline.stage_filter import dedup_enabled, filter_source
 from data_pipeline.stage_write import write_source
 from data_pipeline.tasks import Task, resolve_task, run_jobs, wait_for
 from data_pipeline.writers import atomic_write_text
+from pretrain.cli_errors import one_line_errors, run_command
 
 log = logging.getLogger("data_pipeline.curate")
 STAGES = ("all", "filter", "dedup", "write")
@@ -148,6 +149,7 @@ def _changed_settings(before: dict, after: dict, prefix: str = "") -> str:
 
 
 @hydra.main(config_path="../configs", config_name="curate", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config: CurateConfig = OmegaConf.to_object(cfg)
@@ -155,4 +157,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

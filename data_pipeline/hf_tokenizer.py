@@ -107,9 +107,6 @@ class HFTokenizerFiles:
 
         return HFProcessor(Tokenizer.from_file(str(self.model_path)), self.special_tokens)
 
-    def copy_files(self, output_dir: Path) -> None:
-        copy_hf_tokenizer(self.model_path.parent, output_dir)
-
 
 def copy_hf_tokenizer(source: Path, target: Path) -> None:
     """The files transformers' AutoTokenizer needs, from one directory to another."""

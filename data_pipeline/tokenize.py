@@ -3,8 +3,10 @@
     python -m data_pipeline.tokenize input=<dir|glob> tokenizer=<path> output_dir=<dir>
 
 Input shard ``i`` becomes ``<output_dir>/train-<i>`` and ``val-<i>`` (see tokenize_shard);
-shards finished by an earlier run are skipped. ``<output_dir>/tokenizer_meta.json`` records
-the tokenizer, so training can check it uses the same one (data_pipeline.token_directory).
+shards finished by an earlier run are skipped. ``<output_dir>`` also gets a copy of the
+tokenizer (``tokenizer.model``, ``tokenizer_meta.json``, the Hugging Face files), so that
+training with ``data.path=<output_dir>`` alone checks the shards against it and keeps it
+for evaluation, generation and export.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +25,10 @@ from tqdm import tqdm
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
-from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
+from data_pipeline.hf_tokenizer import load_tokenizer_files
+from data_pipeline.tokenizer_files import copy_tokenizer_files
 from data_pipeline.tokenizer_hydra import hydra_entry_point
-from pretrain.data.shards import shard_prefix
+from pretrain.data.shards import ShardManifest, shard_prefix
 
 log = logging.getLogger(__name__)
 PLAN_FILENAME = "tokenize_plan.json"
@@ -78,9 +82,19 @@ class TokenizeSummary:
     documents: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     num_bytes: int = 0
+    tokens_done_before: int = 0  # in shards an earlier run finished (not in the rates)
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     bad_records: BadRecordLog = field(default_factory=BadRecordLog)
+
+    def add_done(self, output_dir: Path, index: int) -> None:
+        """A shard an earlier run finished: its counts, from its manifests."""
+        self.shards_skipped += 1
+        for split in SPLITS:
+            manifest = ShardManifest.load(shard_prefix(output_dir, split, index).with_suffix(".json"))
+            self.documents[split] += manifest.num_documents
+            self.tokens[split] += manifest.num_tokens
+            self.tokens_done_before += manifest.num_tokens
 
     def add(self, result: ShardResult) -> None:
         self.cpu_seconds += result.cpu_seconds
@@ -96,16 +110,19 @@ class TokenizeSummary:
 
     def __str__(self) -> str:
         documents, tokens = sum(self.documents.values()), sum(self.tokens.values())
+        new_tokens = tokens - self.tokens_done_before
         megabytes = self.num_bytes / 1e6
         wall, cpu = max(self.wall_seconds, 1e-9), max(self.cpu_seconds, 1e-9)
         splits = ", ".join(f"{split} {self.documents[split]:,} docs / {self.tokens[split]:,} tokens" for split in SPLITS)
         return (
             f"tokenized {self.shards_done} shards ({self.shards_skipped} already done, {len(self.failed)} failed): "
             f"{documents:,} documents, {tokens:,} tokens, {megabytes:.1f} MB in {self.wall_seconds:.1f} s\n"
-            f"  {megabytes / wall:.2f} MB/s, {tokens / wall:,.0f} tokens/s; per CPU-second of the workers: "
-            f"{megabytes / cpu:.2f} MB, {tokens / cpu:,.0f} tokens; "
-            f"{self.num_bytes / max(tokens, 1):.2f} bytes/token\n"
+            f"  {megabytes / wall:.2f} MB/s, {new_tokens / wall:,.0f} tokens/s; per CPU-second of the workers: "
+            f"{megabytes / cpu:.2f} MB, {new_tokens / cpu:,.0f} tokens; "
+            f"{self.num_bytes / max(new_tokens, 1):.2f} bytes/token\n"
             f"  {splits}; {self.bad_records.count} bad records skipped"
+            + ("" if self.documents["val"] else "\n  warning: the val split is empty (raise val_fraction): "
+               "training will report no validation loss")
         )
 
 
@@ -121,7 +138,8 @@ def run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[ShardResult]:
 
 def with_progress(results: Iterable[ShardResult], jobs: list[ShardJob], enabled: bool) -> Iterator[ShardResult]:
     total = sum(job.source.stat().st_size for job in jobs)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled) as bar:
+    # Only on a terminal: redrawn into a file (Slurm logs) a bar only bloats it.
+    with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not enabled or not sys.stderr.isatty()) as bar:
         for result in results:
             bar.update(result.source.stat().st_size)
             yield result
@@ -148,15 +166,15 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary:
     plan = TokenizePlan(tokenizer.special_tokens.tokenizer_hash, config.val_fraction, config.add_bos,
                         [str(path.resolve()) for path in sources])
     plan.check_resumable(output_dir)
+    # The tokenizer travels with the shards: training with data.path alone finds it.
+    copy_tokenizer_files(tokenizer.model_path.parent, output_dir)
     tokenizer.special_tokens.save(output_dir)
-    if isinstance(tokenizer, HFTokenizerFiles):  # training and export take the model's tokenizer from here
-        tokenizer.copy_files(output_dir)
 
     summary = TokenizeSummary()
     jobs = []
     for index, source in enumerate(sources):
         if is_done(output_dir, index):
-            summary.shards_skipped += 1
+            summary.add_done(output_dir, index)
         else:
             jobs.append(ShardJob(index, source, output_dir, tokenizer, config.val_fraction, config.add_bos, config.strict))
     workers = max(1, min(config.workers or os.cpu_count() or 1, len(jobs)))

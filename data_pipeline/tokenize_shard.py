@@ -2,7 +2,9 @@
 
 Input shard number ``i`` (its place in the sorted input list) becomes ``train-<i>`` and
 ``val-<i>``. A shard is done when both manifests exist, so resuming skips it; the
-val shard is written even when empty for that reason.
+val shard is written even when empty for that reason. A shard of at least
+``MIN_DOCUMENTS_FOR_VAL`` documents whose id hashes sent none to val gives it its last
+document, so that a small corpus still has a validation split.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import xxhash
 
@@ -24,6 +26,7 @@ SPLITS = (TRAIN, VAL)
 # Documents per encode call: amortises the call overhead, keeps memory small.
 ENCODE_BATCH = 64
 HASH_RANGE = 2**64
+MIN_DOCUMENTS_FOR_VAL = 10
 
 
 def split_of(document: Document, val_fraction: float) -> str:
@@ -81,6 +84,14 @@ def tokenize_shard(job: ShardJob) -> ShardResult:
         split: TokenShardWriter(shard_prefix(job.output_dir, split, job.index), special.vocab_size, special.tokenizer_hash)
         for split in SPLITS
     }
+
+    def write(split: str, ids: Any, num_bytes: int) -> None:
+        writers[split].add_document(ids)
+        result.documents[split] += 1
+        result.tokens[split] += len(ids)
+        result.num_bytes += num_bytes
+
+    last_train: tuple[Any, int] | None = None  # held back: it may become the shard's only val document
     try:
         for batch in batched(read_documents(job.source, result.bad_records), ENCODE_BATCH):
             encoded = processor.encode(
@@ -91,11 +102,16 @@ def tokenize_shard(job: ShardJob) -> ShardResult:
                 return_type="numpy",
             )
             for document, ids in zip(batch, encoded):
-                split = split_of(document, job.val_fraction)
-                writers[split].add_document(ids)
-                result.documents[split] += 1
-                result.tokens[split] += len(ids)
-                result.num_bytes += document.num_bytes
+                if split_of(document, job.val_fraction) == VAL:
+                    write(VAL, ids, document.num_bytes)
+                    continue
+                if last_train is not None:
+                    write(TRAIN, *last_train)
+                last_train = (ids, document.num_bytes)
+        if last_train is not None:
+            seen = sum(result.documents.values()) + 1
+            wants_val = job.val_fraction > 0 and result.documents[VAL] == 0 and seen >= MIN_DOCUMENTS_FOR_VAL
+            write(VAL if wants_val else TRAIN, *last_train)
     except ShardReadError as err:
         result.error = str(err)
         abort_all(writers)

@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
 
-from pretrain.special_tokens import SpecialTokens
+from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
 MODEL_FILENAME = "tokenizer.model"
+# Everything a tokenizer directory may hold: the metadata, the SentencePiece model and the
+# Hugging Face files (train_tokenizer's hf_export).
+TOKENIZER_FILES = (META_FILENAME, MODEL_FILENAME, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> None:
+    """Copy a tokenizer directory's files that exist, so that the next step finds them."""
+    target.mkdir(parents=True, exist_ok=True)
+    if source.resolve() == target.resolve():
+        return
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copyfile(source / name, target / name)
 
 
 def file_sha256(path: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,18 @@ def check_config(config: TokenizerConfig) -> None:
         )
 
 
+def vocabulary_too_large(err: RuntimeError, vocab_size: int) -> ValueError | None:
+    """SentencePiece's "Vocabulary size too high (N). Please set it to a value <= M." as a
+    message that names the setting and the fix."""
+    found = re.search(r"Vocabulary size too high.*<= (\d+)", str(err))
+    if found is None:
+        return None
+    return ValueError(
+        f"vocab_size={vocab_size}: this corpus has text for at most {found.group(1)} pieces; "
+        f"set vocab_size <= {found.group(1)} or train on more text"
+    )
+
+
 def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
     processor = spm.SentencePieceProcessor(model_file=str(model_path))
     return SpecialTokens(
@@ -132,10 +145,10 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
             model_prefix=str(output_dir / Path(MODEL_FILENAME).stem),
             **sentencepiece_options(config),
         )
-    except RuntimeError:
+    except RuntimeError as err:
         if stream.error:
             raise stream.error from None
-        raise
+        raise vocabulary_too_large(err, config.vocab_size) or err
     bad_records.report()
     model_path = output_dir / MODEL_FILENAME
     (output_dir / "tokenizer.vocab").unlink(missing_ok=True)  # a listing nothing reads

@@ -123,7 +123,8 @@ def restore_rng(path: Path) -> None:
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
-    """The checkpoint to start from: ``auto`` (newest complete one, if any), ``never``, or a path."""
+    """The checkpoint to start from: ``auto`` or ``force`` (newest complete one, if any),
+    ``never``, or a path."""
     if resume == "never":
         existing = latest_complete(checkpoint_root(run_dir))
         if existing is not None:
@@ -133,7 +134,7 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
                 "choose another run_dir, delete them, or resume=auto to continue that run"
             )
         return None
-    if resume == "auto":
+    if resume in ("auto", "force"):
         return latest_complete(checkpoint_root(run_dir))
     path = Path(resume)
     if not is_complete(path):

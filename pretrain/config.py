@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import II, DictConfig, OmegaConf
 
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.model_config import ModelConfig
@@ -113,8 +113,11 @@ class DataConfig:
 @dataclass
 class TrainLoopConfig:
     max_steps: int = 1000
-    seq_len: int = 1024
-    micro_batch_size: int = 8
+    # Tokens per training sample; default: the model's max_seq_len.
+    seq_len: int = II("model.max_seq_len")
+    # Samples per forward pass on one rank; default (null): the largest of 8, 4, 2, 1 that
+    # fits global_batch_size on the data-parallel ranks (the start-up line says which).
+    micro_batch_size: Optional[int] = None
     # Samples per optimizer step across all data-parallel ranks; gradient accumulation
     # makes up the difference from micro_batch_size · data-parallel size.
     global_batch_size: int = 8
@@ -167,8 +170,10 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     run_dir: str = "runs/default"
-    # auto: continue from the newest complete checkpoint in run_dir if there is one;
-    # never: start fresh; or a path to one checkpoint directory.
+    # auto: continue from the newest complete checkpoint in run_dir if there is one, refusing
+    # one trained with settings that change the run's meaning (README, "Checkpoints and
+    # resume"); force: the same, accepting such changes (recorded in
+    # <run_dir>/config_changes.jsonl); never: start fresh; or a path to one checkpoint directory.
     resume: str = "auto"
     # A Hugging Face checkpoint directory to start from (config.json + safetensors); the
     # model config comes from it. Ignored when the run resumes from its own checkpoints.

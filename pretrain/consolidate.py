@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pretrain.checkpoint import checkpoint_root, is_complete, latest_complete, read_metadata
+from pretrain.distributed import choose_accelerator_quietly
 from pretrain.layout_free import DIRECTORY as LAYOUT_FREE_DIRECTORY
 from pretrain.layout_free import WEIGHT, read_layout_free
 from pretrain.model import GPT
@@ -48,6 +49,7 @@ def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
         # Every rank held the whole model; DeepSpeed's own file format needs its unpickler.
         state = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
         return {name: tensor.float() for name, tensor in state["module"].items()}
+    choose_accelerator_quietly()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per shard

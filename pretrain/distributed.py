@@ -12,6 +12,16 @@ from dataclasses import dataclass
 import torch
 
 
+def choose_accelerator_quietly() -> None:
+    """Without a GPU, DeepSpeed warns "Setting accelerator to CPU" when imported, in every
+    command (even ``--help``); choosing the CPU for it beforehand says the same silently."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+choose_accelerator_quietly()  # this module is imported before deepspeed by every entry point
+
+
 def strip_launcher_arguments(argv: list[str]) -> list[str]:
     """The deepspeed launcher appends ``--local_rank=N`` (or ``--local_rank N``) to the
     script's arguments; Hydra would read it as a bad override. Move it to LOCAL_RANK."""

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from pretrain.evaluation.report import format_table, write_results
 from pretrain.evaluation.run import evaluate_model
-from pretrain.evaluation.tasks import TaskConfig
+from pretrain.evaluation.tasks import TaskConfig, with_window_length
 from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import InferenceConfig, load_for_inference
 
@@ -30,15 +30,12 @@ def evaluate(config: EvaluateConfig) -> dict[str, float]:
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     loaded = load_for_inference(config)
-    metrics = evaluate_model(loaded.model, loaded.tokenizer, config.tasks, config.batch_size, config.start_token)
+    tasks = with_window_length(config.tasks, loaded.metadata["config"]["train"]["seq_len"])
+    metrics = evaluate_model(loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token)
     default_output = loaded.checkpoint.parent.parent / "eval" / f"{loaded.checkpoint.name}.json"
     output = Path(config.output_file) if config.output_file else default_output
-    details = {
-        "checkpoint": str(loaded.checkpoint),
-        "step": loaded.metadata.get("step"),
-        "tasks": [OmegaConf.to_container(OmegaConf.structured(task), enum_to_str=True) for task in config.tasks],
-    }
-    write_results(output, metrics, details)
+    settings = {task.label: OmegaConf.to_container(OmegaConf.structured(task), enum_to_str=True) for task in tasks}
+    write_results(output, metrics, settings, {"checkpoint": str(loaded.checkpoint), "step": loaded.metadata.get("step")})
     print(format_table(metrics))
     print(f"results: {output}")
     return metrics

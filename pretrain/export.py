@@ -16,7 +16,7 @@ from pretrain.checkpoint import read_metadata
 from pretrain.consolidate import consolidated_state_dict, find_checkpoint, model_config_from_metadata
 from pretrain.hf.writer import cast, write_export
 from pretrain.inference.command import hydra_command
-from pretrain.inference.loading import DType, load_tokenizer
+from pretrain.inference.loading import DType, load_tokenizer, non_causal_warning
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ def export(config: ExportConfig) -> Path:
     checkpoint = find_checkpoint(config.checkpoint)
     metadata = read_metadata(checkpoint)
     model_cfg = model_config_from_metadata(metadata)
+    warning = non_causal_warning(
+        metadata, "the export holds its weights, but LlamaForCausalLM (and our own loader) run them with causal "
+        "attention, so their predictions are not what it learned: use the weights, not the causal model"
+    )
+    if warning:
+        log.warning(warning)
     tokenizer = load_tokenizer(checkpoint, config.tokenizer, metadata)
     log.info("consolidating %s", checkpoint)
     state = cast(consolidated_state_dict(checkpoint), getattr(torch, config.dtype.value))

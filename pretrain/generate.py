@@ -12,7 +12,7 @@ from pretrain.generation.generator import Generator
 from pretrain.generation.prompts import gather_prompts, write_completions
 from pretrain.generation.settings import GenerationSettings, Strategy
 from pretrain.inference.command import hydra_command
-from pretrain.inference.loading import InferenceConfig, load_for_inference
+from pretrain.inference.loading import InferenceConfig, load_for_inference, non_causal_warning
 
 
 @dataclass
@@ -43,6 +43,12 @@ def generate(config: GenerateConfig) -> list[str]:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     prompts = gather_prompts(config.prompt, config.prompts_file)
     loaded = load_for_inference(config)
+    warning = non_causal_warning(
+        loaded.metadata, "generation runs it left to right with causal attention, which it was not trained for: "
+        "expect text of little meaning"
+    )
+    if warning:
+        print(warning, file=sys.stderr)
     generator = Generator(loaded.model, loaded.tokenizer, config, config.start_token)
     streaming = config.stream and config.strategy is not Strategy.beam and min(config.batch_size, len(prompts)) == 1
     completions: list[str] = []

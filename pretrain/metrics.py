@@ -1,7 +1,9 @@
-"""Training metrics: console (progress bar), ``<run_dir>/metrics.jsonl``, and wandb."""
+"""Training metrics: console (progress bar on a terminal), ``<run_dir>/metrics.jsonl``,
+``<run_dir>/train.log`` and wandb."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from pretrain.config import WandbConfig, WandbMode
+from pretrain.run_log import RunLog
 
 # Dense bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets. The first name
 # found in torch.cuda.get_device_name() wins, so more specific names come first.
@@ -53,6 +56,26 @@ def format_metrics(record: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def wandb_mode(configured: WandbMode) -> WandbMode:
+    """The configured mode, or ``WANDB_MODE`` from the environment when the config leaves
+    wandb at its default (disabled): users and clusters set it there."""
+    from_environment = os.environ.get("WANDB_MODE", "")
+    if configured is WandbMode.disabled and from_environment in (WandbMode.offline.value, WandbMode.online.value):
+        return WandbMode(from_environment)
+    return configured
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """A resumed run logs again the steps after its checkpoint: drop their old records, so
+    that metrics.jsonl holds every step once."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 class MetricsLogger:
     """Only the main process writes; the others keep silent."""
 
@@ -62,28 +85,33 @@ class MetricsLogger:
         enabled: bool,
         wandb_cfg: WandbConfig,
         config: dict[str, Any],
+        start_step: int = 0,
     ) -> None:
         self.enabled = enabled
         self._file = None
         self._wandb = None
         self._bar = None
+        self.run_log = RunLog(run_dir, enabled)
         if not enabled:
             return
+        drop_records_after(run_dir / "metrics.jsonl", start_step)
         self._file = open(run_dir / "metrics.jsonl", "a", buffering=1)
-        if wandb_cfg.mode is not WandbMode.disabled:
+        mode = wandb_mode(wandb_cfg.mode)
+        if mode is not WandbMode.disabled:
             import wandb
 
             self._wandb = wandb.init(
                 project=wandb_cfg.project,
                 name=wandb_cfg.name,
-                mode=wandb_cfg.mode.value,
+                mode=mode.value,
                 dir=str(run_dir),
                 config=config,
                 resume="allow",
             )
 
     def start_progress(self, total: int, initial: int) -> None:
-        if self.enabled:
+        """Only on a terminal: redrawn into a file (Slurm logs) it would only bloat it."""
+        if self.enabled and sys.stderr.isatty():
             self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def advance(self, loss: float) -> None:
@@ -103,6 +131,7 @@ class MetricsLogger:
     def message(self, text: str) -> None:
         if not self.enabled:
             return
+        self.run_log.write(text)
         if self._bar is not None:
             self._bar.write(text, file=sys.stderr)
         else:
@@ -116,3 +145,4 @@ class MetricsLogger:
             self._file.close()
         if self._wandb is not None:
             self._wandb.finish()
+        self.run_log.close()

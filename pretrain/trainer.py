@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from data_pipeline.tokenizer_files import copy_tokenizer_files
 from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
@@ -24,6 +25,7 @@ from pretrain.data.shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
+from pretrain.evaluation.tasks import with_window_length
 from pretrain.hf.init_from import load_initial_weights, start_message, with_imported_model
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
@@ -36,6 +38,8 @@ from pretrain.parallel.layout import build_grid, validate_layout
 from pretrain.layout_free import load_layout_free, save_layout_free
 from pretrain.parallel.pipeline import build_pipeline, canonical_parameters, stage_inputs
 from pretrain.parallel.tensor import TensorParallelLayers
+from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
+from pretrain.run_record import check_resume, record_changes
 from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
 
@@ -62,11 +66,6 @@ def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
     return paths, weights
 
 
-# What a tokenizer directory may hold; the run keeps a copy so that evaluation, generation
-# and export find the tokenizer next to the checkpoints.
-TOKENIZER_FILES = (META_FILENAME, "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
 def tokenizer_dir(cfg: TrainConfig, source_paths: list[str]) -> Path:
     directory = Path(cfg.data.tokenizer) if cfg.data.tokenizer else Path(source_paths[0])
     if not (directory / META_FILENAME).exists():
@@ -78,11 +77,9 @@ def tokenizer_dir(cfg: TrainConfig, source_paths: list[str]) -> Path:
 
 
 def copy_tokenizer(source: Path, run_dir: Path) -> None:
-    target = run_dir / "tokenizer"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (source / name).exists():
-            shutil.copyfile(source / name, target / name)
+    """The run keeps a copy, so that evaluation, generation and export find the tokenizer
+    next to the checkpoints."""
+    copy_tokenizer_files(source, run_dir / "tokenizer")
 
 
 def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
@@ -103,7 +100,7 @@ def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, process: ProcessInfo) -> None:
-        cfg = with_imported_model(cfg)
+        cfg, micro_batch_note = fit_micro_batch(with_imported_model(cfg), process.world_size)
         self.cfg = cfg
         self.process = process
         self.run_dir = Path(cfg.run_dir)
@@ -112,6 +109,7 @@ class Trainer:
         paths, weights = data_sources(cfg)
         tokenizer = tokenizer_dir(cfg, paths)
         self.special = SpecialTokens.load(tokenizer)
+        config_changes = check_resume(start, cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
         model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
@@ -144,8 +142,18 @@ class Trainer:
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
         check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
+        start_step = read_metadata(start)["step"] if start is not None else 0
+        self.logger = MetricsLogger(
+            self.run_dir, process.is_main, cfg.logging.wandb, as_plain_dict(cfg), start_step=start_step
+        )
         if process.is_main:
             copy_tokenizer(tokenizer, self.run_dir)
+            record_changes(self.run_dir, start_step, config_changes)
+        per_round = self.plan.micro_batch * self.layout.dp
+        notes = [micro_batch_note, *silent_gap_warnings(cfg, len(self.validation), bool(valid_paths), per_round)]
+        notes += [f"warning: resume=force: continuing with a changed {change}" for change in config_changes]
+        for note in filter(None, notes):
+            self.logger.message(note)
         self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.engine, _, _, _ = deepspeed.initialize(
@@ -166,10 +174,7 @@ class Trainer:
         self.consumed_samples = 0
         self.skipped_steps = 0
         self.resumed_from: Optional[Path] = None
-        self.sample_log = self._open_sample_log(read_metadata(start)["step"] if start is not None else 0)
-        self.logger = MetricsLogger(
-            self.run_dir, enabled=process.is_main, wandb_cfg=cfg.logging.wandb, config=as_plain_dict(cfg)
-        )
+        self.sample_log = self._open_sample_log(start_step)
         if cfg.init_from:
             self.logger.message(start_message(cfg, start, self.imported))
         if start is not None:
@@ -194,7 +199,8 @@ class Trainer:
         failure: Optional[BaseException] = None
         if self.process.is_main:
             try:
-                metrics = evaluate_model(self.engine.module, self.task_tokenizer, self.cfg.train.eval_tasks)
+                tasks = with_window_length(self.cfg.train.eval_tasks, self.cfg.train.seq_len)
+                metrics = evaluate_model(self.engine.module, self.task_tokenizer, tasks)
             except Exception as err:  # reported below, on every rank
                 failure = err
         failed = torch.tensor([float(failure is not None)], device=self.process.device)
@@ -401,7 +407,9 @@ class Trainer:
         self.logger.message(
             f"model {self.model_cfg.name}: {self.num_parameters / 1e6:.2f}M parameters; global batch "
             f"{self.plan.global_batch} × {train.seq_len} tokens ({self.plan.micro_batch} per micro-batch × "
-            f"{self.plan.grad_accum} accumulation × {self.plan.dp_size} ranks); precision {self.precision.value}"
+            f"{self.plan.grad_accum} accumulation × {self.plan.dp_size} data-parallel ranks); layout "
+            f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp} = {self.process.world_size} processes, "
+            f"ZeRO {self.cfg.parallel.zero_stage}; precision {self.precision.value}"
         )
         records: list[dict] = []
         last_saved = self.step
@@ -409,7 +417,8 @@ class Trainer:
         try:
             while self.step < train.max_steps:
                 upcoming = self.step + 1
-                evaluates = bool(train.eval_every) and upcoming % train.eval_every == 0
+                # Every run ends with an evaluation, however its length compares with eval_every.
+                evaluates = (bool(train.eval_every) and upcoming % train.eval_every == 0) or upcoming == train.max_steps
                 logs = upcoming % train.log_every == 0 or evaluates or upcoming == train.max_steps
                 result = self.train_step(with_grad_norm=logs)
                 self.logger.advance(result.loss)

@@ -28,6 +28,8 @@ def read_questions(path: str) -> list[Question]:
         context, choices, label = record.get("context"), record.get("choices"), record.get("label")
         if not isinstance(context, str) or not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             raise ValueError(f'{path}:{number}: a record needs "context" (a string) and "choices" (a list of strings)')
+        if label is None:
+            raise ValueError(f'{path}:{number}: no "label"; give the index of the right choice, in [0, {len(choices)})')
         if not isinstance(label, int) or not 0 <= label < len(choices):
             raise ValueError(f'{path}:{number}: "label" must be the index of the right choice, in [0, {len(choices)})')
         questions.append(Question(context, tuple(choices), label))

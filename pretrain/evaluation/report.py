@@ -16,8 +16,15 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, metrics: dict[str, float], details: dict[str, Any]) -> None:
+def write_results(path: Path, metrics: dict[str, float], tasks: dict[str, Any], details: dict[str, Any]) -> None:
+    """Results are kept per task: evaluating other tasks later adds theirs to the file,
+    evaluating a task again replaces only its own. ``tasks``: each task's settings by label."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    merged_tasks = {**earlier.get("tasks", {}), **tasks}
+    merged_metrics = {key: value for key, value in earlier.get("metrics", {}).items() if key.rsplit("/", 1)[0] not in tasks}
+    merged_metrics.update(metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**details, "metrics": metrics}, indent=2, allow_nan=True) + "\n")
+    record = {**details, "tasks": merged_tasks, "metrics": merged_metrics}
+    tmp.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
     tmp.replace(path)

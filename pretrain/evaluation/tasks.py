@@ -1,9 +1,9 @@
 """What to evaluate: one :class:`TaskConfig` per task (also the Hydra schema of ``tasks``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from omegaconf import MISSING
 
@@ -36,7 +36,7 @@ class TaskConfig:
     limit: Optional[int] = None
     # perplexity
     split: str = "val"
-    seq_len: Optional[int] = None  # window length; default model.max_seq_len
+    seq_len: Optional[int] = None  # window length; default: the run's train.seq_len
     # multiple_choice: few-shot examples come before each context, drawn from fewshot_path
     # (default: the task file itself, never the example being asked).
     num_fewshot: int = 0
@@ -59,3 +59,9 @@ class TaskConfig:
         if self.num_fewshot < 0:
             raise ValueError(f"task {self.label}: num_fewshot={self.num_fewshot} must be >= 0")
         self.generation.validate()
+
+
+def with_window_length(tasks: Sequence[TaskConfig], seq_len: int) -> list[TaskConfig]:
+    """Perplexity windows default to the length the model was trained on, so that the numbers
+    compare with the training run's validation loss."""
+    return [task if task.seq_len is not None else replace(task, seq_len=seq_len) for task in tasks]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,18 @@ def cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.
     return {name: tensor.to(dtype).contiguous() for name, tensor in state.items()}
 
 
+def save_shareable(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors writes mode 0600; an export is meant to be shared, so it gets the mode
+    any new file gets here (0644 under the usual umask)."""
+    save_file(state, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_consolidated(output_dir: Path, state: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
     path = output_dir / CONSOLIDATED_FILENAME
-    save_file(state, str(path), metadata={key: json.dumps(value) for key, value in header.items()})
+    save_shareable(state, path, {key: json.dumps(value) for key, value in header.items()})
     return path
 
 
@@ -70,7 +80,7 @@ def write_hf_model(output_dir: Path, state: dict[str, torch.Tensor], cfg: ModelC
         suppress_tokens=padding_ids or None,
     )
     generation.save_pretrained(str(output_dir))
-    save_file(hf_state_dict(state), str(output_dir / HF_WEIGHTS_FILENAME), metadata={"format": "pt"})
+    save_shareable(hf_state_dict(state), output_dir / HF_WEIGHTS_FILENAME, {"format": "pt"})
 
 
 def write_export(

@@ -14,6 +14,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from pretrain.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, check_known_keys
 
 Schema = TypeVar("Schema")
@@ -40,12 +41,14 @@ def compose_config(name: str, schema: type[Schema], overrides: Sequence[str] = (
 
 
 def hydra_command(name: str, schema: type[Schema], run: Callable[[Schema], object]) -> Callable[[], None]:
-    """The ``main()`` of a command; its logs go to stderr so that stdout carries the results."""
+    """The ``main()`` of a command; its logs go to stderr so that stdout carries the results,
+    and its errors are one line (pretrain.cli_errors)."""
     register_schema(name, schema)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=name, version_base="1.3")
-    def main(cfg: DictConfig) -> None:
+    @one_line_errors
+    def hydra_main(cfg: DictConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         run(to_schema(cfg, schema))
 
-    return main
+    return lambda: run_command(hydra_main)

@@ -56,6 +56,18 @@ def load_tokenizer(checkpoint: Path, override: Optional[str], metadata: dict[str
     return tokenizer
 
 
+# What an objective other than clm trained the model for, and so what a causal use gives.
+OBJECTIVE_ATTENTION = {"mlm": "bidirectional attention, filling in masked tokens", "span": "prefix-LM attention, restoring corrupted spans"}
+
+
+def non_causal_warning(metadata: dict[str, Any], what_you_get: str) -> Optional[str]:
+    """A warning for running a model trained with another objective than clm causally."""
+    objective = metadata["config"]["objective"]["name"]
+    if objective not in OBJECTIVE_ATTENTION:
+        return None
+    return f"warning: this model was trained with objective={objective} ({OBJECTIVE_ATTENTION[objective]}); {what_you_get}"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

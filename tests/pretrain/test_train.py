@@ -225,7 +225,9 @@ def test_evaluation_tasks_run_during_training(train_text_model, text_shards: Pat
     assert [line["step"] for line in evaluated] == [2, 4]
     # The last in-training result equals the standalone evaluation of the final checkpoint.
     model, _, _ = load_trained_model(run)
-    standalone = evaluate_model(model, TextTokenizer.load(run / "tokenizer"), [TaskConfig(type=TaskType.perplexity, path=str(text_shards), name="held_out")])
+    # Windows of the run's train.seq_len (64), the default of in-training and standalone evaluation alike.
+    task = TaskConfig(type=TaskType.perplexity, path=str(text_shards), name="held_out", seq_len=64)
+    standalone = evaluate_model(model, TextTokenizer.load(run / "tokenizer"), [task])
     assert evaluated[-1]["held_out/ppl"] == pytest.approx(standalone["held_out/ppl"], rel=1e-5)
 
 

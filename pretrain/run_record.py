@@ -1,0 +1,135 @@
+"""What a resume may change: the config a checkpoint recorded against the one given now.
+
+Every checkpoint's ``complete.json`` holds the resolved config it was trained with. Resuming
+compares the new config with it: settings that change what the run means (model, objective,
+data, optimizer and schedule, batch and sequence sizes, seed, tokenizer) must agree, or the
+resume is refused naming each of them; ``resume=force`` continues anyway and the change is
+recorded in ``<run_dir>/config_changes.jsonl``. The settings in :data:`FREE_SETTINGS` (and the
+conditional ones below) may change freely; the README ("Checkpoints and resume") lists them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
+from pretrain.optim import lr_multiplier
+
+# Cadence, logging and engineering switches: they change how a run is watched or executed,
+# not what it learns. A key names a setting or a whole group (``logging``).
+FREE_SETTINGS = (
+    "run_dir",
+    "resume",
+    "logging",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.eval_tasks",
+    "train.save_every",
+    "train.keep_last",
+    "train.layout_free_checkpoint",
+    "train.sample_log",
+    "train.activation_checkpointing",
+    "train.compile",
+    "train.nonfinite_policy",
+    "train.peak_tflops",
+    # The loss of a global batch does not depend on how it is cut into micro-batches.
+    "train.micro_batch_size",
+    "data.valid_split",
+    # A path may move; the tokenizer itself is compared by its hash.
+    "data.tokenizer",
+)
+# Free when the checkpoint can be resharded into the new layout (see layout_change_is_free).
+LAYOUT_SETTINGS = ("parallel",)
+CHANGES_FILENAME = "config_changes.jsonl"
+
+
+@dataclass(frozen=True)
+class Change:
+    setting: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {_short(self.old)} -> {_short(self.new)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train.seq_len": 64, ...}``; lists stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _under(setting: str, groups: tuple[str, ...]) -> bool:
+    return any(setting == group or setting.startswith(group + ".") for group in groups)
+
+
+def schedule_allows(old_max_steps: int, new_max_steps: int, optim: OptimConfig, step: int) -> bool:
+    """A new ``max_steps`` is free when every learning rate used so far is the one the new
+    schedule gives too (constant schedules, a warmup not yet over, WSD before its decay)."""
+    return all(lr_multiplier(s, optim, old_max_steps) == lr_multiplier(s, optim, new_max_steps) for s in range(step))
+
+
+def layout_change_is_free(old: dict[str, Any], new: TrainConfig) -> bool:
+    """Resharding reads the layout-free state, and writes into ZeRO 0, 1 or 2 only."""
+    return bool(old["train"]["layout_free_checkpoint"]) and new.parallel.zero_stage <= 2
+
+
+def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: str) -> list[Change]:
+    """The settings that differ between a checkpoint's recorded config and ``new`` and are
+    not free to change. Settings one side lacks (added to the schema since) are skipped."""
+    recorded = metadata["config"]
+    old_flat, new_flat = flatten(recorded), flatten(as_plain_dict(new))
+    layout_free = layout_change_is_free(recorded, new)
+    changes = []
+    for setting in sorted(old_flat.keys() & new_flat.keys()):
+        old_value, new_value = old_flat[setting], new_flat[setting]
+        if old_value == new_value or _under(setting, FREE_SETTINGS) or (layout_free and _under(setting, LAYOUT_SETTINGS)):
+            continue
+        if setting == "train.max_steps" and schedule_allows(old_value, new_value, new.optim, metadata["step"]):
+            continue
+        changes.append(Change(setting, old_value, new_value))
+    old_tokenizer = metadata.get("tokenizer", {}).get("tokenizer_hash", "")
+    if old_tokenizer and tokenizer_hash and old_tokenizer != tokenizer_hash:
+        changes.append(Change("tokenizer", old_tokenizer[:12], tokenizer_hash[:12]))
+    return changes
+
+
+def check_resume(checkpoint: Optional[Path], new: TrainConfig, tokenizer_hash: str, force: bool) -> list[Change]:
+    """Refuse (ValueError naming every changed setting) unless ``force``; return the changes."""
+    if checkpoint is None:
+        return []
+    metadata = json.loads((checkpoint / "complete.json").read_text())
+    changes = config_changes(metadata, new, tokenizer_hash)
+    if changes and not force:
+        raise ValueError(
+            f"resume: {checkpoint} was trained with other settings ({'; '.join(map(str, changes))}); "
+            "use another run_dir for a new run, or resume=force to continue with the new settings"
+        )
+    return changes
+
+
+def record_changes(run_dir: Path, step: int, changes: list[Change]) -> None:
+    """Keep what ``resume=force`` accepted, next to the run's checkpoints."""
+    if not changes:
+        return
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "step": step,
+        "changes": [{"setting": c.setting, "old": c.old, "new": c.new} for c in changes],
+    }
+    with open(run_dir / CHANGES_FILENAME, "a") as stream:
+        stream.write(json.dumps(entry) + "\n")
