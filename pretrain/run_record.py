@@ -46,6 +46,8 @@ FREE_SETTINGS = (
     "data.valid_split",
     # A path may move; the tokenizer itself is compared by its hash.
     "data.tokenizer",
+    # A resumed run loads its checkpoint, never the initial weights (issue 17's init_from).
+    "init_from",
 )
 # Free when the checkpoint can be resharded into the new layout (see layout_change_is_free).
 LAYOUT_SETTINGS = ("parallel",)
