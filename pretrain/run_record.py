@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
+from pretrain.consolidate import model_config_from_metadata
+from pretrain.model import GPT
+from pretrain.model_config import ModelConfig
 from pretrain.optim import lr_multiplier
 
 # Cadence, logging and engineering switches: they change how a run is watched or executed,
@@ -41,6 +46,8 @@ FREE_SETTINGS = (
     "data.valid_split",
     # A path may move; the tokenizer itself is compared by its hash.
     "data.tokenizer",
+    # A resumed run loads its checkpoint, never the initial weights (issue 17's init_from).
+    "init_from",
 )
 # Free when the checkpoint can be resharded into the new layout (see layout_change_is_free).
 LAYOUT_SETTINGS = ("parallel",)
@@ -108,8 +115,20 @@ def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: s
     return changes
 
 
-def check_resume(checkpoint: Optional[Path], new: TrainConfig, tokenizer_hash: str, force: bool) -> list[Change]:
-    """Refuse (ValueError naming every changed setting) unless ``force``; return the changes."""
+def reshaped_parameters(metadata: dict[str, Any], model: ModelConfig) -> list[str]:
+    """Parameters whose shape differs between the checkpoint's model and ``model`` (or that
+    only one of them has): no resume, forced or not, can load those."""
+    with torch.device("meta"):  # shapes only, no memory
+        saved = {name: p.shape for name, p in GPT(model_config_from_metadata(metadata)).named_parameters()}
+        wanted = {name: p.shape for name, p in GPT(model).named_parameters()}
+    return sorted(name for name in saved.keys() | wanted.keys() if saved.get(name) != wanted.get(name))
+
+
+def check_resume(
+    checkpoint: Optional[Path], new: TrainConfig, model: ModelConfig, tokenizer_hash: str, force: bool
+) -> list[Change]:
+    """Refuse (ValueError naming every changed setting) unless ``force``; return the changes.
+    ``model``: the model config the run builds (vocabulary size filled in)."""
     if checkpoint is None:
         return []
     metadata = json.loads((checkpoint / "complete.json").read_text())
@@ -118,6 +137,13 @@ def check_resume(checkpoint: Optional[Path], new: TrainConfig, tokenizer_hash: s
         raise ValueError(
             f"resume: {checkpoint} was trained with other settings ({'; '.join(map(str, changes))}); "
             "use another run_dir for a new run, or resume=force to continue with the new settings"
+        )
+    reshaped = reshaped_parameters(metadata, model) if changes else []
+    if reshaped:
+        raise ValueError(
+            f"resume=force: {checkpoint} cannot be loaded into the new model, whose parameters differ in shape "
+            f"({', '.join(reshaped[:3])}{', ...' if len(reshaped) > 3 else ''}; {'; '.join(map(str, changes))}); "
+            "use another run_dir for the new model"
         )
     return changes
 

@@ -109,8 +109,8 @@ class Trainer:
         paths, weights = data_sources(cfg)
         tokenizer = tokenizer_dir(cfg, paths)
         self.special = SpecialTokens.load(tokenizer)
-        config_changes = check_resume(start, cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
         model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
+        config_changes = check_resume(start, cfg, model_cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
         if cfg.train.seq_len > model_cfg.max_seq_len:

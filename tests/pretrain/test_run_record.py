@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_co
 from pretrain.distributed import ProcessInfo, init_distributed
 from pretrain.metrics import wandb_mode
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
-from pretrain.run_record import CHANGES_FILENAME, config_changes
+from pretrain.run_record import CHANGES_FILENAME, check_resume, config_changes
 from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,8 @@ def tiny_config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
 def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -> dict:
     """The complete.json of a checkpoint at ``step`` of a run with these settings."""
     config = load_train_config(["data.path=tokens", *overrides])
-    return {"step": step, "config": as_plain_dict(config), "tokenizer": {"tokenizer_hash": tokenizer_hash}}
+    return {"step": step, "config": as_plain_dict(config), "model": as_plain_dict(replace(config.model, vocab_size=256)),
+            "tokenizer": {"tokenizer_hash": tokenizer_hash}}
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,20 @@ def test_free_changes_and_the_tokenizer() -> None:
     no_layout_free = recorded("train.layout_free_checkpoint=false")
     assert [c.setting for c in config_changes(no_layout_free, load_train_config(["data.path=tokens", "train.layout_free_checkpoint=false", "parallel=tp2"]), "a" * 64)] == ["parallel.name", "parallel.tp", "parallel.zero_stage"]
     assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64)] == ["tokenizer"]
+
+
+def test_force_takes_a_new_dropout_but_not_a_new_shape(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "step-00000200"
+    checkpoint.mkdir()
+    (checkpoint / "complete.json").write_text(json.dumps(recorded()))
+
+    def forced(*overrides: str) -> list[str]:
+        cfg = load_train_config(["data.path=tokens", "resume=force", *overrides])
+        return [c.setting for c in check_resume(checkpoint, cfg, replace(cfg.model, vocab_size=256), "a" * 64, force=True)]
+
+    assert forced("model.residual_dropout=0.1") == ["model.residual_dropout"]
+    with pytest.raises(ValueError, match=r"parameters differ in shape \(.*model.d_model: 64 -> 96"):
+        forced("model.d_model=96")
 
 
 def test_resume_refuses_a_change_force_continues_and_the_log_tells(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
