@@ -155,6 +155,7 @@ class Trainer:
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are
         # told apart by the step count.
         self.optimizer.step_counter = lambda: self.step
+        self.optimizer.start()
         if cfg.train.compile:
             self.engine.compile()
         self.flops_per_token = training_flops_per_token(model_cfg, cfg.train.seq_len)
