@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
+from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
@@ -32,8 +32,8 @@ from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
 from pretrain.parallel.layout import build_grid, validate_layout
-from pretrain.layout_free import load_layout_free, save_layout_free
-from pretrain.parallel.pipeline import build_pipeline, canonical_parameters, stage_inputs
+from pretrain.parallel.pipeline import build_pipeline, stage_inputs
+from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, save_training_state
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
@@ -84,19 +84,23 @@ def copy_tokenizer(source: Path, run_dir: Path) -> None:
             shutil.copyfile(source / name, target / name)
 
 
-def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
-    """Fail now, not after hours, when checkpoints could not be written."""
+def check_run_dir(run_dir: Path, bytes_per_checkpoint: int, keep_last: int) -> None:
+    """Fail now, not after hours, when checkpoints could not be written: the newest
+    ``keep_last`` are kept, and the next one is written before the oldest goes, so the run
+    needs room for ``keep_last + 1`` (less what its checkpoints already take)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-"):  # one per rank: no races
             pass
     except OSError as err:
         raise PermissionError(f"run_dir={run_dir} is not writable ({err.strerror}); choose another run_dir") from None
+    existing = sum(f.stat().st_size for c in complete_checkpoints(checkpoint_root(run_dir)) for f in c.rglob("*") if f.is_file())
+    needed = (max(keep_last, 1) + 1) * bytes_per_checkpoint - existing
     free = shutil.disk_usage(run_dir).free
-    if free < 2 * bytes_per_checkpoint:
+    if free < needed:
         raise OSError(
-            f"run_dir={run_dir}: {free / 2**30:.2f} GiB free, but two checkpoints need about "
-            f"{2 * bytes_per_checkpoint / 2**30:.2f} GiB; free space or choose another run_dir"
+            f"run_dir={run_dir}: {free / 2**30:.2f} GiB free, but train.keep_last={keep_last} checkpoints and the one "
+            f"being written need about {needed / 2**30:.2f} GiB more; free space or choose another run_dir"
         )
 
 
@@ -140,10 +144,10 @@ class Trainer:
         model = self._build_model()
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
-        check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
+        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
+        check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.num_parameters, cfg.train.keep_last)
         if process.is_main:
             copy_tokenizer(tokenizer, self.run_dir)
-        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model,
@@ -249,21 +253,19 @@ class Trainer:
         metadata = read_metadata(path)
         self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
         self.skipped_steps = metadata.get("skipped_steps", 0)
+        # Whatever the layout that wrote it: every rank takes its part of the saved state,
+        # and the counters and schedule position follow from the step.
+        load_training_state(path, self.engine, self.optimizer, self.grid, self.step)
+        self.engine.global_steps = self.step
+        self.engine.global_samples = self.consumed_samples
+        scheduler = self.engine.lr_scheduler
+        scheduler.last_epoch = self.step - 1
+        with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()
         if metadata.get("layout") == self._layout_record():
-            load_engine_state(self.engine, path)
             restore_rng(path)
         else:
-            # Another layout: every rank takes its slice of the layout-free state, and the
-            # counters DeepSpeed would have restored are set by hand.
-            params = canonical_parameters(self.engine.module)
-            load_layout_free(self.engine, self.optimizer, params, path, self.step)
-            self.engine.global_steps = self.step
-            self.engine.global_samples = self.consumed_samples
-            scheduler = self.engine.lr_scheduler
-            scheduler.last_epoch = self.step - 1
-            with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
             # The saved RNG states belong to the old ranks: start fresh streams for this step.
             self._seed_dropout(self.step)
             self.logger.message(f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}")
@@ -380,12 +382,11 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        write_layout_free = None
-        if self.cfg.train.layout_free_checkpoint:
-            params = canonical_parameters(self.engine.module)
-            write_layout_free = lambda path: save_layout_free(self.engine, self.optimizer, params, path, self.grid)  # noqa: E731
+        def write_state(path: Path) -> None:
+            save_training_state(path, self.engine, self.optimizer, self.grid)
+
         metadata = self._checkpoint_metadata()
-        return save_checkpoint(self.engine, self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_layout_free)
+        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_state)
 
     def fit(self) -> list[dict]:
         """Train to ``train.max_steps``; return the logged records."""

@@ -5,7 +5,7 @@ document ids (zero-filled when the objective does not use them: the pipeline eng
 tensors only). The attention mode is fixed for a run, so each block stage knows it from
 construction. Parameter names inside a stage are the block's own; ``canonical_parameters``
 maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
-initialization and the layout-free checkpoint use.
+initialization and the sharded checkpoint use.
 """
 from __future__ import annotations
 

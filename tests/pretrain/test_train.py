@@ -85,11 +85,11 @@ def test_cut_off_checkpoint_is_skipped(token_corpus: Path, tmp_path: Path, proce
     Trainer(config(token_corpus, tmp_path, "train.max_steps=2"), process).fit()
     good = latest_complete(checkpoint_root(tmp_path))
     assert good is not None and good.name == "step-00000002"
-    # A later checkpoint whose write was cut off: DeepSpeed's file is there, truncated, no marker.
+    # A later checkpoint whose write was cut off: a rank's shard is there, truncated, no marker.
     broken = checkpoint_root(tmp_path) / "step-00000004"
-    broken.mkdir()
-    data = (good / "mp_rank_00_model_states.pt").read_bytes()
-    (broken / "mp_rank_00_model_states.pt").write_bytes(data[: len(data) // 2])
+    (broken / "shards").mkdir(parents=True)
+    data = (good / "shards" / "rank-00000.safetensors").read_bytes()
+    (broken / "shards" / "rank-00000.safetensors").write_bytes(data[: len(data) // 2])
     resumed = Trainer(config(token_corpus, tmp_path, "train.max_steps=4"), process)
     assert resumed.resumed_from == good and resumed.step == 2
     resumed.fit()
