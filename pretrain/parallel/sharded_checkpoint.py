@@ -84,17 +84,18 @@ def _write_tensor(out: BinaryIO, tensor: Tensor) -> None:
 
 
 def save_shards(
-    path: Path, state: MasterState, named_parameters: dict[str, nn.Parameter], rank: int, stage: int
+    path: Path, state: MasterState, named_parameters: dict[str, nn.Parameter], rank: int, stage: int, tp_rank: int
 ) -> list[dict[str, Any]]:
     """Write this rank's pieces to ``path/shards/``; return their index entries. The caller
-    gathers the entries of all ranks into ``write_index``."""
+    gathers the entries of all ranks into ``write_index``. Parameters that every
+    tensor-parallel rank holds whole (norms, row-parallel biases) are written by rank 0."""
     directory = path / DIRECTORY
     directory.mkdir(parents=True, exist_ok=True)
     pieces: list[dict[str, Any]] = []
     tensors: list[tuple[str, Tensor]] = []
     for name, param in named_parameters.items():
         fragment = state.owned(param)
-        if fragment is None:
+        if fragment is None or (tp_rank != 0 and _split_of(param) is None):
             continue
         pieces.append(
             {
@@ -223,7 +224,8 @@ def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.P
 def save_training_state(path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any) -> None:
     """Collective: every rank writes its pieces; rank 0 then writes the index."""
     state = MasterState(engine, optimizer, grid.get_data_parallel_rank())
-    pieces = save_shards(path, state, canonical_parameters(engine.module), dist.get_rank(), grid.get_stage_id())
+    named = canonical_parameters(engine.module)
+    pieces = save_shards(path, state, named, dist.get_rank(), grid.get_stage_id(), grid.get_slice_parallel_rank())
     everything = gather_pieces(pieces)
     if dist.get_rank() == 0:
         write_index(path, everything, state.keys)

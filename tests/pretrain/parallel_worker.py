@@ -1,36 +1,85 @@
 """Runs several training configurations in one torchrun launch (each launch costs seconds
-of start-up) and writes each run's per-step losses as JSON, for test_parallel.py.
+of start-up) and writes each run's per-step losses as JSON, for test_parallel.py and
+test_checkpoint_state.py.
 
     torchrun --nproc_per_node=N tests/pretrain/parallel_worker.py RUNS.json OUT.json
 
 RUNS.json: {"name": [override, ...], ...}; the runs go in order, so a later run may
-resume from an earlier one's run_dir.
+resume from an earlier one's run_dir. OUT.json: {"losses": {name: [...]}, "state_error":
+{name: e}}, e being the largest difference between the final checkpoint's saved state and
+the optimizer's live fp32 master state as DeepSpeed's own accessors report it.
 """
 from __future__ import annotations
 
 import json
 import sys
 
+import torch
 import torch.distributed as dist
 
+from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import load_train_config
 from pretrain.distributed import init_distributed
+from pretrain.parallel.master_state import WEIGHT, state_keys
+from pretrain.parallel.pipeline import canonical_parameters
+from pretrain.parallel.sharded_checkpoint import ShardedState
 from pretrain.trainer import Trainer
+
+
+def live_master_state(trainer: Trainer, name: str, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
+    """This rank's tensor-parallel slice of the fp32 master weight and moments, read the
+    way DeepSpeed exposes them (collective over the data-parallel group under ZeRO)."""
+    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+    keys = state_keys(trainer.optimizer)
+    if hasattr(param, "ds_id") or hasattr(param, "_hp_mapping"):
+        values = {WEIGHT: safe_get_full_fp32_param(param)}
+        values.update({key: safe_get_full_optimizer_state(param, key) for key in keys})
+        return values
+    wrapper = trainer.engine.optimizer
+    masters = {id(p): m for ps, ms in zip(getattr(wrapper, "fp16_groups", []), getattr(wrapper, "fp32_groups", [])) for p, m in zip(ps, ms)}
+    master = masters.get(id(param), param)
+    state = trainer.optimizer.state[master]
+    return {WEIGHT: master.detach(), **{key: state[key] for key in keys}}
+
+
+def gather_tensor_parallel(value: torch.Tensor, param: torch.nn.Parameter, trainer: Trainer) -> torch.Tensor:
+    dim = getattr(param, "tp_split_dim", None)
+    if dim is None:
+        return value
+    group = trainer.grid.get_slice_parallel_group()
+    parts = [torch.empty_like(value) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, value.contiguous(), group=group)
+    return torch.cat(parts, dim=dim)
+
+
+def state_error(trainer: Trainer) -> float:
+    """Collective: max |saved - live| over every parameter and kind, on every rank."""
+    error = torch.zeros(1)
+    with ShardedState(latest_complete(checkpoint_root(trainer.run_dir))) as saved:
+        for name, param in canonical_parameters(trainer.engine.module).items():
+            for kind, value in live_master_state(trainer, name, param).items():
+                live = gather_tensor_parallel(value.float().reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape), param, trainer)
+                error = torch.maximum(error, (saved.full(name, kind) - live).abs().max().reshape(1))
+    dist.all_reduce(error, op=dist.ReduceOp.MAX)
+    return float(error)
 
 
 def main(runs_file: str, out_file: str) -> None:
     runs = json.loads(open(runs_file).read())
     process = init_distributed()
-    results: dict[str, list[float]] = {}
+    losses: dict[str, list[float]] = {}
+    errors: dict[str, float] = {}
     for name, overrides in runs.items():
         # An error ends the whole launch (torchrun stops the other ranks); catching it here
         # would leave the ranks that did not fail waiting in the next run's collectives.
-        records = Trainer(load_train_config(overrides), process).fit()
-        results[name] = [record["loss"] for record in records]
+        trainer = Trainer(load_train_config(overrides), process)
+        losses[name] = [record["loss"] for record in trainer.fit()]
+        errors[name] = state_error(trainer)  # fit() ends with a checkpoint of the last step
         dist.barrier()
     if process.is_main:
         with open(out_file, "w") as out:
-            json.dump(results, out)
+            json.dump({"losses": losses, "state_error": errors}, out)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,6 @@ and bad layouts fail before anything starts. Two torchrun launches (2 and 4 proc
 on CPU) run all the layouts; the single-process references run in this process."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +14,6 @@ from pretrain.distributed import ProcessInfo, init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
 from pretrain.trainer import Trainer
-
-REPO = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).with_name("parallel_worker.py")
-LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
 # Gradient clipping on every step (the norm starts near 1.2): the norm over tensor-parallel
@@ -71,33 +63,6 @@ REFERENCES = {
 }
 
 
-def common(corpus: Path, run_dir: Path) -> list[str]:
-    return [
-        f"data.path={corpus}",
-        f"run_dir={run_dir}",
-        "train.seq_len=32",
-        "train.micro_batch_size=2",
-        "train.global_batch_size=8",
-        "train.log_every=1",
-        "train.eval_every=0",
-        "train.save_every=0",
-        "logging.progress_bar=false",
-        "model.n_layers=4",
-    ]
-
-
-def launch(nproc: int, runs: dict[str, list[str]], workdir: Path) -> dict[str, list[float]]:
-    runs_file, out_file = workdir / f"runs-{nproc}.json", workdir / f"out-{nproc}.json"
-    runs_file.write_text(json.dumps(runs))
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(WORKER), str(runs_file), str(out_file)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-5000:]
-    return json.loads(out_file.read_text())
-
-
 @pytest.fixture(scope="module")
 def process() -> ProcessInfo:
     return init_distributed()
@@ -109,7 +74,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(token_corpus: Path, workdir: Path, process: ProcessInfo) -> dict[str, list[float]]:
+def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
     losses = {}
     for name, overrides in REFERENCES.items():
         cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides)
@@ -121,14 +86,14 @@ def references(token_corpus: Path, workdir: Path, process: ProcessInfo) -> dict[
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(token_corpus: Path, workdir: Path) -> dict[str, list[float]]:
+def two_process_runs(token_corpus: Path, workdir: Path, common, launch_runs) -> dict[str, list[float]]:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
-    return launch(2, runs, workdir)
+    return launch_runs(2, runs, workdir)["losses"]
 
 
 @pytest.fixture(scope="module")
 def four_process_runs(
-    token_corpus: Path, text_shards: Path, text_tokenizer: Path, workdir: Path, references: dict
+    token_corpus: Path, text_shards: Path, text_tokenizer: Path, workdir: Path, references: dict, common, launch_runs
 ) -> dict[str, list[float]]:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in FOUR_PROCESSES.items()}
     runs["resume-3d"] = common(token_corpus, workdir / "single-to-3d") + FOUR_PROCESSES["resume-3d"]
@@ -136,7 +101,7 @@ def four_process_runs(
     # On real text with a real tokenizer, for the export test.
     runs["text-3d"] = [*common(text_shards, workdir / "text-3d"), f"data.tokenizer={text_tokenizer}", "parallel=3d",
                        *SGD[:-1], "train.max_steps=3"]
-    return launch(4, runs, workdir)
+    return launch_runs(4, runs, workdir)["losses"]
 
 
 def assert_parity(actual: list[float], expected: list[float], rel: float) -> None:
@@ -165,7 +130,7 @@ def test_single_process_checkpoint_resumes_under_3d(four_process_runs: dict, ref
 
 
 def test_3d_checkpoint_resumes_in_one_process(
-    token_corpus: Path, workdir: Path, four_process_runs: dict, references: dict, process: ProcessInfo
+    token_corpus: Path, workdir: Path, four_process_runs: dict, references: dict, process: ProcessInfo, common
 ) -> None:
     assert_parity(four_process_runs["save-3d"], references["reshard"][:3], rel=1e-5)
     cfg = load_train_config(common(token_corpus, workdir / "3d-to-single") + RESHARD + ["train.max_steps=6"])
