@@ -6,13 +6,17 @@ test_checkpoint_state.py.
 
 RUNS.json: {"name": [override, ...], ...}; the runs go in order, so a later run may
 resume from an earlier one's run_dir. OUT.json: {"losses": {name: [...]}, "state_error":
-{name: e}}, e being the largest difference between the final checkpoint's saved state and
-the optimizer's live fp32 master state as DeepSpeed's own accessors report it.
+{name: e}, "save_memory": {name: [[added, shard], ...]}}: e is the largest difference
+between the final checkpoint's saved state and the optimizer's live fp32 master state as
+DeepSpeed's own accessors report it; for runs named ``save-memory*``, each rank's peak
+host memory added by one more save and the bytes of its own shard.
 """
 from __future__ import annotations
 
+import gc
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -65,21 +69,42 @@ def state_error(trainer: Trainer) -> float:
     return float(error)
 
 
+def _status_bytes(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def save_memory(trainer: Trainer) -> list[list[int]]:
+    """Collective: per rank, [peak resident memory added by a save, bytes of its shard]."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size
+    before = _status_bytes("VmRSS")
+    path = trainer.save()
+    added = _status_bytes("VmHWM") - before
+    shard = (path / "shards" / f"rank-{dist.get_rank():05d}.safetensors").stat().st_size
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, [added, shard])
+    return everyone
+
+
 def main(runs_file: str, out_file: str) -> None:
     runs = json.loads(open(runs_file).read())
     process = init_distributed()
     losses: dict[str, list[float]] = {}
     errors: dict[str, float] = {}
+    memory: dict[str, list[list[int]]] = {}
     for name, overrides in runs.items():
         # An error ends the whole launch (torchrun stops the other ranks); catching it here
         # would leave the ranks that did not fail waiting in the next run's collectives.
         trainer = Trainer(load_train_config(overrides), process)
         losses[name] = [record["loss"] for record in trainer.fit()]
         errors[name] = state_error(trainer)  # fit() ends with a checkpoint of the last step
+        if name.startswith("save-memory"):
+            memory[name] = save_memory(trainer)
         dist.barrier()
     if process.is_main:
         with open(out_file, "w") as out:
-            json.dump({"losses": losses, "state_error": errors}, out)
+            json.dump({"losses": losses, "state_error": errors, "save_memory": memory}, out)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ RESUMES = {
     "dp2-z2-fp32 -> tp2-z3-fp32": ("dp2-z2-fp32", "tp2-z3-fp32"),
 }
 
+# 12.6M parameters: 151 MB of fp32 weights and Adam moments, half of it on each ZeRO-1 rank.
+MEMORY = ["parallel=zero1", "model.d_model=512", "model.n_heads=8", "model.n_kv_heads=8", "train.max_steps=1"]
+MEMORY_SLACK = 16 * 2**20  # the interpreter's own allocations during a save
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -51,6 +55,7 @@ def runs(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
         run_dir = workdir / name.replace(" -> ", "-to-")
         plan[f"{name} (first half)"] = common(token_corpus, run_dir) + MATRIX[first] + ["train.max_steps=5"]
         plan[name] = common(token_corpus, run_dir) + MATRIX[second]
+    plan["save-memory"] = common(token_corpus, workdir / "save-memory") + MEMORY
     return launch_runs(2, plan, workdir)
 
 
@@ -97,3 +102,11 @@ def test_resuming_under_another_layout_continues_the_run(name: str, runs: dict, 
 
 def whole_model(state: ShardedState, kind: str) -> torch.Tensor:
     return torch.cat([tensor.reshape(-1) for _, tensor in sorted(state.tensors(kind), key=lambda item: item[0])])
+
+
+def test_a_save_adds_at_most_one_and_a_half_times_the_ranks_shard(runs: dict) -> None:
+    per_rank = runs["save_memory"]["save-memory"]
+    whole_state = sum(shard for _, shard in per_rank)
+    for added, shard in per_rank:
+        assert whole_state > 1.5 * shard + MEMORY_SLACK  # a full copy would break the bound
+        assert added <= 1.5 * shard + MEMORY_SLACK, (added, shard)

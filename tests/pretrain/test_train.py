@@ -179,6 +179,21 @@ def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: P
     assert not (tmp_path / "metrics.jsonl").exists()  # stopped before anything was written
 
 
+def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    trainer = Trainer(config(token_corpus, tmp_path / "measured", "train.max_steps=1"), process)
+    trainer.fit()
+    written = sum(f.stat().st_size for f in latest_complete(checkpoint_root(tmp_path / "measured")).rglob("*") if f.is_file())
+    per_checkpoint = 12 * trainer.num_parameters  # fp32 weights and AdamW's two moments
+    assert written == pytest.approx(per_checkpoint, rel=0.02)
+    free = SimpleNamespace(total=10**12, used=0, free=3 * per_checkpoint)
+    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: free)
+    Trainer(config(token_corpus, tmp_path / "two", "train.keep_last=2"), process)  # 2 kept + 1 being written
+    with pytest.raises(OSError, match="train.keep_last=3"):
+        Trainer(config(token_corpus, tmp_path / "four", "train.keep_last=3"), process)
+
+
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
     model = GPT(ModelConfig(vocab_size=64, n_layers=1, d_model=16, n_heads=2, bias=True))
     decay, no_decay = parameter_groups(model, OptimConfig())
