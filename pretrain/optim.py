@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pretrain.config import NonFinitePolicy, OptimConfig, OptimizerName, Schedule
+from pretrain.init import local_shape
 from pretrain.parallel.tensor import VocabParallelEmbedding
 
 
@@ -98,7 +99,7 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for param in model.parameters():
         if not param.requires_grad:
             continue
-        exempt = param.dim() < 2 or id(param) in embeddings
+        exempt = len(local_shape(param)) < 2 or id(param) in embeddings  # ZeRO-3 may have partitioned it
         (no_decay if exempt and not cfg.decay_embeddings_and_norms else decay).append(param)
     return [
         {"params": decay, "weight_decay": cfg.weight_decay},

@@ -31,7 +31,7 @@ from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
-from pretrain.parallel.layout import build_grid, validate_layout
+from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
 from pretrain.parallel.pipeline import build_pipeline, stage_inputs
 from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, save_training_state
 from pretrain.parallel.tensor import TensorParallelLayers
@@ -141,7 +141,9 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, process.device)
         self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
         self.task_tokenizer = self._task_tokenizer(tokenizer)
-        model = self._build_model()
+        ds_config = deepspeed_config(cfg, self.plan, self.precision)
+        with sharded_construction(ds_config, self.grid, cfg.parallel.zero_stage):
+            model = self._build_model()
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
         self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
@@ -153,7 +155,7 @@ class Trainer:
             model=model,
             optimizer=self.optimizer,
             lr_scheduler=scheduler,
-            config=deepspeed_config(cfg, self.plan, self.precision),
+            config=ds_config,
             mpu=None if self.pipelined else self.grid,
         )
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+
 WEIGHT = "param"
 
 
@@ -34,12 +35,6 @@ def state_keys(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
     if isinstance(optimizer, torch.optim.SGD) and optimizer.defaults.get("momentum", 0):
         return ("momentum_buffer",)
     return ()
-
-
-def local_shape(param: nn.Parameter) -> torch.Size:
-    """The shape this rank's module gives the parameter (its tensor-parallel slice), also
-    when ZeRO-3 has partitioned it away."""
-    return getattr(param, "ds_shape", param.shape)
 
 
 @dataclass

@@ -27,8 +27,8 @@ import torch.distributed as dist
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from pretrain.init import shard_of
-from pretrain.parallel.master_state import WEIGHT, MasterState, local_shape, state_keys
+from pretrain.init import full_shape, shard_of
+from pretrain.parallel.master_state import WEIGHT, MasterState, state_keys
 from pretrain.parallel.pipeline import canonical_parameters
 
 DIRECTORY = "shards"
@@ -47,14 +47,6 @@ def _split_of(param: nn.Parameter) -> Optional[dict[str, int]]:
     if dim is None:
         return None
     return {"dim": dim, "rank": param.tp_rank, "size": param.tp_size}  # type: ignore[attr-defined]
-
-
-def _full_shape(param: nn.Parameter) -> list[int]:
-    shape = list(local_shape(param))
-    split = _split_of(param)
-    if split is not None:
-        shape[split["dim"]] *= split["size"]
-    return shape
 
 
 def _write_streamed(path: Path, tensors: list[tuple[str, Tensor]]) -> None:
@@ -102,7 +94,7 @@ def save_shards(
                 "file": shard_file(rank),
                 "stage": stage,
                 "name": name,
-                "shape": _full_shape(param),
+                "shape": list(full_shape(param)),
                 "split": _split_of(param),
                 "start": fragment.start,
                 "numel": fragment.numel,

@@ -206,6 +206,9 @@ def launch_runs():
         runs_file.write_text(json.dumps(runs))
         env = {k: v for k, v in os.environ.items() if k not in launch_env}
         env["OMP_NUM_THREADS"] = "1"
+        # Large blocks straight from mmap and back on free, so that the memory tests see
+        # what is allocated, not what malloc keeps for later.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(2**16)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    str(worker), str(runs_file), str(out_file)]
         done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)

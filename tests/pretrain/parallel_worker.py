@@ -9,7 +9,9 @@ resume from an earlier one's run_dir. OUT.json: {"losses": {name: [...]}, "state
 {name: e}, "save_memory": {name: [[added, shard], ...]}}: e is the largest difference
 between the final checkpoint's saved state and the optimizer's live fp32 master state as
 DeepSpeed's own accessors report it; for runs named ``save-memory*``, each rank's peak
-host memory added by one more save and the bytes of its own shard.
+host memory added by one more save and the bytes of its own shard; runs named
+``build-memory*`` only build the model and report [added, held, whole model, largest
+parameter] bytes.
 """
 from __future__ import annotations
 
@@ -87,6 +89,38 @@ def save_memory(trainer: Trainer) -> list[list[int]]:
     return everyone
 
 
+def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Collective: per rank, [peak resident memory added while building the model the way
+    the trainer does, bytes of the parameters this rank holds, bytes of the whole model,
+    bytes of its largest parameter]."""
+    from dataclasses import replace
+
+    from pretrain.config import Precision
+    from pretrain.deepspeed_config import batch_plan, deepspeed_config
+    from pretrain.model import DENSE, GPT
+    from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
+    from pretrain.parallel.tensor import TensorParallelLayers
+
+    cfg = load_train_config(overrides)
+    layout = validate_layout(cfg, process.world_size)
+    grid = build_grid(layout)
+    layers = TensorParallelLayers(grid.get_slice_parallel_group()) if layout.tp > 1 else DENSE
+    model_cfg = replace(cfg.model, vocab_size=256)
+    ds_config = deepspeed_config(cfg, batch_plan(cfg, layout.dp), Precision.fp32)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_bytes("VmRSS")
+    with sharded_construction(ds_config, grid, cfg.parallel.zero_stage):
+        model = GPT(model_cfg, layers, seed=cfg.train.seed)
+    added = _status_bytes("VmHWM") - before
+    held = sum(4 * (p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) for p in model.parameters())
+    with torch.device("meta"):
+        sizes = [4 * p.numel() for p in GPT(model_cfg).parameters()]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, [added, held, sum(sizes), max(sizes)])
+    return everyone
+
+
 def main(runs_file: str, out_file: str) -> None:
     runs = json.loads(open(runs_file).read())
     process = init_distributed()
@@ -94,6 +128,9 @@ def main(runs_file: str, out_file: str) -> None:
     errors: dict[str, float] = {}
     memory: dict[str, list[list[int]]] = {}
     for name, overrides in runs.items():
+        if name.startswith("build-memory"):
+            memory[name] = build_memory(overrides, process)
+            continue
         # An error ends the whole launch (torchrun stops the other ranks); catching it here
         # would leave the ranks that did not fail waiting in the next run's collectives.
         trainer = Trainer(load_train_config(overrides), process)
