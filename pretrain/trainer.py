@@ -333,12 +333,22 @@ class Trainer:
         return StepResult(loss=local_loss, skipped=skipped, grad_norm=grad_norm, seconds=time.perf_counter() - started)
 
     def _unsharded_grad_norm(self) -> Optional[float]:
-        """Without ZeRO or tensor parallelism DeepSpeed does not report the norm, but every
-        rank holds the whole averaged gradient after the last backward of the step."""
-        if self.cfg.parallel.zero_stage != 0 or self.layout.tp > 1:
+        """Without ZeRO DeepSpeed does not report the norm, but every rank holds the whole
+        averaged gradient of its parameters after the last backward of the step: sum the
+        squares of the tensor-parallel shards over the group, count replicated ones once."""
+        if self.cfg.parallel.zero_stage != 0:
             return None
-        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.nn.utils.get_total_norm(grads)) if grads else None
+        params = [p for p in self.engine.module.parameters() if p.grad is not None]
+        if not params:
+            return None
+        def sum_of_squares(group: list[torch.nn.Parameter]) -> torch.Tensor:
+            return torch.stack([p.grad.float().square().sum() for p in group] or [torch.zeros((), device=self.process.device)]).sum()
+
+        sharded = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is not None])
+        if self.layout.tp > 1:
+            dist.all_reduce(sharded, group=self.grid.get_slice_parallel_group())
+        replicated = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is None])
+        return float((sharded + replicated).sqrt())
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> Optional[dict[str, float]]:

@@ -5,8 +5,11 @@ test_checkpoint_state.py.
     torchrun --nproc_per_node=N tests/pretrain/parallel_worker.py RUNS.json OUT.json
 
 RUNS.json: {"name": [override, ...], ...}; the runs go in order, so a later run may
-resume from an earlier one's run_dir. OUT.json: {"losses": {name: [...]}, "state_error":
-{name: e}, "save_memory": {name: [[added, shard], ...]}}: e is the largest difference
+resume from an earlier one's run_dir. OUT.json: {"losses": {name: [...]}, "grad_norms":
+{name: [...]}, "block_forwards": {name: n}, "stage_parts": {name: [...] or null},
+"state_error": {name: e}, "save_memory": {name: [[added, shard], ...]}}: block_forwards
+counts this rank's transformer-block forward passes (recomputation included), stage_parts
+is the pipeline's split of its layers into stages; e is the largest difference
 between the final checkpoint's saved state and the optimizer's live fp32 master state as
 DeepSpeed's own accessors report it; for runs named ``save-memory*``, each rank's peak
 host memory added by one more save and the bytes of its own shard; runs named
@@ -26,6 +29,7 @@ import torch.distributed as dist
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import load_train_config
 from pretrain.distributed import init_distributed
+from pretrain.model import Block
 from pretrain.parallel.master_state import WEIGHT, state_keys
 from pretrain.parallel.pipeline import canonical_parameters
 from pretrain.parallel.sharded_checkpoint import ShardedState
@@ -121,12 +125,29 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
     return everyone
 
 
+def count_block_forwards() -> dict[str, int]:
+    """Count every transformer-block forward pass (the pipeline's stages are Blocks too)."""
+    counter = {"n": 0}
+    forward = Block.forward
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        counter["n"] += 1
+        return forward(self, *args, **kwargs)
+
+    Block.forward = counted  # type: ignore[method-assign]
+    return counter
+
+
 def main(runs_file: str, out_file: str) -> None:
     runs = json.loads(open(runs_file).read())
     process = init_distributed()
     losses: dict[str, list[float]] = {}
     errors: dict[str, float] = {}
     memory: dict[str, list[list[int]]] = {}
+    grad_norms: dict[str, list] = {}
+    forwards: dict[str, int] = {}
+    parts: dict[str, object] = {}
+    counter = count_block_forwards()
     for name, overrides in runs.items():
         if name.startswith("build-memory"):
             memory[name] = build_memory(overrides, process)
@@ -134,14 +155,21 @@ def main(runs_file: str, out_file: str) -> None:
         # An error ends the whole launch (torchrun stops the other ranks); catching it here
         # would leave the ranks that did not fail waiting in the next run's collectives.
         trainer = Trainer(load_train_config(overrides), process)
-        losses[name] = [record["loss"] for record in trainer.fit()]
+        counter["n"] = 0
+        records = trainer.fit()
+        losses[name] = [record["loss"] for record in records]
+        grad_norms[name] = [record["grad_norm"] for record in records]
+        forwards[name] = counter["n"]
+        stage_parts = getattr(trainer.engine.module, "parts", None)
+        parts[name] = None if stage_parts is None else [int(part) for part in stage_parts]
         errors[name] = state_error(trainer)  # fit() ends with a checkpoint of the last step
         if name.startswith("save-memory"):
             memory[name] = save_memory(trainer)
         dist.barrier()
     if process.is_main:
         with open(out_file, "w") as out:
-            json.dump({"losses": losses, "state_error": errors, "save_memory": memory}, out)
+            json.dump({"losses": losses, "grad_norms": grad_norms, "block_forwards": forwards, "stage_parts": parts,
+                       "state_error": errors, "save_memory": memory}, out)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,22 @@ FOUR_PROCESSES = {
     "save-3d": ["parallel=3d", *RESHARD, "train.max_steps=3"],
     "resume-3d": ["parallel=3d", *RESHARD, "train.max_steps=6"],
 }
+# Model options that change the layers tensor and pipeline parallelism split.
+VARIANT = ["model.tie_embeddings=false", "model.bias=true", "model.position=learned", "model.activation=gelu",
+           "model.norm=layernorm"]
+# Options, each against the single-process run it must reproduce.
+OPTIONS = {
+    "tp2-zero0-clip": (["parallel=tp2", "parallel.zero_stage=0", *CLIPPED], "clm-clip"),
+    "tp2-zero2": (["parallel=tp2", "parallel.zero_stage=2", *SGD], "clm-sgd"),
+    "tp2-zero3": (["parallel=tp2", "parallel.zero_stage=3", *SGD], "clm-sgd"),
+    "pp2-uniform": (["parallel=pp2", "parallel.partition_method=uniform", *SGD], "clm-sgd"),
+    "pp2-blocks": (["parallel=pp2", "parallel.partition_method=blocks", *SGD], "clm-sgd"),
+    "pp2-recompute": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=1", *SGD], "clm-sgd"),
+    "pp2-recompute-2": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD], "clm-sgd"),
+    "pp2-docmask": (["parallel=pp2", "objective.document_masking=true", *SGD], "docmask-sgd"),
+    "tp2-variant": (["parallel=tp2", *VARIANT, *SGD], "variant-sgd"),
+    "pp2-variant": (["parallel=pp2", *VARIANT, *SGD], "variant-sgd"),
+}
 REFERENCES = {
     "clm-sgd": SGD,
     "clm-adamw": ADAMW,
@@ -60,6 +76,8 @@ REFERENCES = {
     "mlm-sgd": ["objective=mlm", *SGD],
     "span-sgd": ["objective=span", *SGD],
     "reshard": [*RESHARD, "train.max_steps=6"],
+    "docmask-sgd": ["objective.document_masking=true", *SGD],
+    "variant-sgd": [*VARIANT, *SGD],
 }
 
 
@@ -78,7 +96,9 @@ def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) 
     losses = {}
     for name, overrides in REFERENCES.items():
         cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides)
-        losses[name] = [record["loss"] for record in Trainer(cfg, process).fit()]
+        records = Trainer(cfg, process).fit()
+        losses[name] = [record["loss"] for record in records]
+        losses[f"{name} grad_norm"] = [record["grad_norm"] for record in records]
     # The first leg of the single → 3d resharding run.
     cfg = load_train_config(common(token_corpus, workdir / "single-to-3d") + RESHARD + ["train.max_steps=3"])
     Trainer(cfg, process).fit()
@@ -86,9 +106,15 @@ def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) 
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(token_corpus: Path, workdir: Path, common, launch_runs) -> dict[str, list[float]]:
+def two_process_launch(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
-    return launch_runs(2, runs, workdir)["losses"]
+    runs.update({name: common(token_corpus, workdir / name) + overrides for name, (overrides, _) in OPTIONS.items()})
+    return launch_runs(2, runs, workdir)
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(two_process_launch: dict) -> dict[str, list[float]]:
+    return two_process_launch["losses"]
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +142,32 @@ def test_two_process_layouts_match_one_process(name: str, two_process_runs: dict
     optimizer = next((o for o in ("adamw", "clip") if name.endswith(o)), "sgd")
     expected = references[f"{objective}-{optimizer}"]
     assert_parity(two_process_runs[name], expected, rel=1e-4 if adamw else 1e-5)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_options_match_one_process(name: str, two_process_runs: dict, references: dict) -> None:
+    assert_parity(two_process_runs[name], references[OPTIONS[name][1]], rel=1e-5)
+
+
+def test_grad_norm_is_the_whole_models_under_tp_without_zero(two_process_launch: dict, references: dict) -> None:
+    logged = two_process_launch["grad_norms"]["tp2-zero0-clip"]
+    assert None not in logged
+    assert logged == pytest.approx(references["clm-clip grad_norm"], rel=1e-5)
+
+
+def test_partition_methods_split_the_stages_their_own_way(two_process_launch: dict) -> None:
+    parts = two_process_launch["stage_parts"]
+    # 7 layers: embedding, 4 blocks, final norm, tied output projection.
+    assert parts["pp2-uniform"] == [0, 4, 7]  # layers counted alike: the embedding and 3 blocks first
+    assert parts["pp2-blocks"] == [0, 3, 7]  # two blocks per stage
+    assert parts["pp2"] == [0, 3, 7]  # by parameter count (here it balances the blocks too)
+
+
+def test_activation_checkpointing_recomputes_blocks_by_checkpoint_interval(two_process_launch: dict) -> None:
+    forwards = two_process_launch["block_forwards"]  # rank 0: the first stage, embedding and blocks 0-1
+    assert forwards["pp2-recompute"] == 2 * forwards["pp2"]  # every block run again in the backward pass
+    # Spans of two layers: (embedding, block 0) is not checkpointed (only blocks are), (block 1) is.
+    assert forwards["pp2-recompute-2"] == 1.5 * forwards["pp2"]
 
 
 @pytest.mark.parametrize("name", ["pp2xtp2", "pp2xtp2-adamw", "dp2xpp2", "dp2xpp2-adamw", "3d-clip"])
