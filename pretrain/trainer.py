@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_metadata, resolve_resume, restore_rng, save_checkpoint
-from pretrain.config import TrainConfig, as_plain_dict
+from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import ShardError, find_shards
@@ -315,7 +315,7 @@ class Trainer:
             for micro_step, batch in enumerate(batches):
                 loss = self._loss(self.engine(batch.input_ids, batch.attention), batch.labels, batch.loss_mask)
                 loss_sum += float(loss.detach())
-                self.engine.backward(loss)
+                self.engine.backward(loss * self._unapplied_loss_scale())
                 if micro_step == len(batches) - 1 and with_grad_norm:
                     grad_norm = self._unsharded_grad_norm()
                 self.engine.step()
@@ -331,6 +331,16 @@ class Trainer:
             norm = self.engine.get_global_grad_norm()
             grad_norm = None if norm is None else float(norm)
         return StepResult(loss=local_loss, skipped=skipped, grad_norm=grad_norm, seconds=time.perf_counter() - started)
+
+    def _unapplied_loss_scale(self) -> float:
+        """fp16 without ZeRO: DeepSpeed 0.19's ``engine.backward`` applies the loss scale only
+        for ZeRO optimizers, yet its ZeRO-0 fp16 wrapper (``FP16_UnfusedOptimizer``) divides
+        the gradients by it at the step: unscaled, fp16 gradients underflow, clipping never
+        acts and AdamW's eps swamps the update (5.21 vs fp32's 5.16 after one step)."""
+        scaling = getattr(self.engine.optimizer, "loss_scale_config", None)
+        if scaling is None or self.precision is not Precision.fp16:
+            return 1.0
+        return float(scaling.cur_scale)
 
     def _unsharded_grad_norm(self) -> Optional[float]:
         """Without ZeRO DeepSpeed does not report the norm, but every rank holds the whole
@@ -348,7 +358,7 @@ class Trainer:
         if self.layout.tp > 1:
             dist.all_reduce(sharded, group=self.grid.get_slice_parallel_group())
         replicated = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is None])
-        return float((sharded + replicated).sqrt())
+        return float((sharded + replicated).sqrt()) / self._unapplied_loss_scale()
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> Optional[dict[str, float]]:

@@ -194,6 +194,57 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
         Trainer(config(token_corpus, tmp_path / "four", "train.keep_last=3"), process)
 
 
+def test_fp16_tracks_fp32_and_saves_fp32_masters(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    """ZeRO 0 with dynamic loss scaling. DeepSpeed's CPU accelerator declares no fp16 (torch's
+    CPU kernels have it): told otherwise, the ZeRO-0 path runs; ZeRO 1-3 still refuse it on
+    CPU. bf16 under every stage and layout is in test_checkpoint_state.py."""
+    from deepspeed.accelerator import get_accelerator
+
+    monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
+    common = ("optim.schedule=constant", "optim.warmup_steps=0", "train.max_steps=10")
+    fp32 = Trainer(config(token_corpus, tmp_path / "fp32", *common, "train.precision=fp32"), process).fit()
+    fp16 = Trainer(config(token_corpus, tmp_path / "fp16", *common, "train.precision=fp16"), process).fit()
+    # Before the loss was scaled here: 5.21 against 5.16 after one step (no clipping, eps-bound AdamW).
+    assert losses(fp16) == pytest.approx(losses(fp32), rel=2e-3)
+    assert fp16[0]["grad_norm"] == pytest.approx(fp32[0]["grad_norm"], rel=1e-2)  # reported unscaled
+    from pretrain.parallel.sharded_checkpoint import ShardedState
+
+    with ShardedState(latest_complete(checkpoint_root(tmp_path / "fp16"))) as saved:
+        weight = saved.full("blocks.0.attn.wq.weight", "param")
+        assert (weight.half().float() != weight).float().mean() > 0.5  # fp32 masters, not fp16 weights
+        assert saved.full("blocks.0.attn.wq.weight", "exp_avg_sq").abs().sum() > 0
+
+
+def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    from pretrain.model import Block
+
+    calls = {"n": 0}
+    forward = Block.forward
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Block, "forward", counted)
+    runs = {}
+    for flag in ("false", "true"):
+        calls["n"] = 0
+        runs[flag] = (losses(Trainer(config(token_corpus, tmp_path / flag, "train.max_steps=3", f"train.activation_checkpointing={flag}"), process).fit()), calls["n"])
+    assert runs["true"][0] == runs["false"][0]
+    assert runs["true"][1] == 2 * runs["false"][1]  # each block's forward runs again in the backward pass
+
+
+def test_attention_dropout_is_drawn_and_reproducible(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    def run(name: str, rate: float) -> list[float]:
+        return losses(Trainer(config(token_corpus, tmp_path / name, "train.max_steps=3", f"model.attn_dropout={rate}"), process).fit())
+
+    plain, dropped, again = run("plain", 0.0), run("dropped", 0.3), run("again", 0.3)
+    assert dropped == again  # seeded
+    assert dropped[0] != plain[0]  # the first step already sees the dropout
+
+
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
     model = GPT(ModelConfig(vocab_size=64, n_layers=1, d_model=16, n_heads=2, bias=True))
     decay, no_decay = parameter_groups(model, OptimConfig())
