@@ -236,6 +236,14 @@ def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(
     assert runs["true"][1] == 2 * runs["false"][1]  # each block's forward runs again in the backward pass
 
 
+def test_compile_trains_the_same_model(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+    small = ("model.n_layers=1", "train.max_steps=2")
+    eager = Trainer(config(token_corpus, tmp_path / "eager", *small), process)
+    compiled = Trainer(config(token_corpus, tmp_path / "compiled", *small, "train.compile=true"), process)
+    assert compiled.engine.is_compiled and not eager.engine.is_compiled
+    assert losses(compiled.fit()) == pytest.approx(losses(eager.fit()), rel=1e-5)
+
+
 def test_attention_dropout_is_drawn_and_reproducible(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
     def run(name: str, rate: float) -> list[float]:
         return losses(Trainer(config(token_corpus, tmp_path / name, "train.max_steps=3", f"model.attn_dropout={rate}"), process).fit())
