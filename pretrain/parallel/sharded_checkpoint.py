@@ -24,7 +24,6 @@ from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from torch import Tensor, nn
 
 from pretrain.init import full_shape, shard_of
@@ -135,7 +134,7 @@ class ShardedState:
         for piece in index["pieces"]:
             self.pieces[piece["name"]].append(piece)
         self._files = contextlib.ExitStack()
-        self._open: dict[str, Any] = {}
+        self._open: dict[str, _ShardReader] = {}
 
     def __enter__(self) -> "ShardedState":
         return self
@@ -146,9 +145,9 @@ class ShardedState:
     def names(self) -> list[str]:
         return list(self.pieces)
 
-    def _file(self, name: str) -> Any:
+    def _file(self, name: str) -> "_ShardReader":
         if name not in self._open:
-            self._open[name] = self._files.enter_context(safe_open(str(self.directory / name), framework="pt"))
+            self._open[name] = _ShardReader(self._files.enter_context(open(self.directory / name, "rb")))
         return self._open[name]
 
     def _slice(self, name: str, kind: str, split: Optional[dict[str, int]], pieces: list[dict[str, Any]]) -> Tensor:
@@ -200,6 +199,28 @@ class ShardedState:
         """(name, whole tensor) for every saved parameter, one at a time."""
         for name in self.pieces:
             yield name, self.full(name, kind)
+
+
+class _ShardReader:
+    """Tensors of one shard file, read on demand into fresh memory. Not memory-mapped: the
+    pages of a mapping count towards the process's resident memory until it is closed, so
+    a load would look (and, under a memory limit, be) as large as the files it read."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        (length,) = struct.unpack("<Q", stream.read(8))
+        self.header = json.loads(stream.read(length))
+        self.data_start = 8 + length
+
+    def get_tensor(self, key: str) -> Tensor:
+        entry = self.header[key]
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{self.stream.name}: {key} is {entry['dtype']}, not the F32 this format writes")
+        start, end = entry["data_offsets"]
+        self.stream.seek(self.data_start + start)
+        values = torch.empty((end - start) // 4, dtype=torch.float32)
+        self.stream.readinto(memoryview(values.numpy()).cast("B"))
+        return values.view(entry["shape"])
 
 
 def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.Parameter], step: int) -> None:

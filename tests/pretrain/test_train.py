@@ -187,6 +187,10 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
     written = sum(f.stat().st_size for f in latest_complete(checkpoint_root(tmp_path / "measured")).rglob("*") if f.is_file())
     per_checkpoint = 12 * trainer.num_parameters  # fp32 weights and AdamW's two moments
     assert written == pytest.approx(per_checkpoint, rel=0.02)
+    from safetensors.torch import load_file  # the streamed shard is a standard safetensors file
+
+    shard = load_file(latest_complete(checkpoint_root(tmp_path / "measured")) / "shards" / "rank-00000.safetensors")
+    assert sum(t.numel() for t in shard.values()) == 3 * trainer.num_parameters
     free = SimpleNamespace(total=10**12, used=0, free=3 * per_checkpoint)
     monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: free)
     Trainer(config(token_corpus, tmp_path / "two", "train.keep_last=2"), process)  # 2 kept + 1 being written
