@@ -55,7 +55,7 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     dist.barrier()
     del trainer
     fresh = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-load"]), process)
-    path = sorted((Path(run_dir) / "checkpoints").iterdir())[-1]
+    path = sorted((Path(run_dir) / "checkpoints").glob("step-*"))[-1]
     load_s, load_added = _measured(lambda: fresh._resume(path))
     print(json.dumps({"rank": process.rank, "save_s": round(save_s, 2), "save_added_gb": round(save_added / 2**30, 3),
                       "load_s": round(load_s, 2), "load_added_gb": round(load_added / 2**30, 3)}), flush=True)

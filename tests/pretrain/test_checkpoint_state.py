@@ -96,13 +96,13 @@ def test_resuming_under_another_layout_continues_the_run(name: str, runs: dict, 
     second = RESUMES[name][1]
     resumed, straight = runs["losses"][name], runs["losses"][second][5:]
     # fp32: rounding of another reduction order only. bf16: the other layout's rounding
-    # over the first five steps (measured up to 2.2e-3). Resetting Adam's moments at step 5
-    # (measured in one process, bf16): losses off by 4.4 %, the final exp_avg_sq by 57 %,
-    # weights by 7.9 %.
+    # over the first five steps (measured up to 2.2e-3 in losses, 1.1 % in weights).
+    # Resetting Adam's moments at step 5 (measured in one process, bf16): losses off by
+    # 4.4 %, the final exp_avg_sq by 57 %, weights by 7.9 %.
     rel = 1e-5 if second.endswith("fp32") else 5e-3
     assert resumed == pytest.approx(straight, rel=rel), (resumed, straight)
     with saved(workdir, name.replace(" -> ", "-to-")) as after, saved(workdir, second) as reference:
-        for kind, tolerance in (("exp_avg_sq", 0.15), ("param", 0.01)):
+        for kind, tolerance in (("exp_avg_sq", 0.15), ("param", 0.02)):
             ours, theirs = whole_model(after, kind), whole_model(reference, kind)
             assert torch.linalg.norm(ours - theirs) <= tolerance * torch.linalg.norm(theirs), kind
 

@@ -34,7 +34,7 @@ def test_gpt_13b_under_tp8_zero3_materializes_only_this_ranks_bytes() -> None:
     assert report["peak_rss_bytes"] < 2e9
 
 
-def test_a_model_built_on_meta_has_the_layout_free_initial_values() -> None:
+def test_a_model_built_on_meta_has_the_layout_independent_initial_values() -> None:
     cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=4, bias=True)
     model = GPT(cfg, seed=7)
     for name, param in model.named_parameters():

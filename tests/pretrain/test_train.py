@@ -72,7 +72,7 @@ def test_resume_continues_exactly(token_corpus: Path, tmp_path: Path, process: P
 
 def test_adam_state_crosses_a_change_of_zero_stage(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
     """ZeRO-0 keeps Adam's moments per parameter, ZeRO-1 in flat partitions: resuming one
-    under the other goes through the layout-free state and must continue exactly."""
+    under the other goes through the sharded checkpoint and must continue exactly."""
     common = ("optim.schedule=constant", "optim.warmup_steps=0")
     straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=5"), process).fit()
     Trainer(config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=3"), process).fit()
