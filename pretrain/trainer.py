@@ -13,6 +13,7 @@ from typing import Optional, TextIO
 
 import deepspeed
 import numpy as np
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
 import torch
 import torch.distributed as dist
 
@@ -338,8 +339,8 @@ class Trainer:
         the gradients by it at the step: unscaled, fp16 gradients underflow, clipping never
         acts and AdamW's eps swamps the update (5.21 vs fp32's 5.16 after one step)."""
         scaling = getattr(self.engine.optimizer, "loss_scale_config", None)
-        if scaling is None or self.precision is not Precision.fp16:
-            return 1.0
+        if scaling is None or self.precision is not Precision.fp16 or isinstance(self.engine.optimizer, ZeROOptimizer):
+            return 1.0  # DeepSpeed scales it itself
         return float(scaling.cur_scale)
 
     def _unsharded_grad_norm(self) -> Optional[float]:
