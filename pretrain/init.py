@@ -72,14 +72,19 @@ def init_parameters(module: nn.Module, prefix: str, cfg: ModelConfig, seed: int)
         if param.is_meta:
             continue
         storage = param.ds_tensor if hasattr(param, "ds_tensor") else param
-        local = shard_of(initial_value(prefix + name, full_shape(param), cfg, seed, storage.device), param)
-        if hasattr(param, "ds_tensor"):
-            _fill_zero3_partition(param, local)
-        else:
-            param.copy_(local)
+        set_from_full(param, initial_value(prefix + name, full_shape(param), cfg, seed, storage.device))
 
 
-def _fill_zero3_partition(param: nn.Parameter, local: torch.Tensor) -> None:
+@torch.no_grad()
+def set_from_full(param: nn.Parameter, full: torch.Tensor) -> None:
+    """Give ``param`` this rank's part of the whole-model tensor ``full``: its
+    tensor-parallel slice and, under ZeRO-3, its partition of that slice. With
+    ``pipeline.canonical_parameters`` (whole-model name -> local parameter) this is the one
+    mapping from whole-model tensors to what a rank holds."""
+    local = shard_of(full, param)
+    if not hasattr(param, "ds_tensor"):
+        param.copy_(local)
+        return
     partition = param.ds_tensor  # type: ignore[attr-defined]
     start = dist.get_rank(param.ds_process_group) * partition.numel()  # type: ignore[attr-defined]
     values = local.reshape(-1)[start : start + partition.numel()]
