@@ -72,7 +72,7 @@ def main() -> None:
             f"data.path={corpus}", f"model={args.model}", f"train.seq_len={args.seq_len}", f"model.max_seq_len={args.seq_len}",
             f"train.micro_batch_size={args.batch}", f"train.global_batch_size={args.batch}",
             f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.eval_every=0",
-            "train.save_every=0", "train.layout_free_checkpoint=false", "logging.progress_bar=false",
+            "train.save_every=0", "logging.progress_bar=false",
             "optim.warmup_steps=0", "resume=never",
         ]
         Trainer(load_train_config([*overrides, f"run_dir={tmp}/warm-up"]), process).fit()

@@ -1,10 +1,10 @@
 """Checkpoints under ``<run_dir>/checkpoints/step-NNNNNNNN/``.
 
-DeepSpeed writes the engine state (model, optimizer, LR scheduler; sharded as the layout
-requires). Beside it we keep each rank's RNG state (tensors only) and, written last by rank
-0 once every rank is done, ``complete.json``: step, consumed samples, the resolved config and
-the tokenizer metadata. A directory without ``complete.json`` was cut off mid-write and is
-never resumed from.
+Every rank writes the training state it owns (``shards/``, see
+``pretrain.parallel.sharded_checkpoint``) and its RNG state (tensors only); written last by
+rank 0 once every rank is done, ``complete.json``: step, consumed samples, the layout, the
+resolved config and the tokenizer metadata. A directory without ``complete.json`` was cut
+off mid-write and is never resumed from.
 """
 from __future__ import annotations
 
@@ -63,25 +63,23 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    engine: Any,
     run_dir: str | Path,
     step: int,
     metadata: dict[str, Any],
     keep_last: int,
-    write_extra: Optional[Callable[[Path], None]] = None,
+    write_state: Callable[[Path], None],
 ) -> Path:
-    """Collective: every rank calls it. ``write_extra(path)`` adds files (on every rank)
-    before the checkpoint is marked complete."""
+    """Collective: every rank calls it. ``write_state(path)`` writes this rank's part of the
+    training state before the checkpoint is marked complete."""
     root = checkpoint_root(run_dir)
     path = root / tag_for(step)
     rank = dist.get_rank()
     if rank == 0 and path.exists():  # a leftover from a run that died while writing it
         shutil.rmtree(path)
     dist.barrier()
-    engine.save_checkpoint(str(root), tag=path.name, save_latest=False)
+    path.mkdir(parents=True, exist_ok=True)
     torch.save(_rng_state(), _rng_file(path, rank))
-    if write_extra is not None:
-        write_extra(path)
+    write_state(path)
     dist.barrier()
     if rank == 0:
         tmp = path / (COMPLETE_MARKER + ".tmp")
@@ -103,13 +101,6 @@ def _prune(root: Path, keep_last: int) -> None:
     for path in root.iterdir():
         if path.is_dir() and _TAG.match(path.name) and path.name not in keep and path.name < newest:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def load_engine_state(engine: Any, path: Path) -> None:
-    """Collective: DeepSpeed's own restore, for a checkpoint saved with the same layout."""
-    load_path, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True)
-    if load_path is None:
-        raise RuntimeError(f"{path}: DeepSpeed could not load this checkpoint")
 
 
 def restore_rng(path: Path) -> None:

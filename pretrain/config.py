@@ -131,10 +131,6 @@ class TrainLoopConfig:
     eval_tasks: list[TaskConfig] = field(default_factory=list)
     save_every: int = 500
     keep_last: int = 3
-    # Also save whole fp32 weights and optimizer state by parameter name (layout-free/):
-    # needed to resume under another parallel layout and to export; costs about 12 bytes
-    # per parameter of extra disk per checkpoint.
-    layout_free_checkpoint: bool = True
     # Record which samples each step trained on, as (source, window) pairs, in
     # <run_dir>/samples/dp-rank-NNNNN.jsonl: for auditing data order across restarts (a
     # resumed run first drops the records of steps after its checkpoint).

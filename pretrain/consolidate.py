@@ -2,8 +2,6 @@
 and export load. No DeepSpeed engine and no process group are needed."""
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from pretrain.checkpoint import checkpoint_root, is_complete, latest_complete, read_metadata
-from pretrain.distributed import choose_accelerator_quietly
-from pretrain.layout_free import DIRECTORY as LAYOUT_FREE_DIRECTORY
-from pretrain.layout_free import WEIGHT, read_layout_free
+from pretrain.parallel.master_state import WEIGHT
+from pretrain.parallel.sharded_checkpoint import ShardedState
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 from pretrain.special_tokens import SpecialTokens
@@ -33,28 +30,10 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights of the whole model, however training sharded them: from the layout-free
-    state when the checkpoint has it, else from DeepSpeed's files (for ZeRO 0 these hold the
-    module's own weights, so a bf16 run without layout-free state gives bf16-rounded ones)."""
-    if (checkpoint / LAYOUT_FREE_DIRECTORY).is_dir():
-        return read_layout_free(checkpoint, kinds=[WEIGHT])[WEIGHT]
-    # Without the layout-free state, only layouts without tensor or pipeline parallelism
-    # can be put back together here.
-    metadata = read_metadata(checkpoint)
-    layout = metadata.get("layout", {})
-    if layout.get("tp", 1) > 1 or layout.get("pp", 1) > 1:
-        raise ValueError(f"{checkpoint}: saved with {layout} and without layout-free state; cannot consolidate")
-    zero_stage = metadata["config"]["parallel"]["zero_stage"]
-    if zero_stage == 0:
-        # Every rank held the whole model; DeepSpeed's own file format needs its unpickler.
-        state = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-        return {name: tensor.float() for name, tensor in state["module"].items()}
-    choose_accelerator_quietly()
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per shard
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
-    return {name: tensor.float() for name, tensor in state.items()}
+    """fp32 master weights of the whole model, however training sharded them (safetensors
+    only: nothing is unpickled)."""
+    with ShardedState(checkpoint) as saved:
+        return dict(saved.tensors(WEIGHT))
 
 
 def model_config_from_metadata(metadata: dict[str, Any]) -> ModelConfig:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from pretrain.init import init_parameters
+from pretrain.init import materialize
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
@@ -253,15 +253,16 @@ class GPT(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.layers = layers
-        self.embed = Embedding(cfg, layers)
-        self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
-        self.head = OutputHead(cfg, layers)
+        with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
+            self.embed = Embedding(cfg, layers)
+            self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
+            self.head = OutputHead(cfg, layers)
         # Recompute each block's activations in the backward pass instead of storing them.
         self.activation_checkpointing = False
         self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int = 0) -> None:
-        init_parameters(self, "", self.cfg, seed)
+        materialize(self, "", self.cfg, seed)
 
     def forward(
         self,

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pretrain.config import NonFinitePolicy, OptimConfig, OptimizerName, Schedule
+from pretrain.init import local_shape
 from pretrain.parallel.tensor import VocabParallelEmbedding
 
 
@@ -26,6 +27,12 @@ class GuardedStep:
     a step settles the question with one all-reduce over all ranks; the later calls of the
     same step (as counted by ``step_counter``) reuse the answer. DeepSpeed's own bookkeeping
     (gradient reset, LR schedule, counters) carries on as usual.
+
+    No update happens before ``start()``: DeepSpeed's wrapper for bf16/fp16 without ZeRO
+    (``FP16_UnfusedOptimizer``) calls ``step()`` with zero gradients while it is built, to
+    create the optimizer state. For AdamW that step counts (every later bias correction is
+    one step off, so the first real update is 0.73x its size), decays the fp32 master
+    weights once, and uses up the guard's decision for the first step.
     """
 
     nonfinite_policy: NonFinitePolicy = NonFinitePolicy.stop
@@ -34,6 +41,11 @@ class GuardedStep:
     step_counter: Callable[[], int] = staticmethod(lambda: 0)
     _nonfinite_losses: int = 0
     _decided_for: Optional[int] = None
+    _started: bool = False
+
+    def start(self) -> None:
+        """Allow updates: called once the DeepSpeed engine is built."""
+        self._started = True
 
     def note_loss(self, loss: Tensor) -> None:
         if not torch.isfinite(loss.detach()).all():
@@ -57,6 +69,8 @@ class GuardedStep:
             self._decide()
 
     def step(self, closure=None):  # type: ignore[no-untyped-def]
+        if not self._started:
+            return None
         self._decide_once(self.step_counter())
         if self.last_step_skipped:
             return None
@@ -85,7 +99,7 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for param in model.parameters():
         if not param.requires_grad:
             continue
-        exempt = param.dim() < 2 or id(param) in embeddings
+        exempt = len(local_shape(param)) < 2 or id(param) in embeddings  # ZeRO-3 may have partitioned it
         (no_decay if exempt and not cfg.decay_embeddings_and_norms else decay).append(param)
     return [
         {"params": decay, "weight_decay": cfg.weight_decay},

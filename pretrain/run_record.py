@@ -35,7 +35,6 @@ FREE_SETTINGS = (
     "train.eval_tasks",
     "train.save_every",
     "train.keep_last",
-    "train.layout_free_checkpoint",
     "train.sample_log",
     "train.activation_checkpointing",
     "train.compile",
@@ -48,9 +47,9 @@ FREE_SETTINGS = (
     "data.tokenizer",
     # A resumed run loads its checkpoint, never the initial weights (issue 17's init_from).
     "init_from",
+    # Checkpoints are saved by whole-model parameter name: any layout loads them.
+    "parallel",
 )
-# Free when the checkpoint can be resharded into the new layout (see layout_change_is_free).
-LAYOUT_SETTINGS = ("parallel",)
 CHANGES_FILENAME = "config_changes.jsonl"
 
 
@@ -90,21 +89,15 @@ def schedule_allows(old_max_steps: int, new_max_steps: int, optim: OptimConfig, 
     return all(lr_multiplier(s, optim, old_max_steps) == lr_multiplier(s, optim, new_max_steps) for s in range(step))
 
 
-def layout_change_is_free(old: dict[str, Any], new: TrainConfig) -> bool:
-    """Resharding reads the layout-free state, and writes into ZeRO 0, 1 or 2 only."""
-    return bool(old["train"]["layout_free_checkpoint"]) and new.parallel.zero_stage <= 2
-
-
 def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: str) -> list[Change]:
     """The settings that differ between a checkpoint's recorded config and ``new`` and are
     not free to change. Settings one side lacks (added to the schema since) are skipped."""
     recorded = metadata["config"]
     old_flat, new_flat = flatten(recorded), flatten(as_plain_dict(new))
-    layout_free = layout_change_is_free(recorded, new)
     changes = []
     for setting in sorted(old_flat.keys() & new_flat.keys()):
         old_value, new_value = old_flat[setting], new_flat[setting]
-        if old_value == new_value or _under(setting, FREE_SETTINGS) or (layout_free and _under(setting, LAYOUT_SETTINGS)):
+        if old_value == new_value or _under(setting, FREE_SETTINGS):
             continue
         if setting == "train.max_steps" and schedule_allows(old_value, new_value, new.optim, metadata["step"]):
             continue

@@ -13,12 +13,13 @@ from typing import Optional, TextIO
 
 import deepspeed
 import numpy as np
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
 import torch
 import torch.distributed as dist
 
 from data_pipeline.tokenizer_files import copy_tokenizer_files
-from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume, restore_rng, save_checkpoint
-from pretrain.config import TrainConfig, as_plain_dict
+from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_metadata, resolve_resume, restore_rng, save_checkpoint
+from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.shards import ShardError, find_shards
@@ -34,9 +35,9 @@ from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
-from pretrain.parallel.layout import build_grid, validate_layout
-from pretrain.layout_free import load_layout_free, save_layout_free
-from pretrain.parallel.pipeline import build_pipeline, canonical_parameters, stage_inputs
+from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
+from pretrain.parallel.pipeline import build_pipeline, stage_inputs
+from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, save_training_state
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import check_resume, record_changes
@@ -82,19 +83,23 @@ def copy_tokenizer(source: Path, run_dir: Path) -> None:
     copy_tokenizer_files(source, run_dir / "tokenizer")
 
 
-def check_run_dir(run_dir: Path, bytes_per_checkpoint: int) -> None:
-    """Fail now, not after hours, when checkpoints could not be written."""
+def check_run_dir(run_dir: Path, bytes_per_checkpoint: int, keep_last: int) -> None:
+    """Fail now, not after hours, when checkpoints could not be written: the newest
+    ``keep_last`` are kept, and the next one is written before the oldest goes, so the run
+    needs room for ``keep_last + 1`` (less what its checkpoints already take)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-"):  # one per rank: no races
             pass
     except OSError as err:
         raise PermissionError(f"run_dir={run_dir} is not writable ({err.strerror}); choose another run_dir") from None
+    existing = sum(f.stat().st_size for c in complete_checkpoints(checkpoint_root(run_dir)) for f in c.rglob("*") if f.is_file())
+    needed = (max(keep_last, 1) + 1) * bytes_per_checkpoint - existing
     free = shutil.disk_usage(run_dir).free
-    if free < 2 * bytes_per_checkpoint:
+    if free < needed:
         raise OSError(
-            f"run_dir={run_dir}: {free / 2**30:.2f} GiB free, but two checkpoints need about "
-            f"{2 * bytes_per_checkpoint / 2**30:.2f} GiB; free space or choose another run_dir"
+            f"run_dir={run_dir}: {free / 2**30:.2f} GiB free, but train.keep_last={keep_last} checkpoints and the one "
+            f"being written need about {needed / 2**30:.2f} GiB more; free space or choose another run_dir"
         )
 
 
@@ -137,11 +142,14 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, process.device)
         self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
         self.task_tokenizer = self._task_tokenizer(tokenizer)
-        model = self._build_model()
+        ds_config = deepspeed_config(cfg, self.plan, self.precision)
+        with sharded_construction(ds_config, self.grid, cfg.parallel.zero_stage):
+            model = self._build_model()
         self.imported = load_initial_weights(cfg, model, resuming=start is not None)
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
-        check_run_dir(self.run_dir, bytes_per_checkpoint=16 * self.num_parameters)
+        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
+        check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.num_parameters, cfg.train.keep_last)
         start_step = read_metadata(start)["step"] if start is not None else 0
         self.logger = MetricsLogger(
             self.run_dir, process.is_main, cfg.logging.wandb, as_plain_dict(cfg), start_step=start_step
@@ -154,18 +162,18 @@ class Trainer:
         notes += [f"warning: resume=force: continuing with a changed {change}" for change in config_changes]
         for note in filter(None, notes):
             self.logger.message(note)
-        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model,
             optimizer=self.optimizer,
             lr_scheduler=scheduler,
-            config=deepspeed_config(cfg, self.plan, self.precision),
+            config=ds_config,
             mpu=None if self.pipelined else self.grid,
         )
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are
         # told apart by the step count.
         self.optimizer.step_counter = lambda: self.step
+        self.optimizer.start()
         if cfg.train.compile:
             self.engine.compile()
         self.flops_per_token = training_flops_per_token(model_cfg, cfg.train.seq_len)
@@ -259,21 +267,19 @@ class Trainer:
         metadata = read_metadata(path)
         self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
         self.skipped_steps = metadata.get("skipped_steps", 0)
+        # Whatever the layout that wrote it: every rank takes its part of the saved state,
+        # and the counters and schedule position follow from the step.
+        load_training_state(path, self.engine, self.optimizer, self.grid, self.step)
+        self.engine.global_steps = self.step
+        self.engine.global_samples = self.consumed_samples
+        scheduler = self.engine.lr_scheduler
+        scheduler.last_epoch = self.step - 1
+        with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.step()
         if metadata.get("layout") == self._layout_record():
-            load_engine_state(self.engine, path)
             restore_rng(path)
         else:
-            # Another layout: every rank takes its slice of the layout-free state, and the
-            # counters DeepSpeed would have restored are set by hand.
-            params = canonical_parameters(self.engine.module)
-            load_layout_free(self.engine, self.optimizer, params, path, self.step)
-            self.engine.global_steps = self.step
-            self.engine.global_samples = self.consumed_samples
-            scheduler = self.engine.lr_scheduler
-            scheduler.last_epoch = self.step - 1
-            with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
             # The saved RNG states belong to the old ranks: start fresh streams for this step.
             self._seed_dropout(self.step)
             self.logger.message(f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}")
@@ -321,7 +327,7 @@ class Trainer:
             for micro_step, batch in enumerate(batches):
                 loss = self._loss(self.engine(batch.input_ids, batch.attention), batch.labels, batch.loss_mask)
                 loss_sum += float(loss.detach())
-                self.engine.backward(loss)
+                self.engine.backward(loss * self._unapplied_loss_scale())
                 if micro_step == len(batches) - 1 and with_grad_norm:
                     grad_norm = self._unsharded_grad_norm()
                 self.engine.step()
@@ -338,13 +344,33 @@ class Trainer:
             grad_norm = None if norm is None else float(norm)
         return StepResult(loss=local_loss, skipped=skipped, grad_norm=grad_norm, seconds=time.perf_counter() - started)
 
+    def _unapplied_loss_scale(self) -> float:
+        """fp16 without ZeRO: DeepSpeed 0.19's ``engine.backward`` applies the loss scale only
+        for ZeRO optimizers, yet its ZeRO-0 fp16 wrapper (``FP16_UnfusedOptimizer``) divides
+        the gradients by it at the step: unscaled, fp16 gradients underflow, clipping never
+        acts and AdamW's eps swamps the update (5.21 vs fp32's 5.16 after one step)."""
+        scaling = getattr(self.engine.optimizer, "loss_scale_config", None)
+        if scaling is None or self.precision is not Precision.fp16 or isinstance(self.engine.optimizer, ZeROOptimizer):
+            return 1.0  # DeepSpeed scales it itself
+        return float(scaling.cur_scale)
+
     def _unsharded_grad_norm(self) -> Optional[float]:
-        """Without ZeRO or tensor parallelism DeepSpeed does not report the norm, but every
-        rank holds the whole averaged gradient after the last backward of the step."""
-        if self.cfg.parallel.zero_stage != 0 or self.layout.tp > 1:
+        """Without ZeRO DeepSpeed does not report the norm, but every rank holds the whole
+        averaged gradient of its parameters after the last backward of the step: sum the
+        squares of the tensor-parallel shards over the group, count replicated ones once."""
+        if self.cfg.parallel.zero_stage != 0:
             return None
-        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.nn.utils.get_total_norm(grads)) if grads else None
+        params = [p for p in self.engine.module.parameters() if p.grad is not None]
+        if not params:
+            return None
+        def sum_of_squares(group: list[torch.nn.Parameter]) -> torch.Tensor:
+            return torch.stack([p.grad.float().square().sum() for p in group] or [torch.zeros((), device=self.process.device)]).sum()
+
+        sharded = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is not None])
+        if self.layout.tp > 1:
+            dist.all_reduce(sharded, group=self.grid.get_slice_parallel_group())
+        replicated = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is None])
+        return float((sharded + replicated).sqrt()) / self._unapplied_loss_scale()
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> Optional[dict[str, float]]:
@@ -390,12 +416,11 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        write_layout_free = None
-        if self.cfg.train.layout_free_checkpoint:
-            params = canonical_parameters(self.engine.module)
-            write_layout_free = lambda path: save_layout_free(self.engine, self.optimizer, params, path, self.grid)  # noqa: E731
+        def write_state(path: Path) -> None:
+            save_training_state(path, self.engine, self.optimizer, self.grid)
+
         metadata = self._checkpoint_metadata()
-        return save_checkpoint(self.engine, self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_layout_free)
+        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_state)
 
     def fit(self) -> list[dict]:
         """Train to ``train.max_steps``; return the logged records."""

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from torch import nn
 
 from pretrain.hf.names import hf_name
-from pretrain.init import full_shape
+from pretrain.init import fill_partition, full_shape, local_shape, partition_range
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 
@@ -64,23 +64,35 @@ def check_names(cfg: ModelConfig, stored: set[str], directory: Path) -> None:
         raise KeyError(f"init_from={directory}: tensor {sorted(spare)[0]} has no place in the model ({len(spare)} in all)")
 
 
-def _local_slice(stored: Any, name: str, param: nn.Parameter, path: Path) -> torch.Tensor:
-    """This rank's part of one stored tensor: all of it, or its tensor-parallel block."""
-    expected = list(full_shape(param))
-    shape = list(stored.get_shape())
-    if shape != expected:
-        raise ValueError(f"{path}: tensor {name} has shape {shape}, but config.json gives the model {expected}")
+def _local_index(param: nn.Parameter) -> list[slice]:
+    """Where this rank's tensor-parallel slice lies in the whole stored tensor."""
+    local = local_shape(param)
+    index = [slice(0, size) for size in local]
     dim = getattr(param, "tp_split_dim", None)
-    if dim is None:
-        return stored[:]
-    start = param.tp_rank * param.shape[dim]  # type: ignore[attr-defined]
-    index = tuple(slice(None) if axis != dim else slice(start, start + param.shape[dim]) for axis in range(len(shape)))
-    return stored[index]
+    if dim is not None:
+        start = param.tp_rank * local[dim]  # type: ignore[attr-defined]
+        index[dim] = slice(start, start + local[dim])
+    return index
+
+
+def _read_local(stored: Any, param: nn.Parameter) -> torch.Tensor:
+    """This rank's values of one stored tensor: its tensor-parallel slice, or under ZeRO-3
+    only its partition of that slice (flat), read as the few rows that cover it."""
+    index = _local_index(param)
+    if not hasattr(param, "ds_tensor"):
+        return stored[tuple(index)]
+    start, stop = partition_range(param)
+    if start >= stop:
+        return torch.empty(0)
+    row = local_shape(param)[1:].numel()
+    first, last = start // row, (stop - 1) // row + 1
+    index[0] = slice(index[0].start + first, index[0].start + last)
+    return stored[tuple(index)].reshape(-1)[start - first * row : stop - first * row]
 
 
 @torch.no_grad()
 def load_hf_weights(directory: Path, cfg: ModelConfig, params: dict[str, nn.Parameter]) -> ReadStats:
-    """Copy this rank's slice of every checkpoint tensor into ``params`` (canonical names)."""
+    """Copy this rank's part of every checkpoint tensor into ``params`` (canonical names)."""
     files = weight_files(directory)
     check_names(cfg, set(files), directory)
     stats = ReadStats()
@@ -89,8 +101,15 @@ def load_hf_weights(directory: Path, cfg: ModelConfig, params: dict[str, nn.Para
         for name, param in params.items():
             stored_name = hf_name(name)
             path = files[stored_name]
-            value = _local_slice(handles[path].get_slice(stored_name), stored_name, param, path)
-            param.copy_(value.to(param.dtype))
+            stored = handles[path].get_slice(stored_name)
+            shape, expected = list(stored.get_shape()), list(full_shape(param))
+            if shape != expected:
+                raise ValueError(f"{path}: tensor {stored_name} has shape {shape}, but config.json gives the model {expected}")
+            value = _read_local(stored, param)
+            if hasattr(param, "ds_tensor"):
+                fill_partition(param, value.to(param.ds_tensor.dtype))  # type: ignore[attr-defined]
+            else:
+                param.copy_(value.to(param.dtype))
             stats.tensors += 1
             stats.elements += value.numel()
     return stats

@@ -81,3 +81,19 @@ def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
     topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.dp)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole topology
         return PipelineParallelGrid(topology=topology)
+
+
+def sharded_construction(ds_config: dict, grid, zero_stage: int):  # type: ignore[no-untyped-def]
+    """Where to build the model: under ZeRO-3, ``deepspeed.zero.Init``, which partitions each
+    module's parameters as soon as the module is built, so a rank never holds more than its
+    partitions and the module being built (``pretrain.init`` then fills only the
+    partitions); otherwise modules build on the meta device and each rank materializes its
+    own tensor-parallel slice."""
+    import deepspeed
+
+    return deepspeed.zero.Init(
+        config_dict_or_path=ds_config,
+        mpu=grid,
+        data_parallel_group=grid.get_data_parallel_group(),  # not the world: tensor-parallel ranks hold different slices
+        enabled=zero_stage == 3,
+    )

@@ -5,7 +5,7 @@ document ids (zero-filled when the objective does not use them: the pipeline eng
 tensors only). The attention mode is fixed for a run, so each block stage knows it from
 construction. Parameter names inside a stage are the block's own; ``canonical_parameters``
 maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
-initialization and the layout-free checkpoint use.
+initialization and the sharded checkpoint use.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
-from pretrain.init import init_parameters
+from pretrain.init import materialize
 from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_mask, make_norm
 from pretrain.model_config import ModelConfig
 
@@ -30,9 +30,10 @@ class EmbeddingStage(Embedding):
     canonical_prefix = "embed."
 
     def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
-        super().__init__(cfg, layers)
+        with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
+            super().__init__(cfg, layers)
         self.layers = layers  # the tied output projection needs the factory's logits
-        init_parameters(self, self.canonical_prefix, cfg, seed)
+        materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
         input_ids, prefix_len, doc_ids = inputs
@@ -43,11 +44,12 @@ class BlockStage(Block):
     def __init__(
         self, cfg: ModelConfig, layers: LayerFactory, seed: int, index: int, mode: AttentionMode, uses_doc_ids: bool
     ) -> None:
-        super().__init__(cfg, layers)
+        with torch.device("meta"):
+            super().__init__(cfg, layers)
         self.canonical_prefix = f"blocks.{index}."
         self.mode = mode
         self.uses_doc_ids = uses_doc_ids
-        init_parameters(self, self.canonical_prefix, cfg, seed)
+        materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
         hidden, prefix_len, doc_ids = inputs
@@ -67,8 +69,9 @@ class FinalNormStage(nn.Module):
 
     def __init__(self, cfg: ModelConfig, seed: int) -> None:
         super().__init__()
-        self.norm = make_norm(cfg)
-        init_parameters(self, self.canonical_prefix, cfg, seed)
+        with torch.device("meta"):
+            self.norm = make_norm(cfg)
+        materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> Tensor:
         return self.norm(inputs[0])
@@ -78,8 +81,9 @@ class HeadStage(OutputHead):
     canonical_prefix = "head."
 
     def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
-        super().__init__(cfg, layers)
-        init_parameters(self, self.canonical_prefix, cfg, seed)
+        with torch.device("meta"):
+            super().__init__(cfg, layers)
+        materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> Tensor:  # type: ignore[override]
         return super().forward(inputs[0])

@@ -165,3 +165,56 @@ def assert_matches_transformers():
         assert difference <= 1e-4
 
     return check
+
+
+@pytest.fixture(scope="session")
+def common():
+    """``common(corpus, run_dir) -> overrides``: the tiny 4-layer runs of the parallel tests."""
+
+    def settings(corpus: Path, run_dir: Path) -> list[str]:
+        return [
+            f"data.path={corpus}",
+            f"run_dir={run_dir}",
+            "train.seq_len=32",
+            "train.micro_batch_size=2",
+            "train.global_batch_size=8",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "train.save_every=0",
+            "logging.progress_bar=false",
+            "model.n_layers=4",
+        ]
+
+    return settings
+
+
+@pytest.fixture(scope="session")
+def launch_runs():
+    """``launch(nproc, {name: overrides}, workdir) -> dict``: the runs, in order, in one
+    torchrun launch of ``parallel_worker.py`` (each launch costs seconds of start-up); the
+    worker's report: {"losses": {name: [...]}, "state_error": {name: float}}."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    worker = Path(__file__).with_name("parallel_worker.py")
+    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+    def launch(nproc: int, runs: dict[str, list[str]], workdir: Path) -> dict:
+        runs_file, out_file = workdir / f"runs-{nproc}.json", workdir / f"out-{nproc}.json"
+        runs_file.write_text(json.dumps(runs))
+        env = {k: v for k, v in os.environ.items() if k not in launch_env}
+        env["OMP_NUM_THREADS"] = "1"
+        # Large blocks straight from mmap and back on free, so that the memory tests see
+        # what is allocated, not what malloc keeps for later.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(2**16)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   str(worker), str(runs_file), str(out_file)]
+        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        log = workdir / f"launch-{nproc}.log"
+        log.write_text(done.stderr)
+        assert done.returncode == 0, f"{log}: {done.stderr[-3000:]}"
+        return json.loads(out_file.read_text())
+
+    return launch

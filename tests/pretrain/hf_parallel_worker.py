@@ -11,14 +11,21 @@ import sys
 import torch.distributed as dist
 
 from parallel_worker import main  # this script's directory is on sys.path
+from pretrain.config import load_train_config
+from pretrain.init import partition_range
 from pretrain.parallel.pipeline import canonical_parameters
 from pretrain.trainer import Trainer
 
 
-def first_loss_and_reads(trainer: Trainer) -> dict:
+def held_range(param) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    return partition_range(param) if hasattr(param, "ds_tensor") else (0, param.numel())
+
+
+def first_loss_and_reads(name: str, overrides: list[str], process) -> dict:  # type: ignore[no-untyped-def]
+    trainer = Trainer(load_train_config(overrides), process)
     params = canonical_parameters(trainer.engine.module)
-    # ZeRO-3 has partitioned the parameters since; ds_numel is what the rank held before.
-    local = sum(getattr(param, "ds_numel", param.numel()) for param in params.values())
+    # Under ZeRO-3 a rank holds (and reads) only its partition of each parameter.
+    local = sum(max(0, stop - start) for start, stop in map(held_range, params.values()))
     read = {"tensors": trainer.imported.tensors, "elements": trainer.imported.elements,
             "local_tensors": len(params), "local_elements": local}
     reads: list = [None] * dist.get_world_size()

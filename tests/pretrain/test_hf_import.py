@@ -234,14 +234,14 @@ def test_every_layout_starts_from_the_same_model_reading_only_its_slices(
     name: str, parallel_runs: dict, single_process_losses: dict, checkpoints: dict[str, Path]
 ) -> None:
     family, _ = PARALLEL_RUNS[name]
-    run = parallel_runs[name]
+    run = {field: values[name] for field, values in parallel_runs.items()}
     assert run["loss"] == pytest.approx(single_process_losses[family], rel=1e-5)
     with torch.device("meta"):
         whole_model = sum(param.numel() for param in GPT(model_config_from_hf(checkpoints[family])).parameters())
     for rank in run["reads"]:
         # Exactly this rank's parameters and slices were read, nothing more.
         assert (rank["tensors"], rank["elements"]) == (rank["local_tensors"], rank["local_elements"])
-        if name.startswith(("tp", "pp")):
+        if name.startswith(("tp", "pp", "zero3")):
             assert rank["elements"] < 0.75 * whole_model, rank
 
 

@@ -3,10 +3,6 @@ and bad layouts fail before anything starts. Two torchrun launches (2 and 4 proc
 on CPU) run all the layouts; the single-process references run in this process."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +14,6 @@ from pretrain.distributed import ProcessInfo, init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
 from pretrain.trainer import Trainer
-
-REPO = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).with_name("parallel_worker.py")
-LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
 # Gradient clipping on every step (the norm starts near 1.2): the norm over tensor-parallel
@@ -61,6 +53,22 @@ FOUR_PROCESSES = {
     "save-3d": ["parallel=3d", *RESHARD, "train.max_steps=3"],
     "resume-3d": ["parallel=3d", *RESHARD, "train.max_steps=6"],
 }
+# Model options that change the layers tensor and pipeline parallelism split.
+VARIANT = ["model.tie_embeddings=false", "model.bias=true", "model.position=learned", "model.activation=gelu",
+           "model.norm=layernorm"]
+# Options, each against the single-process run it must reproduce.
+OPTIONS = {
+    "tp2-zero0-clip": (["parallel=tp2", "parallel.zero_stage=0", *CLIPPED], "clm-clip"),
+    "tp2-zero2": (["parallel=tp2", "parallel.zero_stage=2", *SGD], "clm-sgd"),
+    "tp2-zero3": (["parallel=tp2", "parallel.zero_stage=3", *SGD], "clm-sgd"),
+    "pp2-uniform": (["parallel=pp2", "parallel.partition_method=uniform", *SGD], "clm-sgd"),
+    "pp2-blocks": (["parallel=pp2", "parallel.partition_method=blocks", *SGD], "clm-sgd"),
+    "pp2-recompute": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=1", *SGD], "clm-sgd"),
+    "pp2-recompute-2": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD], "clm-sgd"),
+    "pp2-docmask": (["parallel=pp2", "objective.document_masking=true", *SGD], "docmask-sgd"),
+    "tp2-variant": (["parallel=tp2", *VARIANT, *SGD], "variant-sgd"),
+    "pp2-variant": (["parallel=pp2", *VARIANT, *SGD], "variant-sgd"),
+}
 REFERENCES = {
     "clm-sgd": SGD,
     "clm-adamw": ADAMW,
@@ -68,34 +76,9 @@ REFERENCES = {
     "mlm-sgd": ["objective=mlm", *SGD],
     "span-sgd": ["objective=span", *SGD],
     "reshard": [*RESHARD, "train.max_steps=6"],
+    "docmask-sgd": ["objective.document_masking=true", *SGD],
+    "variant-sgd": [*VARIANT, *SGD],
 }
-
-
-def common(corpus: Path, run_dir: Path) -> list[str]:
-    return [
-        f"data.path={corpus}",
-        f"run_dir={run_dir}",
-        "train.seq_len=32",
-        "train.micro_batch_size=2",
-        "train.global_batch_size=8",
-        "train.log_every=1",
-        "train.eval_every=0",
-        "train.save_every=0",
-        "logging.progress_bar=false",
-        "model.n_layers=4",
-    ]
-
-
-def launch(nproc: int, runs: dict[str, list[str]], workdir: Path) -> dict[str, list[float]]:
-    runs_file, out_file = workdir / f"runs-{nproc}.json", workdir / f"out-{nproc}.json"
-    runs_file.write_text(json.dumps(runs))
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(WORKER), str(runs_file), str(out_file)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-5000:]
-    return json.loads(out_file.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +92,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(token_corpus: Path, workdir: Path, process: ProcessInfo) -> dict[str, list[float]]:
+def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
     losses = {}
     for name, overrides in REFERENCES.items():
         cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides)
-        losses[name] = [record["loss"] for record in Trainer(cfg, process).fit()]
+        records = Trainer(cfg, process).fit()
+        losses[name] = [record["loss"] for record in records]
+        losses[f"{name} grad_norm"] = [record["grad_norm"] for record in records]
     # The first leg of the single → 3d resharding run.
     cfg = load_train_config(common(token_corpus, workdir / "single-to-3d") + RESHARD + ["train.max_steps=3"])
     Trainer(cfg, process).fit()
@@ -121,14 +106,20 @@ def references(token_corpus: Path, workdir: Path, process: ProcessInfo) -> dict[
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(token_corpus: Path, workdir: Path) -> dict[str, list[float]]:
+def two_process_launch(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
-    return launch(2, runs, workdir)
+    runs.update({name: common(token_corpus, workdir / name) + overrides for name, (overrides, _) in OPTIONS.items()})
+    return launch_runs(2, runs, workdir)
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(two_process_launch: dict) -> dict[str, list[float]]:
+    return two_process_launch["losses"]
 
 
 @pytest.fixture(scope="module")
 def four_process_runs(
-    token_corpus: Path, text_shards: Path, text_tokenizer: Path, workdir: Path, references: dict
+    token_corpus: Path, text_shards: Path, text_tokenizer: Path, workdir: Path, references: dict, common, launch_runs
 ) -> dict[str, list[float]]:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in FOUR_PROCESSES.items()}
     runs["resume-3d"] = common(token_corpus, workdir / "single-to-3d") + FOUR_PROCESSES["resume-3d"]
@@ -136,7 +127,7 @@ def four_process_runs(
     # On real text with a real tokenizer, for the export test.
     runs["text-3d"] = [*common(text_shards, workdir / "text-3d"), f"data.tokenizer={text_tokenizer}", "parallel=3d",
                        *SGD[:-1], "train.max_steps=3"]
-    return launch(4, runs, workdir)
+    return launch_runs(4, runs, workdir)["losses"]
 
 
 def assert_parity(actual: list[float], expected: list[float], rel: float) -> None:
@@ -153,6 +144,32 @@ def test_two_process_layouts_match_one_process(name: str, two_process_runs: dict
     assert_parity(two_process_runs[name], expected, rel=1e-4 if adamw else 1e-5)
 
 
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_options_match_one_process(name: str, two_process_runs: dict, references: dict) -> None:
+    assert_parity(two_process_runs[name], references[OPTIONS[name][1]], rel=1e-5)
+
+
+def test_grad_norm_is_the_whole_models_under_tp_without_zero(two_process_launch: dict, references: dict) -> None:
+    logged = two_process_launch["grad_norms"]["tp2-zero0-clip"]
+    assert None not in logged
+    assert logged == pytest.approx(references["clm-clip grad_norm"], rel=1e-5)
+
+
+def test_partition_methods_split_the_stages_their_own_way(two_process_launch: dict) -> None:
+    parts = two_process_launch["stage_parts"]
+    # 7 layers: embedding, 4 blocks, final norm, tied output projection.
+    assert parts["pp2-uniform"] == [0, 4, 7]  # layers counted alike: the embedding and 3 blocks first
+    assert parts["pp2-blocks"] == [0, 3, 7]  # two blocks per stage
+    assert parts["pp2"] == [0, 3, 7]  # by parameter count (here it balances the blocks too)
+
+
+def test_activation_checkpointing_recomputes_blocks_by_checkpoint_interval(two_process_launch: dict) -> None:
+    forwards = two_process_launch["block_forwards"]  # rank 0: the first stage, embedding and blocks 0-1
+    assert forwards["pp2-recompute"] == 2 * forwards["pp2"]  # every block run again in the backward pass
+    # Spans of two layers: (embedding, block 0) is not checkpointed (only blocks are), (block 1) is.
+    assert forwards["pp2-recompute-2"] == 1.5 * forwards["pp2"]
+
+
 @pytest.mark.parametrize("name", ["pp2xtp2", "pp2xtp2-adamw", "dp2xpp2", "dp2xpp2-adamw", "3d-clip"])
 def test_four_process_layouts_match_one_process(name: str, four_process_runs: dict, references: dict) -> None:
     adamw = name.endswith("adamw")
@@ -165,7 +182,7 @@ def test_single_process_checkpoint_resumes_under_3d(four_process_runs: dict, ref
 
 
 def test_3d_checkpoint_resumes_in_one_process(
-    token_corpus: Path, workdir: Path, four_process_runs: dict, references: dict, process: ProcessInfo
+    token_corpus: Path, workdir: Path, four_process_runs: dict, references: dict, process: ProcessInfo, common
 ) -> None:
     assert_parity(four_process_runs["save-3d"], references["reshard"][:3], rel=1e-5)
     cfg = load_train_config(common(token_corpus, workdir / "3d-to-single") + RESHARD + ["train.max_steps=6"])

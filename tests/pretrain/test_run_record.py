@@ -69,8 +69,7 @@ def test_free_changes_and_the_tokenizer() -> None:
     constant = ("optim.schedule=constant",)
     assert config_changes(recorded(*constant), load_train_config(["data.path=tokens", *constant, "train.max_steps=50"]), "a" * 64) == []
     assert config_changes(recorded(step=50), load_train_config(["data.path=tokens", "train.max_steps=5000"]), "a" * 64) == []
-    no_layout_free = recorded("train.layout_free_checkpoint=false")
-    assert [c.setting for c in config_changes(no_layout_free, load_train_config(["data.path=tokens", "train.layout_free_checkpoint=false", "parallel=tp2"]), "a" * 64)] == ["parallel.name", "parallel.tp", "parallel.zero_stage"]
+    assert config_changes(recorded(), load_train_config(["data.path=tokens", "parallel=3d"]), "a" * 64) == []
     assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64)] == ["tokenizer"]
 
 

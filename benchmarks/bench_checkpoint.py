@@ -1,0 +1,91 @@
+"""Checkpoint save and load: wall time and peak host memory each rank adds, per layout.
+
+    python benchmarks/bench_checkpoint.py --layout single|zero1|pp2xtp2 [--model gpt-350m]
+    # "before": the same script against another checkout's code
+    PYTHONPATH=/path/to/old/checkout python benchmarks/bench_checkpoint.py --layout single
+
+Trains one step (so the optimizer has state), then times ``Trainer.save()`` and, in a fresh
+Trainer of the same layout, the resume; memory is the peak resident set a rank adds during
+each (Linux: /proc/self/clear_refs, VmHWM), with large blocks returned to the system on
+free (MALLOC_MMAP_THRESHOLD_) so that it counts allocations, not what malloc keeps. Prints
+one JSON line per rank. CPU, gloo; uses the tests' generated corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LAYOUTS = {"single": (1, ["parallel=single"]), "zero1": (2, ["parallel=zero1"]), "pp2xtp2": (4, ["parallel=3d"])}
+
+
+def _status_bytes(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def _measured(action):  # type: ignore[no-untyped-def]
+    """(seconds, peak bytes added) of ``action()``."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_bytes("VmRSS")
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start, _status_bytes("VmHWM") - before
+
+
+def worker(run_dir: str, overrides: list[str]) -> None:
+    import torch.distributed as dist
+
+    from pretrain.config import load_train_config
+    from pretrain.distributed import init_distributed
+    from pretrain.trainer import Trainer
+
+    process = init_distributed()
+    trainer = Trainer(load_train_config([*overrides, f"run_dir={run_dir}"]), process)
+    trainer.train_step()
+    save_s, save_added = _measured(trainer.save)
+    dist.barrier()
+    del trainer
+    fresh = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-load"]), process)
+    path = sorted((Path(run_dir) / "checkpoints").glob("step-*"))[-1]
+    load_s, load_added = _measured(lambda: fresh._resume(path))
+    print(json.dumps({"rank": process.rank, "save_s": round(save_s, 2), "save_added_gb": round(save_added / 2**30, 3),
+                      "load_s": round(load_s, 2), "load_added_gb": round(load_added / 2**30, 3)}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layout", choices=LAYOUTS, required=True)
+    parser.add_argument("--model", default="gpt-350m")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
+    from conftest import write_corpus  # the tests' generated corpus
+
+    work = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
+    corpus = write_corpus(work / "tokens")
+    nproc, layout = LAYOUTS[args.layout]
+    overrides = [f"data.path={corpus}", f"model={args.model}", *layout, "train.seq_len=32", "train.micro_batch_size=1",
+                 f"train.global_batch_size={nproc}", "train.save_every=0", "train.eval_every=0", "logging.progress_bar=false",
+                 "optim.grad_clip=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
+    env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__, "--worker", str(work / "run"), *overrides]
+    try:
+        subprocess.run(command, env=env, check=True)
+    finally:
+        shutil.rmtree(work)  # gigabytes of checkpoints
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3:])
+    else:
+        main()
