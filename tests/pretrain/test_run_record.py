@@ -53,7 +53,6 @@ def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -
         ("train.seq_len=64", "train.seq_len"),
         ("train.seed=7", "train.seed"),
         ("train.max_steps=500", "train.max_steps"),  # cosine: the LRs used so far change
-        ("parallel=zero3", "parallel.zero_stage"),  # resharding writes into ZeRO 0-2 only
     ],
 )
 def test_a_meaningful_change_is_named(override: str, setting: str) -> None:
