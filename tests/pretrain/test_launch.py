@@ -132,7 +132,8 @@ def test_two_node_torchrun_matches_one_process_and_resumes_a_killed_worker(
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
     try:
         wait_for_checkpoint(tmp_path / "run", SAVE_EVERY, lambda: all(agent.poll() is None for agent in agents))
-        os.kill(psutil.Process(agents[1].pid).children()[0].pid, signal.SIGKILL)
+        worker = next(child for child in psutil.Process(agents[1].pid).children() if "pretrain.train" in child.cmdline())
+        os.kill(worker.pid, signal.SIGKILL)
         outputs = [agent.communicate(timeout=300)[0] for agent in agents]
     finally:
         for agent in agents:
