@@ -195,7 +195,7 @@ def test_sweep_as_slurm_jobs(slurm, token_corpus: Path, tmp_path: Path) -> None:
     run([sys.executable, "-m", "pretrain.train", "-m", *launcher, "optim.lr=1e-3,2e-3", f"data.path={token_corpus}",
          f"hydra.sweep.dir={tmp_path}", *TINY], fresh_environment(), cwd=tmp_path)
     array = next(folder.name for folder in (tmp_path / ".submitit").iterdir() if folder.name.isdigit())
-    assert slurm.states(array) == ["COMPLETED", "COMPLETED"]
+    assert slurm.wait(array) == ["COMPLETED", "COMPLETED"]  # submitit returns on the result, before the job ends
     for job, lr in (("0", 1e-3), ("1", 2e-3)):
         assert steps_logged(tmp_path / job) == [1, 2]
         metadata = json.loads((tmp_path / job / "checkpoints" / "step-00000002" / "complete.json").read_text())
