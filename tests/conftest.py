@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "squeue", "scontrol", "sinfo")
-HOW_TO_ENABLE = "run the tests as root with Debian's `apt-get install slurm-wlm munge` (as .ci/run does)"
+HOW_TO_ENABLE = "run the tests as root after Debian's `apt-get install slurm-wlm munge` (as .ci/run does)"
 FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 # The node offers more CPUs than a 2-core CI machine has, so that a two-task job and a
 # 3-task array run side by side (slurmd accepts this with SlurmdParameters=config_overrides).
@@ -85,18 +85,15 @@ class SlurmCluster:
         self.path = f"{root / 'bin'}:{os.environ.get('PATH', '')}"
 
     def start(self) -> None:
-        (self.root / "munge").mkdir(mode=0o700)
         (self.root / "state").mkdir()
         (self.root / "spool").mkdir()
-        key = self.root / "munge" / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o400)
         self.conf.write_text(_slurm_conf(self.root, socket.gethostname().split(".")[0]))
-        sacct = self.root / "bin" / "sacct"
-        sacct.parent.mkdir()
-        sacct.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("sacct_from_scontrol.py")}" "$@"\n')
-        sacct.chmod(0o755)
+        self._write_sacct_stand_in()
         munge = self.root / "munge"
+        munge.mkdir(mode=0o700)
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)  # munged refuses a key that others can read
         self._daemon("munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge}/socket",
                      f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/seed", f"--log-file={munge}/munged.log")
         self._wait_until(lambda: (munge / "socket").exists(), "munged did not create its socket")
@@ -104,10 +101,17 @@ class SlurmCluster:
         self._daemon("slurmd", "-D", "-f", str(self.conf))
         self._wait_until(self._node_is_idle, "the Slurm node did not come up")
 
+    def _write_sacct_stand_in(self) -> None:
+        sacct = self.root / "bin" / "sacct"
+        sacct.parent.mkdir()
+        script = Path(__file__).with_name("sacct_from_scontrol.py")
+        sacct.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+        sacct.chmod(0o755)
+
     def stop(self) -> None:
         """Cancel every job (so no job step outlives the cluster), then stop the daemons."""
         if self.daemons and self.daemons[-1].poll() is None:
-            subprocess.run(["scancel", "--full", "--partition=debug"], env=self.env(), capture_output=True)
+            subprocess.run(["scancel", "--partition=debug"], env=self.env(), capture_output=True)
             self._wait_until(lambda: not self.queue(), "jobs still running after scancel", fail=False)
         for daemon in reversed(self.daemons):
             daemon.terminate()
@@ -147,7 +151,9 @@ class SlurmCluster:
         self._wait_until(lambda: not self.queue(), f"jobs still queued: {self.queue()}", timeout=timeout)
 
     def log_tail(self) -> str:
-        return "\n".join(f"--- {log.name}\n" + log.read_text()[-1500:] for log in sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.out")))
+        """The end of each daemon's log, for a failure message."""
+        logs = sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.out"))
+        return "\n".join(f"--- {log.name}\n" + log.read_text()[-1500:] for log in logs)
 
     def _daemon(self, *command: str) -> None:
         with open(self.root / f"{command[0]}.out", "w") as log:
