@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from pretrain.config import load_train_config
 from pretrain.distributed import init_distributed
@@ -93,11 +94,16 @@ def resumed_from(output: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def single_process_losses(token_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> list[float]:
-    """The reference: the same run in one process, in this one."""
+    """The reference: the same run in one process, in this one, on one thread like the launched
+    processes (OMP_NUM_THREADS=1): two threads on a busy 2-core machine run ~30x slower."""
     run_dir = tmp_path_factory.mktemp("single-process")
     settings = [f"data.path={token_corpus}", f"run_dir={run_dir}", *RUN, f"train.max_steps={STEPS}", "train.save_every=0"]
-    config = load_train_config(settings)
-    return [record["loss"] for record in Trainer(config, init_distributed()).fit()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [record["loss"] for record in Trainer(load_train_config(settings), init_distributed()).fit()]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_deepspeed_launcher_with_the_localhost_hostfile(
