@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Train under torchrun, on one node or many. Every argument is a Hydra override.
+# Train under torchrun, on one node or many. Every argument is a Hydra override; relative
+# paths in them are relative to your working directory (the script does not change it).
 #
 # One node, 8 GPUs:
 #   launch/torchrun.sh model=gpt-350m parallel=zero1 data.path=data/tokens
 # Two nodes (run on each; NODE_RANK 0 on the first):
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=node-a launch/torchrun.sh model=gpt-1.3b parallel=3d data.path=...
+# PYTHON: the interpreter to run (default: python3 on your PATH, e.g. an activated venv).
 # On a CPU-only machine, NPROC_PER_NODE defaults to 2 processes (gloo).
 # MAX_RESTARTS=N lets torchrun restart the workers after a failure; they resume from the
 # last complete checkpoint by themselves (resume=auto).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
+# The code of this checkout runs, from whatever directory the script is started.
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON=${PYTHON:-python3}
 if [ -z "${NPROC_PER_NODE:-}" ]; then
   NPROC_PER_NODE=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count() or 2)')
 fi
