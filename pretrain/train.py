@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
 from pretrain.distributed import entry_arguments, init_distributed
 from pretrain.parallel.layout import launched_world_size, validate_layout
+from pretrain.planning.preflight import preflight
 from pretrain.trainer import Trainer
 
 
@@ -26,6 +27,8 @@ def main(cfg: DictConfig) -> None:
     _run_dir_of_sweep_job(cfg)
     config = to_train_config(cfg)
     validate_layout(config, launched_world_size())  # before any process group exists
+    if preflight(config, launched_world_size()):
+        return
     Trainer(config, init_distributed()).fit()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
 from pretrain.parallel.layout import Layout
@@ -85,15 +85,18 @@ class ZeroBuffers:
     param_persistence_threshold: int
     sub_group_size: int
 
-    @classmethod
-    def of(cls, zero_stage: int) -> "ZeroBuffers":
-        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
-        ds = DeepSpeedZeroConfig(stage=zero_stage)
-        return cls(
-            ds.reduce_bucket_size, bool(ds.overlap_comm), ds.contiguous_gradients, ds.prefetch_bucket_size,
-            ds.param_persistence_threshold, ds.sub_group_size,
-        )
+
+@lru_cache(maxsize=None)
+def zero_buffers(zero_stage: int) -> ZeroBuffers:
+    """DeepSpeed's defaults for the stage, read from DeepSpeed's own config class."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    ds = DeepSpeedZeroConfig(stage=zero_stage)
+    return ZeroBuffers(
+        ds.reduce_bucket_size, bool(ds.overlap_comm), ds.contiguous_gradients, ds.prefetch_bucket_size,
+        ds.param_persistence_threshold, ds.sub_group_size,
+    )
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,16 @@ def _step_counters(cfg: TrainConfig, stage: StageParameters, buffers: ZeroBuffer
     return ADAM_STEP_COUNTER * sum(1 for size in stage.group_sizes if size)
 
 
-def _buffer_bytes(cfg: TrainConfig, layout: Layout, stage: StageParameters, sizes: StateBytes, buffers: ZeroBuffers) -> int:
+def bf16_optimizer(cfg: TrainConfig, precision: Precision) -> bool:
+    return precision is Precision.bf16 and cfg.parallel.zero_stage == 1
+
+
+def _buffer_bytes(
+    cfg: TrainConfig, layout: Layout, stage: StageParameters, sizes: StateBytes, buffers: ZeroBuffers, precision: Precision
+) -> int:
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
-    if zero == 0:  # the engine flattens gradients into buckets to all-reduce them
+    if zero == 0 or bf16_optimizer(cfg, precision):  # the engine flattens gradients into buckets to all-reduce them
         return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.dp > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
@@ -154,8 +163,12 @@ def rank_memory(
     stage = stages[stage_index]
     zero = cfg.parallel.zero_stage
     sizes = state_bytes(cfg, precision)
-    buffers = ZeroBuffers.of(zero)
-    weights, gradients, optimizer = model_state_bytes(stage.count, zero_partition(stage, zero, layout.dp), zero, sizes)
+    buffers = zero_buffers(zero)
+    # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
+    # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
+    sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
+    partition = zero_partition(stage, zero, layout.dp)
+    weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if zero == 3:
         weights += _persistent_elements(stage, buffers) * sizes.weight
     activations = _activations(cfg, layout, precision, stage, stage_index)
@@ -165,7 +178,7 @@ def rank_memory(
         optimizer=optimizer + _step_counters(cfg, stage, buffers),
         activations_stored=activations.stored,
         activations_recomputed=activations.recomputed,
-        buffers=_buffer_bytes(cfg, layout, stage, sizes, buffers),
+        buffers=_buffer_bytes(cfg, layout, stage, sizes, buffers, precision),
         recompute=cfg.train.activation_checkpointing,
     )
 
