@@ -20,18 +20,21 @@ class ClusterConfig:
     nodes: int = 1
     # Training processes per node (GPUs; on a CPU machine, the processes you launch).
     gpus_per_node: int = 1
-    # Memory of one device in GiB; None on a CPU machine: its RAM, shared by gpus_per_node.
+    # Memory of one device in GiB; None: the machine's RAM.
     memory_gib: Optional[float] = None
+    # On a CPU machine the processes of a node share one memory: each gets its share.
+    processes_share_memory: bool = False
     # Fraction of the device memory a layout must leave free (allocator fragmentation, the
     # CUDA context and NCCL's buffers, which the model does not count).
     memory_margin: float = 0.1
     # Whether the device computes in bf16 (train.precision=auto then means bf16).
     bf16: bool = True
-    # Dense matmul peak in TFLOP/s of the training precision, and the fraction of it the
+    # Dense matmul peak in TFLOP/s of one device (of one core on a CPU machine, where each
+    # process computes on one core) in the training precision, and the fraction of it the
     # model's matmuls reach (calibrated; docs/plan.md).
     peak_tflops: float = 989.0
     matmul_efficiency: float = 0.5
-    # Memory bandwidth in GB/s (the optimizer update reads and writes every state once).
+    # Memory bandwidth of one device in GB/s (the optimizer update reads and writes every state once).
     memory_bandwidth_gb_per_s: float = 3350.0
     # Bandwidth per device of collectives inside a node (NVLink) and between nodes (the
     # network), in GB/s; and the fixed cost of one collective call.
@@ -46,11 +49,9 @@ class ClusterConfig:
         return self.nodes * self.gpus_per_node
 
     def device_memory_bytes(self) -> int:
-        """What one training process may use: the device's memory, or on a CPU machine its
-        RAM divided among the processes of a node."""
-        if self.memory_gib is not None:
-            return int(self.memory_gib * GIB)
-        return machine_ram_bytes() // self.gpus_per_node
+        """What one training process may use."""
+        memory = int(self.memory_gib * GIB) if self.memory_gib is not None else machine_ram_bytes()
+        return memory // (self.gpus_per_node if self.processes_share_memory else 1)
 
 
 def machine_ram_bytes() -> int:

@@ -1,0 +1,143 @@
+"""The layout planner's predictions against real training runs: tokens/s (and on a GPU the
+peak memory) of `pretrain.train` for a few models and layouts, next to what
+`pretrain.plan` predicts for the same config on this machine's cluster config.
+
+    python benchmarks/plan_vs_measured.py                 # CPU: tiny and small × single, zero1, tp2
+    python benchmarks/plan_vs_measured.py --device gpu    # one GPU: gpt-350m and gpt-1.3b, bf16, seq 2048
+    python benchmarks/plan_vs_measured.py --device gpu --dry-run   # predictions and commands only
+
+Each case trains on a generated token corpus (nothing to download). On a GPU it reports the
+last log window's tokens/s (start-up left out) and the peak memory. On the CPU, one process
+per core (OMP_NUM_THREADS=1), it reports tokens per CPU-second of a process: two runs of
+--steps and 2 × --steps steps, the difference of their CPU time, divided by the processes:
+what an idle machine would do, even while other jobs share it. Target: within 30 % of the
+prediction (docs/plan.md, BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "pretrain"))
+from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
+
+from pretrain.config import load_train_config  # noqa: E402
+from pretrain.planning.preflight import this_machine  # noqa: E402
+from pretrain.planning.search import Planner  # noqa: E402
+
+# The quickstart's model: small enough for CPU, big enough that matmuls dominate.
+SMALL = ["model=tiny", "model.n_layers=4", "model.d_model=128", "model.n_heads=4", "model.n_kv_heads=2"]
+PRESETS = {"single": 1, "zero1": 2, "tp2": 2}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    processes: int
+    overrides: tuple[str, ...]
+
+
+def cpu_cases() -> list[Case]:
+    shape = ["train.seq_len=256", "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16"]
+    models = {"tiny": ["model=tiny"], "small": SMALL}
+    return [
+        Case(f"{model} {preset}", procs, (*overrides, f"parallel={preset}", *shape))
+        for model, overrides in models.items()
+        for preset, procs in PRESETS.items()
+    ]
+
+
+def gpu_cases() -> list[Case]:
+    shape = ["train.seq_len=2048", "model.vocab_size=32000", "train.precision=bf16"]
+    return [
+        Case("gpt-350m", 1, ("model=gpt-350m", "train.micro_batch_size=8", "train.global_batch_size=16", *shape)),
+        Case("gpt-1.3b", 1, ("model=gpt-1.3b", "train.micro_batch_size=4", "train.global_batch_size=8", *shape)),
+    ]
+
+
+COMMON = ["train.eval_every=0", "train.save_every=0", "train.layout_free_checkpoint=false", "logging.progress_bar=false",
+          "optim.warmup_steps=0", "resume=never"]
+
+
+def predict(case: Case, corpus: Path) -> tuple[float, float]:
+    """(tokens/s, peak GB) the planner predicts for the case on this machine."""
+    cfg = load_train_config([f"data.path={corpus}", *case.overrides, *COMMON, "model.vocab_size=256"]
+                            if not any(o.startswith("model.vocab_size") for o in case.overrides)
+                            else [f"data.path={corpus}", *case.overrides, *COMMON])
+    plan = Planner(this_machine(case.processes)).plan(cfg, case.processes)
+    return plan.speed.tokens_per_s, plan.memory.fullest.total / 1e9
+
+
+def command(case: Case, corpus: Path, run_dir: Path, steps: int) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.processes}"]
+    if case.processes == 1:
+        launcher = [sys.executable]
+    log_every = max(1, steps // 3)
+    return [*launcher, "-m", "pretrain.train", f"data.path={corpus}", f"run_dir={run_dir}", *case.overrides, *COMMON,
+            f"train.max_steps={steps}", f"train.log_every={log_every}"]
+
+
+def _run(case: Case, corpus: Path, run_dir: Path, steps: int) -> float:
+    """Run the case; the CPU seconds its processes used."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command(case, corpus, run_dir, steps), cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{case.name} failed:\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def measure_gpu(case: Case, corpus: Path, run_dir: Path, steps: int) -> tuple[float, float]:
+    """(tokens/s of the last log window, peak memory GB) of a real run."""
+    _run(case, corpus, run_dir, steps)
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    return last["tokens_per_s"], last["memory_gb"] * 2**30 / 1e9
+
+
+def measure_cpu(case: Case, corpus: Path, run_dir: Path, steps: int) -> float:
+    """Tokens per second of a process's own CPU time, start-up cancelled out."""
+    short = _run(case, corpus, run_dir / "short", steps)
+    long = _run(case, corpus, run_dir / "long", 2 * steps)
+    cfg = load_train_config([f"data.path={corpus}", *case.overrides])
+    tokens = steps * cfg.train.global_batch_size * cfg.train.seq_len
+    return tokens / ((long - short) / case.processes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--dry-run", action="store_true", help="print the predictions and the commands; run nothing")
+    args = parser.parse_args()
+    gpu = args.device == "gpu"
+    cases = gpu_cases() if gpu else cpu_cases()
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = write_corpus(Path(tmp) / "tokens", train_shards=4, docs_per_shard=400)
+        print(f"| case | processes | predicted tokens/s | measured tokens/s | measured / predicted | predicted GB | measured peak GB |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for index, case in enumerate(cases):
+            tokens, gb = predict(case, corpus)
+            if args.dry_run:
+                print(f"| {case.name} | {case.processes} | {tokens:.0f} | - | - | {gb:.2f} | - |")
+                print("    " + " ".join(command(case, corpus, Path(tmp) / f"run{index}", args.steps)))
+                continue
+            run_dir = Path(tmp) / f"run{index}"
+            if gpu:
+                measured, peak = measure_gpu(case, corpus, run_dir, args.steps)
+            else:
+                measured, peak = measure_cpu(case, corpus, run_dir, args.steps), float("nan")
+            print(f"| {case.name} | {case.processes} | {tokens:.0f} | {measured:.0f} | {measured / tokens:.2f} | {gb:.2f} | {peak:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
