@@ -4,7 +4,7 @@ peak memory) of `pretrain.train` for a few models and layouts, next to what
 
     python benchmarks/plan_vs_measured.py                 # CPU: tiny and small × single, zero1, tp2
     python benchmarks/plan_vs_measured.py --device gpu    # one GPU: gpt-350m and gpt-1.3b, bf16, seq 2048
-    python benchmarks/plan_vs_measured.py --device gpu --dry-run   # predictions and commands only
+    python benchmarks/plan_vs_measured.py --device gpu --dry-run --cluster h200   # predictions and commands only
 
 Each case trains on a generated token corpus (nothing to download). On a GPU it reports the
 last log window's tokens/s (start-up left out) and the peak memory. On the CPU, one process
@@ -16,6 +16,7 @@ prediction (docs/plan.md, BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -30,7 +31,8 @@ sys.path.insert(0, str(REPO / "tests" / "pretrain"))
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 
 from pretrain.config import load_train_config  # noqa: E402
-from pretrain.planning.preflight import this_machine  # noqa: E402
+from pretrain.planning.cluster import ClusterConfig  # noqa: E402
+from pretrain.planning.preflight import CLUSTER_DIR, load_cluster, this_machine  # noqa: E402
 from pretrain.planning.search import Planner  # noqa: E402
 
 # The quickstart's model: small enough for CPU, big enough that matmuls dominate.
@@ -46,7 +48,8 @@ class Case:
 
 
 def cpu_cases() -> list[Case]:
-    shape = ["train.seq_len=256", "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16"]
+    shape = ["train.seq_len=256", "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16",
+             "model.vocab_size=256"]  # the generated corpus's
     models = {"tiny": ["model=tiny"], "small": SMALL}
     return [
         Case(f"{model} {preset}", procs, (*overrides, f"parallel={preset}", *shape))
@@ -67,12 +70,17 @@ COMMON = ["train.eval_every=0", "train.save_every=0", "train.layout_free_checkpo
           "optim.warmup_steps=0", "resume=never"]
 
 
-def predict(case: Case, corpus: Path) -> tuple[float, float]:
-    """(tokens/s, peak GB) the planner predicts for the case on this machine."""
-    cfg = load_train_config([f"data.path={corpus}", *case.overrides, *COMMON, "model.vocab_size=256"]
-                            if not any(o.startswith("model.vocab_size") for o in case.overrides)
-                            else [f"data.path={corpus}", *case.overrides, *COMMON])
-    plan = Planner(this_machine(case.processes)).plan(cfg, case.processes)
+def cluster_for(case: Case, name: str | None) -> ClusterConfig:
+    """The named cluster config sized to the case, or this machine's."""
+    if name is None:
+        return this_machine(case.processes)
+    return dataclasses.replace(load_cluster(CLUSTER_DIR / f"{name}.yaml"), nodes=1, gpus_per_node=case.processes)
+
+
+def predict(case: Case, corpus: Path, cluster: ClusterConfig) -> tuple[float, float]:
+    """(tokens/s, peak GB) the planner predicts for the case."""
+    cfg = load_train_config([f"data.path={corpus}", *case.overrides, *COMMON])
+    plan = Planner(cluster).plan(cfg, case.processes)
     return plan.speed.tokens_per_s, plan.memory.fullest.total / 1e9
 
 
@@ -117,6 +125,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dry-run", action="store_true", help="print the predictions and the commands; run nothing")
+    parser.add_argument("--cluster", help="predict for this configs/cluster/ entry (default: this machine's)")
     args = parser.parse_args()
     gpu = args.device == "gpu"
     cases = gpu_cases() if gpu else cpu_cases()
@@ -125,7 +134,7 @@ def main() -> None:
         print(f"| case | processes | predicted tokens/s | measured tokens/s | measured / predicted | predicted GB | measured peak GB |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for index, case in enumerate(cases):
-            tokens, gb = predict(case, corpus)
+            tokens, gb = predict(case, corpus, cluster_for(case, args.cluster))
             if args.dry_run:
                 print(f"| {case.name} | {case.processes} | {tokens:.0f} | - | - | {gb:.2f} | - |")
                 print("    " + " ".join(command(case, corpus, Path(tmp) / f"run{index}", args.steps)))

@@ -293,3 +293,13 @@ def test_bf16_and_precision_follow_the_cluster() -> None:
     rank = plan_gpu.memory.fullest
     params = sum(stage_parameters(plan_gpu.config.model, 1, 1, plan_gpu.config.optim, plan_gpu.config.parallel.partition_method)[0].sizes)
     assert rank.weights == 2 * params and rank.gradients == 4 * params  # DeepSpeed's BF16_Optimizer: whole fp32 gradients
+
+
+def test_gpu_benchmark_dry_run_predicts_the_gpu_cases() -> None:
+    script = REPO / "benchmarks" / "plan_vs_measured.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "gpu", "--dry-run", "--cluster", "h200"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| gpt-350m", "| gpt-1.3b"))]
+    assert len(rows) == 2 and all(float(row.split("|")[3]) > 1000 for row in rows)  # predicted tokens/s
+    assert "-m pretrain.train" in done.stdout and "model=gpt-1.3b" in done.stdout
