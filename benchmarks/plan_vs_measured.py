@@ -6,12 +6,12 @@ peak memory) of `pretrain.train` for a few models and layouts, next to what
     python benchmarks/plan_vs_measured.py --device gpu    # one GPU: gpt-350m and gpt-1.3b, bf16, seq 2048
     python benchmarks/plan_vs_measured.py --device gpu --dry-run --cluster h200   # predictions and commands only
 
-Each case trains on a generated token corpus (nothing to download). On a GPU it reports the
-last log window's tokens/s (start-up left out) and the peak memory. On the CPU, one process
-per core (OMP_NUM_THREADS=1), it reports tokens per CPU-second of a process: two runs of
---steps and 2 × --steps steps, the difference of their CPU time, divided by the processes:
-what an idle machine would do, even while other jobs share it. Target: within 30 % of the
-prediction (docs/plan.md, BENCHMARKS.md).
+Each case trains on a generated token corpus (nothing to download). On a GPU it runs
+`pretrain.train` and reports the last log window's tokens/s (start-up left out) and the
+peak memory. On the CPU, one process per core (OMP_NUM_THREADS=1), each rank times --steps
+training steps after two warm-up steps by its own CPU time: tokens per step over the slowest
+rank's CPU seconds per step is what an idle machine would do, even while other jobs share
+this one. Target: within 30 % of the prediction (docs/plan.md, BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,31 +93,48 @@ def command(case: Case, corpus: Path, run_dir: Path, steps: int) -> list[str]:
             f"train.max_steps={steps}", f"train.log_every={log_every}"]
 
 
-def _run(case: Case, corpus: Path, run_dir: Path, steps: int) -> float:
-    """Run the case; the CPU seconds its processes used."""
+def _launch(command: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(command(case, corpus, run_dir, steps), cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"{case.name} failed:\n{done.stderr[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{done.stderr[-3000:]}")
 
 
 def measure_gpu(case: Case, corpus: Path, run_dir: Path, steps: int) -> tuple[float, float]:
     """(tokens/s of the last log window, peak memory GB) of a real run."""
-    _run(case, corpus, run_dir, steps)
+    _launch(command(case, corpus, run_dir, steps))
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     return last["tokens_per_s"], last["memory_gb"] * 2**30 / 1e9
 
 
 def measure_cpu(case: Case, corpus: Path, run_dir: Path, steps: int) -> float:
-    """Tokens per second of a process's own CPU time, start-up cancelled out."""
-    short = _run(case, corpus, run_dir / "short", steps)
-    long = _run(case, corpus, run_dir / "long", 2 * steps)
-    cfg = load_train_config([f"data.path={corpus}", *case.overrides])
-    tokens = steps * cfg.train.global_batch_size * cfg.train.seq_len
-    return tokens / ((long - short) / case.processes)
+    """Tokens per CPU-second of the slowest rank, over ``steps`` steps after a warm-up."""
+    overrides = [f"data.path={corpus}", f"run_dir={run_dir}", *case.overrides, *COMMON]
+    out = run_dir.parent / f"{run_dir.name}-cpu.json"
+    _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.processes}",
+             __file__, "--worker", str(out), "--steps", str(steps), "--overrides", json.dumps(overrides)])
+    cfg = load_train_config(overrides)
+    return cfg.train.global_batch_size * cfg.train.seq_len / max(json.loads(out.read_text()))
+
+
+def step_worker(overrides: list[str], out: Path, steps: int) -> None:
+    """Inside torchrun: each rank's CPU seconds per training step, gathered on rank 0."""
+    import torch.distributed as dist
+
+    from pretrain.distributed import init_distributed
+    from pretrain.trainer import Trainer
+
+    process = init_distributed()
+    trainer = Trainer(load_train_config(overrides), process)
+    for _ in range(2):
+        trainer.train_step(with_grad_norm=False)
+    start = time.process_time()
+    for _ in range(steps):
+        trainer.train_step(with_grad_norm=False)
+    per_step: list = [None] * process.world_size
+    dist.all_gather_object(per_step, (time.process_time() - start) / steps)
+    if process.is_main:
+        out.write_text(json.dumps(per_step))
 
 
 def main() -> None:
@@ -126,7 +143,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dry-run", action="store_true", help="print the predictions and the commands; run nothing")
     parser.add_argument("--cluster", help="predict for this configs/cluster/ entry (default: this machine's)")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # a rank of measure_cpu's launch
+    parser.add_argument("--overrides", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        step_worker(json.loads(args.overrides), args.worker, args.steps)
+        return
     gpu = args.device == "gpu"
     cases = gpu_cases() if gpu else cpu_cases()
     with tempfile.TemporaryDirectory() as tmp:

@@ -303,3 +303,24 @@ def test_gpu_benchmark_dry_run_predicts_the_gpu_cases() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| gpt-350m", "| gpt-1.3b"))]
     assert len(rows) == 2 and all(float(row.split("|")[3]) > 1000 for row in rows)  # predicted tokens/s
     assert "-m pretrain.train" in done.stdout and "model=gpt-1.3b" in done.stdout
+
+
+# Tokens per CPU-second of the slowest rank measured on this machine's CPU by
+# benchmarks/plan_vs_measured.py (BENCHMARKS.md, first run); seq 256, micro-batch 8, global 16.
+CPU_MEASURED = {
+    ("tiny", "single", 1): 38753,
+    ("tiny", "zero1", 2): 62873,
+    ("tiny", "tp2", 2): 38297,
+    ("small", "single", 1): 8838,
+    ("small", "zero1", 2): 14940,
+    ("small", "tp2", 2): 11488,
+}
+
+
+@pytest.mark.parametrize("model, preset, processes", sorted(CPU_MEASURED))
+def test_calibrated_cpu_constants_predict_the_measured_speed_within_30_percent(model: str, preset: str, processes: int) -> None:
+    cfg = load_train_config([*MODELS[model], f"parallel={preset}", "model.vocab_size=256", "train.seq_len=256",
+                             "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16"])
+    cpu = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=processes)
+    predicted = Planner(cpu).plan(cfg, processes).speed.tokens_per_s
+    assert CPU_MEASURED[(model, preset, processes)] / predicted == pytest.approx(1.0, abs=0.3)
