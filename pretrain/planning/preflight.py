@@ -30,15 +30,19 @@ def load_cluster(path: Path) -> ClusterConfig:
 def this_machine(world_size: int) -> ClusterConfig:
     """The cluster config of the device this process runs on, sized to the launch: the
     device's real memory on a GPU; on a CPU, the RAM shared by the processes of this node."""
-    per_node = min(world_size, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    # torchrun and the deepspeed launcher say how many processes share a node; srun says it
+    # as e.g. "4(x2)".
+    local = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", str(world_size)))
+    per_node = min(world_size, int(local.split("(")[0]))
     shape = dict(nodes=max(1, world_size // per_node), gpus_per_node=per_node)
     if not torch.cuda.is_available():
         return dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), **shape)
-    name = torch.cuda.get_device_name()
+    device = int(os.environ.get("LOCAL_RANK", "0"))  # this rank's GPU, not GPU 0 for every rank
+    name = torch.cuda.get_device_name(device)
     clusters = [load_cluster(path) for path in sorted(CLUSTER_DIR.glob("*.yaml"))]
     known = [c for c in clusters if c.device_match and c.device_match in name]
     cluster = known[0] if known else load_cluster(CLUSTER_DIR / f"{FALLBACK_GPU}.yaml")
-    memory = torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", "0"))).total_memory / GIB
+    memory = torch.cuda.get_device_properties(device).total_memory / GIB
     return dataclasses.replace(cluster, memory_gib=memory, **shape)
 
 

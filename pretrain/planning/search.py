@@ -73,7 +73,7 @@ class Planner:
         world = self.cluster.world_size
         configs = []
         for tp in _divisors(self.cluster.gpus_per_node):
-            for pp in _divisors(world // tp) if world % tp == 0 else []:
+            for pp in _divisors(world // tp):  # tp divides gpus_per_node, so the world
                 dp = world // (tp * pp)
                 per_rank = base.train.global_batch_size // dp if base.train.global_batch_size % dp == 0 else 0
                 for zero in ZERO_STAGES:

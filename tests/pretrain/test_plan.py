@@ -30,9 +30,9 @@ from pretrain.model_config import Activation, ModelConfig, Norm
 from pretrain.parallel.layout import validate_layout
 from pretrain.plan import PlanConfig, plan
 from pretrain.planning.activations import ActivationSetting, layer_activation_bytes, stage_activations
-from pretrain.planning.cluster import ClusterConfig
+from pretrain.planning.cluster import ClusterConfig, machine_ram_bytes
 from pretrain.planning.memory import StateBytes, model_state_bytes, rank_memory
-from pretrain.planning.preflight import CLUSTER_DIR, load_cluster, preflight
+from pretrain.planning.preflight import CLUSTER_DIR, load_cluster, preflight, this_machine
 from pretrain.planning.search import Planner
 from pretrain.planning.shapes import stage_parameters
 
@@ -281,9 +281,12 @@ def test_memory_settings_decide_what_fits(setting: str, value: float) -> None:
     assert not layout_plan(dataclasses.replace(H100, **{setting: value}), 8).memory.fits
 
 
-def test_the_processes_of_a_cpu_machine_share_its_memory() -> None:
+def test_the_processes_of_a_cpu_machine_share_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=2, memory_gib=8.0)
     assert cpu.device_memory_bytes() == 4 * 2**30
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun sets it: 4 processes, 2 per node
+    machine = this_machine(4)
+    assert (machine.nodes, machine.gpus_per_node) == (2, 2) and machine.device_memory_bytes() == machine_ram_bytes() // 2
     assert dataclasses.replace(H100, gpus_per_node=2).device_memory_bytes() == int(H100.memory_gib * 2**30)
 
 
