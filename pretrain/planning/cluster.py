@@ -24,6 +24,10 @@ class ClusterConfig:
     memory_gib: Optional[float] = None
     # On a CPU machine the processes of a node share one memory: each gets its share.
     processes_share_memory: bool = False
+    # Whether memory allocated but never written counts: yes on a GPU (the caching allocator
+    # reserves it); no on Linux, which maps untouched pages lazily, so DeepSpeed's empty
+    # gradient buckets cost a CPU run nothing.
+    untouched_memory_counts: bool = True
     # Fraction of the device memory a layout must leave free (allocator fragmentation, the
     # CUDA context and NCCL's buffers, which the model does not count).
     memory_margin: float = 0.1

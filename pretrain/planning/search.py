@@ -62,6 +62,8 @@ class Planner:
         precision = resolve_precision(cfg.train.precision, self.cluster)
         stages = self._stage_parameters(cfg)
         ranks = tuple(rank_memory(cfg, layout, precision, stages, index) for index in range(layout.pp))
+        if not self.cluster.untouched_memory_counts:  # DeepSpeed's buckets are allocated empty
+            ranks = tuple(dataclasses.replace(rank, buffers=0) for rank in ranks)
         memory = MemoryPlan(ranks=ranks, device_bytes=self.cluster.device_memory_bytes(), margin=self.cluster.memory_margin)
         element = FP32 if precision is Precision.fp32 else 2
         speed = estimate_speed(cfg, layout, self.cluster, stages, list(ranks), element)

@@ -290,6 +290,12 @@ def test_the_processes_of_a_cpu_machine_share_its_memory(monkeypatch: pytest.Mon
     assert dataclasses.replace(H100, gpus_per_node=2).device_memory_bytes() == int(H100.memory_gib * 2**30)
 
 
+def test_empty_buckets_count_on_a_gpu_but_not_in_a_cpu_s_ram() -> None:
+    cpu = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=8)
+    assert layout_plan(H100, 8, zero_stage=1).memory.fullest.buffers == 5 * 10**8 * 4  # one fp32 bucket
+    assert layout_plan(cpu, 8, zero_stage=1).memory.fullest.buffers == 0
+
+
 def test_bf16_and_precision_follow_the_cluster() -> None:
     plan_gpu = layout_plan(H100, 8, zero_stage=1)
     assert plan_gpu.precision is Precision.bf16
