@@ -333,3 +333,13 @@ def test_calibrated_cpu_constants_predict_the_measured_speed_within_30_percent(m
     cpu = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=processes)
     predicted = Planner(cpu).plan(cfg, processes).speed.tokens_per_s
     assert CPU_MEASURED[(model, preset, processes)] / predicted == pytest.approx(1.0, abs=0.3)
+
+
+def test_a_gpu_is_planned_with_its_cluster_config_and_its_real_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: type("P", (), {"total_memory": 100 * 2**30}))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    machine = this_machine(16)
+    assert (machine.name, machine.memory_gib, machine.nodes, machine.gpus_per_node) == ("h200", 100.0, 2, 8)
+    assert machine.bf16 and machine.untouched_memory_counts
