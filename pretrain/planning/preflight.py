@@ -21,6 +21,10 @@ CLUSTER_DIR = CONFIG_DIR / "cluster"
 FALLBACK_GPU = "h100-80gb"  # speed constants for a GPU no cluster config names
 
 
+class LayoutDoesNotFit(ValueError):
+    """A config error like the others: the commands print it as one line."""
+
+
 def load_cluster(path: Path) -> ClusterConfig:
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClusterConfig), OmegaConf.load(path)))
     assert isinstance(config, ClusterConfig)
@@ -57,8 +61,8 @@ def with_vocabulary(cfg: TrainConfig) -> TrainConfig:
 
 
 def preflight(cfg: TrainConfig, world_size: int) -> bool:
-    """True when the caller should exit (``plan=true``: the plan is printed). Raises a
-    MemoryError naming the numbers when the layout will not fit and memory_check is on."""
+    """True when the caller should exit (``plan=true``: the plan is printed). Raises
+    LayoutDoesNotFit naming the numbers when the layout will not fit and memory_check is on."""
     if not cfg.plan and not cfg.memory_check:
         return False
     cluster = this_machine(world_size)
@@ -68,7 +72,7 @@ def preflight(cfg: TrainConfig, world_size: int) -> bool:
         print(format_breakdown(plan))
         return True
     if not plan.memory.fits:
-        raise MemoryError(refusal(plan))
+        raise LayoutDoesNotFit(refusal(plan))
     return False
 
 

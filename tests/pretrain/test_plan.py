@@ -32,7 +32,7 @@ from pretrain.plan import PlanConfig, plan
 from pretrain.planning.activations import ActivationSetting, layer_activation_bytes, stage_activations
 from pretrain.planning.cluster import ClusterConfig, machine_ram_bytes
 from pretrain.planning.memory import StateBytes, model_state_bytes, rank_memory
-from pretrain.planning.preflight import CLUSTER_DIR, load_cluster, preflight, this_machine
+from pretrain.planning.preflight import CLUSTER_DIR, LayoutDoesNotFit, load_cluster, preflight, this_machine
 from pretrain.planning.search import Planner
 from pretrain.planning.shapes import stage_parameters
 
@@ -232,7 +232,7 @@ def test_train_plan_true_prints_the_plan_and_exits(capsys: pytest.CaptureFixture
 
 def test_a_start_that_would_not_fit_is_refused_with_the_numbers() -> None:
     big = [*TRAIN_BASE, "model=gpt-13b", "train.seq_len=2048", "train.micro_batch_size=4"]
-    with pytest.raises(MemoryError, match=r"predicted memory per device [\d.]+ GB \(weights .*memory_check=false"):
+    with pytest.raises(LayoutDoesNotFit, match=r"predicted memory per device [\d.]+ GB \(weights .*memory_check=false"):
         preflight(load_train_config(big), world_size=1)
     assert not preflight(load_train_config([*big, "memory_check=false"]), world_size=1)
 
@@ -241,7 +241,7 @@ def test_train_command_refuses_before_any_process_group(run_module, tmp_path: Pa
     done = run_module("pretrain.train", *TRAIN_BASE, "model=gpt-13b", "train.seq_len=2048", f"run_dir={tmp_path}/run",
                       "data.path=/nonexistent", cwd=tmp_path)
     assert done.returncode != 0
-    assert "MemoryError: predicted memory per device" in done.stderr  # before data.path is even looked at
+    assert "LayoutDoesNotFit: predicted memory per device" in done.stderr  # before data.path is even looked at
 
 
 def layout_plan(cluster: ClusterConfig, world: int, **parallel):  # type: ignore[no-untyped-def]
