@@ -165,6 +165,10 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Print the predicted memory and speed of this layout and exit (docs/plan.md).
+    plan: bool = False
+    # Refuse to start when the predicted memory per device exceeds the device (docs/plan.md).
+    memory_check: bool = True
     run_dir: str = "runs/default"
     # auto: continue from the newest complete checkpoint in run_dir if there is one, refusing
     # one trained with settings that change the run's meaning (README, "Checkpoints and

@@ -14,6 +14,7 @@ from pretrain.config import CONFIG_DIR, register_configs, to_train_config
 from pretrain.distributed import entry_arguments, init_distributed
 from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
+from pretrain.planning.preflight import preflight
 from pretrain.run_defaults import fit_micro_batch
 from pretrain.run_log import log_errors_to
 from pretrain.trainer import Trainer
@@ -36,7 +37,10 @@ def main(cfg: DictConfig) -> None:
     config = to_train_config(cfg)
     log_errors_to(Path(config.run_dir))  # Hydra made it; errors of every rank land in its train.log
     world_size = launched_world_size()
-    validate_layout(fit_micro_batch(with_imported_model(config), world_size)[0], world_size)  # before any process group exists
+    planned = fit_micro_batch(with_imported_model(config), world_size)[0]
+    validate_layout(planned, world_size)  # before any process group exists
+    if preflight(planned, world_size):  # plan=true prints the plan and stops here
+        return
     Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
 
 

@@ -78,7 +78,7 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     pipeline, training = pipeline_commands(readme), training_commands(readme)
     assert [shlex.split(c)[2] for c in pipeline] == [
         "data_pipeline.curate", "data_pipeline.train_tokenizer", "data_pipeline.tokenize",
-        "pretrain.train", "pretrain.evaluate", "pretrain.generate", "pretrain.export",
+        "pretrain.train", "pretrain.plan", "pretrain.evaluate", "pretrain.generate", "pretrain.export",
     ]
     assert len(training) >= 4 and any(" -m data.path=" in c for c in training)  # the examples, the plain run, a sweep
     write_raw_corpus(tmp_path / "raw", documents=80)

@@ -1,0 +1,101 @@
+"""Activation memory: the bytes autograd keeps for the backward pass, tensor by tensor.
+
+Per transformer layer we count what each operation saves, in the accounting of Korthikanti
+et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", section 4).
+With their model (LayerNorm, GELU MLP of width 4h, dropout, unfused attention, 16-bit) the
+count is their 34·s·b·h + 5·a·s²·b bytes per layer, sbh·(10 + 24/t + 5as/(ht)) with tensor
+parallelism t and sbh/t·(34 + 5as/h) with sequence parallelism; tests/pretrain/test_plan.py
+checks both. Our default model saves a different set (RMSNorm, SwiGLU, GQA, fused
+attention that keeps no s² matrix), which the same count covers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pretrain.model_config import Activation, ModelConfig, Norm
+
+FP32 = 4
+DROPOUT_MASK = 1  # a bool per element
+
+
+@dataclass(frozen=True)
+class ActivationSetting:
+    """How one micro-batch is laid out on a rank."""
+
+    seq_len: int
+    micro_batch: int
+    element_bytes: int  # of the activations: 2 in bf16/fp16, 4 in fp32
+    tp: int = 1
+    # Megatron's sequence parallelism splits the replicated parts (norms, dropout, linear
+    # inputs) along the sequence too; the trainer does not have it yet.
+    sequence_parallel: bool = False
+    # Fused attention (SDPA's flash/efficient kernels) keeps the output and a logsumexp per
+    # row instead of the (seq × seq) attention probabilities.
+    fused_attention: bool = True
+
+
+def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
+    """Bytes one transformer block saves for its backward pass, for one micro-batch."""
+    tokens = at.seq_len * at.micro_batch
+    e, t = at.element_bytes, at.tp
+    replicated = 1 / t if at.sequence_parallel else 1.0  # per-token tensors of width h that tp does not split
+    h = cfg.d_model
+    q, kv, f = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.ffn_dim
+    # Each norm keeps its input; torch's RMSNorm is composed of ops that also keep x·rstd.
+    per_norm = h * e * (2 if cfg.norm is Norm.rmsnorm else 1)
+    norms = 2 * per_norm * replicated
+    linear_inputs = 2 * h * e * replicated + (q / t) * e  # QKV and MLP input (the norms' outputs), output projection's input
+    qkv = (q + 2 * kv) / t * e  # what the score and value products keep
+    if at.fused_attention:
+        core = (q / t) * e + (cfg.n_heads / t) * FP32  # output and logsumexp per head
+    else:
+        probs = cfg.n_heads / t * at.seq_len  # per token: one row of scores per head
+        core = probs * e + (probs * (DROPOUT_MASK + e) if cfg.attn_dropout > 0 else 0)
+    if cfg.activation is Activation.swiglu:
+        mlp = 4 * f / t * e  # gate (silu's input), silu(gate), up, and their product (down's input)
+    else:
+        mlp = 2 * f / t * e  # gelu's input and output (down's input)
+    dropout_masks = 2 * h * DROPOUT_MASK * replicated if cfg.residual_dropout > 0 else 0
+    return tokens * (norms + linear_inputs + qkv + core + mlp + dropout_masks)
+
+
+def layer_input_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
+    """What a checkpointed (recomputed) layer keeps: its input."""
+    return at.seq_len * at.micro_batch * cfg.d_model * at.element_bytes / (at.tp if at.sequence_parallel else 1)
+
+
+def head_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
+    """The final norm, the logits (vocabulary split across tp) and the loss: its fp32 copy
+    of the logits, the saved log-softmax and, when the backward starts, its gradient."""
+    tokens = at.seq_len * at.micro_batch
+    e = at.element_bytes
+    norm = cfg.d_model * e * (3 if cfg.norm is Norm.rmsnorm else 2)  # input, (x·rstd,) output
+    vocab = cfg.padded_vocab_size / at.tp
+    per_logit = e + 2 * FP32 + (FP32 if e != FP32 else 0)
+    return tokens * (norm + vocab * per_logit)
+
+
+@dataclass(frozen=True)
+class StageActivations:
+    """Activation bytes of one pipeline stage's rank, with and without recomputation."""
+
+    stored: float  # the layers' saved tensors of all micro-batches in flight, plus the head
+    recomputed: float  # with activation checkpointing: layer inputs, plus one chunk rebuilt or the head
+
+
+def stage_activations(
+    cfg: ModelConfig, at: ActivationSetting, layers: int, in_flight: int, has_head: bool, checkpoint_interval: int = 1
+) -> StageActivations:
+    """``in_flight``: micro-batches whose activations a stage holds at once (1 without a
+    pipeline; up to pp − stage under 1F1B). With recomputation every ``checkpoint_interval``
+    layers keep one input, and the backward rebuilds one such chunk at a time."""
+    head = head_activation_bytes(cfg, at) if has_head else 0.0
+    per_layer = layer_activation_bytes(cfg, at)
+    stored = in_flight * layers * per_layer + head
+    chunks = -(-layers // checkpoint_interval)
+    # The backward of a rebuilt chunk also holds the gradients of its widest tensors (the
+    # MLP's) next to the rebuilt activations; by then the head's tensors are freed.
+    gradients = 2 * cfg.ffn_dim / at.tp * at.element_bytes * at.seq_len * at.micro_batch
+    working = min(checkpoint_interval, layers) * per_layer + gradients
+    recomputed = in_flight * chunks * layer_input_bytes(cfg, at) + max(working, head)
+    return StageActivations(stored=stored, recomputed=recomputed)
