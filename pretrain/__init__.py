@@ -1,1 +1,4 @@
 """Decoder-only GPT pretraining under DeepSpeed: model, objectives, data, training loop."""
+from pretrain.distributed import choose_accelerator_quietly
+
+choose_accelerator_quietly()  # before any module of the package imports deepspeed

@@ -19,9 +19,6 @@ def choose_accelerator_quietly() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
-choose_accelerator_quietly()  # this module is imported before deepspeed by every entry point
-
-
 def strip_launcher_arguments(argv: list[str]) -> list[str]:
     """The deepspeed launcher appends ``--local_rank=N`` (or ``--local_rank N``) to the
     script's arguments; Hydra would read it as a bad override. Move it to LOCAL_RANK."""
