@@ -66,7 +66,7 @@ def gpu_cases() -> list[Case]:
     ]
 
 
-COMMON = ["train.eval_every=0", "train.save_every=0", "train.layout_free_checkpoint=false", "logging.progress_bar=false",
+COMMON = ["train.eval_every=0", "train.save_every=0", "logging.progress_bar=false",
           "optim.warmup_steps=0", "resume=never"]
 
 
