@@ -14,6 +14,8 @@ from typing import Optional
 from torch import nn
 
 from pretrain.config import TrainConfig
+from pretrain.model_config import ModelConfig
+from pretrain.special_tokens import SpecialTokens
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
 from pretrain.parallel.pipeline import canonical_parameters
@@ -30,6 +32,23 @@ def with_imported_model(cfg: TrainConfig) -> TrainConfig:
             f"and sliding-window attention is not implemented here; set train.seq_len<={model.sliding_window}"
         )
     return replace(cfg, model=model)
+
+
+def with_grown_vocabulary(cfg: TrainConfig, model: ModelConfig, special: SpecialTokens) -> ModelConfig:
+    """The imported ``model`` with rows for the ids a tokenizer grown by tokenize's
+    ``add_special_tokens=true`` appended past the checkpoint's embedding. Those rows keep
+    the model's initialization, N(0, model.init_std); only special ids may need them, so a
+    tokenizer that is simply larger than the checkpoint is still refused."""
+    if not cfg.init_from or special.vocab_size <= model.padded_vocab_size:
+        return model
+    new_ids = set(range(model.padded_vocab_size, special.vocab_size))
+    if not new_ids <= {special.mask_id, *special.sentinel_ids}:
+        raise ValueError(
+            f"the tokenizer has {special.vocab_size} ids but init_from={cfg.init_from} has {model.padded_vocab_size} "
+            "embedding rows, and the ids past them are not the mask and sentinels tokenize's add_special_tokens=true "
+            "appends; tokenize with the checkpoint's own tokenizer"
+        )
+    return replace(model, vocab_size=special.vocab_size)
 
 
 def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> Optional[ReadStats]:
