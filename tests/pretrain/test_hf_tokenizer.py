@@ -20,7 +20,7 @@ from pretrain.distributed import init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.model import GPT
 from pretrain.trainer import Trainer
-from tests.pretrain.hf_models import init_from_overrides, save_tiny_model
+from tests.pretrain.hf_models import init_from_overrides, launch_init_from_runs, save_tiny_model
 
 WORDS = "river stone law court patient dose code loop merge tensor appeal clause".split()
 EOS, BOS = "<|endoftext|>", "<s>"
@@ -250,3 +250,23 @@ def test_export_of_a_grown_run_writes_the_grown_vocabulary_and_tokenizer(
     text = "the court <mask> tensor <extra_id_0> appeal."
     assert AutoTokenizer.from_pretrained(output).encode(text, add_special_tokens=False) == \
         AutoTokenizer.from_pretrained(grown_shards).encode(text, add_special_tokens=False)
+
+
+def test_a_grown_model_starts_alike_under_tp_and_zero3_reading_only_imported_rows(
+    grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
+) -> None:
+    def overrides(name: str, *layout: str) -> list[str]:
+        return run_overrides(grown_shards, exact_hf_model, tmp_path / name, "objective=mlm", "train.max_steps=1", *layout)
+
+    single = Trainer(load_train_config(overrides("single")), init_distributed()).fit()[0]["loss"]
+    runs = launch_init_from_runs({"tp2": overrides("tp2", "parallel=tp2"), "zero3": overrides("zero3", "parallel=zero3")},
+                                 tmp_path, processes=2)
+    assert runs["loss"] == pytest.approx({"tp2": single, "zero3": single}, rel=1e-5)
+    cfg = load_trained_model(tmp_path / "single")[0].cfg
+    size, rows = tokenizer_size(hf_tokenizer), cfg.padded_vocab_size
+    new_values = 2 * (rows - size) * cfg.d_model  # the embedding's and the head's new rows
+    unread = {name: [rank["local_elements"] - rank["elements"] for rank in reads] for name, reads in runs["reads"].items()}
+    half = rows // 2  # tp2: each rank holds half of the vocabulary's rows
+    assert unread["tp2"] == [2 * cfg.d_model * len(range(max(size, r * half), (r + 1) * half)) for r in (0, 1)]
+    assert sum(unread["zero3"]) == new_values and min(unread["zero3"]) >= 0
+    assert all(rank["tensors"] == rank["local_tensors"] for reads in runs["reads"].values() for rank in reads)
