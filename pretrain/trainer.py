@@ -185,7 +185,7 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
         self.sample_log = self._open_sample_log(start_step)
         if cfg.init_from:
-            self.logger.message(start_message(cfg, start, self.imported))
+            self.logger.message(start_message(cfg, model_cfg, start, self.imported))
         if start is not None:
             self._resume(start)
 

@@ -59,12 +59,15 @@ def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> 
     return load_hf_weights(Path(cfg.init_from), cfg.model, canonical_parameters(model))
 
 
-def start_message(cfg: TrainConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
+def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
     if resume_path is not None:
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
     model = cfg.model
     read = "" if stats is None else f"; rank 0 read {stats.tensors} tensors, {stats.elements:,} values"
+    vocabulary = f"vocabulary {model.vocab_size}"
+    if built.padded_vocab_size > model.padded_vocab_size:
+        vocabulary += f" grown to {built.padded_vocab_size} rows for the tokenizer's added tokens, new rows N(0, {built.init_std})"
     return (
         f"initialized from {cfg.init_from} ({model.hf_architecture}: {model.n_layers} layers, d_model {model.d_model}, "
-        f"vocabulary {model.vocab_size}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"
+        f"{vocabulary}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"
     )

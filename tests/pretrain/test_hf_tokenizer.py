@@ -211,13 +211,15 @@ def test_a_larger_tokenizer_without_added_tokens_is_refused(shards: Path, tmp_pa
 
 @pytest.mark.parametrize("objective", ["mlm", "span"])
 def test_a_grown_model_keeps_the_imported_rows_initializes_the_new_ones_and_trains(
-    objective: str, grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
+    objective: str, grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     from safetensors.torch import load_file
 
     size = tokenizer_size(hf_tokenizer)
     cfg = load_train_config(run_overrides(grown_shards, exact_hf_model, tmp_path, f"objective={objective}", "train.max_steps=2"))
     trainer = Trainer(cfg, init_distributed())
+    assert f"grown to {trainer.model_cfg.padded_vocab_size} rows" in capsys.readouterr().err
     params = dict(trainer.engine.module.named_parameters())
     stored = load_file(str(exact_hf_model / "model.safetensors"))
     fresh = dict(GPT(trainer.model_cfg, seed=cfg.train.seed).named_parameters())  # the model's own initialization
@@ -231,38 +233,26 @@ def test_a_grown_model_keeps_the_imported_rows_initializes_the_new_ones_and_trai
     assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
 
 
-def test_export_of_a_grown_run_writes_the_grown_vocabulary_and_tokenizer(
-    grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
-) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def grown_overrides(grown_shards: Path, exact_hf_model: Path, run_dir: Path, *layout: str) -> list[str]:
+    return run_overrides(grown_shards, exact_hf_model, run_dir, "objective=mlm", "train.max_steps=1", *layout)
 
-    run_dir = tmp_path / "run"
-    Trainer(load_train_config(run_overrides(grown_shards, exact_hf_model, run_dir, "objective=mlm", "train.max_steps=1")),
-            init_distributed()).fit()
-    output = export(ExportConfig(checkpoint=str(run_dir), output_dir=str(tmp_path / "export")))
-    size = tokenizer_size(hf_tokenizer)
-    theirs = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
-    assert theirs.config.vocab_size >= size + 1 + NUM_SENTINELS
-    ours, _, _ = load_trained_model(run_dir)
-    ids = torch.randint(0, size + 1 + NUM_SENTINELS, (2, 24))
-    with torch.no_grad():
-        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-4)
-    text = "the court <mask> tensor <extra_id_0> appeal."
-    assert AutoTokenizer.from_pretrained(output).encode(text, add_special_tokens=False) == \
-        AutoTokenizer.from_pretrained(grown_shards).encode(text, add_special_tokens=False)
+
+@pytest.fixture(scope="module")
+def grown_run(grown_shards: Path, exact_hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """One MLM step of the grown model in one process: its run dir and loss."""
+    run_dir = tmp_path_factory.mktemp("grown_run")
+    records = Trainer(load_train_config(grown_overrides(grown_shards, exact_hf_model, run_dir)), init_distributed()).fit()
+    return run_dir, records[0]["loss"]
 
 
 def test_a_grown_model_starts_alike_under_tp_and_zero3_reading_only_imported_rows(
-    grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
+    grown_run: tuple[Path, float], grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
 ) -> None:
-    def overrides(name: str, *layout: str) -> list[str]:
-        return run_overrides(grown_shards, exact_hf_model, tmp_path / name, "objective=mlm", "train.max_steps=1", *layout)
-
-    single = Trainer(load_train_config(overrides("single")), init_distributed()).fit()[0]["loss"]
-    runs = launch_init_from_runs({"tp2": overrides("tp2", "parallel=tp2"), "zero3": overrides("zero3", "parallel=zero3")},
-                                 tmp_path, processes=2)
+    run_dir, single = grown_run
+    runs = {name: grown_overrides(grown_shards, exact_hf_model, tmp_path / name, f"parallel={name}") for name in ("tp2", "zero3")}
+    runs = launch_init_from_runs(runs, tmp_path, processes=2)
     assert runs["loss"] == pytest.approx({"tp2": single, "zero3": single}, rel=1e-5)
-    cfg = load_trained_model(tmp_path / "single")[0].cfg
+    cfg = load_trained_model(run_dir)[0].cfg
     size, rows = tokenizer_size(hf_tokenizer), cfg.padded_vocab_size
     new_values = 2 * (rows - size) * cfg.d_model  # the embedding's and the head's new rows
     unread = {name: [rank["local_elements"] - rank["elements"] for rank in reads] for name, reads in runs["reads"].items()}
@@ -270,3 +260,23 @@ def test_a_grown_model_starts_alike_under_tp_and_zero3_reading_only_imported_row
     assert unread["tp2"] == [2 * cfg.d_model * len(range(max(size, r * half), (r + 1) * half)) for r in (0, 1)]
     assert sum(unread["zero3"]) == new_values and min(unread["zero3"]) >= 0
     assert all(rank["tensors"] == rank["local_tensors"] for reads in runs["reads"].values() for rank in reads)
+
+
+def test_export_of_a_grown_run_writes_the_grown_vocabulary_and_tokenizer(
+    grown_run: tuple[Path, float], grown_shards: Path, hf_tokenizer: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _ = grown_run
+    output = export(ExportConfig(checkpoint=str(run_dir), output_dir=str(tmp_path / "export")))
+    size = tokenizer_size(hf_tokenizer)
+    theirs = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
+    ours, _, _ = load_trained_model(run_dir)
+    assert theirs.config.vocab_size == ours.cfg.padded_vocab_size >= size + 1 + NUM_SENTINELS
+    ids = torch.randint(0, size + 1 + NUM_SENTINELS, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-4)
+    text = "the court <mask> tensor <extra_id_0> appeal."
+    exported = AutoTokenizer.from_pretrained(output)
+    assert exported.mask_token_id == size
+    assert exported.encode(text, add_special_tokens=False) == AutoTokenizer.from_pretrained(grown_shards).encode(text, add_special_tokens=False)
