@@ -3,8 +3,9 @@ library) as a tokenizer of this pipeline, so that a corpus is tokenized with the
 tokenizer before ``train init_from=DIR``.
 
 The special ids come from ``tokenizer_config.json`` / ``special_tokens_map.json``; a
-tokenizer without BOS or pad uses EOS for them (documents end with EOS either way). Such
-tokenizers have no mask token or sentinels: CLM only (MLM and span corruption refuse).
+tokenizer without BOS or pad uses EOS for them (documents end with EOS either way). Causal-LM
+tokenizers have no mask token or sentinels (``<extra_id_N>``): CLM only, MLM and span
+corruption refuse, unless tokenize's ``add_special_tokens=true`` appended them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from data_pipeline.train_tokenizer import sentinel_piece
 from data_pipeline.tokenizer_files import MODEL_FILENAME, TokenizerFiles, file_sha256
 from pretrain.special_tokens import META_FILENAME, SpecialTokens
 
@@ -74,6 +76,15 @@ def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
     return ids
 
 
+def _sentinel_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The ids of ``<extra_id_0>``, ``<extra_id_1>``, … as far as the vocabulary has them
+    (those ``add_special_tokens=true`` appends; see data_pipeline/hf_added_tokens.py)."""
+    ids: list[int] = []
+    while (token_id := tokenizer.token_to_id(sentinel_piece(len(ids)))) is not None:
+        ids.append(token_id)
+    return tuple(ids)
+
+
 @dataclass(frozen=True)
 class HFTokenizerFiles:
     """Like :class:`TokenizerFiles`, for a Hugging Face tokenizer directory."""
@@ -98,6 +109,7 @@ class HFTokenizerFiles:
             eos_id=eos,
             unk_id=ids["unk_token"],
             mask_id=ids["mask_token"],
+            sentinel_ids=_sentinel_ids(tokenizer),
             tokenizer_hash=file_sha256(model_path),
         )
         return cls(model_path, special)

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,8 +26,9 @@ from tqdm import tqdm
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
-from data_pipeline.hf_tokenizer import load_tokenizer_files
-from data_pipeline.tokenizer_files import copy_tokenizer_files
+from data_pipeline.hf_added_tokens import write_grown_tokenizer
+from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
+from data_pipeline.tokenizer_files import TokenizerFiles, copy_tokenizer_files
 from data_pipeline.tokenizer_hydra import hydra_entry_point
 from pretrain.data.shards import ShardManifest, shard_prefix
 
@@ -47,6 +49,10 @@ class TokenizeConfig:
     val_fraction: float = 0.005
     # Every document ends with EOS; also start each with BOS.
     add_bos: bool = False
+    # A Hugging Face tokenizer only: append a mask token and num_sentinels sentinels to its
+    # vocabulary (for objective=mlm / span; docs/hf.md). The shards get the grown tokenizer.
+    add_special_tokens: bool = False
+    num_sentinels: int = 100
     strict: bool = False
     progress: bool = True
 
@@ -154,20 +160,37 @@ def remove_partial_files(jobs: list[ShardJob]) -> None:
                 partial.unlink(missing_ok=True)
 
 
+def shard_tokenizer(config: TokenizeConfig, scratch: Path) -> TokenizerFiles | HFTokenizerFiles:
+    """The tokenizer asked for, or with add_special_tokens its grown copy (written to ``scratch``)."""
+    tokenizer = load_tokenizer_files(config.tokenizer)
+    if not config.add_special_tokens:
+        return tokenizer
+    if not isinstance(tokenizer, HFTokenizerFiles):
+        raise ValueError(
+            f"add_special_tokens=true: tokenizer={config.tokenizer} is one of ours, which has a mask token and "
+            "sentinels already; set add_special_tokens=false (it is for Hugging Face tokenizers)"
+        )
+    write_grown_tokenizer(tokenizer.model_path.parent, scratch, config.num_sentinels)
+    return load_tokenizer_files(scratch)
+
+
 def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary:
     if not 0 <= config.val_fraction < 1:
         raise ValueError(f"val_fraction={config.val_fraction}: must be at least 0 and below 1")
     if config.workers < 0:
         raise ValueError(f"workers={config.workers}: set a number of processes, or 0 for all cores")
-    tokenizer = load_tokenizer_files(config.tokenizer)
     sources = find_input_shards(config.input)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    plan = TokenizePlan(tokenizer.special_tokens.tokenizer_hash, config.val_fraction, config.add_bos,
-                        [str(path.resolve()) for path in sources])
-    plan.check_resumable(output_dir)
-    # The tokenizer travels with the shards: training with data.path alone finds it.
-    copy_tokenizer_files(tokenizer.model_path.parent, output_dir)
+    # A grown tokenizer is made aside, so that output_dir keeps its own until the plan agrees.
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = shard_tokenizer(config, Path(scratch))
+        plan = TokenizePlan(tokenizer.special_tokens.tokenizer_hash, config.val_fraction, config.add_bos,
+                            [str(path.resolve()) for path in sources])
+        plan.check_resumable(output_dir)
+        # The tokenizer travels with the shards: training with data.path alone finds it.
+        copy_tokenizer_files(tokenizer.model_path.parent, output_dir)
+    tokenizer = load_tokenizer_files(output_dir)
     tokenizer.special_tokens.save(output_dir)
 
     summary = TokenizeSummary()

@@ -27,7 +27,7 @@ from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_prec
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
 from pretrain.evaluation.tasks import with_window_length
-from pretrain.hf.init_from import load_initial_weights, start_message, with_imported_model
+from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.loss import sample_mean_loss
 from pretrain.metrics import MetricsLogger, memory_gb, peak_tflops
@@ -115,6 +115,7 @@ class Trainer:
         tokenizer = tokenizer_dir(cfg, paths)
         self.special = SpecialTokens.load(tokenizer)
         model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
+        model_cfg = with_grown_vocabulary(cfg, model_cfg, self.special)
         config_changes = check_resume(start, cfg, model_cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
@@ -184,7 +185,7 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
         self.sample_log = self._open_sample_log(start_step)
         if cfg.init_from:
-            self.logger.message(start_message(cfg, start, self.imported))
+            self.logger.message(start_message(cfg, model_cfg, start, self.imported))
         if start is not None:
             self._resume(start)
 

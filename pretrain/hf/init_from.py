@@ -16,7 +16,9 @@ from torch import nn
 from pretrain.config import TrainConfig
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
+from pretrain.model_config import ModelConfig
 from pretrain.parallel.pipeline import canonical_parameters
+from pretrain.special_tokens import SpecialTokens
 
 
 def with_imported_model(cfg: TrainConfig) -> TrainConfig:
@@ -32,6 +34,23 @@ def with_imported_model(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, model=model)
 
 
+def with_grown_vocabulary(cfg: TrainConfig, model: ModelConfig, special: SpecialTokens) -> ModelConfig:
+    """The imported ``model`` with rows for the ids a tokenizer grown by tokenize's
+    ``add_special_tokens=true`` appended past the checkpoint's embedding. Those rows keep
+    the model's initialization, N(0, model.init_std); only special ids may need them, so a
+    tokenizer that is simply larger than the checkpoint is still refused."""
+    if not cfg.init_from or special.vocab_size <= model.padded_vocab_size:
+        return model
+    new_ids = set(range(model.padded_vocab_size, special.vocab_size))
+    if not new_ids <= {special.mask_id, *special.sentinel_ids}:
+        raise ValueError(
+            f"the tokenizer has {special.vocab_size} ids but init_from={cfg.init_from} has {model.padded_vocab_size} "
+            "embedding rows, and the ids past them are not the mask and sentinels tokenize's add_special_tokens=true "
+            "appends; tokenize with the checkpoint's own tokenizer"
+        )
+    return replace(model, vocab_size=special.vocab_size)
+
+
 def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> Optional[ReadStats]:
     """Fill this rank's freshly built ``model`` from ``init_from``; None when there is
     nothing to do (no init_from, or the run resumes from its own checkpoint)."""
@@ -40,12 +59,15 @@ def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> 
     return load_hf_weights(Path(cfg.init_from), cfg.model, canonical_parameters(model))
 
 
-def start_message(cfg: TrainConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
+def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
     if resume_path is not None:
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
     model = cfg.model
     read = "" if stats is None else f"; rank 0 read {stats.tensors} tensors, {stats.elements:,} values"
+    vocabulary = f"vocabulary {model.vocab_size}"
+    if built.padded_vocab_size > model.padded_vocab_size:
+        vocabulary += f" grown to {built.padded_vocab_size} rows for the tokenizer's added tokens, new rows N(0, {built.init_std})"
     return (
         f"initialized from {cfg.init_from} ({model.hf_architecture}: {model.n_layers} layers, d_model {model.d_model}, "
-        f"vocabulary {model.vocab_size}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"
+        f"{vocabulary}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"
     )

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from torch import nn
 
 from pretrain.hf.names import hf_name
-from pretrain.init import fill_partition, full_shape, local_shape, partition_range
+from pretrain.init import full_shape, local_shape, partition_range
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 
@@ -26,6 +26,8 @@ INDEX_FILENAME = "model.safetensors.index.json"
 SINGLE_FILENAME = "model.safetensors"
 # Buffers older checkpoints saved next to the weights; recomputed by every model.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+# The vocabulary's tensors: a run on a grown tokenizer gives them more rows than stored.
+GROWABLE = ("embed.tokens.weight", "head.proj.weight")
 
 
 @dataclass
@@ -75,13 +77,22 @@ def _local_index(param: nn.Parameter) -> list[slice]:
     return index
 
 
-def _read_local(stored: Any, param: nn.Parameter) -> torch.Tensor:
-    """This rank's values of one stored tensor: its tensor-parallel slice, or under ZeRO-3
-    only its partition of that slice (flat), read as the few rows that cover it."""
+def _stored_values(param: nn.Parameter, stored_rows: int) -> int:
+    """How many values at the start of this rank's flat tensor-parallel slice the checkpoint
+    holds: all of them, except in an embedding (or head) grown past the checkpoint's rows,
+    whose new rows are initialized, never read."""
+    local = local_shape(param)
+    first_row = _local_index(param)[0].start
+    return max(0, min(local[0], stored_rows - first_row)) * local[1:].numel()
+
+
+def _read_local(stored: Any, param: nn.Parameter, stored_rows: int) -> torch.Tensor:
+    """This rank's values of one stored tensor, flat: the part of its tensor-parallel slice
+    (under ZeRO-3 only of its partition) the checkpoint holds, read as the few rows that
+    cover it."""
     index = _local_index(param)
-    if not hasattr(param, "ds_tensor"):
-        return stored[tuple(index)]
-    start, stop = partition_range(param)
+    start, stop = partition_range(param) if hasattr(param, "ds_tensor") else (0, local_shape(param).numel())
+    stop = min(stop, _stored_values(param, stored_rows))
     if start >= stop:
         return torch.empty(0)
     row = local_shape(param)[1:].numel()
@@ -103,13 +114,13 @@ def load_hf_weights(directory: Path, cfg: ModelConfig, params: dict[str, nn.Para
             path = files[stored_name]
             stored = handles[path].get_slice(stored_name)
             shape, expected = list(stored.get_shape()), list(full_shape(param))
+            if name in GROWABLE and expected[0] > cfg.padded_vocab_size:  # see with_grown_vocabulary
+                expected[0] = cfg.padded_vocab_size
             if shape != expected:
                 raise ValueError(f"{path}: tensor {stored_name} has shape {shape}, but config.json gives the model {expected}")
-            value = _read_local(stored, param)
-            if hasattr(param, "ds_tensor"):
-                fill_partition(param, value.to(param.ds_tensor.dtype))  # type: ignore[attr-defined]
-            else:
-                param.copy_(value.to(param.dtype))
+            value = _read_local(stored, param, shape[0])
+            storage = param.ds_tensor if hasattr(param, "ds_tensor") else param.view(-1)  # type: ignore[attr-defined]
+            storage[: value.numel()].copy_(value.to(storage.dtype))
             stats.tensors += 1
             stats.elements += value.numel()
     return stats

@@ -55,3 +55,24 @@ def init_from_overrides(data: Path, checkpoint: Path, run_dir: Path, batch: int,
         "train.micro_batch_size=2", f"train.global_batch_size={batch}", "train.log_every=1", "train.eval_every=0",
         "train.save_every=0", "logging.progress_bar=false", *more,
     ]
+
+
+def launch_init_from_runs(runs: dict[str, list[str]], workdir: Path, processes: int) -> dict[str, dict]:
+    """``{name: overrides}`` in one torchrun launch of hf_parallel_worker.py: ``{"loss": {name:
+    first step's loss}, "reads": {name: [what each rank read]}}``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (workdir / "runs.json").write_text(json.dumps(runs))
+    repo = Path(__file__).resolve().parents[2]
+    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {key: value for key, value in os.environ.items() if key not in launch_env}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    worker = Path(__file__).with_name("hf_parallel_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               str(worker), str(workdir / "runs.json"), str(workdir / "out.json")]
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return json.loads((workdir / "out.json").read_text())

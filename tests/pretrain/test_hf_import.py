@@ -20,7 +20,7 @@ from pretrain.hf.writer import write_hf_model
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig, RopeScaling
 from pretrain.special_tokens import SpecialTokens
-from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, save_tiny_model
+from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, launch_init_from_runs, save_tiny_model
 
 SPECIAL = SpecialTokens.synthetic(VOCAB)
 # Config fields an export must carry over unchanged (the token ids come from our tokenizer).
@@ -209,24 +209,10 @@ def single_process_losses(checkpoints: dict[str, Path], token_corpus: Path, tmp_
 @pytest.fixture(scope="module")
 def parallel_runs(checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory) -> dict[str, dict]:
     """All layouts in one four-process torchrun launch."""
-    import os
-    import subprocess
-    import sys
-
     workdir = tmp_path_factory.mktemp("hf-parallel")
     runs = {name: training(token_corpus, checkpoints[family], workdir / name, *overrides)
             for name, (family, overrides) in PARALLEL_RUNS.items()}
-    (workdir / "runs.json").write_text(json.dumps(runs))
-    repo = Path(__file__).resolve().parents[2]
-    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {key: value for key, value in os.environ.items() if key not in launch_env}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
-    worker = Path(__file__).with_name("hf_parallel_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", str(worker),
-               str(workdir / "runs.json"), str(workdir / "out.json")]
-    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-5000:]
-    return json.loads((workdir / "out.json").read_text())
+    return launch_init_from_runs(runs, workdir, processes=4)
 
 
 @pytest.mark.parametrize("name", PARALLEL_RUNS)

@@ -20,7 +20,7 @@ from pretrain.distributed import init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.model import GPT
 from pretrain.trainer import Trainer
-from tests.pretrain.hf_models import init_from_overrides, save_tiny_model
+from tests.pretrain.hf_models import init_from_overrides, launch_init_from_runs, save_tiny_model
 
 WORDS = "river stone law court patient dose code loop merge tensor appeal clause".split()
 EOS, BOS = "<|endoftext|>", "<s>"
@@ -147,3 +147,136 @@ def test_export_writes_the_imported_architecture_and_tokenizer(
     text = "the court merge tensor appeal."
     expected = Tokenizer.from_file(str(hf_tokenizer / "tokenizer.json")).encode(text, add_special_tokens=False).ids
     assert AutoTokenizer.from_pretrained(output).encode(text, add_special_tokens=False) == expected
+
+
+# add_special_tokens=true: a mask token and sentinels appended, the embedding and head grown.
+NUM_SENTINELS = 8
+
+
+@pytest.fixture(scope="module")
+def grown_shards(corpus: Path, hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("grown_tokens")
+    config = TokenizeConfig(input=str(corpus), tokenizer=str(hf_tokenizer), output_dir=str(output), workers=1,
+                            val_fraction=0.0, progress=False, add_special_tokens=True, num_sentinels=NUM_SENTINELS)
+    assert not tokenize_corpus(config).failed
+    return output
+
+
+def tokenizer_size(hf_tokenizer: Path) -> int:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(hf_tokenizer / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+
+
+def test_added_tokens_follow_the_vocabulary_and_leave_every_other_id_alone(
+    grown_shards: Path, shards: Path, hf_tokenizer: Path
+) -> None:
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    size = tokenizer_size(hf_tokenizer)
+    meta = json.loads((grown_shards / "tokenizer_meta.json").read_text())
+    assert (meta["vocab_size"], meta["mask_id"]) == (size + 1 + NUM_SENTINELS, size)
+    assert meta["sentinel_ids"] == list(range(size + 1, size + 1 + NUM_SENTINELS))
+    grown = [np.asarray(TokenShard(prefix).tokens) for prefix in find_shards(grown_shards, TRAIN)]
+    plain = [np.asarray(TokenShard(prefix).tokens) for prefix in find_shards(shards, TRAIN)]
+    assert np.array_equal(np.concatenate(grown), np.concatenate(plain))
+    theirs = AutoTokenizer.from_pretrained(grown_shards)
+    assert theirs.mask_token_id == size
+    ids = theirs.encode("law <mask> court <extra_id_7>", add_special_tokens=False)
+    assert size in ids and size + NUM_SENTINELS in ids
+    assert ids == Tokenizer.from_file(str(grown_shards / "tokenizer.json")).encode("law <mask> court <extra_id_7>").ids
+
+
+def test_add_special_tokens_is_refused_for_our_tokenizer(text_tokenizer: Path, corpus: Path, tmp_path: Path) -> None:
+    config = TokenizeConfig(input=str(corpus), tokenizer=str(text_tokenizer), output_dir=str(tmp_path), workers=1,
+                            progress=False, add_special_tokens=True)
+    with pytest.raises(ValueError, match="has a mask token and sentinels already"):
+        tokenize_corpus(config)
+
+
+@pytest.fixture(scope="module")
+def exact_hf_model(hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2 (untied: embedding and head) with exactly the tokenizer's rows, as many have."""
+    directory = tmp_path_factory.mktemp("qwen2_exact")
+    return save_tiny_model(directory, "qwen2", vocab_size=tokenizer_size(hf_tokenizer), num_hidden_layers=2)
+
+
+def test_a_larger_tokenizer_without_added_tokens_is_refused(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    small = save_tiny_model(tmp_path_factory.mktemp("qwen2_256"), "qwen2", vocab_size=256, num_hidden_layers=1)
+    cfg = load_train_config(run_overrides(shards, small, tmp_path_factory.mktemp("refused"), "train.max_steps=1"))
+    with pytest.raises(ValueError, match="are not the mask and sentinels tokenize's add_special_tokens=true appends"):
+        Trainer(cfg, init_distributed())
+
+
+@pytest.mark.parametrize("objective", ["mlm", "span"])
+def test_a_grown_model_keeps_the_imported_rows_initializes_the_new_ones_and_trains(
+    objective: str, grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from safetensors.torch import load_file
+
+    size = tokenizer_size(hf_tokenizer)
+    cfg = load_train_config(run_overrides(grown_shards, exact_hf_model, tmp_path, f"objective={objective}", "train.max_steps=2"))
+    trainer = Trainer(cfg, init_distributed())
+    assert f"grown to {trainer.model_cfg.padded_vocab_size} rows" in capsys.readouterr().err
+    params = dict(trainer.engine.module.named_parameters())
+    stored = load_file(str(exact_hf_model / "model.safetensors"))
+    fresh = dict(GPT(trainer.model_cfg, seed=cfg.train.seed).named_parameters())  # the model's own initialization
+    for ours, theirs in (("embed.tokens.weight", "model.embed_tokens.weight"), ("head.proj.weight", "lm_head.weight")):
+        grown = params[ours].detach()
+        assert grown.shape[0] >= size + 1 + NUM_SENTINELS
+        assert torch.equal(grown[:size], stored[theirs])
+        assert torch.equal(grown[size:], fresh[ours].detach()[size:])
+        assert abs(grown[size:].std().item() - trainer.model_cfg.init_std) < 0.01  # N(0, init_std): 0.02, not 0.2
+    records = trainer.fit()
+    assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
+
+
+def grown_overrides(grown_shards: Path, exact_hf_model: Path, run_dir: Path, *layout: str) -> list[str]:
+    return run_overrides(grown_shards, exact_hf_model, run_dir, "objective=mlm", "train.max_steps=1", *layout)
+
+
+@pytest.fixture(scope="module")
+def grown_run(grown_shards: Path, exact_hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """One MLM step of the grown model in one process: its run dir and loss."""
+    run_dir = tmp_path_factory.mktemp("grown_run")
+    records = Trainer(load_train_config(grown_overrides(grown_shards, exact_hf_model, run_dir)), init_distributed()).fit()
+    return run_dir, records[0]["loss"]
+
+
+def test_a_grown_model_starts_alike_under_tp_and_zero3_reading_only_imported_rows(
+    grown_run: tuple[Path, float], grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
+) -> None:
+    run_dir, single = grown_run
+    runs = {name: grown_overrides(grown_shards, exact_hf_model, tmp_path / name, f"parallel={name}") for name in ("tp2", "zero3")}
+    runs = launch_init_from_runs(runs, tmp_path, processes=2)
+    assert runs["loss"] == pytest.approx({"tp2": single, "zero3": single}, rel=1e-5)
+    cfg = load_trained_model(run_dir)[0].cfg
+    size, rows = tokenizer_size(hf_tokenizer), cfg.padded_vocab_size
+    new_values = 2 * (rows - size) * cfg.d_model  # the embedding's and the head's new rows
+    unread = {name: [rank["local_elements"] - rank["elements"] for rank in reads] for name, reads in runs["reads"].items()}
+    half = rows // 2  # tp2: each rank holds half of the vocabulary's rows
+    assert unread["tp2"] == [2 * cfg.d_model * len(range(max(size, r * half), (r + 1) * half)) for r in (0, 1)]
+    assert sum(unread["zero3"]) == new_values and min(unread["zero3"]) >= 0
+    assert all(rank["tensors"] == rank["local_tensors"] for reads in runs["reads"].values() for rank in reads)
+
+
+def test_export_of_a_grown_run_writes_the_grown_vocabulary_and_tokenizer(
+    grown_run: tuple[Path, float], grown_shards: Path, hf_tokenizer: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _ = grown_run
+    output = export(ExportConfig(checkpoint=str(run_dir), output_dir=str(tmp_path / "export")))
+    size = tokenizer_size(hf_tokenizer)
+    theirs = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
+    ours, _, _ = load_trained_model(run_dir)
+    assert theirs.config.vocab_size == ours.cfg.padded_vocab_size >= size + 1 + NUM_SENTINELS
+    ids = torch.randint(0, size + 1 + NUM_SENTINELS, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=0, atol=1e-4)
+    text = "the court <mask> tensor <extra_id_0> appeal."
+    exported = AutoTokenizer.from_pretrained(output)
+    assert exported.mask_token_id == size
+    assert exported.encode(text, add_special_tokens=False) == AutoTokenizer.from_pretrained(grown_shards).encode(text, add_special_tokens=False)
