@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pretrain.choices import Choice
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -108,20 +108,35 @@ def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling]
     return torch.where(long_waves, inv_freq / scaling.factor, torch.where(short_waves, inv_freq, blended))
 
 
-def rotary(x: Tensor, positions: Tensor, theta: float, scaling: Optional[RopeScaling] = None) -> Tensor:
-    """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses).
+class RotaryTables(NamedTuple):
+    """Rotary cos and sin, fp32, (seq, head_dim) or (batch, 1, seq, head_dim): computed once
+    per forward and shared by every layer (and by queries and keys)."""
 
-    x: (batch, heads, seq, head_dim); positions: (seq,) or (batch, seq).
-    """
-    half = x.shape[-1] // 2
-    inv_freq = rope_frequencies(x.shape[-1], theta, scaling, x.device)
+    cos: Tensor
+    sin: Tensor
+
+
+def rotary_tables(positions: Tensor, head_dim: int, theta: float, scaling: Optional[RopeScaling] = None) -> RotaryTables:
+    """The tables for ``positions``, (seq,) or (batch, seq)."""
+    inv_freq = rope_frequencies(head_dim, theta, scaling, positions.device)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., seq, half)
     if angles.dim() == 3:
         angles = angles[:, None]  # per-sample positions broadcast over heads
-    cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)
-    sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)
+    angles = torch.cat((angles, angles), dim=-1)
+    return RotaryTables(angles.cos(), angles.sin())
+
+
+def apply_rotary(x: Tensor, tables: RotaryTables) -> Tensor:
+    """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses);
+    x: (batch, heads, seq, head_dim)."""
+    half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return x * tables.cos.to(x.dtype) + rotated * tables.sin.to(x.dtype)
+
+
+def rotary(x: Tensor, positions: Tensor, theta: float, scaling: Optional[RopeScaling] = None) -> Tensor:
+    """:func:`apply_rotary` with tables made for this call alone."""
+    return apply_rotary(x, rotary_tables(positions, x.shape[-1], theta, scaling))
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -153,15 +168,25 @@ class Attention(nn.Module):
         batch, seq, _ = x.shape
         return x.view(batch, seq, heads, self.head_dim).transpose(1, 2)
 
+    def rotary_tables(self, positions: Tensor) -> Optional[RotaryTables]:
+        """None when the model has no rotary positions."""
+        if self.rope_theta is None:
+            return None
+        return rotary_tables(positions, self.head_dim, self.rope_theta, self.rope_scaling)
+
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+        self,
+        x: Tensor,
+        rope: Optional[RotaryTables],
+        mask: Optional[Tensor],
+        is_causal: bool,
+        cache: Optional[LayerCache] = None,
     ) -> Tensor:
         q = self._split_heads(self.wq(x), self.local_heads)
         k = self._split_heads(self.wk(x), self.local_kv_heads)
         v = self._split_heads(self.wv(x), self.local_kv_heads)
-        if self.rope_theta is not None:
-            q = rotary(q, positions, self.rope_theta, self.rope_scaling)
-            k = rotary(k, positions, self.rope_theta, self.rope_scaling)
+        if rope is not None:
+            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k, v = cache.append(k, v)
         out = F.scaled_dot_product_attention(
@@ -208,9 +233,19 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.residual_dropout)
 
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        mask: Optional[Tensor],
+        is_causal: bool,
+        cache: Optional[LayerCache] = None,
+        rope: Optional[RotaryTables] = None,
     ) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), positions, mask, is_causal, cache))
+        """``rope``: the tables for ``positions`` when the caller has them (a whole model
+        computes them once for all its blocks); otherwise the block computes its own."""
+        if rope is None:
+            rope = self.attn.rotary_tables(positions)
+        x = x + self.dropout(self.attn(self.attn_norm(x), rope, mask, is_causal, cache))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -286,10 +321,11 @@ class GPT(nn.Module):
         else:
             mask, is_causal = cache.extend(attention or AttentionSpec(), seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
+        rope = self.blocks[0].attn.rotary_tables(positions) if self.blocks else None
         for index, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, positions, mask, is_causal, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, is_causal, None, rope, use_reentrant=False)
             else:
-                x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index])
+                x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index], rope)
         tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None
         return self.head(x, tied)
