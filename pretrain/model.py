@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pretrain.init import init_parameters
+from pretrain.loss import chunked_token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
@@ -47,7 +48,7 @@ class LayerFactory:
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Per-position cross-entropy, (batch, seq), from logits laid out as this factory's."""
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+        return chunked_token_losses(logits, labels)
 
 
 DENSE = LayerFactory()
