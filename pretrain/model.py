@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pretrain.flex_attention import BlockMask, block_mask, flex_attend
 from pretrain.init import init_parameters
 from pretrain.loss import chunked_token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
@@ -71,24 +72,45 @@ class AttentionSpec:
     doc_ids: Optional[Tensor] = None
 
 
+def needs_mask(spec: AttentionSpec) -> bool:
+    """Whether attention needs more than SDPA's built-in causal or no mask."""
+    return spec.doc_ids is not None or spec.mode is AttentionMode.prefix
+
+
 def attention_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> tuple[Optional[Tensor], bool]:
     """``(mask, is_causal)`` for SDPA. The mask is boolean (batch, 1, seq, seq), True where a
     query may attend to a key; it is None when SDPA needs none (plain causal or plain
     bidirectional attention), which keeps the fused kernels available."""
-    if spec.doc_ids is None and spec.mode is not AttentionMode.prefix:
+    if not needs_mask(spec):
         return None, spec.mode is AttentionMode.causal
+    if spec.mode is AttentionMode.prefix and spec.prefix_len is None:
+        raise ValueError("prefix attention needs prefix_len")
     pos = torch.arange(seq_len, device=device)
     allowed = (pos[None, :] <= pos[:, None])[None]  # causal, (1, query, key)
     if spec.mode is AttentionMode.bidirectional:
         allowed = torch.ones_like(allowed)
     elif spec.mode is AttentionMode.prefix:
-        if spec.prefix_len is None:
-            raise ValueError("prefix attention needs prefix_len")
         key_in_prefix = pos[None, :] < spec.prefix_len.to(device)[:, None]  # (batch, key)
         allowed = allowed | key_in_prefix[:, None, :]
     if spec.doc_ids is not None:
         allowed = allowed & (spec.doc_ids[:, :, None] == spec.doc_ids[:, None, :])
     return allowed[:, None], False
+
+
+def use_flex_attention(spec: AttentionSpec, device: torch.device, dropout: float) -> bool:
+    """On CUDA, masks beyond plain causal go to FlexAttention's block masks, which keep a
+    fused kernel; CPU keeps SDPA (FlexAttention has no CPU backward in torch 2.13), and so
+    does attention dropout, which FlexAttention lacks. Plain causal and bidirectional
+    attention need no mask and stay on SDPA's flash kernel."""
+    return device.type == "cuda" and needs_mask(spec) and dropout == 0.0
+
+
+def flex_block_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> BlockMask:
+    """The block mask allowing the pairs :func:`attention_mask` allows."""
+    prefix_len = spec.prefix_len if spec.mode is AttentionMode.prefix else None
+    on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
+    causal = spec.mode is not AttentionMode.bidirectional
+    return block_mask(causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device)
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling], device: torch.device) -> Tensor:
@@ -179,7 +201,7 @@ class Attention(nn.Module):
         self,
         x: Tensor,
         rope: Optional[RotaryTables],
-        mask: Optional[Tensor],
+        mask: Optional[Tensor | BlockMask],
         is_causal: bool,
         cache: Optional[LayerCache] = None,
     ) -> Tensor:
@@ -190,7 +212,15 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k, v = cache.append(k, v)
-        out = F.scaled_dot_product_attention(
+        if isinstance(mask, BlockMask):
+            out = flex_attend(q, k, v, mask, enable_gqa=self.local_kv_heads != self.local_heads)
+        else:
+            out = self._sdpa(q, k, v, mask, is_causal)
+        batch, _, seq, _ = out.shape
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
@@ -199,8 +229,6 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.local_kv_heads != self.local_heads,
         )
-        batch, _, seq, _ = out.shape
-        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -237,7 +265,7 @@ class Block(nn.Module):
         self,
         x: Tensor,
         positions: Tensor,
-        mask: Optional[Tensor],
+        mask: Optional[Tensor | BlockMask],
         is_causal: bool,
         cache: Optional[LayerCache] = None,
         rope: Optional[RotaryTables] = None,
@@ -317,10 +345,13 @@ class GPT(nn.Module):
             )
         if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
-        if cache is None:
-            mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
+        spec = attention or AttentionSpec()
+        if cache is None and use_flex_attention(spec, input_ids.device, self.cfg.attn_dropout if self.training else 0.0):
+            mask, is_causal = flex_block_mask(spec, seq_len, input_ids.device), False
+        elif cache is None:
+            mask, is_causal = attention_mask(spec, seq_len, input_ids.device)
         else:
-            mask, is_causal = cache.extend(attention or AttentionSpec(), seq_len, input_ids.device)
+            mask, is_causal = cache.extend(spec, seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
         rope = self.blocks[0].attn.rotary_tables(positions) if self.blocks else None
         for index, block in enumerate(self.blocks):
