@@ -22,30 +22,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
+from bare_loop import BareLoop  # noqa: E402
 
 from pretrain.config import load_train_config  # noqa: E402
 from pretrain.distributed import init_distributed  # noqa: E402
-from pretrain.loss import sample_mean_loss  # noqa: E402
-from pretrain.model import GPT  # noqa: E402
 from pretrain.trainer import Trainer  # noqa: E402
 
 
 def bare_loop_tokens_per_s(trainer: Trainer, steps: int) -> float:
-    """The same model, optimizer and batches, with nothing but torch around them."""
-    cfg = trainer.cfg
-    model = GPT(trainer.model_cfg, seed=cfg.train.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    """The same model, optimizer and batches on the same device and precision, with nothing
+    but torch around them."""
+    bare = BareLoop(trainer.model_cfg, trainer.cfg, trainer.process.device, trainer.precision)
     plan = trainer.plan
     start = time.perf_counter()
     for step in range(steps):
         positions = plan.positions(step * plan.global_batch, 0, 0)  # the same samples, read the same way
-        batch = trainer._batch(trainer.stream.sample(positions).windows, positions)
-        loss = sample_mean_loss(trainer.layers.token_losses(model(batch.input_ids, batch.attention), batch.labels), batch.loss_mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-    return steps * plan.global_batch * cfg.train.seq_len / (time.perf_counter() - start)
+        bare.step(trainer._batch(trainer.stream.sample(positions).windows, positions))
+    bare.synchronize()
+    return steps * plan.global_batch * trainer.cfg.train.seq_len / (time.perf_counter() - start)
 
 
 def loader_samples_per_s(trainer: Trainer, batches: int) -> float:

@@ -71,6 +71,14 @@ class ParallelConfig:
     # checkpoint spans when train.activation_checkpointing is on.
     partition_method: PartitionMethod = PartitionMethod.parameters
     checkpoint_interval: int = 1
+    # ZeRO 1-3 communication (docs/performance.md): reduce gradients while the backward pass
+    # still runs, copy them into one contiguous buffer as they are made (less fragmentation),
+    # and the sizes, in elements, of the gradient-reduction and parameter all-gather buckets
+    # (bigger: fewer, larger collectives; overlap_comm holds a few buckets' worth extra).
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    reduce_bucket_size: int = 200_000_000
+    allgather_bucket_size: int = 200_000_000
 
 
 @dataclass

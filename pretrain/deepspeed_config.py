@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from pretrain.config import Precision, TrainConfig
+from pretrain.config import ParallelConfig, Precision, TrainConfig
 from pretrain.data.loader import BatchPlan
 
 
@@ -31,6 +31,20 @@ def _gradient_accumulation_dtype(cfg: TrainConfig, precision: Precision) -> dict
     return {}
 
 
+def zero_optimization(parallel: ParallelConfig) -> dict[str, Any]:
+    """ZeRO's stage and communication settings, all from ``parallel.*``."""
+    for name in ("reduce_bucket_size", "allgather_bucket_size"):
+        if getattr(parallel, name) <= 0:
+            raise ValueError(f"parallel.{name}={getattr(parallel, name)}: a bucket holds at least one element; e.g. 200000000")
+    return {
+        "stage": parallel.zero_stage,
+        "overlap_comm": parallel.overlap_comm,
+        "contiguous_gradients": parallel.contiguous_gradients,
+        "reduce_bucket_size": parallel.reduce_bucket_size,
+        "allgather_bucket_size": parallel.allgather_bucket_size,
+    }
+
+
 def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) -> dict[str, Any]:
     return {
         "train_batch_size": plan.global_batch,
@@ -38,7 +52,7 @@ def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) ->
         "gradient_accumulation_steps": plan.grad_accum,
         # DeepSpeed 0.19 clips at 1.0 unless told otherwise; 0 switches clipping off.
         "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": cfg.parallel.zero_stage},
+        "zero_optimization": zero_optimization(cfg.parallel),
         **_gradient_accumulation_dtype(cfg, precision),
         "bf16": {"enabled": precision is Precision.bf16},
         "fp16": {"enabled": precision is Precision.fp16, "loss_scale": 0, "initial_scale_power": 16},

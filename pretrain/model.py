@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pretrain.choices import Choice
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pretrain.flex_attention import BlockMask, block_mask, flex_attend
 from pretrain.init import materialize
+from pretrain.loss import chunked_token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
@@ -47,7 +49,7 @@ class LayerFactory:
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Per-position cross-entropy, (batch, seq), from logits laid out as this factory's."""
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+        return chunked_token_losses(logits, labels)
 
 
 DENSE = LayerFactory()
@@ -70,24 +72,45 @@ class AttentionSpec:
     doc_ids: Optional[Tensor] = None
 
 
+def needs_mask(spec: AttentionSpec) -> bool:
+    """Whether attention needs more than SDPA's built-in causal or no mask."""
+    return spec.doc_ids is not None or spec.mode is AttentionMode.prefix
+
+
 def attention_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> tuple[Optional[Tensor], bool]:
     """``(mask, is_causal)`` for SDPA. The mask is boolean (batch, 1, seq, seq), True where a
     query may attend to a key; it is None when SDPA needs none (plain causal or plain
     bidirectional attention), which keeps the fused kernels available."""
-    if spec.doc_ids is None and spec.mode is not AttentionMode.prefix:
+    if not needs_mask(spec):
         return None, spec.mode is AttentionMode.causal
+    if spec.mode is AttentionMode.prefix and spec.prefix_len is None:
+        raise ValueError("prefix attention needs prefix_len")
     pos = torch.arange(seq_len, device=device)
     allowed = (pos[None, :] <= pos[:, None])[None]  # causal, (1, query, key)
     if spec.mode is AttentionMode.bidirectional:
         allowed = torch.ones_like(allowed)
     elif spec.mode is AttentionMode.prefix:
-        if spec.prefix_len is None:
-            raise ValueError("prefix attention needs prefix_len")
         key_in_prefix = pos[None, :] < spec.prefix_len.to(device)[:, None]  # (batch, key)
         allowed = allowed | key_in_prefix[:, None, :]
     if spec.doc_ids is not None:
         allowed = allowed & (spec.doc_ids[:, :, None] == spec.doc_ids[:, None, :])
     return allowed[:, None], False
+
+
+def use_flex_attention(spec: AttentionSpec, device: torch.device, dropout: float) -> bool:
+    """On CUDA, masks beyond plain causal go to FlexAttention's block masks, which keep a
+    fused kernel; CPU keeps SDPA (FlexAttention has no CPU backward in torch 2.13), and so
+    does attention dropout, which FlexAttention lacks. Plain causal and bidirectional
+    attention need no mask and stay on SDPA's flash kernel."""
+    return device.type == "cuda" and needs_mask(spec) and dropout == 0.0
+
+
+def flex_block_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> BlockMask:
+    """The block mask allowing the pairs :func:`attention_mask` allows."""
+    prefix_len = spec.prefix_len if spec.mode is AttentionMode.prefix else None
+    on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
+    causal = spec.mode is not AttentionMode.bidirectional
+    return block_mask(causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device)
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling], device: torch.device) -> Tensor:
@@ -108,20 +131,35 @@ def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling]
     return torch.where(long_waves, inv_freq / scaling.factor, torch.where(short_waves, inv_freq, blended))
 
 
-def rotary(x: Tensor, positions: Tensor, theta: float, scaling: Optional[RopeScaling] = None) -> Tensor:
-    """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses).
+class RotaryTables(NamedTuple):
+    """Rotary cos and sin, fp32, (seq, head_dim) or (batch, 1, seq, head_dim): computed once
+    per forward and shared by every layer (and by queries and keys)."""
 
-    x: (batch, heads, seq, head_dim); positions: (seq,) or (batch, seq).
-    """
-    half = x.shape[-1] // 2
-    inv_freq = rope_frequencies(x.shape[-1], theta, scaling, x.device)
+    cos: Tensor
+    sin: Tensor
+
+
+def rotary_tables(positions: Tensor, head_dim: int, theta: float, scaling: Optional[RopeScaling] = None) -> RotaryTables:
+    """The tables for ``positions``, (seq,) or (batch, seq)."""
+    inv_freq = rope_frequencies(head_dim, theta, scaling, positions.device)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., seq, half)
     if angles.dim() == 3:
         angles = angles[:, None]  # per-sample positions broadcast over heads
-    cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)
-    sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)
+    angles = torch.cat((angles, angles), dim=-1)
+    return RotaryTables(angles.cos(), angles.sin())
+
+
+def apply_rotary(x: Tensor, tables: RotaryTables) -> Tensor:
+    """Rotary position embedding in the rotate-half layout (the one Hugging Face Llama uses);
+    x: (batch, heads, seq, head_dim)."""
+    half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return x * tables.cos.to(x.dtype) + rotated * tables.sin.to(x.dtype)
+
+
+def rotary(x: Tensor, positions: Tensor, theta: float, scaling: Optional[RopeScaling] = None) -> Tensor:
+    """:func:`apply_rotary` with tables made for this call alone."""
+    return apply_rotary(x, rotary_tables(positions, x.shape[-1], theta, scaling))
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -153,18 +191,36 @@ class Attention(nn.Module):
         batch, seq, _ = x.shape
         return x.view(batch, seq, heads, self.head_dim).transpose(1, 2)
 
+    def rotary_tables(self, positions: Tensor) -> Optional[RotaryTables]:
+        """None when the model has no rotary positions."""
+        if self.rope_theta is None:
+            return None
+        return rotary_tables(positions, self.head_dim, self.rope_theta, self.rope_scaling)
+
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+        self,
+        x: Tensor,
+        rope: Optional[RotaryTables],
+        mask: Optional[Tensor | BlockMask],
+        is_causal: bool,
+        cache: Optional[LayerCache] = None,
     ) -> Tensor:
         q = self._split_heads(self.wq(x), self.local_heads)
         k = self._split_heads(self.wk(x), self.local_kv_heads)
         v = self._split_heads(self.wv(x), self.local_kv_heads)
-        if self.rope_theta is not None:
-            q = rotary(q, positions, self.rope_theta, self.rope_scaling)
-            k = rotary(k, positions, self.rope_theta, self.rope_scaling)
+        if rope is not None:
+            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k, v = cache.append(k, v)
-        out = F.scaled_dot_product_attention(
+        if isinstance(mask, BlockMask):
+            out = flex_attend(q, k, v, mask, enable_gqa=self.local_kv_heads != self.local_heads)
+        else:
+            out = self._sdpa(q, k, v, mask, is_causal)
+        batch, _, seq, _ = out.shape
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
@@ -173,8 +229,6 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.local_kv_heads != self.local_heads,
         )
-        batch, _, seq, _ = out.shape
-        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -208,9 +262,19 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.residual_dropout)
 
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Optional[Tensor], is_causal: bool, cache: Optional[LayerCache] = None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        mask: Optional[Tensor | BlockMask],
+        is_causal: bool,
+        cache: Optional[LayerCache] = None,
+        rope: Optional[RotaryTables] = None,
     ) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), positions, mask, is_causal, cache))
+        """``rope``: the tables for ``positions`` when the caller has them (a whole model
+        computes them once for all its blocks); otherwise the block computes its own."""
+        if rope is None:
+            rope = self.attn.rotary_tables(positions)
+        x = x + self.dropout(self.attn(self.attn_norm(x), rope, mask, is_causal, cache))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -282,15 +346,19 @@ class GPT(nn.Module):
             )
         if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
-        if cache is None:
-            mask, is_causal = attention_mask(attention or AttentionSpec(), seq_len, input_ids.device)
+        spec = attention or AttentionSpec()
+        if cache is None and use_flex_attention(spec, input_ids.device, self.cfg.attn_dropout if self.training else 0.0):
+            mask, is_causal = flex_block_mask(spec, seq_len, input_ids.device), False
+        elif cache is None:
+            mask, is_causal = attention_mask(spec, seq_len, input_ids.device)
         else:
-            mask, is_causal = cache.extend(attention or AttentionSpec(), seq_len, input_ids.device)
+            mask, is_causal = cache.extend(spec, seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
+        rope = self.blocks[0].attn.rotary_tables(positions) if self.blocks else None
         for index, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, positions, mask, is_causal, use_reentrant=False)
+                x = checkpoint(block, x, positions, mask, is_causal, None, rope, use_reentrant=False)
             else:
-                x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index])
+                x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index], rope)
         tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None
         return self.head(x, tied)

@@ -3,8 +3,9 @@
 A column-parallel linear splits its output features across the tensor-parallel ranks, a
 row-parallel linear its input features; attention and MLP put a column-parallel layer before
 a row-parallel one, so each pair needs one all-reduce forward and one backward. The
-embedding and the output projection split the vocabulary, and the cross-entropy works on the
-vocabulary shards directly: full logits are never gathered during training.
+embedding and the output projection split the vocabulary, and the cross-entropy
+(``pretrain.loss.chunked_token_losses``) works on the vocabulary shards directly: full logits
+are never gathered during training.
 
 Every sharded parameter records ``tp_split_dim``, ``tp_rank`` and ``tp_size``, which is all
 that initialization and checkpoint consolidation need to know about the layout.
@@ -16,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrain.loss import chunked_token_losses
 from pretrain.model import LayerFactory
 
 
@@ -111,41 +113,6 @@ class VocabParallelEmbedding(nn.Module):
         return _ReduceFromTensorParallel.apply(vectors, self.group)
 
 
-class _VocabParallelCrossEntropy(torch.autograd.Function):
-    """Per-token cross-entropy from vocabulary-sharded logits: three all-reduces of
-    (batch, seq) tensors replace gathering (batch, seq, vocab)."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        logits = logits.float()
-        local_vocab = logits.shape[-1]
-        start = dist.get_rank(group) * local_vocab
-        row_max = logits.max(dim=-1).values
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
-        shifted = logits - row_max[..., None]
-        local_labels = labels - start
-        here = (local_labels >= 0) & (local_labels < local_vocab)
-        target = shifted.gather(-1, local_labels.clamp(0, local_vocab - 1)[..., None])[..., 0]
-        target = target.masked_fill(~here, 0.0)
-        exp = shifted.exp()
-        sum_exp = exp.sum(dim=-1)
-        dist.all_reduce(target, group=group)
-        dist.all_reduce(sum_exp, group=group)
-        ctx.save_for_backward(exp.div_(sum_exp[..., None]), local_labels.clamp(0, local_vocab - 1), here)
-        return sum_exp.log() - target
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        softmax, local_labels, here = ctx.saved_tensors
-        grad_logits = softmax
-        grad_logits.scatter_add_(-1, local_labels[..., None], -here[..., None].to(softmax.dtype))
-        return grad_logits * grad[..., None], None, None
-
-
-def vocab_parallel_cross_entropy(logits: Tensor, labels: Tensor, group: dist.ProcessGroup) -> Tensor:
-    return _VocabParallelCrossEntropy.apply(logits, labels, group)
-
-
 class TensorParallelLayers(LayerFactory):
     def __init__(self, group: dist.ProcessGroup) -> None:
         self.group = group
@@ -164,4 +131,4 @@ class TensorParallelLayers(LayerFactory):
         return F.linear(_CopyToTensorParallel.apply(x, self.group), weight)
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return vocab_parallel_cross_entropy(logits, labels, self.group)
+        return chunked_token_losses(logits, labels, self.group)

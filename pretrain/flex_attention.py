@@ -1,0 +1,59 @@
+"""FlexAttention block masks: attention that stays on a fused kernel for every objective.
+
+A dense (batch, 1, seq, seq) mask takes SDPA off its flash kernel on CUDA (and grouped-query
+attention with a mask onto the math kernel, with O(seq²) fp32 intermediates). A block mask
+instead describes which (query, key) pairs may meet with a function, and which 128 x 128
+tiles are empty, full or partial; the compiled FlexAttention kernel skips the empty tiles.
+The masks are causal or bidirectional, optionally with a prefix that every position sees
+(prefix-LM) and optionally confined to documents. This module knows nothing of the model:
+``pretrain.model`` decides when to use it.
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+
+MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def mask_mod(causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor]) -> MaskMod:
+    """Whether query ``q`` of sample ``b`` may attend to key ``k`` (any head ``h``)."""
+
+    def allowed(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+        visible = q >= k if causal else torch.ones_like(q, dtype=torch.bool)
+        if prefix_len is not None:
+            visible = visible | (k < prefix_len[b])
+        if doc_ids is not None:
+            visible = visible & (doc_ids[b, q] == doc_ids[b, k])
+        return visible
+
+    return allowed
+
+
+def block_mask(
+    causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor], seq_len: int, device: torch.device
+) -> BlockMask:
+    """The block mask of one batch; per sample when prefixes or documents vary by sample."""
+    per_sample = doc_ids if doc_ids is not None else prefix_len
+    batch = None if per_sample is None else per_sample.shape[0]
+    return create_block_mask(
+        mask_mod(causal, prefix_len, doc_ids), B=batch, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device=device
+    )
+
+
+@cache
+def _compiled_flex_attention() -> Callable[..., Tensor]:
+    # Uncompiled, FlexAttention materializes the whole score matrix; compiled, it is a fused
+    # kernel. Inside a model that is itself compiled, this compiles into the same graph.
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attend(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, enable_gqa: bool) -> Tensor:
+    """Softmax(q kᵀ / √head_dim) v over the pairs ``mask`` allows; (batch, heads, seq, head_dim).
+    CPU runs the reference implementation (tests), accelerators the compiled kernel."""
+    kernel = flex_attention if q.device.type == "cpu" else _compiled_flex_attention()
+    return kernel(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
