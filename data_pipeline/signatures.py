@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.curate_config import DedupConfig
+from data_pipeline.curate.config import DedupConfig
 from data_pipeline.dedup.exact import exact_hash
 from data_pipeline.dedup.minhash import MinHasher, MinHashParams
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.curate_config import CurateConfig
+from data_pipeline.curate.config import CurateConfig
 from data_pipeline.dedup.clusters import find_duplicates
-from data_pipeline.layout import Layout
-from data_pipeline.readers import InputSource
+from data_pipeline.curate.layout import Layout
+from data_pipeline.io.readers import InputSource
 from data_pipeline.dedup.minhash import MinHasher
 from data_pipeline.signatures import Signatures, minhash_params
-from data_pipeline.writers import ShardWriter, atomic_write_text
+from data_pipeline.io.writers import ShardWriter, atomic_write_text
 
 
 def band_keys(signatures: Signatures, config: CurateConfig) -> np.ndarray:

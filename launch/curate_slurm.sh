@@ -5,7 +5,7 @@
 #   bash launch/curate_slurm.sh <input glob|dir> <output_dir> [NUM_TASKS] [extra overrides...]
 #   e.g. bash launch/curate_slurm.sh '/data/c4/en/*.json.gz' /data/c4-clean 64 workers=8
 #
-# Each task reads its index from SLURM_ARRAY_TASK_ID/COUNT (data_pipeline/tasks.py). Every
+# Each task reads its index from SLURM_ARRAY_TASK_ID/COUNT (data_pipeline/executors/tasks.py). Every
 # stage can be resubmitted after a failure: finished files and stages have completion
 # markers under <output_dir>/_work and are not redone. output_dir must be on a file system
 # that every node sees. Set SBATCH_ACCOUNT / SBATCH_PARTITION etc. in the environment as

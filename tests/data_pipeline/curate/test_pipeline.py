@@ -12,10 +12,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from data_pipeline.curate import run_curation
-from data_pipeline.stage_filter import BadInputError
-from data_pipeline.tasks import resolve_task
-from data_pipeline.writers import iter_shard
+from data_pipeline.curate.cli import run_curation
+from data_pipeline.curate.filter_stage import BadInputError
+from data_pipeline.executors.tasks import resolve_task
+from data_pipeline.io.writers import iter_shard
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -166,7 +166,7 @@ def test_task_from_slurm_or_torchrun_environment():
 
 
 def test_misspelt_option_fails_clearly():
-    import data_pipeline.curate_config  # noqa: F401  (registers the schema)
+    import data_pipeline.curate.config  # noqa: F401  (registers the schema)
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="min_wrds"):

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline.curate_config import ReaderConfig
-from data_pipeline.readers import BadInput, read_source, resolve_inputs
+from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.readers import BadInput, read_source, resolve_inputs
 
 
 def read_all(spec, config: ReaderConfig | None = None) -> list:

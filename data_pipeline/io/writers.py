@@ -10,8 +10,8 @@ from typing import Any, BinaryIO, Iterator
 
 import zstandard
 
-from data_pipeline.curate_config import OutputConfig
-from data_pipeline.line_io import iter_lines
+from data_pipeline.curate.config import OutputConfig
+from data_pipeline.io.lines import iter_lines
 
 
 def readable_mode() -> int:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from data_pipeline.curate_config import ReaderConfig
-from data_pipeline.line_io import STREAM_ERRORS, iter_lines
-from data_pipeline.record import Document
+from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.lines import STREAM_ERRORS, iter_lines
+from data_pipeline.document import Document
 
 JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json")
 SUPPORTED_SUFFIXES = JSON_LINES_SUFFIXES + (".parquet",)

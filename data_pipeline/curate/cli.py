@@ -7,28 +7,29 @@ Three stages, each resumable (a finished file or stage has a marker and is not r
   dedup   once, over all files: duplicate clusters across the whole corpus
   write   per input file: survivors minus duplicates -> clean shards
 then report.json and a summary table. With dedup off, filter writes the clean shards itself.
-Options: configs/curate.yaml, data_pipeline/curate_config.py and docs/curation.md.
+Options: configs/curate.yaml, data_pipeline/curate/config.py and docs/curation.md.
 """
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from functools import partial
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_pipeline.curate_config import RUNTIME_KEYS, CurateConfig
-from data_pipeline.layout import Layout
-from data_pipeline.readers import InputSource, resolve_inputs
-from data_pipeline.report import build_report, format_summary
-from data_pipeline.report_chart import plot_curation_report
+from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
+from data_pipeline.curate.layout import Layout
+from data_pipeline.io.readers import InputSource, resolve_inputs
+from data_pipeline.curate.report import build_report, format_summary
+from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.stage_dedup import deduplicate
-from data_pipeline.stage_filter import dedup_enabled, filter_source
-from data_pipeline.stage_write import write_source
-from data_pipeline.tasks import Task, resolve_task, run_jobs, wait_for
-from data_pipeline.writers import atomic_write_text
+from data_pipeline.curate.filter_stage import dedup_enabled, filter_source
+from data_pipeline.curate.write_stage import write_source
+from data_pipeline.executors.tasks import Task, resolve_task, run_jobs, wait_for
+from data_pipeline.io.writers import atomic_write_text
 
 log = logging.getLogger("data_pipeline.curate")
 STAGES = ("all", "filter", "dedup", "write")
@@ -147,12 +148,9 @@ def _changed_settings(before: dict, after: dict, prefix: str = "") -> str:
     return ", ".join(changed)
 
 
-@hydra.main(config_path="../configs", config_name="curate", version_base="1.3")
+@hydra.main(config_path=str(Path(__file__).resolve().parents[2] / "configs"), config_name="curate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config: CurateConfig = OmegaConf.to_object(cfg)
     run_curation(config)
 
-
-if __name__ == "__main__":
-    main()

@@ -9,14 +9,14 @@ from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
-from data_pipeline.curate_config import CurateConfig
+from data_pipeline.curate.config import CurateConfig
 from data_pipeline.filters import build_filters
 from data_pipeline.filters.base import Filter
-from data_pipeline.layout import Layout
-from data_pipeline.readers import BadInput, InputSource, read_source
-from data_pipeline.record import Document
+from data_pipeline.curate.layout import Layout
+from data_pipeline.io.readers import BadInput, InputSource, read_source
+from data_pipeline.document import Document
 from data_pipeline.signatures import SignatureBuilder
-from data_pipeline.writers import ShardWriter, atomic_write_text, output_writer
+from data_pipeline.io.writers import ShardWriter, atomic_write_text, output_writer
 
 # bad records listed by file and line in the report, per input file (all are counted)
 MAX_BAD_INPUT_EVENTS = 100

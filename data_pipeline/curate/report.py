@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 from data_pipeline.filters import FILTER_ORDER
-from data_pipeline.layout import Layout
-from data_pipeline.readers import InputSource
+from data_pipeline.curate.layout import Layout
+from data_pipeline.io.readers import InputSource
 
 MAX_BAD_INPUT_EVENTS = 1000
 

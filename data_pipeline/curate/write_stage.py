@@ -7,10 +7,10 @@ import json
 from contextlib import ExitStack
 from typing import Any
 
-from data_pipeline.curate_config import CurateConfig
-from data_pipeline.layout import Layout
-from data_pipeline.readers import InputSource
-from data_pipeline.writers import ShardWriter, atomic_write_text, iter_shard, output_writer
+from data_pipeline.curate.config import CurateConfig
+from data_pipeline.curate.layout import Layout
+from data_pipeline.io.readers import InputSource
+from data_pipeline.io.writers import ShardWriter, atomic_write_text, iter_shard, output_writer
 
 
 def write_source(source: InputSource, config: CurateConfig) -> dict[str, Any]:
