@@ -1,38 +1,46 @@
 """Curate raw text into clean, deduplicated shards.
 
-    python -m data_pipeline.curate input=<path|glob|list> output_dir=<dir> [workers=N] [...]
+    python -m data_pipeline.curate input=<path|glob|list> output_dir=<dir> [workers=N] [executor=local|slurm|ray] [...]
 
-Three stages, each resumable (a finished file or stage has a marker and is not redone):
-  filter  per input file: read -> normalize -> filters -> survivors + dedup keys
-  dedup   once, over all files: duplicate clusters across the whole corpus
-  write   per input file: survivors minus duplicates -> clean shards
-then report.json and a summary table. With dedup off, filter writes the clean shards itself.
+Every stage is a list of independent work units (io/units.py); a unit's stats are its
+completion marker, so a rerun redoes only the units without one:
+  filter    per input unit: read -> normalize -> filters -> survivors + dedup keys on disk
+  buckets   per key partition: candidate pairs, verified on the signatures
+  clusters  once: connected components over the pairs -> each unit's removal list
+  write     per input unit: survivors minus duplicates -> clean shards
+  report    once: report.json, report.png and a summary table
+With dedup off, filter writes the clean shards itself and report follows it.
 Options: configs/curate.yaml, data_pipeline/curate/config.py and docs/curation.md.
 """
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import shutil
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
+from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
+from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit
 from data_pipeline.curate.layout import Layout
-from data_pipeline.io.readers import InputSource, resolve_inputs
 from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
-from data_pipeline.stage_dedup import deduplicate
-from data_pipeline.curate.filter_stage import dedup_enabled, filter_source
-from data_pipeline.curate.write_stage import write_source
-from data_pipeline.executors.tasks import Task, resolve_task, run_jobs, wait_for
+from data_pipeline.curate.write_stage import write_unit
+from data_pipeline.executors.build import build_executor
+from data_pipeline.executors.config import EXECUTOR_KINDS
+from data_pipeline.executors.stage import Stage, run_unit, unit_stats
+from data_pipeline.executors.tasks import resolve_task
+from data_pipeline.io.readers import resolve_inputs
+from data_pipeline.io.units import InputUnit, split_into_units
 from data_pipeline.io.writers import atomic_write_text
 
 log = logging.getLogger("data_pipeline.curate")
-STAGES = ("all", "filter", "dedup", "write")
+STAGES = ("all", "filter", "buckets", "clusters", "write", "report")
 
 
 def validate(config: CurateConfig) -> None:
@@ -42,6 +50,8 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"stage={config.stage}: choose one of {', '.join(STAGES)}")
     if config.workers < 1:
         problems.append(f"workers={config.workers}: need at least 1")
+    if config.unit_size_mb <= 0:
+        problems.append(f"unit_size_mb={config.unit_size_mb}: need > 0")
     if config.output.shard_size_mb <= 0:
         problems.append(f"output.shard_size_mb={config.output.shard_size_mb}: need > 0")
     form = config.filters.normalize.unicode_form
@@ -52,77 +62,95 @@ def validate(config: CurateConfig) -> None:
     minhash = config.dedup.minhash
     if config.dedup.near and min(minhash.ngram_size, minhash.num_bands, minhash.rows_per_band) < 1:
         problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
-    if config.stage in ("dedup", "write") and not dedup_enabled(config):
-        problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter has work")
+    if config.dedup.partitions < 1:
+        problems.append(f"dedup.partitions={config.dedup.partitions}: need at least 1")
+    if config.stage in ("buckets", "clusters", "write") and not dedup_enabled(config):
+        problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter and stage=report have work")
+    if config.executor.kind not in EXECUTOR_KINDS:
+        problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
+    several_tasks = (config.num_tasks or 1) > 1
+    if several_tasks and config.stage == "all":
+        problems.append(f"num_tasks={config.num_tasks} with stage=all: tasks run one stage at a time (stage=filter, ...); "
+                        "or let executor=slurm submit every stage as a job array")
+    if several_tasks and config.executor.kind != "local":
+        problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
     if problems:
         raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
 
 
+def build_stages(config: CurateConfig, units: list[InputUnit], sources: int) -> list[Stage]:
+    """The stages in order; each a list of units and the picklable function that does one."""
+    layout = Layout(config.output_dir)
+    partitions = config.dedup.partitions
+    permutations = config.dedup.minhash.num_bands * config.dedup.minhash.rows_per_band if config.dedup.near else 0
+    stages = [Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))]
+    if dedup_enabled(config):
+        unit_indices = [unit.index for unit in units]
+        stages += [
+            Stage("buckets", [PartitionUnit(p) for p in range(partitions)],
+                  partial(buckets_unit, config=config, units=unit_indices, permutations=permutations), layout.markers("buckets")),
+            Stage("clusters", [SingleUnit()], partial(clusters_unit, config=config, partitions=partitions), layout.markers("clusters")),
+            Stage("write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")),
+        ]
+    stages.append(Stage("report", [SingleUnit()], partial(report_unit, config=config, units=units, sources=sources), layout.markers("report")))
+    return stages
+
+
+def report_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit], sources: int) -> dict[str, Any]:
+    """Write report.json and report.png, then drop the intermediate files the report closes."""
+    layout = Layout(config.output_dir)
+
+    write_stats = unit_stats(layout.markers("write"), units) if dedup_enabled(config) else None
+    report = build_report(unit_stats(layout.markers("filter"), units), write_stats, sources)
+    atomic_write_text(layout.report, json.dumps(report, indent=1))
+    plot_curation_report(config.output_dir)
+    for shard in (layout.work / "filter").glob("*.jsonl.zst"):
+        shard.unlink()
+    shutil.rmtree(layout.keys, ignore_errors=True)
+    return {"documents_out": report["output"]["documents"]}
+
+
 def run_curation(config: CurateConfig) -> dict[str, Any] | None:
-    """Run this task's share of the configured stage(s); returns the report once every task's
-    work is done (None while other tasks still have files to finish)."""
+    """Run the configured stage(s) (this task's share of them); returns the report once the
+    whole run is done (None while units of other tasks or stages are still to come)."""
     validate(config)
     sources = resolve_inputs(config.input)
-    task = resolve_task(config.task_index, config.num_tasks)
+    units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
     layout = Layout(config.output_dir)
     layout.make_dirs()
-    _claim_output_dir(layout, config, sources)
-    dedup = dedup_enabled(config)
-    mine = task.owns(sources)
-    if config.stage in ("all", "filter"):
-        todo = [s for s in mine if not layout.filter_stats(s.index).exists()]
-        _run(filter_source, todo, config, f"filter (task {task.index}/{task.count})")
-    if dedup and config.stage in ("all", "dedup"):
-        _dedup_once(layout, sources, task, config)
-    if dedup and config.stage in ("all", "write"):
-        if config.stage == "all":
-            wait_for([layout.dedup_stats], config.wait_timeout_s, "the dedup stage")
-        elif not layout.dedup_stats.exists():
-            raise RuntimeError(f"stage=write needs the dedup stage finished ({layout.dedup_stats} is missing): run stage=dedup first")
-        todo = [s for s in mine if not layout.write_stats(s.index).exists()]
-        _run(write_source, todo, config, f"write (task {task.index}/{task.count})")
-    final_markers = [layout.write_stats(s.index) if dedup else layout.filter_stats(s.index) for s in sources]
-    if not all(marker.exists() for marker in final_markers):
-        log.info("task %d/%d done; the report is written when the last task finishes", task.index, task.count)
+    _claim_output_dir(layout, config, units)
+    stages = build_stages(config, units, len(sources))
+    names = [stage.name for stage in stages]
+    if config.stage == "all":
+        chosen = stages
+    else:
+        position = names.index(config.stage)
+        for earlier in stages[:position]:
+            if message := earlier.missing_message():
+                raise RuntimeError(f"stage={config.stage} needs the earlier stages finished: {message}; run stage={earlier.name} first")
+        chosen = [stages[position]]
+    task = resolve_task(config.task_index, config.num_tasks)
+    build_executor(config.executor, config.workers, config.progress, task, layout.work).run(chosen)
+    report_stage = stages[-1]
+    if report_stage.pending() and all(stage.missing_message() is None for stage in stages[:-1]):
+        run_unit(report_stage, report_stage.units[0])  # the last task of a stage run by hand
+    if report_stage.pending():
+        log.info("task %d/%d done; the report is written when the last unit is done", task.index, task.count)
         return None
-    report = build_report(layout, sources, dedup)
-    atomic_write_text(layout.report, json.dumps(report, indent=1))
-    chart = plot_curation_report(config.output_dir)
+    report = json.loads(layout.report.read_text())
     print(format_summary(report))
-    print(f"report: {layout.report} and {chart}")
+    print(f"report: {layout.report} and {layout.root / 'report.png'}")
     return report
 
 
-def _run(stage_function, sources: list[InputSource], config: CurateConfig, description: str) -> None:
-    run_jobs(partial(stage_function, config=config), sources, config.workers, config.progress, description)
-
-
-def _dedup_once(layout: Layout, sources: list[InputSource], task: Task, config: CurateConfig) -> None:
-    """The dedup stage needs every file's keys. Under stage=all, task 0 waits for the other
-    tasks, runs it, and the others wait for it; stage=dedup expects the filter stage done."""
-    filter_markers = [layout.filter_stats(s.index) for s in sources]
-    if layout.dedup_stats.exists():
-        return
-    if config.stage == "dedup":
-        missing = [s.name for s, marker in zip(sources, filter_markers) if not marker.exists()]
-        if missing:
-            raise RuntimeError(f"stage=dedup needs the filter stage finished; not yet for {len(missing)} files, e.g. {missing[0]}")
-    elif task.index != 0:
-        return
-    wait_for(filter_markers, config.wait_timeout_s, "the filter stage of every task")
-    log.info("dedup over %d files", len(sources))
-    stats = deduplicate(sources, config)
-    log.info("dedup removed %(exact)d exact and %(near)d near duplicates", stats["removed"])
-
-
-def _claim_output_dir(layout: Layout, config: CurateConfig, sources: list[InputSource]) -> None:
+def _claim_output_dir(layout: Layout, config: CurateConfig, units: list[InputUnit]) -> None:
     """Resume only what the same config over the same inputs started: anything else would
     mix two runs' files in one output."""
     settings = OmegaConf.to_container(OmegaConf.structured(config))
     for key in RUNTIME_KEYS:
         settings.pop(key)
     # through JSON, as stored: integer keys (n-gram sizes) become strings
-    run = json.loads(json.dumps({"config": settings, "inputs": [source.name for source in sources]}))
+    run = json.loads(json.dumps({"config": settings, "inputs": [str(unit) for unit in units]}))
     if layout.run_file.exists():
         previous = json.loads(layout.run_file.read_text())
         if previous != run:

@@ -1,14 +1,17 @@
 """Where every file of a curation run lives under output_dir.
 
-  part-<source>-<k>.jsonl.zst         the clean shards
-  report.json                         counts of everything (see docs/curation.md)
-  duplicate_map.jsonl.zst             removed id -> kept id, for every duplicate
-  removed/filter-<source>-<k>...      documents the filters removed and unreadable records
-  removed/dedup-<source>-<k>...       duplicates, each with the id it duplicates
-  _work/run.json                      the config and inputs this output_dir belongs to
-  _work/filter/<source>.stats.json    filter stage done for that source (completion marker)
-  _work/dedup/stats.json              dedup stage done
-  _work/write/<source>.stats.json     write stage done for that source
+  part-<unit>-<k>.jsonl.zst               the clean shards, in unit order
+  report.json, report.png                 counts of everything (see docs/curation.md)
+  removed/filter-<unit>-<k>...            documents the filters removed and unreadable records
+  removed/dedup-<unit>-<k>...             duplicates, each with the id it duplicates
+  removed/duplicate_map-<unit>-<k>...     removed id -> kept id, for every duplicate
+  _work/run.json                          the config and inputs this output_dir belongs to
+  _work/done/<stage>/<unit>.done.json     a unit's stats: its completion marker (the executor's)
+  _work/filter/<unit>-0000.jsonl.zst      documents that passed the filters, waiting for dedup
+  _work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
+  _work/buckets/<partition>.npz           verified duplicate pairs of one key partition
+  _work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
+  _work/slurm/                            submitit's scripts and logs (executor=slurm)
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ class Layout:
         self.root = Path(output_dir)
         self.work = self.root / "_work"
         self.removed = self.root / "removed"
+        self.keys = self.work / "keys"
 
     def make_dirs(self) -> None:
-        for folder in (self.work / "filter", self.work / "dedup", self.work / "write", self.removed):
+        for folder in (self.work / "filter", self.keys, self.work / "buckets", self.work / "clusters", self.removed):
             folder.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -33,37 +37,28 @@ class Layout:
     def report(self) -> Path:
         return self.root / "report.json"
 
-    @property
-    def duplicate_map_prefix(self) -> Path:
+    def markers(self, stage: str) -> Path:
+        return self.work / "done" / stage
+
+    def output_prefix(self, unit: str) -> Path:
+        return self.root / f"part-{unit}"
+
+    def filtered_prefix(self, unit: str) -> Path:
+        return self.work / "filter" / unit
+
+    def unit_keys(self, unit: str) -> Path:
+        return self.keys / unit
+
+    def pairs(self, partition: str) -> Path:
+        return self.work / "buckets" / f"{partition}.npz"
+
+    def removals(self, unit: str) -> Path:
+        return self.work / "clusters" / f"{unit}.npy"
+
+    def removed_prefix(self, stage: str, unit: str) -> Path:
         # Beside the removed documents, so output_dir's top level holds clean shards only and
         # can be given as it is to the tokenizer.
-        return self.root / "removed" / "duplicate_map"
-
-    @property
-    def dedup_stats(self) -> Path:
-        return self.work / "dedup" / "stats.json"
-
-    def output_prefix(self, source: int) -> Path:
-        return self.root / f"part-{source:05d}"
-
-    def filtered_prefix(self, source: int) -> Path:
-        """Documents that passed the filters, waiting for dedup."""
-        return self.work / "filter" / f"{source:05d}"
-
-    def signatures(self, source: int) -> Path:
-        return self.work / "filter" / f"{source:05d}.signatures.npz"
-
-    def filter_stats(self, source: int) -> Path:
-        return self.work / "filter" / f"{source:05d}.stats.json"
-
-    def duplicates(self, source: int) -> Path:
-        return self.work / "dedup" / f"{source:05d}.duplicates.json"
-
-    def write_stats(self, source: int) -> Path:
-        return self.work / "write" / f"{source:05d}.stats.json"
-
-    def removed_prefix(self, stage: str, source: int) -> Path:
-        return self.removed / f"{stage}-{source:05d}"
+        return self.removed / f"{stage}-{unit}"
 
     @staticmethod
     def shards_of(prefix: Path) -> list[Path]:

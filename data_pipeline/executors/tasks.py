@@ -1,19 +1,11 @@
-"""Splitting the work: which input files this task owns, worker processes on this machine,
-and waiting for the other tasks between stages."""
+"""This task's share of a stage's units, when array jobs are submitted by hand."""
 from __future__ import annotations
 
-import multiprocessing
 import os
-import time
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
-
-from tqdm import tqdm
+from typing import Mapping, Sequence, TypeVar
 
 Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -42,46 +34,3 @@ def resolve_task(index: int | None, count: int | None, environ: Mapping[str, str
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"task_index={index} num_tasks={count}: need 0 <= task_index < num_tasks")
     return Task(index, count)
-
-
-def run_jobs(
-    function: Callable[[Item], Result], items: Sequence[Item], workers: int, progress: bool, description: str
-) -> list[Result]:
-    """function over items in `workers` processes (in this one for workers=1), with a progress
-    bar; results in the order of items."""
-    results: dict[int, Result] = {}
-    with tqdm(total=len(items), desc=description, unit="file", disable=not progress or not items) as bar, ExitStack() as stack:
-        indexed_call = _IndexedCall(function)
-        if workers == 1 or len(items) <= 1:
-            outcomes: Iterable[tuple[int, Result]] = map(indexed_call, enumerate(items))
-        else:
-            # spawn, not fork: forking a process that runs threads (tqdm's monitor) can deadlock
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, len(items))))
-            outcomes = pool.imap_unordered(indexed_call, enumerate(items))
-        for index, result in outcomes:
-            results[index] = result
-            bar.update()
-    return [results[i] for i in range(len(items))]
-
-
-class _IndexedCall:
-    """Picklable wrapper that keeps each result's position (imap_unordered loses it)."""
-
-    def __init__(self, function: Callable) -> None:
-        self.function = function
-
-    def __call__(self, indexed_item: tuple[int, Item]) -> tuple[int, Result]:
-        index, item = indexed_item
-        return index, self.function(item)
-
-
-def wait_for(paths: Sequence[Path], timeout_s: float, what: str, poll_s: float = 2.0) -> None:
-    """Block until every path exists (markers written by other tasks)."""
-    deadline = time.monotonic() + timeout_s
-    while missing := [path for path in paths if not path.exists()]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"waited {timeout_s:.0f} s for {what}; still missing {len(missing)} markers, e.g. {missing[0]} "
-                "(did a task fail? rerun it: finished work is not redone; or raise wait_timeout_s)"
-            )
-        time.sleep(poll_s)
