@@ -86,10 +86,10 @@ def test_units_workers_ray_and_slurm_keep_and_remove_the_same_documents(one_file
     for name, overrides in settings.items():
         config = curate_config(str(one_file_corpus), output=name, **overrides)
         report = run_curation(config)
-        results[name] = outcome(Path(config.output_dir)), report["output"]
+        results[name] = outcome(Path(config.output_dir)), report["output"]["documents"], report["output"]["bytes"]
         units = list((Path(config.output_dir) / "_work" / "done" / "filter").glob("*.done.json"))
         assert len(units) == (1 if name == "one" else 8)
-    (kept, removed), _ = results["one"]
+    (kept, removed), *_ = results["one"]
     for name in settings:
         assert results[name] == results["one"], name
     assert {doc_id: survivor for doc_id, (survivor, *_) in removed.items()} == {
