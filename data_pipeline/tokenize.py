@@ -24,7 +24,7 @@ from data_pipeline.executors.pool import run_unordered
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
 from data_pipeline.tokenizer_files import TokenizerFiles
 from data_pipeline.tokenizer_hydra import hydra_entry_point
-from pretrain.data.shards import shard_prefix
+from data_pipeline.formats.token_shards import shard_prefix
 
 log = logging.getLogger(__name__)
 PLAN_FILENAME = "tokenize_plan.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 MODEL_FILENAME = "tokenizer.model"
 

@@ -15,7 +15,7 @@ from pretrain.layout_free import DIRECTORY as LAYOUT_FREE_DIRECTORY
 from pretrain.layout_free import WEIGHT, read_layout_free
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -20,7 +20,7 @@ from pretrain.checkpoint import load_engine_state, read_metadata, resolve_resume
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
-from pretrain.data.shards import ShardError, find_shards
+from data_pipeline.formats.token_shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
@@ -35,7 +35,7 @@ from pretrain.parallel.layout import build_grid, validate_layout
 from pretrain.layout_free import load_layout_free, save_layout_free
 from pretrain.parallel.pipeline import build_pipeline, canonical_parameters, stage_inputs
 from pretrain.parallel.tensor import TensorParallelLayers
-from pretrain.special_tokens import META_FILENAME, SpecialTokens
+from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 
 @dataclass

@@ -7,6 +7,7 @@ once and reported with the item it was working on."""
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
 import traceback
 from collections import deque
@@ -35,9 +36,10 @@ def run_unordered(
     function: Callable[[Item], Result], items: Sequence[Item], workers: int, describe: Callable[[Item], str] = str
 ) -> Iterator[tuple[int, Result]]:
     """(index, function(item)) for every item, in completion order. With one worker (or one
-    item) in this process; else in `workers` spawned processes. The first failure raises
-    UnitFailedError naming `describe(item)` and stops the other workers; results already
-    yielded (and whatever their units published) stay."""
+    item) in this process; else in `workers` spawned processes. The first failure stops the
+    other workers and raises: the item's own exception (noted with `describe(item)`), or
+    UnitFailedError naming the item when its worker died. Results already yielded (and
+    whatever their units published) stay."""
     if workers <= 1 or len(items) <= 1:
         for index, item in enumerate(items):
             yield index, function(item)
@@ -59,7 +61,7 @@ def run_unordered(
                     raise UnitFailedError(f"{describe(items[index])}: the worker process {death_cause(worker.process.exitcode)}")
                 ok, payload = outcome
                 if not ok:
-                    raise UnitFailedError(f"{describe(items[index])} failed: {payload}")
+                    _raise_remote(*payload, describe(items[index]))
                 yield index, payload
                 if not worker.take(todo):
                     busy.remove(worker)
@@ -68,14 +70,28 @@ def run_unordered(
             worker.stop()
 
 
+def _raise_remote(error: Exception | None, report: str, unit: str) -> None:
+    """The worker's exception, as if raised here (callers catch it by type), with the unit
+    and the worker's traceback as a note."""
+    if error is None:
+        raise UnitFailedError(f"{unit} failed:\n{report}")
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"in {unit}; the worker's traceback:\n{report}")
+    raise error
+
+
 def _serve(connection: Connection, function: Callable) -> None:
-    """A worker's loop: items in, ("ok", result) or ("error", traceback) out, until None."""
+    """A worker's loop: items in, (True, result) or (False, (error, traceback)) out, until None."""
     while (item := connection.recv()) is not None:
         try:
             connection.send((True, function(item)))
-        except Exception as error:  # reported to the parent, which names the unit
-            lines = traceback.format_exception(error)
-            connection.send((False, f"{type(error).__name__}: {error}\n{''.join(lines)}"))
+        except Exception as error:  # reported to the parent, which re-raises it naming the unit
+            report = "".join(traceback.format_exception(error))
+            try:
+                pickle.loads(pickle.dumps(error))
+            except Exception:  # an exception that cannot travel: its text does
+                error = None
+            connection.send((False, (error, report)))
 
 
 class _Worker:

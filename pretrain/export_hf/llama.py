@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig

@@ -22,7 +22,7 @@ from data_pipeline.tokenizer_files import MODEL_FILENAME
 from pretrain.export_hf.llama import check_llama_compatible, llama_config, llama_state_dict
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.model_config import ModelConfig
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 CONSOLIDATED_FILENAME = "consolidated.safetensors"
 HF_WEIGHTS_FILENAME = "model.safetensors"

@@ -9,7 +9,7 @@ import sentencepiece as spm
 
 from data_pipeline.tokenizer_files import TokenizerFiles
 from pretrain.choices import Choice
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's visible space
 

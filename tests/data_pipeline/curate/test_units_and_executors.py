@@ -18,7 +18,7 @@ import pytest
 
 from data_pipeline.curate.cli import run_curation
 from data_pipeline.executors.config import SlurmConfig
-from data_pipeline.executors.pool import UnitFailedError, run_unordered
+from data_pipeline.executors.pool import run_unordered
 from data_pipeline.executors.slurm import stage_resources, submitit_parameters
 from data_pipeline.io.writers import iter_shard
 
@@ -153,8 +153,9 @@ def _wait_for_worker_reading(parent_pid: int, name: str, timeout_s: float) -> ps
 def test_pool_results_and_a_failing_item_named():
     # math.sqrt: a picklable function whose import costs nothing in the spawned workers
     assert sorted(run_unordered(math.sqrt, [0, 1, 4], workers=2)) == [(0, 0.0), (1, 1.0), (2, 2.0)]
-    with pytest.raises(UnitFailedError, match=r"item -1 failed: ValueError: math domain error"):
+    with pytest.raises(ValueError, match=r"math domain error") as raised:  # the worker's exception, by type
         list(run_unordered(math.sqrt, [0, 1, -1, 4], workers=2, describe=lambda item: f"item {item}"))
+    assert "in item -1; the worker's traceback" in raised.value.__notes__[0]
 
 
 def test_slurm_resources_per_stage_reach_submitit():
