@@ -50,10 +50,19 @@ def generate(path: Path, docs: int, seed: int = 0, words_per_doc: int = 80) -> N
             out.writelines(lines)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries it over from the parent across
+    fork + exec, so a spawned child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def _measured(stage: Stage, unit, connection) -> None:
     run_unit(stage, unit)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    connection.send((usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime))
+    connection.send((_peak_rss_mb(), usage.ru_utime + usage.ru_stime))
 
 
 def run_stage(stage: Stage, workers: int) -> dict:
