@@ -18,8 +18,8 @@ class LocalExecutor:
 
     def run(self, stages: Sequence[Stage]) -> None:
         for stage in stages:
-            mine = set(map(id, self.task.owns(stage.units)))
-            todo = [unit for unit in stage.pending() if id(unit) in mine]
+            mine = set(self.task.owns(stage.units))
+            todo = [unit for unit in stage.pending() if unit in mine]
             description = f"{stage.name} (task {self.task.index}/{self.task.count})"
             with tqdm(total=len(todo), desc=description, unit="unit", disable=not self.progress or not todo) as bar:
                 for _ in run_unordered(UnitCall(stage), todo, self.workers, describe=describe_unit(stage)):
