@@ -98,8 +98,13 @@ def test_units_workers_ray_and_slurm_keep_and_remove_the_same_documents(one_file
     assert {doc_id: survivor for doc_id, (survivor, *_) in removed.items()} == brute_force_removals(everything)
     assert {doc_id: kind for doc_id, (_, kind, _) in removed.items()} == {
         "web.jsonl:13": "dedup:exact", "web.jsonl:31": "dedup:exact", "web.jsonl:26": "dedup:near", "web.jsonl:39": "dedup:near"}
-    # slurm ran each stage as a job array through submitit, with its logs under _work/slurm
-    assert list((Path(curate_config(str(one_file_corpus), output="slurm").output_dir) / "_work" / "slurm").rglob("*_log.out"))
+    def output(name: str) -> Path:
+        return Path(curate_config(str(one_file_corpus), output=name).output_dir)
+
+    assert len(list((output("eight") / "_work" / "done" / "buckets").iterdir())) == 3  # dedup.partitions
+    # slurm ran each stage as a job array through submitit, at most max_array_tasks=3 tasks each:
+    # filter 3, buckets 3 (of 16 partitions), clusters 1, write 3, report 1
+    assert len(list((output("slurm") / "_work" / "slurm").rglob("*_log.out"))) == 11
 
 
 def test_no_duplicates_means_no_pairs_and_a_trivial_cluster_step(tmp_path, files, curate_config):
