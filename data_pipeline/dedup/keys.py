@@ -8,6 +8,7 @@ stage, each ordered by (partition, key, document) with an index of where each pa
 band records (band, key, doc) partitioned by band key, exact records (hash, doc) by hash."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -144,33 +145,40 @@ class UnitKeyWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _mapped(path: Path, dtype, width: int) -> np.ndarray:
-    """A read-only memory map of a raw file of rows of `width` values (an empty file: no rows)."""
-    if path.stat().st_size == 0:
-        return np.empty((0, width), dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r").reshape(-1, width)
+def _read_rows(path: Path, rows: np.ndarray, row_bytes: int) -> bytes:
+    """Rows of a raw file by positioned reads. Not a memory map: a fault maps the pages around
+    it too, so random rows would make most of every unit's file resident in this process."""
+    with open(path, "rb", buffering=0) as file:
+        descriptor = file.fileno()
+        return b"".join(os.pread(descriptor, row_bytes, row * row_bytes) for row in rows.tolist())
 
 
 class UnitKeys:
-    """One unit's keys, memory-mapped."""
+    """One unit's keys on disk, read by row."""
 
     def __init__(self, folder: Path, permutations: int) -> None:
         self.folder = folder
-        self.minhashes = _mapped(folder / "minhash.bin", np.uint64, permutations)
-        self.exact = _mapped(folder / "exact.bin", np.uint8, _EXACT_BYTES)
-        self.id_offsets = _mapped(folder / "ids.offsets", np.uint64, 1)[:, 0]
-        self._ids = folder / "ids.bin"
+        self.permutations = permutations
+
+    def minhashes(self, rows: np.ndarray) -> np.ndarray:
+        data = _read_rows(self.folder / "minhash.bin", rows, self.permutations * 8)
+        return np.frombuffer(data, dtype=np.uint64).reshape(len(rows), self.permutations)
+
+    def exact(self, rows: np.ndarray) -> np.ndarray:
+        return np.frombuffer(_read_rows(self.folder / "exact.bin", rows, _EXACT_BYTES), dtype=np.uint8).reshape(len(rows), _EXACT_BYTES)
 
     def ids(self, rows: np.ndarray) -> list[str]:
-        with open(self._ids, "rb") as blob:
+        offsets = np.frombuffer(_read_rows(self.folder / "ids.offsets", np.stack((rows, rows + 1), axis=1).ravel(), 8), dtype=np.uint64)
+        with open(self.folder / "ids.bin", "rb") as blob:
             found = []
-            for row in rows.tolist():
-                blob.seek(int(self.id_offsets[row]))
-                found.append(blob.read(int(self.id_offsets[row + 1] - self.id_offsets[row])).decode("utf-8", "surrogatepass"))
+            for start, stop in offsets.reshape(-1, 2).tolist():
+                blob.seek(start)
+                found.append(blob.read(stop - start).decode("utf-8", "surrogatepass"))
             return found
 
     def runs(self, kind: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(records, partition index) of every sorted run of `kind`, memory-mapped."""
+        """(records, partition index) of every sorted run of `kind`, memory-mapped (a partition's
+        records are one contiguous slice of each run)."""
         return [(np.load(path, mmap_mode="r"), np.load(path.with_name(path.name[: -len(".npy")] + ".index.npy")))
                 for path in sorted(self.folder.glob(f"{kind}-[0-9][0-9][0-9][0-9].npy"))]
 
@@ -193,7 +201,7 @@ class KeyStore:
         result = np.empty((len(codes), width), dtype=np.uint64 if column == "minhashes" else np.uint8)
         for unit in np.unique(units).tolist():
             here = units == unit
-            result[here] = getattr(self.unit(unit), column)[rows[here]]
+            result[here] = getattr(self.unit(unit), column)(rows[here])
         return result
 
     def signatures(self, codes: np.ndarray) -> np.ndarray:
