@@ -47,11 +47,9 @@ def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int
     layout = Layout(config.output_dir)
     store = KeyStore(layout.keys, permutations)
     dedup = config.dedup
-    found = partition_pairs(store, units, partition.index, dedup.near, dedup.exact, dedup.minhash.min_jaccard)
+    found, candidates = partition_pairs(store, units, partition.index, dedup.near, dedup.exact, dedup.minhash.min_jaccard)
     atomic_write_bytes(layout.pairs(partition.key), _serialized(lambda buffer: np.savez(buffer, **found)))
-    return {kind: int(len(pairs)) for kind, pairs in found.items() if pairs.ndim == 2} | (
-        {"near_candidates": int(found["near_candidates"])} if "near_candidates" in found else {}
-    )
+    return {"near_candidates": candidates} | {f"{kind}_pairs": len(pairs) for kind, pairs in found.items()}
 
 
 def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:

@@ -25,13 +25,13 @@ def _pairs_of_groups(records: np.ndarray, key_fields: tuple[str, str]) -> np.nda
     return np.unique(np.asarray(records["doc"], dtype=np.uint64)[rows], axis=0)
 
 
-def partition_pairs(store: KeyStore, units: list[int], partition: int, near: bool, exact: bool, min_jaccard: float) -> dict[str, np.ndarray]:
-    """Verified near-duplicate pairs and exact-duplicate pairs of one partition."""
-    found = {}
+def partition_pairs(store: KeyStore, units: list[int], partition: int, near: bool, exact: bool, min_jaccard: float) -> tuple[dict[str, np.ndarray], int]:
+    """Verified near-duplicate pairs and exact-duplicate pairs of one partition, and the number
+    of band candidates that were verified."""
+    found, candidates = {}, np.empty((0, 2), dtype=np.uint64)
     if near:
         candidates = _pairs_of_groups(partition_records(store, units, "bands", partition), ("band", "key"))
         found["near"] = verified(candidates, store.signatures, min_jaccard)
-        found["near_candidates"] = np.asarray(len(candidates))
     if exact:
         found["exact"] = _pairs_of_groups(partition_records(store, units, "exact", partition), ("high", "low"))
-    return found
+    return found, len(candidates)
