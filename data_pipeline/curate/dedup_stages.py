@@ -54,11 +54,7 @@ def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int
 
 def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
     layout = Layout(config.output_dir)
-    pieces = [np.empty((0, 2), dtype=np.uint64)]
-    for partition in range(partitions):
-        with np.load(layout.pairs(PartitionUnit(partition).key)) as found:
-            pieces += [found[kind] for kind in ("near", "exact") if kind in found]
-    pairs = np.concatenate(pieces)
+    pairs = _unique_pairs(layout, partitions)
     removed, survivors = removals(pairs)
     units = unit_of(removed)
     starts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1]))) if len(units) else np.empty(0, dtype=np.int64)
@@ -66,6 +62,22 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
         rows = np.stack((removed[start:stop], survivors[start:stop]), axis=1)
         atomic_write_bytes(layout.removals(unit_key(units[start])), _serialized(lambda buffer: np.save(buffer, rows)))
     return {"pairs": int(len(pairs)), "removed": int(len(removed)), "units_with_removals": int(len(starts))}
+
+
+def _unique_pairs(layout: Layout, partitions: int) -> np.ndarray:
+    """Every partition's pairs, each pair once: a pair that collides in several bands was found
+    in several partitions. Merged whenever the new pieces outgrow what is held, so memory stays
+    near twice the unique pairs."""
+    unique, pieces, pending = np.empty((0, 2), dtype=np.uint64), [], 0
+    for partition in range(partitions):
+        with np.load(layout.pairs(PartitionUnit(partition).key)) as found:
+            new = [found[kind] for kind in ("near", "exact") if kind in found]
+        pieces += new
+        pending += sum(map(len, new))
+        if pending > max(len(unique), 1 << 20) or partition == partitions - 1:
+            unique = np.unique(np.concatenate([unique, *pieces]), axis=0)
+            pieces, pending = [], 0
+    return unique
 
 
 def _serialized(save: Callable[[io.BytesIO], None]) -> bytes:
