@@ -137,8 +137,8 @@ class DedupConfig:
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     batch_size: int = 1024  # documents MinHashed at once, and keys written to disk at once
     # Key ranges the buckets stage splits the band keys and exact hashes into: its units. Each
-    # holds ~1/partitions of all keys (24 bytes per document and band): ~2 GB per partition
-    # for C4 at 256 (docs/curation.md, "Scale").
+    # holds ~1/partitions of all keys (24 bytes per document and band); one partition per
+    # ~60,000 documents keeps a unit near 0.2 GB (C4: ~6,000; docs/curation.md, "Scale").
     partitions: int = 16
 
 
