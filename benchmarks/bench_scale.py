@@ -104,6 +104,7 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int) -> dict:
     start = time.perf_counter()
     for stage in build_stages(config, units, 1):
         result["stages"][stage.name] = run_stage(stage, workers)
+        print(json.dumps({"docs": docs, stage.name: result["stages"][stage.name]}), flush=True)  # progress
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
