@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_pipeline.line_io import iter_lines  # noqa: E402
-from data_pipeline.writers import iter_shard  # noqa: E402
+from data_pipeline.io.lines import iter_lines  # noqa: E402
+from data_pipeline.io.writers import iter_shard  # noqa: E402
 
 FILTERS_ONLY = ["dedup.exact=false", "dedup.near=false"]
 DATATROVE_ALPHA_RULE = ["filters.gopher_quality.alpha_ratio_counts_punctuation=true"]

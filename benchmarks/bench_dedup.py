@@ -5,6 +5,10 @@ clusters all shards together and scores the clusters with the anchors' bench_com
 text MB per CPU-second of all processes (the machine is shared, so wall time alone misleads).
 
   .venv/bin/python benchmarks/bench_dedup.py --corpus ../shared/corpus --workers 1 2
+
+--pipeline measures the sharded stages of the curation command instead (filters off): keys
+to disk per input unit, buckets per key partition, components over the pairs, write, report,
+each unit in a worker process; clusters are read back from the duplicate map.
 """
 
 import argparse
@@ -13,15 +17,19 @@ import io
 import json
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
+from pathlib import Path
 
 import numpy as np
 import zstandard
 
 from data_pipeline.dedup import MinHasher, MinHashParams, exact_hash, find_duplicates
+from data_pipeline.io.writers import iter_shard
 
 
 @dataclass
@@ -103,6 +111,34 @@ def run(paths: list[str], params: MinHashParams, workers: int, min_jaccard: floa
     return timing, list(clusters.values())
 
 
+FILTERS_OFF = [f"filters.{name}.enabled=false" for name in ("normalize", "gopher_repetition", "gopher_quality", "c4", "language")]
+
+
+def run_pipeline(corpus: str, workers: int, out: str, monitor_type: type) -> tuple[dict, list[list[str]]]:
+    """The curation command's dedup stages on the corpus's pile shards, as a user runs them."""
+    output_dir = os.path.join(out, f"pipeline-w{workers}")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = [sys.executable, "-m", "data_pipeline.curate", f"input={os.path.join(corpus, 'pile')}",
+               f"output_dir={output_dir}", f"workers={workers}", "progress=false", "output.write_removed=false", *FILTERS_OFF]
+    with monitor_type() as monitor:
+        wall_start, cpu_start = time.perf_counter(), cpu_seconds()
+        subprocess.run(command, check=True, capture_output=True)
+        wall, cpu = time.perf_counter() - wall_start, cpu_seconds() - cpu_start
+    report = json.loads(open(os.path.join(output_dir, "report.json")).read())
+    clusters: dict[str, list[str]] = {}
+    for path in sorted(glob.glob(os.path.join(output_dir, "removed", "duplicate_map-*.jsonl.zst"))):
+        for record in iter_shard(Path(path)):
+            clusters.setdefault(record["duplicate_of"], [record["duplicate_of"]]).append(record["id"])
+    text_mb = report["input"]["bytes"] / 1e6
+    timing = {
+        "workers": workers, "docs": report["input"]["documents"], "text_mb": round(text_mb, 1),
+        "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "mb_per_cpu_s": round(text_mb / cpu, 2),
+        "mb_per_wall_s": round(text_mb / wall, 2), "removed": sum(len(members) - 1 for members in clusters.values()),
+        "peak_rss_mb": monitor.peak_mb, "other_cores_avg": round(monitor.other_cores, 2),
+    }
+    return timing, list(clusters.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="../shared/corpus")
@@ -115,6 +151,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=MinHashParams.seed)
     parser.add_argument("--collapse-digit-runs", action="store_true", help="datatrove's digit normalization")
     parser.add_argument("--out", default="bench-out/dedup", help="predicted clusters are written here")
+    parser.add_argument("--pipeline", action="store_true", help="run the curation command's sharded dedup stages (filters off)")
     args = parser.parse_args()
 
     sys.path.insert(0, args.anchors or os.path.join(os.path.dirname(os.path.abspath(args.corpus)), "anchors"))
@@ -130,7 +167,10 @@ def main() -> None:
     paths = sorted(glob.glob(os.path.join(args.corpus, "pile", "*.jsonl.zst")))
     os.makedirs(args.out, exist_ok=True)
     for workers in args.workers:
-        timing, clusters = run(paths, params, workers, args.min_jaccard, PeakRSS)
+        if args.pipeline:
+            timing, clusters = run_pipeline(args.corpus, workers, args.out, PeakRSS)
+        else:
+            timing, clusters = run(paths, params, workers, args.min_jaccard, PeakRSS)
         pred_path = os.path.join(args.out, f"clusters-w{workers}.jsonl")
         with open(pred_path, "w") as out:
             out.writelines(json.dumps(cluster) + "\n" for cluster in clusters)

@@ -75,7 +75,7 @@ def overrides(case: Case, args: argparse.Namespace, corpus: Path, run_dir: Path)
         f"objective={case.objective}", f"objective.document_masking={str(case.document_masking).lower()}",
         # Two log windows: the warm-up (compilation included), then the timed steps.
         f"train.max_steps={2 * args.steps}", f"train.log_every={args.steps}",
-        "train.eval_every=0", "train.save_every=0", "train.layout_free_checkpoint=false",
+        "train.eval_every=0", "train.save_every=0",
         "logging.progress_bar=false", "optim.warmup_steps=0", "resume=never",
     ]
 

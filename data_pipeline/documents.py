@@ -8,18 +8,15 @@ each line ourselves lets an invalid UTF-8 line be reported with its line number.
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
-import zstandard
+from data_pipeline.io.lines import STREAM_ERRORS, iter_lines
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
-READ_SIZE = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -95,62 +92,6 @@ def find_input_shards(pattern: str | Path) -> list[Path]:
     return shards
 
 
-class ZstdFramesReader(io.RawIOBase):
-    """The decompressed bytes of a ``.zst`` file (one or more frames).
-
-    zstandard's own readers end quietly at a truncated frame, losing the rest of the
-    shard unnoticed; this one raises EOFError instead.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._compressed = open(path, "rb")
-        self._decompressor = zstandard.ZstdDecompressor()
-        self._frame = self._decompressor.decompressobj()
-        self._frame_started = False
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            chunk = self._compressed.read(READ_SIZE)
-            if not chunk:
-                if self._frame_started:
-                    raise EOFError("the last zstd frame is cut off")
-                return 0
-            self._pending = memoryview(self._decompress(chunk))
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-    def _decompress(self, chunk: bytes) -> bytes:
-        output = []
-        while chunk:
-            self._frame_started = True
-            output.append(self._frame.decompress(chunk))
-            chunk = b""
-            if self._frame.eof:  # a frame ended inside this chunk; the rest starts the next one
-                chunk = self._frame.unused_data
-                self._frame = self._decompressor.decompressobj()
-                self._frame_started = False
-        return b"".join(output)
-
-    def close(self) -> None:
-        self._compressed.close()
-        super().close()
-
-
-def open_binary(path: Path) -> BinaryIO:
-    """Open a shard for reading decompressed bytes, chosen by its suffix."""
-    if path.name.endswith(".zst"):
-        return io.BufferedReader(ZstdFramesReader(path), buffer_size=READ_SIZE)
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb", buffering=READ_SIZE)
-
-
 def parse_record(line: bytes) -> Document | str:
     """A document, or the reason the line is not one."""
     try:
@@ -174,16 +115,15 @@ def read_documents(path: Path, bad_records: BadRecordLog) -> Iterator[Document]:
     """The documents of one shard; bad lines go to ``bad_records`` with their line number."""
     line_number = 0
     try:
-        with open_binary(path) as stream:
-            for line_number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                parsed = parse_record(line)
-                if isinstance(parsed, Document):
-                    yield parsed
-                else:
-                    bad_records.add(BadRecord(path, line_number, parsed))
-    except (OSError, EOFError, zstandard.ZstdError) as err:
+        for line_number, line in enumerate(iter_lines(str(path)), start=1):
+            if not line.strip():
+                continue
+            parsed = parse_record(line)
+            if isinstance(parsed, Document):
+                yield parsed
+            else:
+                bad_records.add(BadRecord(path, line_number, parsed))
+    except STREAM_ERRORS as err:
         raise ShardReadError(
             f"{path}: unreadable after line {line_number} ({err}); the file is truncated or corrupt, "
             "re-create it or move it out of the input"

@@ -19,7 +19,7 @@ import numpy as np
 
 from data_pipeline.train_tokenizer import sentinel_piece
 from data_pipeline.tokenizer_files import MODEL_FILENAME, TokenizerFiles, file_sha256
-from pretrain.special_tokens import META_FILENAME, SpecialTokens
+from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 TOKENIZER_JSON = "tokenizer.json"
 # What transformers' AutoTokenizer needs besides tokenizer.json: copied next to the token

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
 from data_pipeline.hf_tokenizer import load_tokenizer_files
-from pretrain.data.shards import ShardError, TokenShard, find_shards
-from pretrain.special_tokens import SpecialTokens
 
 
 def open_token_shards(token_dir: str | Path, tokenizer: str | Path, split: str = "train") -> list[TokenShard]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -25,12 +24,13 @@ from omegaconf import MISSING
 from tqdm import tqdm
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
+from data_pipeline.executors.pool import run_unordered
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
 from data_pipeline.hf_added_tokens import write_grown_tokenizer
 from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
 from data_pipeline.tokenizer_files import TokenizerFiles, copy_tokenizer_files
 from data_pipeline.tokenizer_hydra import hydra_entry_point
-from pretrain.data.shards import ShardManifest, shard_prefix
+from data_pipeline.formats.token_shards import ShardManifest, shard_prefix
 
 log = logging.getLogger(__name__)
 PLAN_FILENAME = "tokenize_plan.json"
@@ -133,13 +133,10 @@ class TokenizeSummary:
 
 
 def run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[ShardResult]:
-    """Results in completion order; one worker runs in this process."""
-    if workers == 1:
-        yield from map(tokenize_shard, jobs)
-        return
-    # spawn: workers start clean (no forked threads or locks) on every platform.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(tokenize_shard, jobs)
+    """Results in completion order; one worker runs in this process. A worker that dies
+    (OOM killer) fails the run at once, naming its shard."""
+    for _, result in run_unordered(tokenize_shard, jobs, workers, describe=lambda job: f"shard {job.source}"):
+        yield result
 
 
 def with_progress(results: Iterable[ShardResult], jobs: list[ShardJob], enabled: bool) -> Iterator[ShardResult]:

@@ -19,7 +19,7 @@ import xxhash
 from data_pipeline.documents import BadRecordLog, Document, ShardReadError, read_documents
 from data_pipeline.hf_tokenizer import HFTokenizerFiles
 from data_pipeline.tokenizer_files import TokenizerFiles
-from pretrain.data.shards import TokenShardWriter, shard_prefix
+from data_pipeline.formats.token_shards import TokenShardWriter, shard_prefix
 
 TRAIN, VAL = "train", "val"
 SPLITS = (TRAIN, VAL)

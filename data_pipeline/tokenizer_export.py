@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from pretrain.special_tokens import META_FILENAME, SpecialTokens
+from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 MODEL_FILENAME = "tokenizer.model"
 # Everything a tokenizer directory may hold: the metadata, the SentencePiece model and the

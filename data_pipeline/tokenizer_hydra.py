@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from pretrain.cli_errors import one_line_errors, run_command
+from data_pipeline.cli_errors import one_line_errors, run_command
 
 # Absolute: a relative path would be taken against this module's package, not its folder.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -32,7 +32,7 @@ OmegaConf.register_new_resolver("tokenizer_output_subdir", _output_subdir, repla
 def hydra_entry_point(config_name: str, schema: type, command: Callable[[Any], object]) -> Callable[[], None]:
     """The ``main()`` of a command: composes ``configs/<config_name>.yaml`` and calls
     ``command`` with the config as a ``schema`` instance; logs go to stderr, stdout stays clean,
-    errors are one line (pretrain.cli_errors)."""
+    errors are one line (data_pipeline.cli_errors)."""
     ConfigStore.instance().store(name=f"{config_name}_schema", node=schema)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")

@@ -22,7 +22,7 @@ from data_pipeline.tokenizer_export import export_transformers_tokenizer
 from data_pipeline.tokenizer_files import MODEL_FILENAME, file_sha256
 from data_pipeline.tokenizer_hydra import hydra_entry_point
 from data_pipeline.tokenizer_sample import TrainingTextStream
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 log = logging.getLogger(__name__)
 

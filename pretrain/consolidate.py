@@ -13,7 +13,7 @@ from pretrain.parallel.master_state import WEIGHT
 from pretrain.parallel.sharded_checkpoint import ShardedState
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def find_checkpoint(path: str | Path) -> Path:

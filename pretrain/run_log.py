@@ -6,15 +6,18 @@ import time
 from pathlib import Path
 from typing import Optional, TextIO
 
+from data_pipeline.cli_errors import send_errors_to
+
 LOG_FILENAME = "train.log"
 # Where errors of this process go (set once the run directory is known, on every rank).
 _error_log: Optional[Path] = None
 
 
 def log_errors_to(run_dir: Path) -> None:
-    """From now on, :func:`append_error` writes to this run's log."""
+    """From now on, the one-line errors of this process are appended to this run's log."""
     global _error_log
     _error_log = run_dir / LOG_FILENAME
+    send_errors_to(append_error)
 
 
 def _stamped(text: str) -> str:

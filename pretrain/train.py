@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pretrain.cli_errors import one_line_errors, run_command
+from data_pipeline.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
 from pretrain.distributed import entry_arguments, init_distributed
 from pretrain.hf.init_from import with_imported_model

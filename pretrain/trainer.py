@@ -22,7 +22,7 @@ from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_meta
 from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
-from pretrain.data.shards import ShardError, find_shards
+from data_pipeline.formats.token_shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
 from pretrain.evaluation.run import check_tasks, evaluate_model
@@ -41,7 +41,7 @@ from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_train
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import check_resume, record_changes
-from pretrain.special_tokens import META_FILENAME, SpecialTokens
+from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 
 @dataclass

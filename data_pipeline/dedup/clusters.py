@@ -1,18 +1,21 @@
-"""Duplicate clusters from LSH band keys and exact hashes: candidate pairs by numpy sorting,
-optionally verified on full MinHash signatures, merged with union-find."""
+"""Candidate pairs from LSH band keys and exact hashes (numpy sorting), verified on the full
+MinHash signatures, and clusters of them. The sharded dedup stages run the same steps per
+partition of keys (dedup/buckets.py); find_duplicates runs them in memory on one array."""
+
+from typing import Callable
 
 import numpy as np
 
+from data_pipeline.dedup.components import removals
 from data_pipeline.dedup.minhash import estimate_jaccard
-from data_pipeline.dedup.union_find import UnionFind
 
-# rows of signatures compared at once when verifying: bounds the temporary (pairs x perms) array
+# pairs verified at once: bounds the temporary (pairs x perms) arrays
 _VERIFY_CHUNK = 65536
 
 
-def _pairs_sharing_key(keys: np.ndarray) -> np.ndarray:
+def pairs_sharing_key(keys: np.ndarray) -> np.ndarray:
     """(first, other) row pairs for rows with equal keys (shape (n, words per key)), linking every
-    row of a group to the group's smallest row: enough for union-find."""
+    row of a group to the group's smallest row: enough for connected components."""
     if len(keys) < 2:
         return np.empty((0, 2), dtype=np.int64)
     order = np.lexsort(keys.T[::-1])  # stable: rows of a group stay in ascending order
@@ -25,18 +28,24 @@ def _pairs_sharing_key(keys: np.ndarray) -> np.ndarray:
     return np.stack((order[firsts], order[others]), axis=1)
 
 
-def _exact_pairs(exact_hashes: list[bytes]) -> np.ndarray:
-    # exact_hash digests are 16 bytes: a key of two uint64 words
-    words = np.frombuffer(b"".join(exact_hashes), dtype=np.uint64).reshape(len(exact_hashes), 2)
-    return _pairs_sharing_key(words)
-
-
-def _similar_enough(pairs: np.ndarray, signatures: np.ndarray, min_jaccard: float) -> np.ndarray:
+def verified(pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray], min_jaccard: float) -> np.ndarray:
+    """The pairs whose signatures (looked up by `signatures_of`) estimate a Jaccard >= min_jaccard."""
     keep = np.empty(len(pairs), dtype=bool)
     for start in range(0, len(pairs), _VERIFY_CHUNK):
         chunk = pairs[start : start + _VERIFY_CHUNK]
-        keep[start : start + len(chunk)] = estimate_jaccard(signatures[chunk[:, 0]], signatures[chunk[:, 1]]) >= min_jaccard
-    return keep
+        keep[start : start + len(chunk)] = estimate_jaccard(signatures_of(chunk[:, 0]), signatures_of(chunk[:, 1])) >= min_jaccard
+    return pairs[keep]
+
+
+def band_pairs(band_hashes: np.ndarray) -> np.ndarray:
+    """Row pairs sharing a key in some band, each pair once."""
+    per_band = [pairs_sharing_key(band_hashes[:, band : band + 1]) for band in range(band_hashes.shape[1])]
+    return np.unique(np.concatenate([np.empty((0, 2), dtype=np.int64)] + per_band), axis=0)
+
+
+def exact_words(exact_hashes: list[bytes]) -> np.ndarray:
+    """16-byte exact_hash digests as keys of two uint64 words."""
+    return np.frombuffer(b"".join(exact_hashes), dtype=np.uint64).reshape(len(exact_hashes), 2)
 
 
 def find_duplicates(
@@ -52,26 +61,15 @@ def find_duplicates(
     only when its estimated Jaccard with the pair's other row is >= `min_jaccard`; exact matches
     need no check. Each row of a shared key is checked against the key's smallest row only.
     """
-    num_rows, num_bands = band_hashes.shape
-    band_pairs = np.concatenate(
-        [np.empty((0, 2), dtype=np.int64)] + [_pairs_sharing_key(band_hashes[:, band : band + 1]) for band in range(num_bands)]
-    )
-    # a pair found in several bands is verified and merged once
-    pair_codes = np.unique(band_pairs[:, 0] * num_rows + band_pairs[:, 1])
-    pairs = np.stack(np.divmod(pair_codes, num_rows), axis=1)
+    num_rows = len(band_hashes)
+    pairs = band_pairs(band_hashes)
     if signatures is not None:
-        pairs = pairs[_similar_enough(pairs, signatures, min_jaccard)]
+        pairs = verified(pairs, signatures.__getitem__, min_jaccard)
     if exact_hashes is not None:
         if len(exact_hashes) != num_rows:
             raise ValueError(f"{len(exact_hashes)} exact hashes for {num_rows} rows")
-        pairs = np.concatenate((pairs, _exact_pairs(exact_hashes)))
-    clusters = UnionFind(num_rows)
-    clusters.union_pairs(pairs)
-    members = np.unique(pairs)
-    roots = clusters.roots(members)
-    smallest_of_root = np.full(num_rows, num_rows, dtype=np.int64)
-    np.minimum.at(smallest_of_root, roots, members)
+        pairs = np.concatenate((pairs, pairs_sharing_key(exact_words(exact_hashes))))
+    removed, survivor = removals(pairs)
     duplicate_of = np.full(num_rows, -1, dtype=np.int64)
-    duplicate_of[members] = smallest_of_root[roots]
-    duplicate_of[duplicate_of == np.arange(num_rows)] = -1
+    duplicate_of[removed] = survivor
     return duplicate_of

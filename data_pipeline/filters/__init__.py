@@ -1,7 +1,7 @@
 """The document filters, in the order the pipeline runs them."""
 from __future__ import annotations
 
-from data_pipeline.curate_config import FiltersConfig
+from data_pipeline.curate.config import FiltersConfig
 from data_pipeline.filters.base import Filter
 from data_pipeline.filters.c4 import C4Filter
 from data_pipeline.filters.gopher_quality import GopherQualityFilter

@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, ClassVar
 
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 
 
 class Filter(ABC):

@@ -8,9 +8,9 @@ import re
 from collections import Counter
 from typing import Any
 
-from data_pipeline.curate_config import C4Config
+from data_pipeline.curate.config import C4Config
 from data_pipeline.filters.base import Filter, falls_short
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 from data_pipeline.text import count_sentences
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)

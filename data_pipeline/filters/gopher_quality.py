@@ -2,9 +2,9 @@
 Insights from Training Gopher", appendix A1.1 (MassiveText quality filters)."""
 from __future__ import annotations
 
-from data_pipeline.curate_config import GopherQualityConfig
+from data_pipeline.curate.config import GopherQualityConfig
 from data_pipeline.filters.base import Filter, exceeds, falls_short
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 from data_pipeline.text import count_words_with_letter, is_word
 
 BULLETS = ("•", "-", "*", "‣", "◦", "●")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.curate_config import GopherRepetitionConfig
+from data_pipeline.curate.config import GopherRepetitionConfig
 from data_pipeline.filters.base import Filter, exceeds
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 from data_pipeline.text import split_nonempty_lines, split_paragraphs
 
 # odd multiplier of the rolling n-gram hash (uint64 arithmetic wraps around)

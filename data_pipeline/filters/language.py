@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from data_pipeline.curate_config import LanguageConfig
+from data_pipeline.curate.config import LanguageConfig
 from data_pipeline.filters.base import Filter
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 
 _LABEL_PREFIX = "__label__"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from data_pipeline.curate_config import NormalizeConfig
+from data_pipeline.curate.config import NormalizeConfig
 from data_pipeline.filters.base import Filter
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 
 # C0 and C1 controls except tab and newline; zero-width spaces and joiners; the BOM.
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.data.shards import ShardError, TokenShard, find_shards
+from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
 
 
 class PackedWindows:

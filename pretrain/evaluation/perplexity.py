@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.data.shards import ShardError, TokenShard, find_shards
+from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
 from pretrain.evaluation.scoring import score_streams
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.inference.jsonl import read_jsonl

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig

@@ -18,7 +18,7 @@ from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
 from pretrain.model_config import ModelConfig
 from pretrain.parallel.pipeline import canonical_parameters
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def with_imported_model(cfg: TrainConfig) -> TrainConfig:

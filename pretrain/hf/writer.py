@@ -27,7 +27,7 @@ from pretrain.hf.export_config import check_exportable, hf_config
 from pretrain.hf.names import hf_state_dict
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.model_config import ModelConfig
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 CONSOLIDATED_FILENAME = "consolidated.safetensors"
 HF_WEIGHTS_FILENAME = "model.safetensors"

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from pretrain.cli_errors import one_line_errors, run_command
+from data_pipeline.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, check_known_keys
 
 Schema = TypeVar("Schema")
@@ -42,7 +42,7 @@ def compose_config(name: str, schema: type[Schema], overrides: Sequence[str] = (
 
 def hydra_command(name: str, schema: type[Schema], run: Callable[[Schema], object]) -> Callable[[], None]:
     """The ``main()`` of a command; its logs go to stderr so that stdout carries the results,
-    and its errors are one line (pretrain.cli_errors)."""
+    and its errors are one line (data_pipeline.cli_errors)."""
     register_schema(name, schema)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=name, version_base="1.3")

@@ -10,7 +10,7 @@ import sentencepiece as spm
 
 from data_pipeline.hf_tokenizer import HFProcessor, load_tokenizer_files
 from pretrain.choices import Choice
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's visible space
 

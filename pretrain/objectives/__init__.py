@@ -9,7 +9,7 @@ from pretrain.objectives.base import Batch, Objective
 from pretrain.objectives.clm import CausalLM
 from pretrain.objectives.mlm import MaskedLM
 from pretrain.objectives.span import SpanCorruption
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 class ObjectiveName(Choice):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from pretrain.model import AttentionMode, AttentionSpec
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pretrain.model import AttentionMode
 from pretrain.objectives.base import Batch, Objective, sample_generator
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 class MaskedLM(Objective):

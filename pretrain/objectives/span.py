@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pretrain.model import AttentionMode
 from pretrain.objectives.base import Batch, Objective, sample_generator
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from pretrain.config import CONFIG_DIR, TrainConfig
 from pretrain.planning.cluster import GIB, ClusterConfig
 from pretrain.planning.report import format_breakdown
 from pretrain.planning.search import LayoutPlan, Planner
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 CLUSTER_DIR = CONFIG_DIR / "cluster"
 FALLBACK_GPU = "h100-80gb"  # speed constants for a GPU no cluster config names

@@ -18,7 +18,7 @@ from data_pipeline.tokenize_shard import SPLITS, TRAIN, VAL
 from data_pipeline.token_directory import open_token_shards
 from data_pipeline.tokenizer_files import TokenizerFiles
 from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
-from pretrain.data.shards import ShardError, TokenShard, find_shards, shard_prefix
+from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards, shard_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 SYLLABLES = "ka to ri mu se na lo pe vi du 中 文 🎉".split()

@@ -16,7 +16,7 @@ from data_pipeline.tokenizer_export import export_transformers_tokenizer
 from data_pipeline.tokenizer_files import TokenizerFiles, file_sha256
 from data_pipeline.tokenizer_sample import cut_text
 from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "the of and a to in is was for on that with as by at from data model token train shard text".split()

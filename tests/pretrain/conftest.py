@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pretrain.data.shards import TokenShardWriter, shard_prefix
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.token_shards import TokenShardWriter, shard_prefix
+from data_pipeline.formats.special_tokens import SpecialTokens
 
 VOCAB = 256
 SPECIAL = SpecialTokens.synthetic(VOCAB, num_sentinels=100)

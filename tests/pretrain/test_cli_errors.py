@@ -11,7 +11,7 @@ import data_pipeline.train_tokenizer
 import pretrain.evaluate
 import pretrain.generate
 import pretrain.train
-from pretrain.cli_errors import run_command
+from data_pipeline.cli_errors import run_command
 from pretrain.config import register_configs
 
 

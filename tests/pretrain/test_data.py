@@ -9,7 +9,7 @@ import pytest
 
 from pretrain.data.loader import BatchPlan, TrainingStream
 from pretrain.data.order import BlendedOrder, ShuffledOrder
-from pretrain.data.shards import ShardError, TokenShard, TokenShardWriter, find_shards, shard_prefix, token_dtype
+from data_pipeline.formats.token_shards import ShardError, TokenShard, TokenShardWriter, find_shards, shard_prefix, token_dtype
 from pretrain.data.windows import PackedWindows
 
 

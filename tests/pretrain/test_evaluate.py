@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.data.shards import TokenShard, find_shards
+from data_pipeline.formats.token_shards import TokenShard, find_shards
 from pretrain.evaluation.multiple_choice import Question, accuracy, contexts_with_shots
 from pretrain.evaluation.open_ended import rouge_and_bleu
 from pretrain.evaluation.run import evaluate_model

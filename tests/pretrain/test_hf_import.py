@@ -19,7 +19,7 @@ from pretrain.hf.weights import load_hf_weights
 from pretrain.hf.writer import write_hf_model
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig, RopeScaling
-from pretrain.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import SpecialTokens
 from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, launch_init_from_runs, save_tiny_model
 
 SPECIAL = SpecialTokens.synthetic(VOCAB)

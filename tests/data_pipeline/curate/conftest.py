@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from data_pipeline.curate_config import CurateConfig
+from data_pipeline.curate.config import CurateConfig
 
 WORDS = """time people year way day man thing woman life child world school state family student
 group country problem hand part place case week company system program question work government

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from data_pipeline.curate_config import (
+from data_pipeline.curate.config import (
     C4Config,
     GopherQualityConfig,
     GopherRepetitionConfig,
@@ -18,7 +18,7 @@ from data_pipeline.filters.gopher_quality import GopherQualityFilter
 from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
 from data_pipeline.filters.language import LanguageFilter
 from data_pipeline.filters.normalize import Normalizer
-from data_pipeline.record import Document
+from data_pipeline.document import Document
 
 
 def doc(text: str) -> Document:

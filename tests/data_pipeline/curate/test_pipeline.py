@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from data_pipeline.curate import run_curation
-from data_pipeline.stage_filter import BadInputError
-from data_pipeline.tasks import resolve_task
-from data_pipeline.writers import iter_shard
+from data_pipeline.curate.cli import run_curation
+from data_pipeline.curate.filter_stage import BadInputError
+from data_pipeline.executors.tasks import resolve_task
+from data_pipeline.io.writers import iter_shard
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -100,7 +99,7 @@ def test_resume_does_not_redo_finished_work(corpus, curate_config):
     config = curate_config(str(corpus), stage="filter")
     assert run_curation(config) is None  # the other stages are still to come
     out = Path(config.output_dir)
-    filter_markers = {path: path.stat().st_mtime_ns for path in (out / "_work" / "filter").glob("*.stats.json")}
+    filter_markers = {path: path.stat().st_mtime_ns for path in (out / "_work" / "done" / "filter").glob("*.done.json")}
     assert len(filter_markers) == 3
     config.stage = "all"
     report = run_curation(config)
@@ -116,7 +115,7 @@ def test_resume_does_not_redo_finished_work(corpus, curate_config):
 
 def test_tasks_with_a_merge_step_match_one_task(corpus, curate_config):
     single = run_curation(curate_config(str(corpus), output="single"))
-    for stage, tasks in (("filter", (0, 1, 2)), ("dedup", (0,)), ("write", (2, 0, 1))):
+    for stage, tasks in (("filter", (0, 1, 2)), ("buckets", (1, 0, 2)), ("clusters", (0,)), ("write", (2, 0, 1))):
         for task in tasks:
             multi = run_curation(curate_config(str(corpus), output="multi", stage=stage, task_index=task, num_tasks=3))
     assert multi == single
@@ -125,20 +124,11 @@ def test_tasks_with_a_merge_step_match_one_task(corpus, curate_config):
     )
 
 
-def test_stage_all_tasks_wait_for_each_other(corpus, curate_config):
-    reports = {}
-
-    def run_task(index: int) -> None:
-        reports[index] = run_curation(curate_config(str(corpus), output="all", task_index=index, num_tasks=2))
-
-    # Daemon threads: a task that failed must not leave the other waiting past the test run.
-    threads = [threading.Thread(target=run_task, args=(index,), daemon=True) for index in (1, 0)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    finished = [report for report in reports.values() if report is not None]
-    assert finished and finished[0]["output"]["documents"] == 13
+def test_stage_order_is_enforced_and_tasks_run_single_stages(corpus, curate_config):
+    with pytest.raises(RuntimeError, match=r"stage=clusters needs the earlier stages finished: the filter stage has 3 of 3 units left"):
+        run_curation(curate_config(str(corpus), stage="clusters"))
+    with pytest.raises(ValueError, match=r"num_tasks=2 with stage=all"):
+        run_curation(curate_config(str(corpus), task_index=0, num_tasks=2))
 
 
 def test_two_workers_match_one(corpus, curate_config):
@@ -166,7 +156,7 @@ def test_task_from_slurm_or_torchrun_environment():
 
 
 def test_misspelt_option_fails_clearly():
-    import data_pipeline.curate_config  # noqa: F401  (registers the schema)
+    import data_pipeline.curate.config  # noqa: F401  (registers the schema)
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="min_wrds"):

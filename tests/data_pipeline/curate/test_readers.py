@@ -1,16 +1,40 @@
 """Input formats, ids and metadata, and every kind of bad input reported with file and line."""
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline.curate_config import ReaderConfig
-from data_pipeline.readers import BadInput, read_source, resolve_inputs
+from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.readers import BadInput, read_unit, resolve_inputs
+from data_pipeline.io.units import split_into_units
 
 
-def read_all(spec, config: ReaderConfig | None = None) -> list:
-    return [item for source in resolve_inputs(spec) for item in read_source(source, config or ReaderConfig())]
+def read_all(spec, config: ReaderConfig | None = None, unit_size_mb: float = 256) -> list:
+    config = config or ReaderConfig()
+    return [item for unit in split_into_units(resolve_inputs(spec), unit_size_mb, config.hf) for item in read_unit(unit, config)]
+
+
+def summary(items: list) -> list[tuple]:
+    """What a reader yields, comparable across unit sizes."""
+    return [(item.file, item.line, item.reason) if isinstance(item, BadInput) else (item.id, item.text, item.source, item.line) for item in items]
+
+
+def test_byte_ranges_and_row_groups_read_what_the_whole_file_holds(tmp_path, files):
+    lines = [{"text": f"doc {i} " + "é" * (i % 7) * 30, **({"id": f"d{i}"} if i % 3 else {})} for i in range(60)]
+    raw = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    raw = raw.replace(b"\n", b"\n\n", 3) + b"\n{broken\n" + json.dumps({"text": "last, no newline"}).encode()
+    (tmp_path / "big.jsonl").write_bytes(raw)
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(50)]}), tmp_path / "rows.parquet", row_group_size=7)
+    whole = read_all(str(tmp_path))
+    for unit_size_mb in (1e-3, 2.5e-4, 1e-6):  # ~1 KB, 250 B and 1 B units: lines cut everywhere
+        units = split_into_units(resolve_inputs(str(tmp_path)), unit_size_mb, ReaderConfig().hf)
+        assert len(units) > 3
+        assert summary(read_all(str(tmp_path), unit_size_mb=unit_size_mb)) == summary(whole)
+    assert ("big.jsonl", 64, "invalid_json") in summary(whole) and len(whole) == 60 + 1 + 1 + 50
+    assert summary(whole)[-1] == ("rows.parquet:50", "row 49", "rows.parquet", 50)
 
 
 def test_formats_ids_and_metadata(tmp_path, files):
@@ -72,8 +96,11 @@ def test_hugging_face_source_on_local_files(tmp_path, files, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    data = files.jsonl(tmp_path / "hf" / "data.jsonl", [{"text": "from datasets", "id": "d1"}, {"text": "second"}])
+    files.jsonl(tmp_path / "hf" / "a.jsonl", [{"text": "from datasets", "id": "d1"}, {"text": "second"}])
+    files.jsonl(tmp_path / "hf" / "b.jsonl", [{"text": "third"}])
     config = ReaderConfig()
-    config.hf.data_files = str(data)
+    config.hf.data_files = str(tmp_path / "hf" / "*.jsonl")
+    units = split_into_units(resolve_inputs("hf:json"), 256, config.hf)
+    assert [unit.input_name for unit in units] == ["hf:json/a.jsonl", "hf:json/b.jsonl"]  # a unit per data file
     docs = read_all("hf:json", config)
-    assert [(doc.id, doc.text) for doc in docs] == [("d1", "from datasets"), ("hf:json:2", "second")]
+    assert [(doc.id, doc.text) for doc in docs] == [("d1", "from datasets"), ("hf:json/a.jsonl:2", "second"), ("hf:json/b.jsonl:1", "third")]

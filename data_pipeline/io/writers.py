@@ -6,12 +6,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 import zstandard
 
-from data_pipeline.curate_config import OutputConfig
-from data_pipeline.line_io import iter_lines
+from data_pipeline.io.lines import iter_lines
+
+if TYPE_CHECKING:  # io/ does not depend on curate/ at run time
+    from data_pipeline.curate.config import OutputConfig
 
 
 def readable_mode() -> int:
@@ -22,15 +24,19 @@ def readable_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write then rename: readers (and resume) never see a half-written file. The temporary
     name is unique, so tasks writing the same file at once (threads, or processes on other
     nodes that share the file system) do not take each other's."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     os.fchmod(handle, readable_mode())
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(data)
     os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class ShardWriter:

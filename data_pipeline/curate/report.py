@@ -2,32 +2,30 @@
 removed and why. Built from the stats files of the stages, so any task can build it."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
 from data_pipeline.filters import FILTER_ORDER
-from data_pipeline.layout import Layout
-from data_pipeline.readers import InputSource
 
 MAX_BAD_INPUT_EVENTS = 1000
 
 
-def build_report(layout: Layout, sources: list[InputSource], dedup: bool) -> dict[str, Any]:
-    filter_stats = [_load(layout.filter_stats(source.index)) for source in sources]
-    write_stats = [_load(layout.write_stats(source.index)) for source in sources] if dedup else filter_stats
+def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str, Any]] | None, sources: int) -> dict[str, Any]:
+    """From every input unit's filter stats and, with dedup, write stats (in unit order)."""
     stages = _filter_stages(filter_stats)
     documents_after_filters = sum(stats["documents_out"] for stats in filter_stats)
-    if dedup:
-        dedup_stats = _load(layout.dedup_stats)
-        exact, near = dedup_stats["removed"]["exact"], dedup_stats["removed"]["near"]
+    if write_stats is not None:
+        exact = sum(stats["removed"]["exact"] for stats in write_stats)
+        near = sum(stats["removed"]["near"] for stats in write_stats)
         stages.append({"stage": "dedup_exact", "documents_in": documents_after_filters, "removed": exact, "reasons": {"exact": exact}})
         stages.append({"stage": "dedup_near", "documents_in": documents_after_filters - exact, "removed": near, "reasons": {"near": near}})
+    else:
+        write_stats = filter_stats
     documents_out = sum(stats["documents_out"] for stats in write_stats)
     documents_in = sum(stats["documents_in"] for stats in filter_stats)
     report = {
         "input": {
-            "sources": len(sources),
+            "sources": sources,
             "documents": documents_in,
             "bytes": sum(stats["bytes_in"] for stats in filter_stats),
         },
@@ -44,10 +42,6 @@ def build_report(layout: Layout, sources: list[InputSource], dedup: bool) -> dic
     if documents_in != documents_out + removed:  # nothing may go missing unaccounted
         raise AssertionError(f"report does not add up: {documents_in} in != {documents_out} out + {removed} removed")
     return report
-
-
-def _load(path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def _sum_counters(counters) -> dict[str, int]:

@@ -12,11 +12,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from data_pipeline.curate_config import ReaderConfig
-from data_pipeline.line_io import STREAM_ERRORS, iter_lines
-from data_pipeline.record import Document
+from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.lines import STREAM_ERRORS, iter_line_range, iter_lines
+from data_pipeline.document import Document
+
+if TYPE_CHECKING:  # units.py builds on InputSource below
+    from data_pipeline.io.units import InputUnit
 
 JSON_LINES_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json")
 SUPPORTED_SUFFIXES = JSON_LINES_SUFFIXES + (".parquet",)
@@ -25,7 +28,7 @@ HF_PREFIX = "hf:"
 
 @dataclass(frozen=True)
 class InputSource:
-    """One unit of work: an input file (or a Hugging Face dataset), in the global order."""
+    """An input file (or a Hugging Face dataset), in the global order; io/units.py cuts it into work units."""
 
     index: int
     path: str
@@ -81,32 +84,33 @@ def _files_of(entry: str) -> list[str]:
     return found
 
 
-def read_source(source: InputSource, config: ReaderConfig) -> Iterator[Document | BadInput]:
-    """Every document of one source, and a BadInput for each record or file problem."""
-    if source.path.startswith(HF_PREFIX):
-        records = _hf_records(source.path[len(HF_PREFIX):], config)
+def read_unit(unit: InputUnit, config: ReaderConfig) -> Iterator[Document | BadInput]:
+    """Every document of one work unit, and a BadInput for each record or file problem."""
+    source = unit.source
+    if unit.data_file is not None:
+        records = _hf_records(source.path[len(HF_PREFIX):], unit.data_file, config)
     elif source.path.endswith(".parquet"):
-        records = _parquet_records(source.path)
+        records = _parquet_records(source.path, unit.start, unit.stop)
     else:
-        records = _json_lines_records(source, config)
-    parse = _RecordParser(source, config)
+        records = _json_lines_records(unit, config)
+    parse = _RecordParser(unit.input_name, config)
     last_line = 0
     try:
         for last_line, record in records:
             yield record if isinstance(record, BadInput) else parse(last_line, record)
     except STREAM_ERRORS + (ValueError,) as error:  # pyarrow and datasets raise ValueError subclasses
         detail = f"{type(error).__name__}: {error}; the records before this line were read"
-        yield BadInput(source.name, last_line + 1, "corrupt_file", detail)
+        yield BadInput(unit.input_name, last_line + 1, "corrupt_file", detail)
         return
-    if last_line == 0:
-        yield BadInput(source.name, 0, "empty_file", "the file holds no record")
+    if last_line == 0 and unit.is_first_of_source:
+        yield BadInput(unit.input_name, 0, "empty_file", "the file holds no record")
 
 
 class _RecordParser:
     """A decoded JSON object (or a parquet / datasets row) to a Document."""
 
-    def __init__(self, source: InputSource, config: ReaderConfig) -> None:
-        self.source = source
+    def __init__(self, input_name: str, config: ReaderConfig) -> None:
+        self.input_name = input_name
         self.text_key = config.text_key
         self.id_paths = [key.split(".") for key in config.id_keys]
 
@@ -121,10 +125,10 @@ class _RecordParser:
             text.encode("utf-8")
         except UnicodeEncodeError as error:  # a lone surrogate escaped in the JSON: not writable as UTF-8
             return self._bad(line, "invalid_unicode", str(error), record)
-        return Document(self._id_of(record, line), text, self._meta_of(record), self.source.name, line)
+        return Document(self._id_of(record, line), text, self._meta_of(record), self.input_name, line)
 
     def _bad(self, line: int, reason: str, detail: str, record: Any) -> BadInput:
-        return BadInput(self.source.name, line, reason, detail, json.dumps(record, ensure_ascii=True, default=str))
+        return BadInput(self.input_name, line, reason, detail, json.dumps(record, ensure_ascii=True, default=str))
 
     def _id_of(self, record: dict, line: int) -> str:
         for path in self.id_paths:
@@ -133,7 +137,7 @@ class _RecordParser:
                 value = value.get(key) if isinstance(value, dict) else None
             if value is not None:
                 return str(value)
-        return f"{self.source.name}:{line}"
+        return f"{self.input_name}:{line}"
 
     def _meta_of(self, record: dict) -> dict[str, Any]:
         meta = {key: value for key, value in record.items() if key not in (self.text_key, "id", "meta")}
@@ -145,35 +149,46 @@ class _RecordParser:
         return meta
 
 
-def _json_lines_records(source: InputSource, config: ReaderConfig) -> Iterator[tuple[int, Any]]:
-    for line, raw in enumerate(iter_lines(source.path), start=1):
+def _json_lines_records(unit: InputUnit, config: ReaderConfig) -> Iterator[tuple[int, Any]]:
+    name, path = unit.input_name, unit.source.path
+    if unit.stop is None:
+        lines_before, lines = 0, iter_lines(path)
+    else:
+        lines_before, lines = iter_line_range(path, unit.start, unit.stop)
+    for line, raw in enumerate(lines, start=lines_before + 1):
         if not raw.strip():
             continue
         if len(raw) > config.max_record_bytes:
             detail = f"{len(raw):,} bytes > reader.max_record_bytes={config.max_record_bytes:,}"
-            yield line, BadInput(source.name, line, "record_too_large", detail, raw.decode("utf-8", "backslashreplace"))
+            yield line, BadInput(name, line, "record_too_large", detail, raw.decode("utf-8", "backslashreplace"))
             continue
         try:
             yield line, json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
-            yield line, BadInput(source.name, line, "invalid_utf8", str(error), raw.decode("utf-8", "backslashreplace"))
+            yield line, BadInput(name, line, "invalid_utf8", str(error), raw.decode("utf-8", "backslashreplace"))
         except json.JSONDecodeError as error:
-            yield line, BadInput(source.name, line, "invalid_json", str(error), raw.decode("utf-8", "backslashreplace"))
+            yield line, BadInput(name, line, "invalid_json", str(error), raw.decode("utf-8", "backslashreplace"))
 
 
-def _parquet_records(path: str) -> Iterator[tuple[int, Any]]:
+def _parquet_records(path: str, first_group: int, stop_group: int | None) -> Iterator[tuple[int, Any]]:
+    """Rows of row groups [first_group, stop_group), numbered as in the whole file."""
     import pyarrow.parquet as parquet
 
-    row = 0
-    for batch in parquet.ParquetFile(path).iter_batches(batch_size=1024):
+    file = parquet.ParquetFile(path)
+    count = file.metadata.num_row_groups
+    groups = list(range(first_group, count if stop_group is None else min(stop_group, count)))
+    row = sum(file.metadata.row_group(group).num_rows for group in range(first_group))
+    if not groups:
+        return
+    for batch in file.iter_batches(batch_size=1024, row_groups=groups):
         for record in batch.to_pylist():
             row += 1
             yield row, record
 
 
-def _hf_records(name: str, config: ReaderConfig) -> Iterator[tuple[int, Any]]:
+def _hf_records(name: str, data_file: str, config: ReaderConfig) -> Iterator[tuple[int, Any]]:
     import datasets
 
     hf = config.hf
-    stream = datasets.load_dataset(name, name=hf.name, split=hf.split, data_files=hf.data_files, streaming=True)
+    stream = datasets.load_dataset(name, name=hf.name, split=hf.split, data_files={hf.split: [data_file]}, streaming=True)
     yield from enumerate(stream, start=1)

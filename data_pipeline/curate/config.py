@@ -15,6 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from data_pipeline.executors.config import ExecutorConfig
+
 
 @dataclass
 class HuggingFaceConfig:
@@ -133,7 +135,11 @@ class DedupConfig:
     exact: bool = True  # 128-bit hash of the normalized text
     near: bool = True  # MinHash LSH
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
-    batch_size: int = 1024  # documents MinHashed at once
+    batch_size: int = 1024  # documents MinHashed at once, and keys written to disk at once
+    # Key ranges the buckets stage splits the band keys and exact hashes into: its units. Each
+    # holds ~1/partitions of all keys (24 bytes per document and band); one partition per
+    # ~60,000 documents keeps a unit near 0.2 GB (C4: ~6,000; docs/curation.md, "Scale").
+    partitions: int = 16
 
 
 @dataclass
@@ -147,15 +153,18 @@ class OutputConfig:
 class CurateConfig:
     input: Any = MISSING  # a path, a glob, a folder, "hf:<dataset>", or a list of those
     output_dir: str = MISSING
-    # all: every stage in turn; filter | dedup | write: one stage (multi-task runs, Slurm)
+    # all: every stage in turn; filter | buckets | clusters | write | report: one stage (for
+    # array jobs submitted by hand; executor=slurm submits every stage itself)
     stage: str = "all"
-    workers: int = 1  # processes on this machine, each taking whole input files
-    # This task's share of the input files; null: from SLURM_ARRAY_TASK_ID/COUNT or
-    # RANK/WORLD_SIZE when set, else a single task.
+    workers: int = 1  # processes on this machine (on each Slurm task: executor.slurm.cpus_per_task)
+    # Work units: an uncompressed JSON-lines file is cut into byte ranges and a parquet file
+    # into runs of row groups of about this size; compressed files are one unit each.
+    unit_size_mb: float = 256
+    # With a single stage: this task's share of its units; null: from SLURM_ARRAY_TASK_ID/COUNT
+    # or RANK/WORLD_SIZE when set, else a single task.
     task_index: Optional[int] = None
     num_tasks: Optional[int] = None
-    # With stage=all and several tasks, how long a task waits for the others between stages.
-    wait_timeout_s: float = 86_400
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     strict: bool = False  # the first bad input record fails the run
     progress: bool = True
     reader: ReaderConfig = field(default_factory=ReaderConfig)
@@ -165,6 +174,6 @@ class CurateConfig:
 
 
 # The settings that may change between runs over one output_dir without changing the result.
-RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "wait_timeout_s", "strict", "progress")
+RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress")
 
 ConfigStore.instance().store(name="curate_schema", node=CurateConfig)

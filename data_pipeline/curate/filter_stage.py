@@ -1,22 +1,22 @@
-"""Stage 1, one job per input file: read, normalize and filter; keep the survivors (with their
-dedup keys when dedup is on) and the removed documents with their reasons.
+"""Stage 1, one job per input unit: read, normalize and filter; keep the survivors (with their
+dedup keys, written in batches, when dedup is on) and the removed documents with their reasons.
 
-Its stats file is written last and is the job's completion marker."""
+It returns the unit's stats, which the executor stores as the unit's completion marker."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
-from data_pipeline.curate_config import CurateConfig
+from data_pipeline.curate.config import CurateConfig
 from data_pipeline.filters import build_filters
 from data_pipeline.filters.base import Filter
-from data_pipeline.layout import Layout
-from data_pipeline.readers import BadInput, InputSource, read_source
-from data_pipeline.record import Document
-from data_pipeline.signatures import SignatureBuilder
-from data_pipeline.writers import ShardWriter, atomic_write_text, output_writer
+from data_pipeline.curate.layout import Layout
+from data_pipeline.dedup.keys import UnitKeyWriter
+from data_pipeline.io.readers import BadInput, read_unit
+from data_pipeline.io.units import InputUnit
+from data_pipeline.document import Document
+from data_pipeline.io.writers import ShardWriter, output_writer
 
 # bad records listed by file and line in the report, per input file (all are counted)
 MAX_BAD_INPUT_EVENTS = 100
@@ -49,22 +49,24 @@ def dedup_enabled(config: CurateConfig) -> bool:
     return config.dedup.exact or config.dedup.near
 
 
-def filter_source(source: InputSource, config: CurateConfig) -> dict[str, Any]:
-    """Run the filter stage on one input file; returns (and stores) its stats."""
+def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
+    """Run the filter stage on one input unit; returns its stats."""
     layout = Layout(config.output_dir)
     filters = build_filters(config.filters)
-    signatures = SignatureBuilder(config.dedup) if dedup_enabled(config) else None
     bad_input = BadInputTally(config.strict)
-    stats: dict[str, Any] = {"source": source.name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
+    stats: dict[str, Any] = {"source": unit.input_name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
     with ExitStack() as stack:
-        if signatures is not None:  # one unsplit file, read back row by row by the write stage
-            kept = stack.enter_context(ShardWriter(layout.filtered_prefix(source.index), compression_level=1))
+        keys = None
+        if dedup_enabled(config):  # one unsplit file, read back row by row by the write stage
+            kept = stack.enter_context(ShardWriter(layout.filtered_prefix(unit.key), compression_level=1))
+            keys = UnitKeyWriter(layout.unit_keys(unit.key), unit.index, config.dedup, partitions)
+            stack.callback(keys.abandon)  # after an error: no half-written keys stay behind
         else:  # no dedup: these are the clean shards
-            kept = stack.enter_context(output_writer(layout.output_prefix(source.index), config.output))
+            kept = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
         removed = None
         if config.output.write_removed:
-            removed = stack.enter_context(ShardWriter(layout.removed_prefix("filter", source.index)))
-        for item in read_source(source, config.reader):
+            removed = stack.enter_context(ShardWriter(layout.removed_prefix("filter", unit.key)))
+        for item in read_unit(unit, config.reader):
             if isinstance(item, BadInput):
                 bad_input.add(item)
                 if removed is not None:
@@ -82,15 +84,14 @@ def filter_source(source: InputSource, config: CurateConfig) -> dict[str, Any]:
             stats["documents_out"] += 1
             stats["bytes_out"] += len(item.text.encode("utf-8"))
             kept.write(item.to_json())
-            if signatures is not None:
-                signatures.add(item.id, item.text)
-    if signatures is not None:
-        signatures.finish().save(layout.signatures(source.index))
-    else:
-        stats["shards"] = [path.name for path in kept.paths]
+            if keys is not None:
+                keys.add(item.id, item.text)
+        if keys is not None:
+            keys.finish()
+        else:
+            stats["shards"] = [path.name for path in kept.close()]
     stats["filters"] = {document_filter.name: document_filter.stats() for document_filter in filters}
     stats["bad_input"] = bad_input.stats()
-    atomic_write_text(layout.filter_stats(source.index), json.dumps(stats, indent=1))
     return stats
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib
 
-from data_pipeline.writers import readable_mode
+from data_pipeline.io.writers import readable_mode
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402

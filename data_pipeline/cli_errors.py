@@ -30,7 +30,6 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from pretrain.run_log import append_error
 
 DEBUG_FLAG = "--debug"
 _asked_for_traceback = False
@@ -93,13 +92,23 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {message} (--debug shows the traceback)"
 
 
+# Where every rank also sends its error line (pretrain.run_log: the run's train.log), once set.
+_error_sink: Optional[Callable[[str], None]] = None
+
+
+def send_errors_to(sink: Callable[[str], None]) -> None:
+    global _error_sink
+    _error_sink = sink
+
+
 def report(err: BaseException) -> None:
-    """Print the one line on rank 0; every rank adds it to the run's log file, if one is open."""
+    """Print the one line on rank 0; every rank also hands it to the error sink, if one is set."""
     line = f"error: {describe(err)}"
     rank = process_rank()
     if rank == 0:
         print(line, file=sys.stderr, flush=True)
-    append_error(f"rank {rank}: {line}")
+    if _error_sink is not None:
+        _error_sink(f"rank {rank}: {line}")
 
 
 def one_line_errors(task: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,1 @@
+"""The curation command: config, the stages (filter -> dedup -> write) and the report."""

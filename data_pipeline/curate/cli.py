@@ -1,0 +1,186 @@
+"""Curate raw text into clean, deduplicated shards.
+
+    python -m data_pipeline.curate input=<path|glob|list> output_dir=<dir> [workers=N] [executor=local|slurm|ray] [...]
+
+Every stage is a list of independent work units (io/units.py); a unit's stats are its
+completion marker, so a rerun redoes only the units without one:
+  filter    per input unit: read -> normalize -> filters -> survivors + dedup keys on disk
+  buckets   per key partition: candidate pairs, verified on the signatures
+  clusters  once: connected components over the pairs -> each unit's removal list
+  write     per input unit: survivors minus duplicates -> clean shards
+  report    once: report.json, report.png and a summary table
+With dedup off, filter writes the clean shards itself and report follows it.
+Options: configs/curate.yaml, data_pipeline/curate/config.py and docs/curation.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from data_pipeline.cli_errors import one_line_errors
+from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
+from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
+from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit
+from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.report import build_report, format_summary
+from data_pipeline.curate.report_chart import plot_curation_report
+from data_pipeline.curate.write_stage import write_unit
+from data_pipeline.executors.build import build_executor
+from data_pipeline.executors.config import EXECUTOR_KINDS
+from data_pipeline.executors.stage import Stage, run_unit, unit_stats
+from data_pipeline.executors.tasks import resolve_task
+from data_pipeline.io.readers import resolve_inputs
+from data_pipeline.io.units import InputUnit, split_into_units
+from data_pipeline.io.writers import atomic_write_text
+
+log = logging.getLogger("data_pipeline.curate")
+STAGES = ("all", "filter", "buckets", "clusters", "write", "report")
+
+
+def validate(config: CurateConfig) -> None:
+    """Fail before any work on a setting that cannot work, naming it."""
+    problems = []
+    if config.stage not in STAGES:
+        problems.append(f"stage={config.stage}: choose one of {', '.join(STAGES)}")
+    if config.workers < 1:
+        problems.append(f"workers={config.workers}: need at least 1")
+    if config.unit_size_mb <= 0:
+        problems.append(f"unit_size_mb={config.unit_size_mb}: need > 0")
+    if config.output.shard_size_mb <= 0:
+        problems.append(f"output.shard_size_mb={config.output.shard_size_mb}: need > 0")
+    form = config.filters.normalize.unicode_form
+    if form is not None and form not in ("NFC", "NFKC", "NFD", "NFKD"):
+        problems.append(f"filters.normalize.unicode_form={form}: choose NFC, NFKC, NFD, NFKD or null")
+    if not 0 <= config.filters.language.min_score <= 1:
+        problems.append(f"filters.language.min_score={config.filters.language.min_score}: need a score in [0, 1]")
+    minhash = config.dedup.minhash
+    if config.dedup.near and min(minhash.ngram_size, minhash.num_bands, minhash.rows_per_band) < 1:
+        problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
+    if config.dedup.partitions < 1:
+        problems.append(f"dedup.partitions={config.dedup.partitions}: need at least 1")
+    if config.stage in ("buckets", "clusters", "write") and not dedup_enabled(config):
+        problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter and stage=report have work")
+    if config.executor.kind not in EXECUTOR_KINDS:
+        problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
+    several_tasks = (config.num_tasks or 1) > 1
+    if several_tasks and config.stage == "all":
+        problems.append(f"num_tasks={config.num_tasks} with stage=all: tasks run one stage at a time (stage=filter, ...); "
+                        "or let executor=slurm submit every stage as a job array")
+    if several_tasks and config.executor.kind != "local":
+        problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
+    if problems:
+        raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
+
+
+def build_stages(config: CurateConfig, units: list[InputUnit], sources: int) -> list[Stage]:
+    """The stages in order; each a list of units and the picklable function that does one."""
+    layout = Layout(config.output_dir)
+    partitions = config.dedup.partitions
+    permutations = config.dedup.minhash.num_bands * config.dedup.minhash.rows_per_band if config.dedup.near else 0
+    stages = [Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))]
+    if dedup_enabled(config):
+        unit_indices = [unit.index for unit in units]
+        stages += [
+            Stage("buckets", [PartitionUnit(p) for p in range(partitions)],
+                  partial(buckets_unit, config=config, units=unit_indices, permutations=permutations), layout.markers("buckets")),
+            Stage("clusters", [SingleUnit()], partial(clusters_unit, config=config, partitions=partitions), layout.markers("clusters")),
+            Stage("write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")),
+        ]
+    stages.append(Stage("report", [SingleUnit()], partial(report_unit, config=config, units=units, sources=sources), layout.markers("report")))
+    return stages
+
+
+def report_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit], sources: int) -> dict[str, Any]:
+    """Write report.json and report.png, then drop the intermediate files the report closes."""
+    layout = Layout(config.output_dir)
+
+    write_stats = unit_stats(layout.markers("write"), units) if dedup_enabled(config) else None
+    report = build_report(unit_stats(layout.markers("filter"), units), write_stats, sources)
+    atomic_write_text(layout.report, json.dumps(report, indent=1))
+    plot_curation_report(config.output_dir)
+    for shard in (layout.work / "filter").glob("*.jsonl.zst"):
+        shard.unlink()
+    shutil.rmtree(layout.keys, ignore_errors=True)
+    return {"documents_out": report["output"]["documents"]}
+
+
+def run_curation(config: CurateConfig) -> dict[str, Any] | None:
+    """Run the configured stage(s) (this task's share of them); returns the report once the
+    whole run is done (None while units of other tasks or stages are still to come)."""
+    validate(config)
+    sources = resolve_inputs(config.input)
+    units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
+    layout = Layout(config.output_dir)
+    layout.make_dirs()
+    _claim_output_dir(layout, config, units)
+    stages = build_stages(config, units, len(sources))
+    names = [stage.name for stage in stages]
+    if config.stage == "all":
+        chosen = stages
+    else:
+        position = names.index(config.stage)
+        for earlier in stages[:position]:
+            if message := earlier.missing_message():
+                raise RuntimeError(f"stage={config.stage} needs the earlier stages finished: {message}; run stage={earlier.name} first")
+        chosen = [stages[position]]
+    task = resolve_task(config.task_index, config.num_tasks)
+    build_executor(config.executor, config.workers, config.progress, task, layout.work).run(chosen)
+    report_stage = stages[-1]
+    if report_stage.pending() and all(stage.missing_message() is None for stage in stages[:-1]):
+        run_unit(report_stage, report_stage.units[0])  # the last task of a stage run by hand
+    if report_stage.pending():
+        log.info("task %d/%d done; the report is written when the last unit is done", task.index, task.count)
+        return None
+    report = json.loads(layout.report.read_text())
+    print(format_summary(report))
+    print(f"report: {layout.report} and {layout.root / 'report.png'}")
+    return report
+
+
+def _claim_output_dir(layout: Layout, config: CurateConfig, units: list[InputUnit]) -> None:
+    """Resume only what the same config over the same inputs started: anything else would
+    mix two runs' files in one output."""
+    settings = OmegaConf.to_container(OmegaConf.structured(config))
+    for key in RUNTIME_KEYS:
+        settings.pop(key)
+    # through JSON, as stored: integer keys (n-gram sizes) become strings
+    run = json.loads(json.dumps({"config": settings, "inputs": [str(unit) for unit in units]}))
+    if layout.run_file.exists():
+        previous = json.loads(layout.run_file.read_text())
+        if previous != run:
+            changed = [key for key in run if previous.get(key) != run[key]]
+            detail = _changed_settings(previous.get("config", {}), run["config"]) if "config" in changed else "the input files"
+            raise ValueError(
+                f"output_dir={config.output_dir} holds a run with other settings ({detail}); "
+                "use a new output_dir, or delete this one to start over"
+            )
+    else:
+        atomic_write_text(layout.run_file, json.dumps(run, indent=1))
+
+
+def _changed_settings(before: dict, after: dict, prefix: str = "") -> str:
+    changed = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            inner = _changed_settings(old, new, f"{prefix}{key}.")
+            changed += [inner] if inner else []
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old} -> {new}")
+    return ", ".join(changed)
+
+
+@hydra.main(config_path=str(Path(__file__).resolve().parents[2] / "configs"), config_name="curate", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config: CurateConfig = OmegaConf.to_object(cfg)
+    run_curation(config)
+

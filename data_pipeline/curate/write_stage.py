@@ -1,0 +1,54 @@
+"""Stage 4, one job per input unit: copy the unit's filtered documents to the clean output
+shards, leaving out the duplicates that the clusters stage named (they go to removed/ with the
+id they duplicate, and to the duplicate map)."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from data_pipeline.curate.config import CurateConfig
+from data_pipeline.curate.layout import Layout
+from data_pipeline.dedup.keys import KeyStore, row_of
+from data_pipeline.io.units import InputUnit
+from data_pipeline.io.writers import ShardWriter, iter_shard, output_writer
+
+
+def unit_removals(layout: Layout, unit: InputUnit, store: KeyStore) -> dict[int, tuple[str, str]]:
+    """row -> (id of the survivor it duplicates, "exact" or "near") for the unit's duplicates."""
+    path = layout.removals(unit.key)
+    if not path.exists():  # the clusters stage writes a file only for units with duplicates
+        return {}
+    removed, survivors = np.load(path).T
+    # exact when the texts hash alike: the same test whichever pairs linked the two
+    is_exact = np.all(store.exact(removed) == store.exact(survivors), axis=1)
+    kinds = np.where(is_exact, "exact", "near").tolist()
+    return dict(zip(row_of(removed).tolist(), zip(store.ids(survivors), kinds)))
+
+
+def write_unit(unit: InputUnit, config: CurateConfig, permutations: int) -> dict[str, Any]:
+    layout = Layout(config.output_dir)
+    removals = unit_removals(layout, unit, KeyStore(layout.keys, permutations))
+    stats: dict[str, Any] = {"documents_out": 0, "bytes_out": 0, "shards": [], "removed": {"exact": 0, "near": 0}}
+    filtered_shards = Layout.shards_of(layout.filtered_prefix(unit.key))
+    with ExitStack() as stack:
+        output = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
+        duplicate_map = stack.enter_context(ShardWriter(layout.removed_prefix("duplicate_map", unit.key)))
+        removed = stack.enter_context(ShardWriter(layout.removed_prefix("dedup", unit.key))) if config.output.write_removed else None
+        row = 0
+        for shard in filtered_shards:
+            for record in iter_shard(shard):
+                if row in removals:
+                    kept_id, kind = removals[row]
+                    stats["removed"][kind] += 1
+                    duplicate_map.write({"id": record["id"], "duplicate_of": kept_id, "kind": kind})
+                    if removed is not None:
+                        removed.write({**record, "reason": f"dedup:{kind}", "duplicate_of": kept_id})
+                else:
+                    output.write(record)
+                    stats["documents_out"] += 1
+                    stats["bytes_out"] += len(record["text"].encode("utf-8"))
+                row += 1
+        stats["shards"] = [path.name for path in output.close()]
+    return stats
