@@ -127,12 +127,13 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
 
 
 def count_block_forwards() -> dict[str, int]:
-    """Count every transformer-block forward pass (the pipeline's stages are Blocks too)."""
+    """Count every training forward pass of a transformer block, recomputations included
+    (the pipeline's stages are Blocks too)."""
     counter = {"n": 0}
     forward = Block.forward
 
     def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        counter["n"] += 1
+        counter["n"] += torch.is_grad_enabled()  # training forwards only: evaluation runs without grad
         return forward(self, *args, **kwargs)
 
     Block.forward = counted  # type: ignore[method-assign]
