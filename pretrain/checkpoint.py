@@ -67,27 +67,38 @@ def save_checkpoint(
     step: int,
     metadata: dict[str, Any],
     keep_last: int,
-    write_state: Callable[[Path], None],
+    prepare_state: Callable[[Path], Callable[[], None]],
 ) -> Path:
-    """Collective: every rank calls it. ``write_state(path)`` writes this rank's part of the
-    training state before the checkpoint is marked complete."""
-    root = checkpoint_root(run_dir)
-    path = root / tag_for(step)
+    """Collective: every rank calls it. ``prepare_state(path)`` returns the write of this
+    rank's part of the training state, done before the checkpoint is marked complete."""
+    path = start_checkpoint(run_dir, step)
+    prepare_state(path)()
+    mark_complete(path, step, metadata, keep_last)
+    dist.barrier()
+    return path
+
+
+def start_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """Collective: the checkpoint's directory, emptied of any leftover, with this rank's RNG state."""
+    path = checkpoint_root(run_dir) / tag_for(step)
     rank = dist.get_rank()
     if rank == 0 and path.exists():  # a leftover from a run that died while writing it
         shutil.rmtree(path)
     dist.barrier()
     path.mkdir(parents=True, exist_ok=True)
     torch.save(_rng_state(), _rng_file(path, rank))
-    write_state(path)
-    dist.barrier()
-    if rank == 0:
+    return path
+
+
+def mark_complete(path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None) -> None:
+    """Collective over ``group``: once every rank has written its part, rank 0 writes
+    ``complete.json`` and prunes old checkpoints."""
+    dist.barrier(group=group)
+    if dist.get_rank() == 0:
         tmp = path / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps({"step": step, **metadata}, indent=2) + "\n")
         os.replace(tmp, path / COMPLETE_MARKER)
-        _prune(root, keep_last)
-    dist.barrier()
-    return path
+        _prune(path.parent, keep_last)
 
 
 def _prune(root: Path, keep_last: int) -> None:
