@@ -9,45 +9,29 @@ At most one checkpoint is in flight: the next save, and the end of training, wai
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch.distributed as dist
-
-from pretrain.checkpoint import mark_complete, start_checkpoint
 
 
 class BackgroundSaver:
     def __init__(self) -> None:
         # The writer threads meet on a group of their own: the training collectives of the
         # main threads go on meanwhile on the default group.
-        self.group = dist.new_group(backend="gloo")
+        self.group: Any = dist.new_group(backend="gloo")
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
 
-    def save(
-        self,
-        run_dir: str | Path,
-        step: int,
-        metadata: dict[str, Any],
-        keep_last: int,
-        prepare_state: Callable[[Path], Callable[[], None]],
-    ) -> Path:
-        """Collective: start the checkpoint of ``step``; ``prepare_state(path)`` copies this
-        rank's state and returns the write of its file, which runs in the background."""
-        self.wait()
-        path = start_checkpoint(run_dir, step)
-        write = prepare_state(path)
-        self._thread = threading.Thread(
-            target=self._finish, args=(write, path, step, metadata, keep_last), name=f"checkpoint-{step}", daemon=True
-        )
+    def start(self, finish: Callable[[], None], name: str) -> None:
+        """Run ``finish`` (write this rank's files, then meet the other ranks on ``group``)
+        in a thread; call ``wait`` first."""
+        assert self._thread is None, "one checkpoint in flight at a time"
+        self._thread = threading.Thread(target=self._run, args=(finish,), name=name, daemon=True)
         self._thread.start()
-        return path
 
-    def _finish(self, write: Callable[[], None], path: Path, step: int, metadata: dict[str, Any], keep_last: int) -> None:
+    def _run(self, finish: Callable[[], None]) -> None:
         try:
-            write()
-            mark_complete(path, step, metadata, keep_last, self.group)
+            finish()
         except BaseException as error:  # raised again in the main thread by wait()
             self._error = error
 

@@ -4,7 +4,8 @@ Every rank writes the training state it owns (``shards/``, see
 ``pretrain.parallel.sharded_checkpoint``) and its RNG state (tensors only); written last by
 rank 0 once every rank is done, ``complete.json``: step, consumed samples, the layout, the
 resolved config and the tokenizer metadata. A directory without ``complete.json`` was cut
-off mid-write and is never resumed from.
+off mid-write and is never resumed from. With ``train.async_save`` the ranks write in
+the background and meet for ``complete.json`` there (``pretrain.background_save``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
+
+from pretrain.background_save import BackgroundSaver
 
 COMPLETE_MARKER = "complete.json"
 _TAG = re.compile(r"^step-(\d{8})$")
@@ -68,17 +71,30 @@ def save_checkpoint(
     metadata: dict[str, Any],
     keep_last: int,
     prepare_state: Callable[[Path], Callable[[], None]],
+    background: Optional[BackgroundSaver] = None,
 ) -> Path:
     """Collective: every rank calls it. ``prepare_state(path)`` returns the write of this
-    rank's part of the training state, done before the checkpoint is marked complete."""
-    path = start_checkpoint(run_dir, step)
-    prepare_state(path)()
-    mark_complete(path, step, metadata, keep_last)
-    dist.barrier()
+    rank's part of the training state, done before the checkpoint is marked complete: now,
+    or with ``background`` in a thread (the caller's ``wait`` waits for it)."""
+    if background is not None:
+        background.wait()
+    path = _start_checkpoint(run_dir, step)
+    write = prepare_state(path)
+    if background is None:
+        write()
+        _mark_complete(path, step, metadata, keep_last)
+        dist.barrier()
+        return path
+
+    def finish() -> None:
+        write()
+        _mark_complete(path, step, metadata, keep_last, background.group)
+
+    background.start(finish, name=f"checkpoint-{path.name}")
     return path
 
 
-def start_checkpoint(run_dir: str | Path, step: int) -> Path:
+def _start_checkpoint(run_dir: str | Path, step: int) -> Path:
     """Collective: the checkpoint's directory, emptied of any leftover, with this rank's RNG state."""
     path = checkpoint_root(run_dir) / tag_for(step)
     rank = dist.get_rank()
@@ -90,7 +106,7 @@ def start_checkpoint(run_dir: str | Path, step: int) -> Path:
     return path
 
 
-def mark_complete(path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None) -> None:
+def _mark_complete(path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None) -> None:
     """Collective over ``group``: once every rank has written its part, rank 0 writes
     ``complete.json`` and prunes old checkpoints."""
     dist.barrier(group=group)

@@ -426,9 +426,7 @@ class Trainer:
             return prepare_training_state(path, self.engine, self.optimizer, self.grid, copy=background)
 
         metadata = self._checkpoint_metadata()
-        if self.background_saver is not None:
-            return self.background_saver.save(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state)
-        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state)
+        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver)
 
     def wait_for_save(self) -> None:
         """Block until the checkpoint being written in the background, if any, is complete."""
