@@ -40,7 +40,7 @@ RESUMES = {
 }
 # train.async_save: checkpoints at steps 4 and 8 written while the next steps run; the one
 # of step 10 must be byte for byte that of the same run saved in step.
-BACKGROUND = {f"{name} (async)": name for name in ("tp2-z1-bf16", "dp2-z3-fp32")}
+BACKGROUND = {f"{name}-async": name for name in ("tp2-z1-bf16", "dp2-z3-fp32")}
 
 # 12.6M parameters: 151 MB of fp32 weights and Adam moments, half of it on each ZeRO-1 rank.
 MEMORY = ["parallel=zero1", "model.d_model=512", "model.n_heads=8", "model.n_kv_heads=8", "train.max_steps=1"]
