@@ -1,11 +1,13 @@
 """Checkpoint save and load: wall time and peak host memory each rank adds, per layout.
 
-    python benchmarks/bench_checkpoint.py --layout single|zero1|pp2xtp2 [--model gpt-350m]
+    python benchmarks/bench_checkpoint.py --layout single|zero1|pp2xtp2 [--model gpt-350m] [--async-save]
     # "before": the same script against another checkout's code
     PYTHONPATH=/path/to/old/checkout python benchmarks/bench_checkpoint.py --layout single
 
 Trains one step (so the optimizer has state), then times ``Trainer.save()`` and, in a fresh
-Trainer of the same layout, the resume; memory is the peak resident set a rank adds during
+Trainer of the same layout, the resume. With ``--async-save`` (``train.async_save``),
+``save_s`` is the stall (the time training waits) and ``written_s`` the time until the
+checkpoint is complete after that; memory is the peak resident set a rank adds during
 each (Linux: /proc/self/clear_refs, VmHWM), with large blocks returned to the system on
 free (MALLOC_MMAP_THRESHOLD_) so that it counts allocations, not what malloc keeps. Prints
 one JSON line per rank. CPU, gloo; uses the tests' generated corpus.
@@ -52,12 +54,15 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     trainer = Trainer(load_train_config([*overrides, f"run_dir={run_dir}"]), process)
     trainer.train_step()
     save_s, save_added = _measured(trainer.save)
+    # 0 unless the save runs in the background (older checkouts, measured for "before", save in step)
+    written_s, _ = _measured(getattr(trainer, "wait_for_save", lambda: None))
     dist.barrier()
     del trainer
     fresh = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-load"]), process)
     path = sorted((Path(run_dir) / "checkpoints").glob("step-*"))[-1]
     load_s, load_added = _measured(lambda: fresh._resume(path))
-    print(json.dumps({"rank": process.rank, "save_s": round(save_s, 2), "save_added_gb": round(save_added / 2**30, 3),
+    print(json.dumps({"rank": process.rank, "save_s": round(save_s, 2), "written_s": round(written_s, 2),
+                      "save_added_gb": round(save_added / 2**30, 3),
                       "load_s": round(load_s, 2), "load_added_gb": round(load_added / 2**30, 3)}), flush=True)
 
 
@@ -65,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layout", choices=LAYOUTS, required=True)
     parser.add_argument("--model", default="gpt-350m")
+    parser.add_argument("--async-save", action="store_true", help="train.async_save=true: measure the stall")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
     from conftest import write_corpus  # the tests' generated corpus
@@ -74,7 +80,7 @@ def main() -> None:
     nproc, layout = LAYOUTS[args.layout]
     overrides = [f"data.path={corpus}", f"model={args.model}", *layout, "train.seq_len=32", "train.micro_batch_size=1",
                  f"train.global_batch_size={nproc}", "train.save_every=0", "train.eval_every=0", "logging.progress_bar=false",
-                 "optim.grad_clip=0"]
+                 "optim.grad_clip=0", *(["train.async_save=true"] if args.async_save else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
     env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__, "--worker", str(work / "run"), *overrides]

@@ -4,7 +4,8 @@ Every rank writes the training state it owns (``shards/``, see
 ``pretrain.parallel.sharded_checkpoint``) and its RNG state (tensors only); written last by
 rank 0 once every rank is done, ``complete.json``: step, consumed samples, the layout, the
 resolved config and the tokenizer metadata. A directory without ``complete.json`` was cut
-off mid-write and is never resumed from.
+off mid-write and is never resumed from. With ``train.async_save`` the ranks write in
+the background and meet for ``complete.json`` there (``pretrain.background_save``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
+
+from pretrain.background_save import BackgroundSaver
 
 COMPLETE_MARKER = "complete.json"
 _TAG = re.compile(r"^step-(\d{8})$")
@@ -67,27 +70,51 @@ def save_checkpoint(
     step: int,
     metadata: dict[str, Any],
     keep_last: int,
-    write_state: Callable[[Path], None],
+    prepare_state: Callable[[Path], Callable[[], None]],
+    background: Optional[BackgroundSaver] = None,
 ) -> Path:
-    """Collective: every rank calls it. ``write_state(path)`` writes this rank's part of the
-    training state before the checkpoint is marked complete."""
-    root = checkpoint_root(run_dir)
-    path = root / tag_for(step)
+    """Collective: every rank calls it. ``prepare_state(path)`` returns the write of this
+    rank's part of the training state, done before the checkpoint is marked complete: now,
+    or with ``background`` in a thread (the caller's ``wait`` waits for it)."""
+    if background is not None:
+        background.wait()
+    path = _start_checkpoint(run_dir, step)
+    write = prepare_state(path)
+    if background is None:
+        write()
+        _mark_complete(path, step, metadata, keep_last)
+        dist.barrier()
+        return path
+
+    def finish() -> None:
+        write()
+        _mark_complete(path, step, metadata, keep_last, background.group)
+
+    background.start(finish, name=f"checkpoint-{path.name}")
+    return path
+
+
+def _start_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """Collective: the checkpoint's directory, emptied of any leftover, with this rank's RNG state."""
+    path = checkpoint_root(run_dir) / tag_for(step)
     rank = dist.get_rank()
     if rank == 0 and path.exists():  # a leftover from a run that died while writing it
         shutil.rmtree(path)
     dist.barrier()
     path.mkdir(parents=True, exist_ok=True)
     torch.save(_rng_state(), _rng_file(path, rank))
-    write_state(path)
-    dist.barrier()
-    if rank == 0:
+    return path
+
+
+def _mark_complete(path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None) -> None:
+    """Collective over ``group``: once every rank has written its part, rank 0 writes
+    ``complete.json`` and prunes old checkpoints."""
+    dist.barrier(group=group)
+    if dist.get_rank() == 0:
         tmp = path / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps({"step": step, **metadata}, indent=2) + "\n")
         os.replace(tmp, path / COMPLETE_MARKER)
-        _prune(root, keep_last)
-    dist.barrier()
-    return path
+        _prune(path.parent, keep_last)
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -139,6 +139,10 @@ class TrainLoopConfig:
     eval_tasks: list[TaskConfig] = field(default_factory=list)
     save_every: int = 500
     keep_last: int = 3
+    # Write checkpoints in the background: each rank copies its shard of the training state
+    # to host memory (one shard's worth more host memory) and the next steps run while a
+    # thread writes it. Off when host memory is tight.
+    async_save: bool = False
     # Record which samples each step trained on, as (source, window) pairs, in
     # <run_dir>/samples/dp-rank-NNNNN.jsonl: for auditing data order across restarts (a
     # resumed run first drops the records of steps after its checkpoint).

@@ -35,6 +35,7 @@ FREE_SETTINGS = (
     "train.eval_tasks",
     "train.save_every",
     "train.keep_last",
+    "train.async_save",
     "train.sample_log",
     "train.activation_checkpointing",
     "train.compile",

@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 import deepspeed
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from data_pipeline.tokenizer_files import copy_tokenizer_files
+from pretrain.background_save import BackgroundSaver
 from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
@@ -37,7 +38,7 @@ from pretrain.objectives import Batch, build_objective
 from pretrain.optim import build_optimizer, build_scheduler
 from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
 from pretrain.parallel.pipeline import build_pipeline, stage_inputs
-from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, save_training_state
+from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import check_resume, record_changes
@@ -151,6 +152,7 @@ class Trainer:
             self.num_parameters = count_parameters(GPT(model_cfg))
         self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
         check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.num_parameters, cfg.train.keep_last)
+        self.background_saver = BackgroundSaver() if cfg.train.async_save else None
         start_step = read_metadata(start)["step"] if start is not None else 0
         self.logger = MetricsLogger(
             self.run_dir, process.is_main, cfg.logging.wandb, as_plain_dict(cfg), start_step=start_step
@@ -417,11 +419,20 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        def write_state(path: Path) -> None:
-            save_training_state(path, self.engine, self.optimizer, self.grid)
+        """Checkpoint this step; with ``train.async_save`` the files are still being written
+        when it returns (``wait_for_save`` waits for them)."""
+        background = self.background_saver is not None
+
+        def prepare_state(path: Path) -> Callable[[], None]:
+            return prepare_training_state(path, self.engine, self.optimizer, self.grid, copy=background)
 
         metadata = self._checkpoint_metadata()
-        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, write_state)
+        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver)
+
+    def wait_for_save(self) -> None:
+        """Block until the checkpoint being written in the background, if any, is complete."""
+        if self.background_saver is not None:
+            self.background_saver.wait()
 
     def fit(self) -> list[dict]:
         """Train to ``train.max_steps``; return the logged records."""
@@ -460,6 +471,7 @@ class Trainer:
                     last_saved = self.step
             if last_saved != self.step:
                 self.save()
+            self.wait_for_save()
             if self.process.is_main and records:
                 self.logger.message(f"curves: {plot_training_curves(self.run_dir)}")
         finally:

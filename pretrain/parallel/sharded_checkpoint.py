@@ -5,7 +5,8 @@ rank owns (see ``master_state``): for each parameter, a range of its flattened
 tensor-parallel slice of the fp32 master weight and of each optimizer moment, stored as
 ``<kind>/<whole-model parameter name>``. ``index.json`` lists every piece: file, parameter
 name, kinds, the tensor-parallel split it is a slice of, offset and length. The files are
-written piece by piece through a fixed buffer, so a save needs no copy of the rank's state.
+written piece by piece through a fixed buffer, so a save needs no copy of the rank's state
+(a save in the background copies it first, see ``pretrain.background_save``).
 
 Loading (same layout, another one, consolidation for export) assembles each parameter the
 reader needs from its pieces, one parameter at a time: a rank reads only the parameters it
@@ -20,7 +21,7 @@ import math
 import struct
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -74,14 +75,12 @@ def _write_tensor(out: BinaryIO, tensor: Tensor) -> None:
         out.write(memoryview(chunk.cpu().contiguous().numpy()).cast("B"))
 
 
-def save_shards(
-    path: Path, state: MasterState, named_parameters: dict[str, nn.Parameter], rank: int, stage: int, tp_rank: int
-) -> list[dict[str, Any]]:
-    """Write this rank's pieces to ``path/shards/``; return their index entries. The caller
-    gathers the entries of all ranks into ``write_index``. Parameters that every
-    tensor-parallel rank holds whole (norms, row-parallel biases) are written by rank 0."""
-    directory = path / DIRECTORY
-    directory.mkdir(parents=True, exist_ok=True)
+def shard_contents(
+    state: MasterState, named_parameters: dict[str, nn.Parameter], rank: int, stage: int, tp_rank: int
+) -> tuple[list[dict[str, Any]], list[tuple[str, Tensor]]]:
+    """This rank's index entries and the tensors of its shard file (views of the live state).
+    Parameters that every tensor-parallel rank holds whole (norms, row-parallel biases) are
+    written by rank 0."""
     pieces: list[dict[str, Any]] = []
     tensors: list[tuple[str, Tensor]] = []
     for name, param in named_parameters.items():
@@ -100,8 +99,24 @@ def save_shards(
             }
         )
         tensors += [(f"{kind}/{name}", value) for kind, value in fragment.values.items()]
-    _write_streamed(directory / shard_file(rank), tensors)
-    return pieces
+    return pieces, tensors
+
+
+def host_copy(tensors: list[tuple[str, Tensor]]) -> list[tuple[str, Tensor]]:
+    """The tensors copied to host memory (pinned for device tensors), so that the optimizer
+    steps that follow cannot change what is being written."""
+    copies = []
+    for key, tensor in tensors:
+        copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+        copy.copy_(tensor.detach(), non_blocking=tensor.is_cuda)
+        copies.append((key, copy))
+    if any(tensor.is_cuda for _, tensor in tensors):
+        torch.cuda.synchronize()
+    return copies
+
+
+def write_shard(path: Path, rank: int, tensors: list[tuple[str, Tensor]]) -> None:
+    _write_streamed(path / DIRECTORY / shard_file(rank), tensors)
 
 
 def write_index(path: Path, pieces: list[dict[str, Any]], kinds: Iterable[str]) -> None:
@@ -234,14 +249,23 @@ def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.P
             state.load(param, values)
 
 
-def save_training_state(path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any) -> None:
-    """Collective: every rank writes its pieces; rank 0 then writes the index."""
+def prepare_training_state(
+    path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, copy: bool = False
+) -> Callable[[], None]:
+    """Collective: every rank's index entries are gathered and rank 0 writes the index; return
+    the write of this rank's shard file. That write reads the live state, or with ``copy`` a
+    host copy taken now (one shard of host memory), so that training can go on meanwhile."""
     state = MasterState(engine, optimizer, grid.get_data_parallel_rank())
+    rank = dist.get_rank()
     named = canonical_parameters(engine.module)
-    pieces = save_shards(path, state, named, dist.get_rank(), grid.get_stage_id(), grid.get_slice_parallel_rank())
+    pieces, tensors = shard_contents(state, named, rank, grid.get_stage_id(), grid.get_slice_parallel_rank())
+    if copy:
+        tensors = host_copy(tensors)
+    (path / DIRECTORY).mkdir(parents=True, exist_ok=True)
     everything = gather_pieces(pieces)
-    if dist.get_rank() == 0:
+    if rank == 0:
         write_index(path, everything, state.keys)
+    return lambda: write_shard(path, rank, tensors)
 
 
 def load_training_state(path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, step: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import checkpoint_root, latest_complete
+from pretrain.checkpoint import checkpoint_root, complete_checkpoints, latest_complete
 from pretrain.parallel.sharded_checkpoint import ShardedState
 
 # Constant LR so that the comparison of the issue (fp32 vs bf16) is not masked by warmup.
@@ -38,6 +38,9 @@ RESUMES = {
     "dp2-z0-bf16 -> tp2-z2-bf16": ("dp2-z0-bf16", "tp2-z2-bf16"),
     "dp2-z2-fp32 -> tp2-z3-fp32": ("dp2-z2-fp32", "tp2-z3-fp32"),
 }
+# train.async_save: checkpoints at steps 4 and 8 written while the next steps run; the one
+# of step 10 must be byte for byte that of the same run saved in step.
+BACKGROUND = {f"{name}-async": name for name in ("tp2-z1-bf16", "dp2-z3-fp32")}
 
 # 12.6M parameters: 151 MB of fp32 weights and Adam moments, half of it on each ZeRO-1 rank.
 MEMORY = ["parallel=zero1", "model.d_model=512", "model.n_heads=8", "model.n_kv_heads=8", "train.max_steps=1"]
@@ -59,6 +62,8 @@ def runs(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
         run_dir = workdir / name.replace(" -> ", "-to-")
         plan[f"{name} (first half)"] = common(token_corpus, run_dir) + MATRIX[first] + ["train.max_steps=5"]
         plan[name] = common(token_corpus, run_dir) + MATRIX[second]
+    for name, reference in BACKGROUND.items():
+        plan[name] = common(token_corpus, workdir / name) + MATRIX[reference] + ["train.async_save=true", "train.save_every=4"]
     plan["save-memory"] = common(token_corpus, workdir / "save-memory") + MEMORY
     for layout in ("zero3", "tp2"):
         plan[f"build-memory-{layout}"] = common(token_corpus, workdir / "build") + BUILD + [f"parallel={layout}"]
@@ -105,6 +110,18 @@ def test_resuming_under_another_layout_continues_the_run(name: str, runs: dict, 
         for kind, tolerance in (("exp_avg_sq", 0.15), ("param", 0.02)):
             ours, theirs = whole_model(after, kind), whole_model(reference, kind)
             assert torch.linalg.norm(ours - theirs) <= tolerance * torch.linalg.norm(theirs), kind
+
+
+@pytest.mark.parametrize("name", list(BACKGROUND))
+def test_two_ranks_save_in_the_background_what_they_save_in_step(name: str, runs: dict, workdir: Path) -> None:
+    reference = BACKGROUND[name]
+    assert runs["losses"][name] == runs["losses"][reference]
+    checkpoints = complete_checkpoints(checkpoint_root(workdir / name))
+    assert [path.name for path in checkpoints] == ["step-00000004", "step-00000008", "step-00000010"]
+    ours, theirs = checkpoints[-1] / "shards", latest_complete(checkpoint_root(workdir / reference)) / "shards"
+    assert sorted(f.name for f in ours.iterdir()) == sorted(f.name for f in theirs.iterdir())
+    for file in theirs.iterdir():
+        assert (ours / file.name).read_bytes() == file.read_bytes(), file.name
 
 
 def whole_model(state: ShardedState, kind: str) -> torch.Tensor:
