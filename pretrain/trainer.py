@@ -22,7 +22,7 @@ from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_meta
 from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
-from pretrain.data.megatron import is_megatron_prefix
+from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
 from data_pipeline.formats.token_shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
@@ -166,6 +166,7 @@ class Trainer:
         per_round = self.plan.micro_batch * self.layout.dp
         notes = [micro_batch_note, *silent_gap_warnings(cfg, len(self.validation), bool(valid_paths), per_round)]
         notes += [f"warning: resume=force: continuing with a changed {change}" for change in config_changes]
+        notes += missing_eos_warnings(paths, self.stream.sources, self.special.eos_id)
         for note in filter(None, notes):
             self.logger.message(note)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)

@@ -43,19 +43,31 @@ def test_reader_sees_the_documents_as_one_stream(megatron_prefix: Path, token_co
     np.testing.assert_array_equal(tokens.tokens, np.concatenate(DOCUMENTS))
 
 
-def test_megatron_source_trains_like_the_same_tokens_in_our_shards(megatron_prefix: Path, tmp_path: Path) -> None:
+def trainer(run_dir: Path, *data: str) -> Trainer:
+    settings = [*data, f"run_dir={run_dir}", "train.seq_len=32", "train.micro_batch_size=4"]
+    settings += ["train.global_batch_size=8", "train.max_steps=3", "train.log_every=1", "train.eval_every=0"]
+    settings += ["train.save_every=0", "optim.lr=3e-3", "optim.warmup_steps=2", "logging.progress_bar=false"]
+    return Trainer(load_train_config(settings), init_distributed())
+
+
+def test_megatron_source_trains_like_the_same_tokens_in_our_shards(megatron_prefix: Path, tmp_path: Path, capfd) -> None:
     ours = write_corpus(tmp_path / "ours", train_shards=1)  # train-00000 holds DOCUMENTS
-    process = init_distributed()
 
-    def run(name: str, *data: str) -> list[float]:
-        settings = [*data, f"run_dir={tmp_path / name}", "train.seq_len=32", "train.micro_batch_size=4"]
-        settings += ["train.global_batch_size=8", "train.max_steps=3", "train.log_every=1", "train.eval_every=0"]
-        settings += ["train.save_every=0", "optim.lr=3e-3", "optim.warmup_steps=2", "logging.progress_bar=false"]
-        return [record["loss"] for record in Trainer(load_train_config(settings), process).fit()]
+    def losses(run: Trainer) -> list[float]:
+        return [record["loss"] for record in run.fit()]
 
-    reference = run("ours", f"data.path={ours}")
-    assert run("megatron", f"data.path={megatron_prefix}", f"data.tokenizer={ours}") == reference
+    reference = losses(trainer(tmp_path / "ours", f"data.path={ours}"))
+    assert losses(trainer(tmp_path / "megatron", f"data.path={megatron_prefix}", f"data.tokenizer={ours}")) == reference
     assert len(set(reference)) == 3  # it trained: the loss moved
+    assert "--append-eod" not in capfd.readouterr().err  # these documents end with EOS
+
+
+def test_documents_without_eos_are_read_as_they_are_and_reported(tmp_path: Path, capfd) -> None:
+    ours = write_corpus(tmp_path / "ours", train_shards=1)
+    bare = write_megatron(tmp_path / "bare", [document[:-1] for document in DOCUMENTS])  # no --append-eod
+    np.testing.assert_array_equal(MegatronTokens(bare).tokens, np.concatenate([d[:-1] for d in DOCUMENTS]))
+    trainer(tmp_path / "run", f"data.path={bare}", f"data.tokenizer={ours}")
+    assert f"data.path={bare}: documents do not end with EOS" in capfd.readouterr().err
 
 
 def test_broken_pairs_are_one_clear_error(megatron_prefix: Path, tmp_path: Path) -> None:
