@@ -107,7 +107,8 @@ class DataSource:
 
 @dataclass
 class DataConfig:
-    # A directory of token shards (the output of data_pipeline.tokenize) ...
+    # A directory of token shards (the output of data_pipeline.tokenize), or the prefix of a
+    # Megatron-LM .bin/.idx pair (set data.tokenizer too; README "Training") ...
     path: Optional[str] = None
     # ... or several, blended by weight; give either path or sources.
     sources: list[DataSource] = field(default_factory=list)

@@ -23,6 +23,7 @@ from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_meta
 from pretrain.config import Precision, TrainConfig, as_plain_dict
 from pretrain.curves import plot_training_curves
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
+from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
 from data_pipeline.formats.token_shards import ShardError, find_shards
 from pretrain.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.distributed import ProcessInfo
@@ -63,8 +64,11 @@ def data_sources(cfg: TrainConfig) -> tuple[list[str], list[float]]:
     else:
         raise ValueError("no training data: set data.path=<dir of token shards> (the output of data_pipeline.tokenize)")
     for path in paths:
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"data.path={path}: no such directory of token shards (the output of data_pipeline.tokenize)")
+        if not Path(path).is_dir() and not is_megatron_prefix(path):
+            raise FileNotFoundError(
+                f"data.path={path}: no such directory of token shards (the output of data_pipeline.tokenize), "
+                "nor the prefix of a Megatron .bin/.idx pair"
+            )
     return paths, weights
 
 
@@ -134,7 +138,8 @@ class Trainer:
                     f"({sum(s.num_tokens for s in source.shards)} tokens in all); lower train.seq_len or add data"
                 )
         self.stream = TrainingStream(train_sources, weights, cfg.train.seed)
-        valid_paths = [p for p in paths if find_shards(p, cfg.data.valid_split)]
+        # A Megatron pair has no validation split: it only trains.
+        valid_paths = [p for p in paths if not is_megatron_prefix(p) and find_shards(p, cfg.data.valid_split)]
         self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash))
 
         self.grid = build_grid(self.layout)
@@ -163,6 +168,7 @@ class Trainer:
         per_round = self.plan.micro_batch * self.layout.dp
         notes = [micro_batch_note, *silent_gap_warnings(cfg, len(self.validation), bool(valid_paths), per_round)]
         notes += [f"warning: resume=force: continuing with a changed {change}" for change in config_changes]
+        notes += missing_eos_warnings(paths, self.stream.sources, self.special.eos_id)
         for note in filter(None, notes):
             self.logger.message(note)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)

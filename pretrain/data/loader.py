@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pretrain.data.megatron import MegatronTokens, is_megatron_prefix
 from pretrain.data.order import BlendedOrder, ShuffledOrder
 from pretrain.data.windows import PackedWindows
 
@@ -79,5 +80,13 @@ class ValidationSet:
         return np.stack(rows).astype(np.int64)
 
 
+def open_source(path: str | Path, split: str, window: int, tokenizer_hash: str | None) -> PackedWindows:
+    """A directory of our token shards, or the prefix of a Megatron .bin/.idx pair (which has
+    no splits and carries no tokenizer hash: all of it is read, whatever ``split`` asks)."""
+    if is_megatron_prefix(path):
+        return PackedWindows([MegatronTokens(path)], window)
+    return PackedWindows.open(path, split, window, tokenizer_hash)
+
+
 def open_sources(paths: list[str | Path], split: str, window: int, tokenizer_hash: str | None) -> list[PackedWindows]:
-    return [PackedWindows.open(path, split, window, tokenizer_hash) for path in paths]
+    return [open_source(path, split, window, tokenizer_hash) for path in paths]
