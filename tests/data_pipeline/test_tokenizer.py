@@ -212,6 +212,11 @@ def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
         train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
 
 
+def test_empty_sample_names_the_setting(tmp_path, corpus):
+    with pytest.raises(ValueError, match="input_sentence_size=0: .* set it >= 1"):
+        train_tokenizer(tiny_config(corpus, tmp_path, input_sentence_size=0))
+
+
 @pytest.mark.parametrize("max_bytes", [4, 7, 16, 64])
 def test_long_documents_are_cut_at_line_ends(max_bytes):
     text = "short\nline é中🎉\n\n" + "x" * 50 + "\nend"
