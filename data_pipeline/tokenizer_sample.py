@@ -78,9 +78,12 @@ class TrainingSample:
         except Exception as err:
             self.error = err
             raise
-        # Ties (equal ids) are broken by the text itself, so the order never depends on reading order.
-        for _key, _piece, text in sorted((-neg_key, -neg_piece, text) for neg_key, neg_piece, text in kept):
-            yield text
+        # Largest key first, so that popping from the end hands the texts over in key order and
+        # frees each one as SentencePiece copies it. Ties (equal ids) are broken by the text
+        # itself, so the order never depends on reading order.
+        kept.sort()
+        while kept:
+            yield kept.pop()[2]
 
     def _smallest_keys(self) -> list[tuple[int, int, str]]:
         """A bounded max-heap (keys negated) of (key, piece number, text) over all texts."""

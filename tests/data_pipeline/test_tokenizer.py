@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
+import xxhash
 
-from data_pipeline.documents import BadRecordError
+from data_pipeline.documents import BadRecordError, BadRecordLog
 from data_pipeline.tokenizer_export import export_transformers_tokenizer
 from data_pipeline.tokenizer_files import TokenizerFiles, tokenizer_identity
-from data_pipeline.tokenizer_sample import cut_text
+from data_pipeline.tokenizer_sample import TrainingSample, cut_text
 from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
 from data_pipeline.formats.special_tokens import SpecialTokens
 
@@ -133,6 +134,17 @@ def test_transformers_files_are_optional(tmp_path, tokenizer_dir, monkeypatch, c
 def trained_pieces(tokenizer_dir: Path) -> list[tuple[str, float]]:
     trained = spm.SentencePieceProcessor(model_file=str(tokenizer_dir / "tokenizer.model"))
     return [(trained.id_to_piece(i), trained.get_score(i)) for i in range(trained.get_piece_size())]
+
+
+def test_sample_is_the_smallest_id_hashes_in_hash_order(tmp_path, documents):
+    """Against a brute-force sort of all documents by their seeded id hash."""
+    records = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(documents[:300])]
+    write_jsonl(tmp_path / "a.jsonl", records[::2])
+    write_jsonl(tmp_path / "b.jsonl", records[1::2])
+    sample = TrainingSample([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], 16384, 40, 5, BadRecordLog(strict=True))
+    by_hash = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["id"].encode(), seed=5))
+    assert list(sample) == [record["text"] for record in by_hash[:40]]
+    assert (sample.documents, sample.texts) == (300, 300)
 
 
 def test_sample_depends_on_document_ids_and_seed_not_on_shard_layout(tmp_path, documents):
