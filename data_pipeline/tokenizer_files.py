@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
@@ -34,6 +35,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What of the trainer's settings the model reads when it encodes; the rest (input paths,
+# thread count, sample size ...) records how it was trained, not what it does.
+ENCODING_TRAINER_FIELDS = (
+    "model_type", "byte_fallback", "treat_whitespace_as_suffix", "unk_surface",
+    "unk_id", "bos_id", "eos_id", "pad_id", "unk_piece", "bos_piece", "eos_piece", "pad_piece",
+)
+
+
+def tokenizer_identity(model_path: Path) -> str:
+    """sha256 of what the SentencePiece model does: its pieces with scores and types, the
+    normalizer and denormalizer specs and the encoding settings with the special ids. Unlike
+    a hash of the file it is the same for the same tokenizer trained in another folder."""
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(model_path.read_bytes())
+    behaviour = sentencepiece_model_pb2.ModelProto()
+    behaviour.pieces.extend(model.pieces)
+    behaviour.normalizer_spec.CopyFrom(model.normalizer_spec)
+    behaviour.denormalizer_spec.CopyFrom(model.denormalizer_spec)
+    for name in ENCODING_TRAINER_FIELDS:
+        setattr(behaviour.trainer_spec, name, getattr(model.trainer_spec, name))
+    return hashlib.sha256(behaviour.SerializeToString(deterministic=True)).hexdigest()
+
+
 @dataclass(frozen=True)
 class TokenizerFiles:
     model_path: Path
@@ -50,7 +74,7 @@ class TokenizerFiles:
                 "`python -m data_pipeline.train_tokenizer`"
             )
         special_tokens = SpecialTokens.load(model_path.parent)
-        actual_hash = file_sha256(model_path)
+        actual_hash = tokenizer_identity(model_path)
         if special_tokens.tokenizer_hash != actual_hash:
             raise ValueError(
                 f"{model_path.parent}: tokenizer_meta.json belongs to tokenizer {special_tokens.tokenizer_hash[:12]}, "

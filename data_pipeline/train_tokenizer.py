@@ -19,16 +19,15 @@ from omegaconf import MISSING
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import MODEL_FILENAME, file_sha256
+from data_pipeline.tokenizer_files import MODEL_FILENAME, tokenizer_identity
 from data_pipeline.tokenizer_hydra import hydra_entry_point
-from data_pipeline.tokenizer_sample import TrainingTextStream
+from data_pipeline.tokenizer_sample import TrainingSample
 from data_pipeline.formats.special_tokens import SpecialTokens
 
 log = logging.getLogger(__name__)
 
 UNK, BOS, EOS, PAD, MASK = "<unk>", "<s>", "</s>", "<pad>", "<mask>"
 BYTE_PIECES = 256
-MIN_SAMPLE = 100  # SentencePiece refuses input_sentence_size <= 100
 
 
 def sentinel_piece(index: int) -> str:
@@ -42,14 +41,16 @@ class TokenizerConfig:
     vocab_size: int = 32000
     # Share of characters the vocabulary must cover; the rarest rest is spelt with byte pieces.
     character_coverage: float = 0.9995
-    # How many training texts (documents, long ones cut in pieces) SentencePiece samples;
-    # its peak memory grows with the bytes of this sample (see docs/tokenizer.md).
+    # How many training texts (documents, long ones cut in pieces) the sample keeps, chosen
+    # by a seeded hash of the document id; peak memory grows with the bytes of this sample
+    # (see docs/tokenizer.md).
     input_sentence_size: int = 100_000
     # Longest training text in bytes; longer documents are cut at line ends.
     max_sentence_length: int = 16384
     num_sentinels: int = 100
-    # Threads for training; 0 = all cores.
+    # Threads for training; 0 = all cores. The vocabulary is the same for any number.
     num_threads: int = 0
+    # Chooses the sample (with the document ids): the same input and seed give the same vocabulary.
     seed: int = 0
     # Also write the Hugging Face transformers files (needs transformers installed).
     hf_export: bool = True
@@ -62,8 +63,10 @@ def sentencepiece_options(config: TokenizerConfig) -> dict:
         model_type="bpe",
         vocab_size=config.vocab_size,
         character_coverage=config.character_coverage,
-        input_sentence_size=config.input_sentence_size,
-        shuffle_input_sentence=True,  # reservoir sampling over the whole stream
+        # The sample is chosen and ordered by TrainingSample; SentencePiece's own reservoir
+        # sampler and shuffle draw from a process-wide generator, so both stay off.
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
         max_sentence_length=config.max_sentence_length,
         num_threads=config.num_threads or os.cpu_count() or 1,
         byte_fallback=True,
@@ -95,11 +98,8 @@ def check_config(config: TokenizerConfig) -> None:
             f"vocab_size={config.vocab_size} is too small: 4 special tokens, <mask>, {config.num_sentinels} "
             f"sentinels and {BYTE_PIECES} byte pieces need {minimum - 1}; set vocab_size >= {minimum}"
         )
-    if config.input_sentence_size <= MIN_SAMPLE:
-        raise ValueError(
-            f"input_sentence_size={config.input_sentence_size}: SentencePiece samples more than {MIN_SAMPLE} "
-            "texts; set it higher"
-        )
+    if config.input_sentence_size < 1:
+        raise ValueError(f"input_sentence_size={config.input_sentence_size}: the sample needs texts; set it >= 1")
 
 
 def vocabulary_too_large(err: RuntimeError, vocab_size: int) -> ValueError | None:
@@ -124,7 +124,7 @@ def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
         unk_id=processor.unk_id(),
         mask_id=processor.piece_to_id(MASK),
         sentinel_ids=tuple(processor.piece_to_id(sentinel_piece(i)) for i in range(num_sentinels)),
-        tokenizer_hash=file_sha256(model_path),
+        tokenizer_hash=tokenizer_identity(model_path),
     )
 
 
@@ -134,11 +134,10 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     bad_records = BadRecordLog(strict=config.strict)
-    stream = TrainingTextStream(sources, config.max_sentence_length, bad_records)
+    stream = TrainingSample(sources, config.max_sentence_length, config.input_sentence_size, config.seed, bad_records)
     log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts from %d shards",
              config.vocab_size, config.input_sentence_size, len(sources))
     start = time.perf_counter()
-    spm.set_random_generator_seed(config.seed)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(stream),

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
+import xxhash
 
-from data_pipeline.documents import BadRecordError
+from data_pipeline.documents import BadRecordError, BadRecordLog
 from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import TokenizerFiles, file_sha256
-from data_pipeline.tokenizer_sample import cut_text
+from data_pipeline.tokenizer_files import TokenizerFiles, tokenizer_identity
+from data_pipeline.tokenizer_sample import TrainingSample, cut_text
 from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
 from data_pipeline.formats.special_tokens import SpecialTokens
 
@@ -99,7 +100,7 @@ def test_special_token_ids_are_fixed_and_recorded(tokenizer_dir, processor):
     assert (special.unk_id, special.bos_id, special.eos_id, special.pad_id, special.mask_id) == (0, 1, 2, 3, 4)
     assert special.sentinel_ids == tuple(range(5, 105))
     assert special.vocab_size == processor.get_piece_size() == 600
-    assert special.tokenizer_hash == file_sha256(tokenizer_dir / "tokenizer.model")
+    assert special.tokenizer_hash == tokenizer_identity(tokenizer_dir / "tokenizer.model")
     pieces = [processor.id_to_piece(i) for i in special.all_ids[:5]]
     assert pieces == ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
     assert processor.id_to_piece(special.sentinel_ids[-1]) == "<extra_id_99>"
@@ -130,13 +131,84 @@ def test_transformers_files_are_optional(tmp_path, tokenizer_dir, monkeypatch, c
     assert not (tmp_path / "tokenizer.json").exists()
 
 
-def test_sampled_training_is_reproducible(tmp_path, corpus):
-    vocabularies = []
-    for name in ("a", "b"):
-        train_tokenizer(tiny_config(corpus, tmp_path / name, input_sentence_size=150, hf_export=False))
-        trained = spm.SentencePieceProcessor(model_file=str(tmp_path / name / "tokenizer.model"))
-        vocabularies.append([trained.id_to_piece(i) for i in range(trained.get_piece_size())])
-    assert vocabularies[0] == vocabularies[1]
+def trained_pieces(tokenizer_dir: Path) -> list[tuple[str, float]]:
+    trained = spm.SentencePieceProcessor(model_file=str(tokenizer_dir / "tokenizer.model"))
+    return [(trained.id_to_piece(i), trained.get_score(i)) for i in range(trained.get_piece_size())]
+
+
+def test_sample_is_the_smallest_id_hashes_in_hash_order(tmp_path, documents):
+    """Against a brute-force sort of all documents by their seeded id hash."""
+    records = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(documents[:300])]
+    write_jsonl(tmp_path / "a.jsonl", records[::2])
+    write_jsonl(tmp_path / "b.jsonl", records[1::2])
+    sample = TrainingSample([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], 16384, 40, 5, BadRecordLog(strict=True))
+    by_hash = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["id"].encode(), seed=5))
+    assert list(sample) == [record["text"] for record in by_hash[:40]]
+    assert (sample.documents, sample.texts) == (300, 300)
+
+
+def test_sample_depends_on_document_ids_and_seed_not_on_shard_layout(tmp_path, documents):
+    """The same documents in 2 shards and, reordered, in 3 shards train the same vocabulary
+    from a 150-text sample; another seed draws another sample."""
+    records = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(documents)]
+    half = len(records) // 2
+    write_jsonl(tmp_path / "two" / "a.jsonl", records[:half])
+    write_jsonl(tmp_path / "two" / "b.jsonl", records[half:])
+    shuffled = random.Random(1).sample(records, len(records))
+    for index in range(3):
+        write_jsonl(tmp_path / "three" / f"{index}.jsonl", shuffled[index::3])
+    trained = {}
+    for layout, seed in (("two", 0), ("three", 0), ("two", 7)):
+        output = tmp_path / f"out-{layout}-{seed}"
+        train_tokenizer(tiny_config(tmp_path / layout, output, input_sentence_size=150, seed=seed, hf_export=False))
+        trained[layout, seed] = trained_pieces(output)
+    assert trained["two", 0] == trained["three", 0]
+    assert trained["two", 0] != trained["two", 7]
+
+
+def test_training_is_reproducible_across_processes_folders_and_threads(tmp_path, corpus):
+    """Fresh processes in other folders with other thread counts, three times over: the same
+    pieces and scores, and the same identity although tokenizer.model records its folder."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = []
+    for index, threads in enumerate((1, 2, 1)):
+        workdir = tmp_path / f"run-{index}"
+        workdir.mkdir()
+        command = [sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={corpus}", f"output_dir=out-{index}",
+                   "vocab_size=600", "input_sentence_size=150", f"num_threads={threads}", "hf_export=false"]
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        runs.append(workdir / f"out-{index}")
+    assert (runs[0] / "tokenizer.model").read_bytes() != (runs[1] / "tokenizer.model").read_bytes()  # paths differ
+    assert all(trained_pieces(run) == trained_pieces(runs[0]) for run in runs)
+    identities = {SpecialTokens.load(run).tokenizer_hash for run in runs}
+    assert identities == {tokenizer_identity(runs[0] / "tokenizer.model")}
+
+
+def test_identity_follows_what_the_tokenizer_does(tmp_path, tokenizer_dir):
+    from sentencepiece import sentencepiece_model_pb2
+
+    original = tokenizer_identity(tokenizer_dir / "tokenizer.model")
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString((tokenizer_dir / "tokenizer.model").read_bytes())
+
+    def identity_after(change) -> str:
+        changed = sentencepiece_model_pb2.ModelProto()
+        changed.CopyFrom(model)
+        change(changed)
+        path = tmp_path / "changed.model"
+        path.write_bytes(changed.SerializeToString())
+        return tokenizer_identity(path)
+
+    def move_training_inputs(proto) -> None:
+        proto.trainer_spec.model_prefix = "/elsewhere/tokenizer"
+        proto.trainer_spec.num_threads = 7
+
+    assert identity_after(move_training_inputs) == original
+    assert identity_after(lambda proto: setattr(proto.pieces[300], "score", -1.5)) != original
+    assert identity_after(lambda proto: setattr(proto.trainer_spec, "byte_fallback", False)) != original
+    assert identity_after(lambda proto: setattr(proto.normalizer_spec, "add_dummy_prefix", True)) != original
+    assert identity_after(lambda proto: setattr(proto.trainer_spec, "eos_id", 5)) != original
 
 
 def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
@@ -150,6 +222,11 @@ def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
 def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
     with pytest.raises(ValueError, match="vocab_size=300 is too small"):
         train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
+
+
+def test_empty_sample_names_the_setting(tmp_path, corpus):
+    with pytest.raises(ValueError, match="input_sentence_size=0: .* set it >= 1"):
+        train_tokenizer(tiny_config(corpus, tmp_path, input_sentence_size=0))
 
 
 @pytest.mark.parametrize("max_bytes", [4, 7, 16, 64])
