@@ -1,5 +1,6 @@
-"""Normalization: one Unicode form and tidy whitespace, so that rules and exact dedup see
-copies that differ only in encoding or spacing as equal."""
+"""Normalization: one Unicode form, one line ending, no control characters, so that rules and
+exact dedup see copies that differ only in encoding as equal. By default it keeps every space,
+tab and blank line (code and LaTeX need them); collapsing and stripping whitespace are options."""
 from __future__ import annotations
 
 import re
@@ -29,7 +30,7 @@ class Normalizer(Filter):
 
     def check(self, doc: Document) -> str | None:
         doc.text = self.normalize(doc.text)
-        return None if doc.text else "empty"
+        return None if doc.text.strip() else "empty"
 
     def normalize(self, text: str) -> str:
         config = self.config
@@ -49,4 +50,4 @@ class Normalizer(Filter):
             text = "\n".join(line.strip(" \t") for line in text.split("\n"))
         if self.blank_lines_re is not None:
             text = self.blank_lines_re.sub("\n" * (config.max_blank_lines + 1), text)
-        return text.strip()
+        return text.strip() if config.strip_lines else text

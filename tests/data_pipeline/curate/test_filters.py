@@ -37,19 +37,30 @@ def words(count: int, word: str = "word") -> str:
 
 # ---------------------------------------------------------------- normalization
 
-def test_normalize_nfc_controls_and_spaces():
-    normalizer = Normalizer(NormalizeConfig())
+def test_normalize_default_changes_encoding_only_and_keeps_whitespace():
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     document = doc(text)
-    assert normalizer(document) is None
-    assert document.text == "Café au lait\n\nline two"
+    assert Normalizer(NormalizeConfig())(document) is None
+    # NFC, one line ending, no controls or zero-width marks; every space, tab and blank line stays
+    assert document.text == "Caf\u00e9  au\tlait \n\n\n\nline two  \n"
+
+
+def test_normalize_keeps_code_byte_for_byte():
+    code = "def f(x):\n    if x:\n\treturn  x\n\n\n# done\n"
+    assert Normalizer(NormalizeConfig()).normalize(code) == code
+
+
+def test_normalize_whitespace_options():
+    tidy = Normalizer(NormalizeConfig(collapse_spaces=True, strip_lines=True, max_blank_lines=1))
+    text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
+    assert tidy.normalize(text) == "Caf\u00e9 au lait\n\nline two"
 
 
 def test_normalize_switches_and_empty_document():
     raw = "a  b\u0301"
-    untouched = Normalizer(NormalizeConfig(unicode_form=None, collapse_spaces=False))
+    untouched = Normalizer(NormalizeConfig(unicode_form=None))
     assert untouched.normalize(raw) == raw
-    assert Normalizer(NormalizeConfig())(doc(" \x00 \n ")) == "empty"
+    assert Normalizer(NormalizeConfig())(doc(" \x00 \n\t")) == "empty"
 
 
 # ---------------------------------------------------------------- language

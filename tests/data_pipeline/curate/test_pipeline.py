@@ -108,8 +108,8 @@ def test_resume_does_not_redo_finished_work(corpus, curate_config):
     assert run_curation(config) == report
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
 
-    config.filters.c4.min_sentences = 3
-    with pytest.raises(ValueError, match=r"filters.c4.min_sentences: 5 -> 3"):
+    config.filters.c4.min_sentences = 4
+    with pytest.raises(ValueError, match=r"filters.c4.min_sentences: 3 -> 4"):
         run_curation(config)
 
 
