@@ -172,3 +172,15 @@ def test_command_line(corpus, tmp_path):
     assert "dedup_near" in done.stdout and (tmp_path / "cli" / "report.json").exists()
     typo = subprocess.run(command + ["filters.c4.min_sentence=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert typo.returncode != 0 and "min_sentence" in typo.stderr
+
+
+def test_code_keeps_indentation_and_tabs_byte_for_byte(tmp_path, files, curate_config):
+    """Curation with the prose rules off (as for a code corpus): the default normalization
+    must not touch indentation, tabs, in-line spaces or blank lines."""
+    code = "    import os\n\n\ndef f(x):\n    if x:\n\treturn  x  # two spaces\n\t\t\n\\begin{align}\n  a &= b \\\\\n\\end{align}\n"
+    corpus = files.jsonl(tmp_path / "code" / "code.jsonl", [{"text": code, "meta": {"id": "code-0"}}])
+    off = {f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")}
+    config = curate_config(str(corpus), **off)
+    run_curation(config)
+    (kept,) = records(Path(config.output_dir), "part-*.jsonl.zst")
+    assert kept["text"].encode() == code.encode()
