@@ -45,9 +45,11 @@ def words(count: int, word: str = "word") -> str:
 def test_normalize_default_changes_encoding_only_and_keeps_whitespace():
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     document = doc(text)
-    assert Normalizer(NormalizeConfig())(document) is None
+    normalizer = Normalizer(NormalizeConfig())
+    assert normalizer(document) is None
     # NFC, one line ending, no controls or zero-width marks; every space, tab and blank line stays
     assert document.text == "Caf\u00e9  au\tlait \n\n\n\nline two  \n"
+    assert normalizer.stats()["changed"] == {"unicode_NFC": 1, "line_endings": 1, "control_chars": 1}
 
 
 def test_normalize_keeps_code_byte_for_byte():
@@ -59,6 +61,7 @@ def test_normalize_whitespace_options():
     tidy = Normalizer(NormalizeConfig(collapse_spaces=True, strip_lines=True, max_blank_lines=1))
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     assert tidy.normalize(text) == "Caf\u00e9 au lait\n\nline two"
+    assert set(tidy.changed) == {"unicode_NFC", "line_endings", "control_chars", "spaces_collapsed", "lines_stripped", "blank_lines"}
 
 
 def test_normalize_switches_and_empty_document():

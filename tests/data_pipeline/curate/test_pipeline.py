@@ -181,6 +181,7 @@ def test_code_keeps_indentation_and_tabs_byte_for_byte(tmp_path, files, curate_c
     corpus = files.jsonl(tmp_path / "code" / "code.jsonl", [{"text": code, "meta": {"id": "code-0"}}])
     off = {f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")}
     config = curate_config(str(corpus), **off)
-    run_curation(config)
+    report = run_curation(config)
     (kept,) = records(Path(config.output_dir), "part-*.jsonl.zst")
     assert kept["text"].encode() == code.encode()
+    assert report["normalize_changes"] == {}
