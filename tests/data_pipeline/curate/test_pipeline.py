@@ -131,6 +131,13 @@ def test_stage_order_is_enforced_and_tasks_run_single_stages(corpus, curate_conf
         run_curation(curate_config(str(corpus), task_index=0, num_tasks=2))
 
 
+def test_empty_c4_end_mark_is_a_config_error(corpus, curate_config):
+    """An empty mark would end every line, and no marks none: both are named before any work."""
+    for marks in ([""], []):
+        with pytest.raises(ValueError, match=r"filters.c4.terminal_punctuation=.*: give one or more non-empty end marks"):
+            run_curation(curate_config(str(corpus), filters__c4__terminal_punctuation=marks))
+
+
 def test_two_workers_match_one(corpus, curate_config):
     one = run_curation(curate_config(str(corpus), output="w1", workers=1, output__shard_size_mb=0.002))
     two = run_curation(curate_config(str(corpus), output="w2", workers=2, output__shard_size_mb=0.002))
