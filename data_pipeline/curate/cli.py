@@ -58,6 +58,9 @@ def validate(config: CurateConfig) -> None:
     form = config.filters.normalize.unicode_form
     if form is not None and form not in ("NFC", "NFKC", "NFD", "NFKD"):
         problems.append(f"filters.normalize.unicode_form={form}: choose NFC, NFKC, NFD, NFKD or null")
+    marks = config.filters.c4.terminal_punctuation
+    if not marks or "" in marks:  # none ends every line; an empty mark ends every line
+        problems.append(f"filters.c4.terminal_punctuation={list(marks)}: give one or more non-empty end marks, e.g. [.,?,!,'\"']")
     if not 0 <= config.filters.language.min_score <= 1:
         problems.append(f"filters.language.min_score={config.filters.language.min_score}: need a score in [0, 1]")
     minhash = config.dedup.minhash

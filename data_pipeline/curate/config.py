@@ -1,11 +1,13 @@
 """The schema of ``configs/curate.yaml``: every stage, threshold and switch of the curation
 pipeline, registered in Hydra's ConfigStore so that a misspelt override is an error.
 
-Filter defaults are the published thresholds (Gopher: Rae et al. 2021, "Scaling Language
-Models: Methods, Analysis & Insights from Training Gopher", appendix A1.1; C4: Raffel et al.
-2020, "Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer",
-section 2.2), as datatrove 0.10.1 implements them. A threshold set to null switches that one
-rule off; ``enabled: false`` switches a whole stage off.
+Filter defaults follow the papers (Gopher: Rae et al. 2021, "Scaling Language Models: Methods,
+Analysis & Insights from Training Gopher", appendix A1.1, with datatrove 0.10.1's values where
+the paper gives none; C4: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a
+Unified Text-to-Text Transformer", section 2.2, as the paper states them; datatrove's C4 values
+are the ``+filters/c4=datatrove`` setting, configs/filters/c4/datatrove.yaml). Normalization is
+lossless for whitespace by default: indentation, tabs and in-line spaces stay. A threshold set
+to null switches that one rule off; ``enabled: false`` switches a whole stage off.
 """
 from __future__ import annotations
 
@@ -44,9 +46,11 @@ class NormalizeConfig:
     enabled: bool = True
     unicode_form: Optional[str] = "NFC"  # NFC | NFKC | NFD | NFKD | null (leave as is)
     remove_control_chars: bool = True  # C0/C1 controls except tab and newline, and zero-width marks
-    collapse_spaces: bool = True  # runs of spaces and tabs become one space
-    strip_lines: bool = True  # no whitespace at either end of a line
-    max_blank_lines: Optional[int] = 1  # consecutive empty lines kept at most (null: all)
+    # Off by default: indentation and tabs carry meaning in code, StackExchange and LaTeX, and
+    # the tokenizer is lossless, so curation must not change them.
+    collapse_spaces: bool = False  # runs of spaces, tabs and other spaces become one space
+    strip_lines: bool = False  # no whitespace at either end of a line or of the document
+    max_blank_lines: Optional[int] = None  # consecutive empty lines kept at most (null: all)
 
 
 @dataclass
@@ -96,7 +100,9 @@ class C4Config:
     enabled: bool = True
     # line rules: a failing line is removed from the document
     drop_lines_without_terminal_punct: bool = True
-    min_words_per_line: Optional[int] = 3
+    # Raffel et al. 2020, section 2.2: "a period, exclamation mark, question mark, or end quotation mark"
+    terminal_punctuation: list[str] = field(default_factory=lambda: [".", "?", "!", '"'])
+    min_words_per_line: Optional[int] = 5  # words counted after citation markers are removed
     max_word_length: Optional[int] = 1000
     drop_javascript_lines: bool = True
     drop_policy_lines: bool = True
@@ -104,7 +110,7 @@ class C4Config:
     # document rules
     drop_lorem_ipsum: bool = True
     drop_curly_brace: bool = True
-    min_sentences: Optional[int] = 5  # counted over the lines kept
+    min_sentences: Optional[int] = 3  # counted over the lines kept
 
 
 @dataclass

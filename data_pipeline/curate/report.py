@@ -35,6 +35,8 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
             "shards": sorted(name for stats in write_stats for name in stats["shards"]),
         },
         "stages": stages,
+        # what normalization changed (documents per step): by default encoding, never whitespace
+        "normalize_changes": _sum_counters(stats["filters"].get("normalize", {}).get("changed", {}) for stats in filter_stats),
         "c4_lines_removed": _sum_counters(stats["filters"].get("c4", {}).get("lines_removed", {}) for stats in filter_stats),
         "bad_input": _bad_input(filter_stats),
     }

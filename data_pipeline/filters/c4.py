@@ -1,6 +1,7 @@
 """C4 rules: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
 Text-to-Text Transformer", section 2.2, in the order of the reference implementation
-(tensorflow_datasets c4_utils.clean_page). Line rules remove lines; document rules remove
+(tensorflow_datasets c4_utils.clean_page). The thresholds and end marks come from the config:
+the paper's by default, datatrove's with ``+filters/c4=datatrove`` (docs/curation.md). Line rules remove lines; document rules remove
 the document; the kept lines become the document's text."""
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from data_pipeline.document import Document
 from data_pipeline.text import count_sentences
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
-TERMINAL_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -24,6 +24,7 @@ class C4Filter(Filter):
     def __init__(self, config: C4Config) -> None:
         super().__init__()
         self.config = config
+        self.terminal_punctuation = tuple(config.terminal_punctuation)
         # lines removed, by rule: reported next to the documents removed
         self.lines_removed: Counter[str] = Counter()
 
@@ -35,14 +36,15 @@ class C4Filter(Filter):
         kept_lines: list[str] = []
         for line in doc.text.splitlines():
             line = line.strip()
+            if config.remove_citations:
+                line = CITATION_RE.sub("", line)
+            # counted after the markers go: "[1]" is not a word of the sentence
             words = line.split()
             if config.max_word_length is not None and any(len(word) > config.max_word_length for word in words):
                 self.lines_removed["too_long_word"] += 1
                 continue
-            if config.remove_citations:
-                line = CITATION_RE.sub("", line)
             if config.drop_lines_without_terminal_punct and (
-                not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")
+                not line.endswith(self.terminal_punctuation) or line.endswith("...")
             ):
                 self.lines_removed["no_terminal_punctuation"] += 1
                 continue

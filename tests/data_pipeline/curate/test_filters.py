@@ -3,8 +3,11 @@ Each rule is tested alone: every other rule of its filter is switched off (null)
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from data_pipeline.curate.config import (
     C4Config,
@@ -19,6 +22,8 @@ from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
 from data_pipeline.filters.language import LanguageFilter
 from data_pipeline.filters.normalize import Normalizer
 from data_pipeline.document import Document
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def doc(text: str) -> Document:
@@ -37,19 +42,33 @@ def words(count: int, word: str = "word") -> str:
 
 # ---------------------------------------------------------------- normalization
 
-def test_normalize_nfc_controls_and_spaces():
-    normalizer = Normalizer(NormalizeConfig())
+def test_normalize_default_changes_encoding_only_and_keeps_whitespace():
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     document = doc(text)
+    normalizer = Normalizer(NormalizeConfig())
     assert normalizer(document) is None
-    assert document.text == "Café au lait\n\nline two"
+    # NFC, one line ending, no controls or zero-width marks; every space, tab and blank line stays
+    assert document.text == "Caf\u00e9  au\tlait \n\n\n\nline two  \n"
+    assert normalizer.stats()["changed"] == {"unicode_NFC": 1, "line_endings": 1, "control_chars": 1}
+
+
+def test_normalize_keeps_code_byte_for_byte():
+    code = "def f(x):\n    if x:\n\treturn  x\n\n\n# done\n"
+    assert Normalizer(NormalizeConfig()).normalize(code) == code
+
+
+def test_normalize_whitespace_options():
+    tidy = Normalizer(NormalizeConfig(collapse_spaces=True, strip_lines=True, max_blank_lines=1))
+    text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
+    assert tidy.normalize(text) == "Caf\u00e9 au lait\n\nline two"
+    assert set(tidy.changed) == {"unicode_NFC", "line_endings", "control_chars", "spaces_collapsed", "lines_stripped", "blank_lines"}
 
 
 def test_normalize_switches_and_empty_document():
     raw = "a  b\u0301"
-    untouched = Normalizer(NormalizeConfig(unicode_form=None, collapse_spaces=False))
+    untouched = Normalizer(NormalizeConfig(unicode_form=None))
     assert untouched.normalize(raw) == raw
-    assert Normalizer(NormalizeConfig())(doc(" \x00 \n ")) == "empty"
+    assert Normalizer(NormalizeConfig())(doc(" \x00 \n\t")) == "empty"
 
 
 # ---------------------------------------------------------------- language
@@ -214,3 +233,38 @@ def test_c4_min_sentences():
 def test_c4_defaults_keep_prose(prose):
     document = doc(prose(9))
     assert C4Filter(C4Config())(document) is None
+
+
+def c4_setting(overrides: list[str]) -> C4Config:
+    """filters.c4 as the command line composes it (configs/curate.yaml, configs/filters/c4/)."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return OmegaConf.to_object(compose("curate", overrides=overrides).filters.c4)
+
+
+# (overrides, words per line, sentences per page, does an apostrophe end a line)
+PAPER = ([], 5, 3, False)  # Raffel et al. 2020, section 2.2
+DATATROVE = (["+filters/c4=datatrove"], 3, 5, True)  # datatrove 0.10.1's C4QualityFilter
+
+
+@pytest.mark.parametrize("overrides, min_words, min_sentences, apostrophe_ends", [PAPER, DATATROVE], ids=["paper", "datatrove"])
+def test_c4_settings_at_each_threshold_edge(overrides, min_words, min_sentences, apostrophe_ends):
+    config = c4_setting(overrides)
+    lines = C4Filter(dataclasses.replace(config, min_sentences=None))
+
+    def kept(line: str) -> bool:
+        document = doc(line)
+        return lines(document) is None and document.text == line
+
+    assert kept(words(min_words - 1) + " end.") and not kept(words(min_words - 2) + " end.")
+    # "[1]" is no word: at the edge only with the marker counted
+    assert not kept(words(min_words - 2) + " [1] end.")
+    for mark in ".?!\"":
+        assert kept(words(min_words) + mark), mark
+    assert kept(words(min_words) + "'") == apostrophe_ends
+    for ending in (",", "...", ":", ""):
+        assert not kept(words(min_words) + ending), ending
+
+    page = C4Filter(config)
+    sentence = words(min_words - 1) + " end."
+    assert page(doc("\n".join([sentence] * min_sentences))) is None
+    assert page(doc("\n".join([sentence] * (min_sentences - 1)))) == "too_few_sentences"

@@ -108,8 +108,8 @@ def test_resume_does_not_redo_finished_work(corpus, curate_config):
     assert run_curation(config) == report
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
 
-    config.filters.c4.min_sentences = 3
-    with pytest.raises(ValueError, match=r"filters.c4.min_sentences: 5 -> 3"):
+    config.filters.c4.min_sentences = 4
+    with pytest.raises(ValueError, match=r"filters.c4.min_sentences: 3 -> 4"):
         run_curation(config)
 
 
@@ -129,6 +129,13 @@ def test_stage_order_is_enforced_and_tasks_run_single_stages(corpus, curate_conf
         run_curation(curate_config(str(corpus), stage="clusters"))
     with pytest.raises(ValueError, match=r"num_tasks=2 with stage=all"):
         run_curation(curate_config(str(corpus), task_index=0, num_tasks=2))
+
+
+def test_empty_c4_end_mark_is_a_config_error(corpus, curate_config):
+    """An empty mark would end every line, and no marks none: both are named before any work."""
+    for marks in ([""], []):
+        with pytest.raises(ValueError, match=r"filters.c4.terminal_punctuation=.*: give one or more non-empty end marks"):
+            run_curation(curate_config(str(corpus), filters__c4__terminal_punctuation=marks))
 
 
 def test_two_workers_match_one(corpus, curate_config):
@@ -172,3 +179,16 @@ def test_command_line(corpus, tmp_path):
     assert "dedup_near" in done.stdout and (tmp_path / "cli" / "report.json").exists()
     typo = subprocess.run(command + ["filters.c4.min_sentence=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert typo.returncode != 0 and "min_sentence" in typo.stderr
+
+
+def test_code_keeps_indentation_and_tabs_byte_for_byte(tmp_path, files, curate_config):
+    """Curation with the prose rules off (as for a code corpus): the default normalization
+    must not touch indentation, tabs, in-line spaces or blank lines."""
+    code = "    import os\n\n\ndef f(x):\n    if x:\n\treturn  x  # two spaces\n\t\t\n\\begin{align}\n  a &= b \\\\\n\\end{align}\n"
+    corpus = files.jsonl(tmp_path / "code" / "code.jsonl", [{"text": code, "meta": {"id": "code-0"}}])
+    off = {f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")}
+    config = curate_config(str(corpus), **off)
+    report = run_curation(config)
+    (kept,) = records(Path(config.output_dir), "part-*.jsonl.zst")
+    assert kept["text"].encode() == code.encode()
+    assert report["normalize_changes"] == {}
