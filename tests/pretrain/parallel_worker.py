@@ -133,7 +133,7 @@ def count_block_forwards() -> dict[str, int]:
     forward = Block.forward
 
     def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        counter["n"] += torch.is_grad_enabled()  # training forwards only: evaluation runs without grad
+        counter["n"] += self.training  # training forwards only: evaluation runs in eval mode
         return forward(self, *args, **kwargs)
 
     Block.forward = counted  # type: ignore[method-assign]
