@@ -10,7 +10,6 @@ corruption refuse, unless tokenize's ``add_special_tokens=true`` appended them.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,13 +17,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from data_pipeline.train_tokenizer import sentinel_piece
-from data_pipeline.tokenizer_files import MODEL_FILENAME, TokenizerFiles, file_sha256
+from data_pipeline.tokenizer_files import HF_TOKENIZER_FILES, MODEL_FILENAME, TokenizerFiles, copy_tokenizer_files, file_sha256
 from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 TOKENIZER_JSON = "tokenizer.json"
-# What transformers' AutoTokenizer needs besides tokenizer.json: copied next to the token
-# shards, then into the run and its export.
-HF_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json")
 
 
 def is_hf_tokenizer(directory: Path) -> bool:
@@ -122,9 +118,7 @@ class HFTokenizerFiles:
 
 def copy_hf_tokenizer(source: Path, target: Path) -> None:
     """The files transformers' AutoTokenizer needs, from one directory to another."""
-    for name in HF_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, target / name)
+    copy_tokenizer_files(source, target, HF_TOKENIZER_FILES)
 
 
 def load_tokenizer_files(path: str | Path) -> TokenizerFiles | HFTokenizerFiles:

@@ -14,15 +14,17 @@ from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 MODEL_FILENAME = "tokenizer.model"
 # Everything a tokenizer directory may hold: the metadata, the SentencePiece model and the
 # Hugging Face files (train_tokenizer's hf_export).
-TOKENIZER_FILES = (META_FILENAME, MODEL_FILENAME, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# What transformers' AutoTokenizer needs, a subset of them.
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (META_FILENAME, MODEL_FILENAME, *HF_TOKENIZER_FILES)
 
 
-def copy_tokenizer_files(source: Path, target: Path) -> None:
-    """Copy a tokenizer directory's files that exist, so that the next step finds them."""
+def copy_tokenizer_files(source: Path, target: Path, names: tuple[str, ...] = TOKENIZER_FILES) -> None:
+    """Copy those of a tokenizer directory's files that exist, so that the next step finds them."""
     target.mkdir(parents=True, exist_ok=True)
     if source.resolve() == target.resolve():
         return
-    for name in TOKENIZER_FILES:
+    for name in names:
         if (source / name).exists():
             shutil.copyfile(source / name, target / name)
 

@@ -32,10 +32,6 @@ class PackedWindows:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    @property
-    def vocab_size(self) -> int:
-        return max(shard.manifest.vocab_size for shard in self.shards)
-
     def __getitem__(self, index: int) -> np.ndarray:
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range [0, {len(self)})")
