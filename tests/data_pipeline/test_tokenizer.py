@@ -13,10 +13,10 @@ import sentencepiece as spm
 import xxhash
 
 from data_pipeline.documents import BadRecordError, BadRecordLog
-from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import TokenizerFiles, tokenizer_identity
-from data_pipeline.tokenizer_sample import TrainingSample, cut_text
-from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
+from data_pipeline.tokenizer.sample import TrainingSample, cut_text
+from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 from data_pipeline.formats.special_tokens import SpecialTokens
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,5 @@
-"""Train a SentencePiece BPE tokenizer on curated JSONL shards.
-
-    python -m data_pipeline.train_tokenizer input=<dir|glob> output_dir=<dir> vocab_size=N
+"""Train a SentencePiece BPE tokenizer on curated JSONL shards (the command
+``python -m data_pipeline.train_tokenizer input=<dir|glob> output_dir=<dir> vocab_size=N``).
 
 Writes ``tokenizer.model``, ``tokenizer_meta.json`` (the special token ids the objectives
 read) and, when transformers is installed, the files ``AutoTokenizer`` loads offline.
@@ -18,11 +17,11 @@ import sentencepiece as spm
 from omegaconf import MISSING
 
 from data_pipeline.documents import BadRecordLog, find_input_shards
-from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import MODEL_FILENAME, tokenizer_identity
-from data_pipeline.tokenizer_hydra import hydra_entry_point
-from data_pipeline.tokenizer_sample import TrainingSample
 from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
+from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
+from data_pipeline.tokenizer.sample import TrainingSample
 
 log = logging.getLogger(__name__)
 
