@@ -12,16 +12,17 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import sentencepiece as spm
 from omegaconf import MISSING
 
-from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
+from data_pipeline.io.readers import BadInputTally
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
 from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
-from data_pipeline.tokenizer.sample import TrainingSample
+from data_pipeline.tokenizer.sample import SampleSettings, TrainingSample, input_units
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ class TokenizerConfig:
     input_sentence_size: int = 100_000
     # Longest training text in bytes; longer documents are cut at line ends.
     max_sentence_length: int = 16384
+    # How much of a large corpus is read for the sample: input units, chosen by a seeded hash
+    # of their names, until their bytes reach this many times input_sentence_size ×
+    # max_sentence_length (so at least this many times the texts the sample keeps); null reads
+    # every unit. See docs/tokenizer.md.
+    sample_units_factor: Optional[float] = 4.0
+    # Processes reading the sample's units; 0 = all cores. The sample is the same for any number.
+    workers: int = 0
     num_sentinels: int = 100
     # Threads for training; 0 = all cores. The vocabulary is the same for any number.
     num_threads: int = 0
@@ -99,6 +107,11 @@ def check_config(config: TokenizerConfig) -> None:
         )
     if config.input_sentence_size < 1:
         raise ValueError(f"input_sentence_size={config.input_sentence_size}: the sample needs texts; set it >= 1")
+    if config.sample_units_factor is not None and config.sample_units_factor <= 0:
+        raise ValueError(f"sample_units_factor={config.sample_units_factor}: set it > 0 (4 reads 4× the sample), "
+                         "or null to read every input unit")
+    if config.workers < 0:
+        raise ValueError(f"workers={config.workers}: set it >= 1, or 0 for all cores")
 
 
 def vocabulary_too_large(err: RuntimeError, vocab_size: int) -> ValueError | None:
@@ -111,6 +124,13 @@ def vocabulary_too_large(err: RuntimeError, vocab_size: int) -> ValueError | Non
         f"vocab_size={vocab_size}: this corpus has text for at most {found.group(1)} pieces; "
         f"set vocab_size <= {found.group(1)} or train on more text"
     )
+
+
+def report_bad_input(bad_input: BadInputTally) -> None:
+    stats = bad_input.stats()
+    if stats["count"]:
+        listed = "\n  ".join(f"{event['file']}:{event['line']}: {event['reason']}: {event['detail']}" for event in stats["events"])
+        log.warning("skipped %d bad records (strict=true fails on them instead); the first ones:\n  %s", stats["count"], listed)
 
 
 def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
@@ -129,13 +149,12 @@ def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
 
 def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     check_config(config)
-    sources = find_input_shards(config.input)
+    units = input_units(config.input)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    bad_records = BadRecordLog(strict=config.strict)
-    stream = TrainingSample(sources, config.max_sentence_length, config.input_sentence_size, config.seed, bad_records)
-    log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts from %d shards",
-             config.vocab_size, config.input_sentence_size, len(sources))
+    settings = SampleSettings(config.input_sentence_size, config.max_sentence_length, config.seed, config.strict)
+    stream = TrainingSample(units, settings, config.workers or os.cpu_count() or 1, config.sample_units_factor)
+    log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts", config.vocab_size, config.input_sentence_size)
     start = time.perf_counter()
     try:
         spm.SentencePieceTrainer.train(
@@ -147,7 +166,7 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
         if stream.error:
             raise stream.error from None
         raise vocabulary_too_large(err, config.vocab_size) or err
-    bad_records.report()
+    report_bad_input(stream.bad_input)
     model_path = output_dir / MODEL_FILENAME
     (output_dir / "tokenizer.vocab").unlink(missing_ok=True)  # a listing nothing reads
     special_tokens = read_special_tokens(model_path, config.num_sentinels)
@@ -155,8 +174,9 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     if config.hf_export:
         export_transformers_tokenizer(output_dir, special_tokens)
     log.info(
-        "read %d documents (%.1f MB, %d training texts); trained in %.1f s; wrote %s",
-        stream.documents, stream.num_bytes / 1e6, stream.texts, time.perf_counter() - start, output_dir,
+        "read %d documents (%.1f MB, %d training texts) from %d of %d input units; trained in %.1f s; wrote %s",
+        stream.documents, stream.num_bytes / 1e6, stream.texts, stream.units_read, len(units),
+        time.perf_counter() - start, output_dir,
     )
     return special_tokens
 
