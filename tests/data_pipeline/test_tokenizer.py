@@ -167,6 +167,16 @@ def test_sample_depends_on_document_ids_and_seed_not_on_shard_layout(tmp_path, d
     assert trained["two", 0] != trained["two", 7]
 
 
+def test_a_directory_is_read_for_its_shards_not_its_report_or_subfolders(tmp_path):
+    """A curation output_dir: clean shards on top; report.json, removed/ and _work/ are not text to train on."""
+    write_jsonl(tmp_path / "part-00000-0000.jsonl", [{"id": "kept", "text": "clean text"}])
+    write_jsonl(tmp_path / "removed" / "filter-00000-0000.jsonl", [{"id": "gone", "text": "removed text"}])
+    write_jsonl(tmp_path / "_work" / "filter" / "00000-0000.jsonl", [{"id": "waiting", "text": "not deduplicated"}])
+    (tmp_path / "report.json").write_text(json.dumps({"documents": 1}, indent=2))
+    assert [unit.source.name for unit in input_units(str(tmp_path))] == ["part-00000-0000.jsonl"]
+    assert list(TrainingSample(input_units(str(tmp_path)), SampleSettings(10, 16384, 0, strict=True), 1, None)) == ["clean text"]
+
+
 @pytest.fixture(scope="module")
 def many_units(tmp_path_factory, documents) -> Path:
     """The documents in 24 shards (24 input units) with 2 KB texts at most."""
