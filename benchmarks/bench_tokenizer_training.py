@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_tokenizer_training"))
     args = parser.parse_args()
-    print(f"| text MB | documents | wall s | CPU s | peak RSS MB (largest process) | peak RSS MB (tree) |")
+    print("| text MB | documents | wall s | CPU s | peak RSS MB (largest process) | peak RSS MB (tree) |")
     print("|---|---|---|---|---|---|")
     results = []
     for megabytes in args.megabytes:

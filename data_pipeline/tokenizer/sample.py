@@ -31,7 +31,7 @@ import xxhash
 from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
 from data_pipeline.document import Document
 from data_pipeline.executors.pool import run_unordered
-from data_pipeline.io.readers import HF_PREFIX, SUPPORTED_SUFFIXES, BadInput, BadInputTally, read_unit, resolve_inputs
+from data_pipeline.io.readers import SUPPORTED_SUFFIXES, BadInput, BadInputTally, read_unit, resolve_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 
 log = logging.getLogger(__name__)
