@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,22 +38,67 @@ class Measurement:
     name: str
     wall_seconds: float
     cpu_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # of the largest single process (wait4's ru_maxrss)
     stdout: str
+    peak_tree_rss_mb: float = 0.0  # of the process and its children together, polled
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:  # the process ended meanwhile
+                pass
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+class TreeMemoryPoller(threading.Thread):
+    """The peak of tree_rss_bytes(pid), polled every ``interval`` seconds until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak = max(self.peak, tree_rss_bytes(self.pid))
 
 
 def measure(name: str, command: list[str], env: dict[str, str] | None = None) -> Measurement:
-    """Run ``command``; wait4 gives the CPU time and peak memory of it and its workers."""
+    """Run ``command``; wait4 gives the CPU time and peak memory of it and its workers, and
+    polling /proc the peak of their memory together."""
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True)
+    poller = TreeMemoryPoller(process.pid)
+    poller.start()
     stdout = process.stdout.read()
+    poller.done.set()  # before wait4 reaps the process, so that its pid is not reused meanwhile
+    poller.join()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     exit_code = os.waitstatus_to_exitcode(status)
     if exit_code:
         raise SystemExit(f"{name}: `{' '.join(command)}` exited with {exit_code}")
     print(f"{name}: {wall:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} s CPU", file=sys.stderr)
-    return Measurement(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+    return Measurement(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, poller.peak / 2**20)
 
 
 def texts(input_dir: Path) -> Iterator[str]:

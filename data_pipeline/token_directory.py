@@ -6,7 +6,7 @@ from pathlib import Path
 
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
-from data_pipeline.hf_tokenizer import load_tokenizer_files
+from data_pipeline.tokenizer.hf_tokenizer import load_tokenizer_files
 
 
 def open_token_shards(token_dir: str | Path, tokenizer: str | Path, split: str = "train") -> list[TokenShard]:

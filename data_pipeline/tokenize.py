@@ -26,10 +26,10 @@ from tqdm import tqdm
 from data_pipeline.documents import BadRecordLog, find_input_shards
 from data_pipeline.executors.pool import run_unordered
 from data_pipeline.tokenize_shard import SPLITS, ShardJob, ShardResult, is_done, tokenize_shard
-from data_pipeline.hf_added_tokens import write_grown_tokenizer
-from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
-from data_pipeline.tokenizer_files import TokenizerFiles, copy_tokenizer_files
-from data_pipeline.tokenizer_hydra import hydra_entry_point
+from data_pipeline.tokenizer.hf_added_tokens import write_grown_tokenizer
+from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
+from data_pipeline.formats.tokenizer_files import TokenizerFiles, copy_tokenizer_files
+from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
 from data_pipeline.formats.token_shards import ShardManifest, shard_prefix
 
 log = logging.getLogger(__name__)

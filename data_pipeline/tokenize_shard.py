@@ -17,8 +17,8 @@ from typing import Any, Iterable, Iterator
 import xxhash
 
 from data_pipeline.documents import BadRecordLog, Document, ShardReadError, read_documents
-from data_pipeline.hf_tokenizer import HFTokenizerFiles
-from data_pipeline.tokenizer_files import TokenizerFiles
+from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
+from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.formats.token_shards import TokenShardWriter, shard_prefix
 
 TRAIN, VAL = "train", "val"

@@ -17,7 +17,7 @@ from deepspeed.runtime.base_optimizer import ZeROOptimizer
 import torch
 import torch.distributed as dist
 
-from data_pipeline.tokenizer_files import copy_tokenizer_files
+from data_pipeline.formats.tokenizer_files import copy_tokenizer_files
 from pretrain.background_save import BackgroundSaver
 from pretrain.checkpoint import checkpoint_root, complete_checkpoints, read_metadata, resolve_resume, restore_rng, save_checkpoint
 from pretrain.config import Precision, TrainConfig, as_plain_dict

@@ -26,7 +26,7 @@ DIRECTORIES = {"RAW": "raw", "DIR": "curated", "TOK": "tokenizer", "TOKENS": "to
 TINY_MODEL = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.n_kv_heads=1"]
 SHRINK = {
     "data_pipeline.curate": ["workers=1"],
-    "data_pipeline.train_tokenizer": ["vocab_size=600", "num_threads=1"],
+    "data_pipeline.train_tokenizer": ["vocab_size=600", "num_threads=1", "workers=1"],
     "data_pipeline.tokenize": ["workers=1"],
     "pretrain.train": ["train.max_steps=2", "train.seq_len=32", "train.global_batch_size=8", "train.eval_batches=1", *TINY_MODEL],
     "pretrain.generate": ["max_new_tokens=4"],

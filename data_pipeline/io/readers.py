@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -45,6 +46,38 @@ class BadInput:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}: {self.detail}"
+
+
+# bad records listed by file and line, per work unit (all are counted)
+MAX_BAD_INPUT_EVENTS = 100
+
+
+class BadInputError(ValueError):
+    """A bad record under strict=true."""
+
+
+class BadInputTally:
+    """Counts bad records by reason and keeps the first ones with file and line."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.by_reason: Counter[str] = Counter()
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, bad: BadInput) -> None:
+        if self.strict:
+            raise BadInputError(f"{bad} (strict=true stops at the first bad record; strict=false counts and skips them)")
+        self.by_reason[bad.reason] += 1
+        if len(self.events) < MAX_BAD_INPUT_EVENTS:
+            self.events.append({"file": bad.file, "line": bad.line, "reason": bad.reason, "detail": bad.detail})
+
+    def absorb(self, stats: dict[str, Any]) -> None:
+        """Add another tally's ``stats()`` (a work unit's, from another process)."""
+        self.by_reason.update(stats["by_reason"])
+        self.events.extend(stats["events"][: MAX_BAD_INPUT_EVENTS - len(self.events)])
+
+    def stats(self) -> dict[str, Any]:
+        return {"count": sum(self.by_reason.values()), "by_reason": dict(self.by_reason), "events": self.events}
 
 
 def resolve_inputs(spec: str | Iterable[str]) -> list[InputSource]:

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from data_pipeline.hf_tokenizer import copy_hf_tokenizer, is_hf_tokenizer
-from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import MODEL_FILENAME
+from data_pipeline.tokenizer.hf_tokenizer import copy_hf_tokenizer, is_hf_tokenizer
+from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.formats.tokenizer_files import MODEL_FILENAME
 from pretrain.hf.export_config import check_exportable, hf_config
 from pretrain.hf.names import hf_state_dict
 from pretrain.inference.tokenizer import TextTokenizer

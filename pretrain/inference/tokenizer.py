@@ -1,5 +1,5 @@
 """The tokenizer a run was trained with, as text ↔ ids for inference: our SentencePiece model,
-or a Hugging Face ``tokenizer.json`` (through ``data_pipeline.hf_tokenizer.HFProcessor``)."""
+or a Hugging Face ``tokenizer.json`` (through ``data_pipeline.tokenizer.hf_tokenizer.HFProcessor``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
-from data_pipeline.hf_tokenizer import HFProcessor, load_tokenizer_files
+from data_pipeline.tokenizer.hf_tokenizer import HFProcessor, load_tokenizer_files
 from pretrain.choices import Choice
 from data_pipeline.formats.special_tokens import SpecialTokens
 

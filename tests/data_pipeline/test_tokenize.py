@@ -16,8 +16,8 @@ from data_pipeline.documents import BadRecordError, find_input_shards
 from data_pipeline.tokenize import TokenizeConfig, tokenize_command, tokenize_corpus
 from data_pipeline.tokenize_shard import SPLITS, TRAIN, VAL
 from data_pipeline.token_directory import open_token_shards
-from data_pipeline.tokenizer_files import TokenizerFiles
-from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+from data_pipeline.formats.tokenizer_files import TokenizerFiles
+from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards, shard_prefix
 
 REPO = Path(__file__).resolve().parents[2]

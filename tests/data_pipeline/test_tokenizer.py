@@ -12,12 +12,13 @@ import pytest
 import sentencepiece as spm
 import xxhash
 
-from data_pipeline.documents import BadRecordError, BadRecordLog
-from data_pipeline.tokenizer_export import export_transformers_tokenizer
-from data_pipeline.tokenizer_files import TokenizerFiles, tokenizer_identity
-from data_pipeline.tokenizer_sample import TrainingSample, cut_text
-from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+import data_pipeline.tokenizer.sample
 from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
+from data_pipeline.io.readers import BadInputError
+from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.tokenizer.sample import SampleSettings, TrainingSample, cut_text, input_units, unit_bytes
+from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = "the of and a to in is was for on that with as by at from data model token train shard text".split()
@@ -141,7 +142,7 @@ def test_sample_is_the_smallest_id_hashes_in_hash_order(tmp_path, documents):
     records = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(documents[:300])]
     write_jsonl(tmp_path / "a.jsonl", records[::2])
     write_jsonl(tmp_path / "b.jsonl", records[1::2])
-    sample = TrainingSample([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], 16384, 40, 5, BadRecordLog(strict=True))
+    sample = TrainingSample(input_units(str(tmp_path)), SampleSettings(40, 16384, 5, strict=True), 1, None)
     by_hash = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["id"].encode(), seed=5))
     assert list(sample) == [record["text"] for record in by_hash[:40]]
     assert (sample.documents, sample.texts) == (300, 300)
@@ -166,16 +167,100 @@ def test_sample_depends_on_document_ids_and_seed_not_on_shard_layout(tmp_path, d
     assert trained["two", 0] != trained["two", 7]
 
 
+def test_a_directory_is_read_for_its_shards_not_its_report_or_subfolders(tmp_path):
+    """A curation output_dir: clean shards on top; report.json, removed/ and _work/ are not text to train on."""
+    write_jsonl(tmp_path / "part-00000-0000.jsonl", [{"id": "kept", "text": "clean text"}])
+    write_jsonl(tmp_path / "removed" / "filter-00000-0000.jsonl", [{"id": "gone", "text": "removed text"}])
+    write_jsonl(tmp_path / "_work" / "filter" / "00000-0000.jsonl", [{"id": "waiting", "text": "not deduplicated"}])
+    (tmp_path / "report.json").write_text(json.dumps({"documents": 1}, indent=2))
+    assert [unit.source.name for unit in input_units(str(tmp_path))] == ["part-00000-0000.jsonl"]
+    assert list(TrainingSample(input_units(str(tmp_path)), SampleSettings(10, 16384, 0, strict=True), 1, None)) == ["clean text"]
+
+
+@pytest.fixture(scope="module")
+def many_units(tmp_path_factory, documents) -> Path:
+    """The documents in 24 shards (24 input units) with 2 KB texts at most."""
+    directory = tmp_path_factory.mktemp("many_units")
+    records = [{"id": f"doc-{n}", "text": text} for n, text in enumerate(documents)]
+    for index in range(24):
+        write_jsonl(directory / f"shard-{index:02d}.jsonl", records[index::24])
+    return directory
+
+
+def opened_units(monkeypatch) -> list[str]:
+    """The names of the input units the sample reads, as it opens them."""
+    opened: list[str] = []
+    read_unit = data_pipeline.tokenizer.sample.read_unit
+
+    def counting_read_unit(unit, config):
+        opened.append(unit.input_name)
+        return read_unit(unit, config)
+
+    monkeypatch.setattr(data_pipeline.tokenizer.sample, "read_unit", counting_read_unit)
+    return opened
+
+
+@pytest.mark.parametrize("factor", [None, 2.0, 4.0])
+def test_sample_reads_a_subset_of_units_enough_for_factor_times_the_sample(monkeypatch, many_units, factor):
+    """sample_units_factor: the units read hold at least factor × size × max_bytes bytes and no
+    unit more than needed; the sample is the smallest id hashes of exactly those units."""
+    opened = opened_units(monkeypatch)
+    units = input_units(str(many_units))
+    settings = SampleSettings(size=20, max_bytes=256, seed=3, strict=True)
+    sample = list(TrainingSample(units, settings, 1, factor))
+    read = [unit for unit in units if unit.input_name in opened]
+    assert len(opened) == len(read) == len(set(opened))
+    if factor is None:
+        assert len(read) == len(units) == 24
+    else:
+        needed = factor * settings.size * settings.max_bytes
+        sizes = sorted(unit_bytes(unit) for unit in read)
+        assert sum(sizes) >= needed > sum(sizes) - sizes[0]  # not one unit more than needed
+        assert len(read) < len(units)
+    records = [json.loads(line) for unit in read for line in Path(unit.source.path).read_text().splitlines()]
+    by_hash = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["id"].encode(), seed=3))
+    expected = [piece for record in by_hash for piece in cut_text(record["text"], len(record["text"].encode()), 256)]
+    assert sample == expected[:20]
+
+
+def test_larger_factor_reads_more_units_and_another_seed_other_units(monkeypatch, many_units):
+    units = input_units(str(many_units))
+    reads = {}
+    for factor, seed in ((2.0, 0), (4.0, 0), (2.0, 1)):
+        opened = opened_units(monkeypatch)
+        list(TrainingSample(units, SampleSettings(20, 256, seed, strict=True), 1, factor))
+        reads[factor, seed] = set(opened)
+    assert reads[2.0, 0] < reads[4.0, 0]
+    assert reads[2.0, 0] != reads[2.0, 1]
+
+
+def test_sample_and_pieces_are_the_same_for_1_and_2_workers(tmp_path, many_units):
+    """A subset of the units, read in this process and on 2 worker processes."""
+    trained = []
+    for workers in (1, 2):
+        config = tiny_config(many_units, tmp_path / f"workers-{workers}", vocab_size=500, input_sentence_size=100, max_sentence_length=256,
+                             sample_units_factor=1.0, workers=workers, hf_export=False)
+        train_tokenizer(config)
+        trained.append(trained_pieces(tmp_path / f"workers-{workers}"))
+    units = input_units(str(many_units))
+    settings = SampleSettings(size=100, max_bytes=256, seed=0, strict=True)
+    one, two = (TrainingSample(units, settings, workers, 1.0) for workers in (1, 2))
+    assert list(one) == list(two)
+    assert one.units_read == two.units_read < len(units)
+    assert trained[0] == trained[1]
+
+
 def test_training_is_reproducible_across_processes_folders_and_threads(tmp_path, corpus):
-    """Fresh processes in other folders with other thread counts, three times over: the same
-    pieces and scores, and the same identity although tokenizer.model records its folder."""
+    """Fresh processes in other folders with other thread and worker counts, three times over:
+    the same pieces and scores, and the same identity although tokenizer.model records its folder."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = []
     for index, threads in enumerate((1, 2, 1)):
         workdir = tmp_path / f"run-{index}"
         workdir.mkdir()
         command = [sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={corpus}", f"output_dir=out-{index}",
-                   "vocab_size=600", "input_sentence_size=150", f"num_threads={threads}", "hf_export=false"]
+                   "vocab_size=600", "input_sentence_size=150", f"num_threads={threads}", f"workers={threads}",
+                   "hf_export=false"]
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         runs.append(workdir / f"out-{index}")
@@ -215,7 +300,7 @@ def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
     good = [{"id": str(n), "text": text} for n, text in enumerate(documents)]
     corpus = write_jsonl(tmp_path / "corpus" / "bad.jsonl", [*good[:10], "{not json", {"id": "x"}, *good[10:]]).parent
     train_tokenizer(tiny_config(corpus, tmp_path / "lenient", hf_export=False))
-    with pytest.raises(BadRecordError, match=r"bad\.jsonl:11: not a JSON line"):
+    with pytest.raises(BadInputError, match=r"bad\.jsonl:11: invalid_json"):
         train_tokenizer(tiny_config(corpus, tmp_path / "strict", strict=True, hf_export=False))
 
 
@@ -224,9 +309,14 @@ def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
         train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
 
 
-def test_empty_sample_names_the_setting(tmp_path, corpus):
-    with pytest.raises(ValueError, match="input_sentence_size=0: .* set it >= 1"):
-        train_tokenizer(tiny_config(corpus, tmp_path, input_sentence_size=0))
+@pytest.mark.parametrize("setting, value, message", [
+    ("input_sentence_size", 0, "input_sentence_size=0: .* set it >= 1"),
+    ("sample_units_factor", 0.0, r"sample_units_factor=0.0: set it > 0 .* or null to read every input unit"),
+    ("workers", -1, "workers=-1: set it >= 1, or 0 for all cores"),
+])
+def test_bad_sample_settings_name_the_setting(tmp_path, corpus, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        train_tokenizer(tiny_config(corpus, tmp_path, **{setting: value}))
 
 
 @pytest.mark.parametrize("max_bytes", [4, 7, 16, 64])

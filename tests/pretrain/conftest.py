@@ -73,7 +73,7 @@ def text_documents(count: int, seed: int) -> list[str]:
 @pytest.fixture(scope="session")
 def text_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tokenizer.model (400 pieces, so the model pads its vocabulary to 512), metadata, HF files."""
-    from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+    from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
     corpus = tmp_path_factory.mktemp("text_corpus")
     with open(corpus / "docs.jsonl", "w") as stream:

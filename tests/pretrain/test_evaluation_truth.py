@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
+from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 from pretrain.evaluate import EvaluateConfig, evaluate
 from pretrain.evaluation.multiple_choice import read_questions
 from pretrain.evaluation.tasks import TaskConfig, TaskType

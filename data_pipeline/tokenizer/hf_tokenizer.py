@@ -16,8 +16,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from data_pipeline.train_tokenizer import sentinel_piece
-from data_pipeline.tokenizer_files import HF_TOKENIZER_FILES, MODEL_FILENAME, TokenizerFiles, copy_tokenizer_files, file_sha256
+from data_pipeline.tokenizer.train import sentinel_piece
+from data_pipeline.formats.tokenizer_files import HF_TOKENIZER_FILES, MODEL_FILENAME, TokenizerFiles, copy_tokenizer_files, file_sha256
 from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -74,7 +74,7 @@ def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
 
 def _sentinel_ids(tokenizer: Any) -> tuple[int, ...]:
     """The ids of ``<extra_id_0>``, ``<extra_id_1>``, … as far as the vocabulary has them
-    (those ``add_special_tokens=true`` appends; see data_pipeline/hf_added_tokens.py)."""
+    (those ``add_special_tokens=true`` appends; see data_pipeline/tokenizer/hf_added_tokens.py)."""
     ids: list[int] = []
     while (token_id := tokenizer.token_to_id(sentinel_piece(len(ids)))) is not None:
         ids.append(token_id)

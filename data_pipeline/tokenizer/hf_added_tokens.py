@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_pipeline.hf_tokenizer import TOKENIZER_JSON, copy_hf_tokenizer
-from data_pipeline.train_tokenizer import MASK, sentinel_piece
+from data_pipeline.tokenizer.hf_tokenizer import TOKENIZER_JSON, copy_hf_tokenizer
+from data_pipeline.tokenizer.train import MASK, sentinel_piece
 
 TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP = "tokenizer_config.json", "special_tokens_map.json"
 

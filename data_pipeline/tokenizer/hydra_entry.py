@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipeline.cli_errors import one_line_errors, run_command
 
 # Absolute: a relative path would be taken against this module's package, not its folder.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _output_subdir(output_dir: str | None) -> str | None:
