@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
 from pretrain.init import materialize
-from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_mask, make_norm
+from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_mask
 from pretrain.model_config import ModelConfig
 
 StageTensors = tuple[Tensor, Tensor, Tensor]  # (hidden or input ids, prefix_len, doc_ids)
@@ -32,7 +32,6 @@ class EmbeddingStage(Embedding):
     def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
         with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
             super().__init__(cfg, layers)
-        self.layers = layers  # the tied output projection needs the factory's logits
         materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
@@ -67,10 +66,10 @@ class FinalNormStage(nn.Module):
 
     canonical_prefix = "head."
 
-    def __init__(self, cfg: ModelConfig, seed: int) -> None:
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
         super().__init__()
         with torch.device("meta"):
-            self.norm = make_norm(cfg)
+            self.norm = layers.norm(cfg)
         materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> Tensor:
@@ -113,7 +112,7 @@ def build_pipeline(
         specs.append(LayerSpec(EmbeddingStage, cfg, layers, seed))
     specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids) for index in range(cfg.n_layers)]
     if cfg.tie_embeddings:
-        specs.append(LayerSpec(FinalNormStage, cfg, seed))
+        specs.append(LayerSpec(FinalNormStage, cfg, layers, seed))
         specs.append(
             TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, forward_fn=_tied_logits, tied_weight_attr="tokens.weight")
         )
