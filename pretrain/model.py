@@ -130,6 +130,17 @@ def flex_block_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> 
     return block_mask(causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device)
 
 
+def attention_inputs(
+    spec: AttentionSpec, seq_len: int, device: torch.device, dropout: float
+) -> tuple[Optional[Tensor | BlockMask], bool]:
+    """``(mask, is_causal)`` for a whole sequence (no cache): FlexAttention's block mask where
+    :func:`use_flex_attention` picks it, SDPA's otherwise. ``dropout``: the attention
+    dropout this pass applies (0 in evaluation)."""
+    if use_flex_attention(spec, device, dropout):
+        return flex_block_mask(spec, seq_len, device), False
+    return attention_mask(spec, seq_len, device)
+
+
 def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling], device: torch.device) -> Tensor:
     """(head_dim / 2,) rotation frequencies, with Llama 3's scaling when given: wavelengths
     longer than ``original / low_freq_factor`` are divided by ``factor``, those shorter than
@@ -369,10 +380,8 @@ class GPT(nn.Module):
         if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
         spec = attention or AttentionSpec()
-        if cache is None and use_flex_attention(spec, input_ids.device, self.cfg.attn_dropout if self.training else 0.0):
-            mask, is_causal = flex_block_mask(spec, seq_len, input_ids.device), False
-        elif cache is None:
-            mask, is_causal = attention_mask(spec, seq_len, input_ids.device)
+        if cache is None:
+            mask, is_causal = attention_inputs(spec, seq_len, input_ids.device, self.cfg.attn_dropout if self.training else 0.0)
         else:
             mask, is_causal = cache.extend(spec, seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
