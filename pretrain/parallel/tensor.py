@@ -35,7 +35,7 @@ from pretrain.loss import chunked_token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
 
-SEQUENCE_DIM = 1  # activations are (batch, seq, features)
+SEQUENCE_DIM = -2  # activations are (batch, seq, features), position embeddings (seq, features)
 
 
 class _CopyToTensorParallel(torch.autograd.Function):

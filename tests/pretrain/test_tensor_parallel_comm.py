@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from pretrain.init import shard_of
 from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from pretrain.parallel.tensor import TensorParallelLayers
 
 WORLD = 2
@@ -26,7 +26,7 @@ COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor")
 BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16, ffn_multiple_of=16)
 # ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
 # ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
-VARIANT = dict(BASE, bias=True, norm="layernorm", position="learned", activation="gelu", tie_embeddings=False)
+VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
 
 
 class CollectiveCounter:
