@@ -56,7 +56,7 @@ class LayerFactory:
         return x
 
     def scatter_sequence(self, x: Tensor) -> Tensor:
-        """This rank's part of a (batch, seq, ...) value every rank computed whole, in the
+        """This rank's part of a (..., seq, features) value every rank computed whole, in the
         layout row layers give their outputs."""
         return x
 
