@@ -24,7 +24,7 @@ that initialization and checkpoint consolidation need to know about the layout.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -35,36 +35,32 @@ from pretrain.loss import chunked_token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
 
+Collective = Callable[[Tensor, dist.ProcessGroup], Tensor]
 SEQUENCE_DIM = -2  # activations are (batch, seq, features), position embeddings (seq, features)
 
 
-class _CopyToTensorParallel(torch.autograd.Function):
-    """Identity forward; the gradient of a replicated input sums over the ranks."""
+def _conjugate_pair(name: str, forward: Collective, backward: Collective) -> type[torch.autograd.Function]:
+    """An autograd function doing ``forward`` in the forward pass and ``backward`` to the
+    gradient (Megatron's f/g pairs: each collective's gradient is its mirror)."""
 
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
+    def run_forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[no-untyped-def]
         ctx.group = group
-        return x.view_as(x)
+        return forward(x, group)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+    def run_backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[no-untyped-def]
+        return backward(grad, ctx.group), None
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(run_forward), "backward": staticmethod(run_backward)})
 
 
-class _ReduceFromTensorParallel(torch.autograd.Function):
-    """Sum of the ranks' partial results forward; identity backward."""
+def _identity(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    return x.view_as(x)
 
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        x = x.contiguous()
-        dist.all_reduce(x, group=group)
-        return x
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return grad, None
+def _all_reduce(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    x = x.contiguous()
+    dist.all_reduce(x, group=group)
+    return x
 
 
 def _all_gather_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
@@ -72,7 +68,7 @@ def _all_gather_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     size = dist.get_world_size(group)
     shard = x.movedim(SEQUENCE_DIM, 0).contiguous()  # the collective concatenates along dim 0
     whole = shard.new_empty((size * shard.shape[0], *shard.shape[1:]))
-    dist.all_gather_into_tensor(whole, shard, group=group)
+    dist.all_gather_single(whole, shard, group=group)
     return whole.movedim(0, SEQUENCE_DIM)
 
 
@@ -81,54 +77,25 @@ def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     size = dist.get_world_size(group)
     whole = x.movedim(SEQUENCE_DIM, 0).contiguous()
     shard = whole.new_empty((whole.shape[0] // size, *whole.shape[1:]))
-    dist.reduce_scatter_tensor(shard, whole, group=group)
+    dist.reduce_scatter_single(shard, whole, group=group)
     return shard.movedim(0, SEQUENCE_DIM)
 
 
 def _sequence_shard(x: Tensor, group: dist.ProcessGroup) -> Tensor:
-    return x.chunk(dist.get_world_size(group), dim=SEQUENCE_DIM)[dist.get_rank(group)]
+    return x.chunk(dist.get_world_size(group), dim=SEQUENCE_DIM)[dist.get_rank(group)].contiguous()
 
 
-class _GatherSequence(torch.autograd.Function):
-    """Sequence shards -> the whole sequence on every rank; backward, the gradient's sum
-    over the ranks, each rank keeping its shard (the sequence-parallel entry)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        ctx.group = group
-        return _all_gather_sequence(x, group)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return _reduce_scatter_sequence(grad, ctx.group), None
-
-
-class _ReduceScatterSequence(torch.autograd.Function):
-    """Partial results -> this rank's sequence shard of their sum; backward, the shards'
-    gradients gathered (the sequence-parallel exit)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        ctx.group = group
-        return _reduce_scatter_sequence(x, group)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return _all_gather_sequence(grad, ctx.group), None
-
-
-class _ScatterSequence(torch.autograd.Function):
-    """A value every rank has whole -> this rank's sequence shard; backward, the shards'
-    gradients gathered, so a replicated parameter behind it gets its whole gradient."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        ctx.group = group
-        return _sequence_shard(x, group).contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return _all_gather_sequence(grad, ctx.group), None
+# A replicated input entering the tensor-parallel region: its gradient sums over the ranks.
+_CopyToTensorParallel = _conjugate_pair("_CopyToTensorParallel", _identity, _all_reduce)
+# The sum of the ranks' partial results.
+_ReduceFromTensorParallel = _conjugate_pair("_ReduceFromTensorParallel", _all_reduce, _identity)
+# Sequence shards -> the whole sequence on every rank (the sequence-parallel entry).
+_GatherSequence = _conjugate_pair("_GatherSequence", _all_gather_sequence, _reduce_scatter_sequence)
+# Partial results -> this rank's shard of their sum (the sequence-parallel exit).
+_ReduceScatterSequence = _conjugate_pair("_ReduceScatterSequence", _reduce_scatter_sequence, _all_gather_sequence)
+# A value every rank has whole -> this rank's shard; the shards' gradients are gathered, so a
+# replicated parameter behind it gets its whole gradient.
+_ScatterSequence = _conjugate_pair("_ScatterSequence", _sequence_shard, _all_gather_sequence)
 
 
 def _summed_gradient(param: Optional[Tensor], group: dist.ProcessGroup) -> Optional[Tensor]:

@@ -20,7 +20,7 @@ from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from pretrain.parallel.tensor import TensorParallelLayers
 
 WORLD = 2
-COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor")
+COLLECTIVES = ("all_reduce", "all_gather_single", "reduce_scatter_single")
 # Grouped-query attention (4 query heads, 2 key/value heads: one of each per rank), SwiGLU,
 # RMSNorm, rotary, tied embeddings ...
 BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16, ffn_multiple_of=16)
@@ -108,10 +108,10 @@ def test_a_layer_costs_two_all_reduces_forward_and_two_backward(results: list[di
 
 def test_sequence_parallel_layer_reduce_scatters_and_all_gathers_instead(results: list[dict]) -> None:
     expected = {
-        ("forward", "all_gather_into_tensor", 3): 2,  # into attention and the MLP
-        ("forward", "reduce_scatter_tensor", 3): 2,  # out of them
-        ("backward", "all_gather_into_tensor", 3): 2,
-        ("backward", "reduce_scatter_tensor", 3): 2,
+        ("forward", "all_gather_single", 3): 2,  # into attention and the MLP
+        ("forward", "reduce_scatter_single", 3): 2,  # out of them
+        ("backward", "all_gather_single", 3): 2,
+        ("backward", "reduce_scatter_single", 3): 2,
         ("backward", "all_reduce", 1): 2,  # the two norm weights' gradients, d_model values each
     }
     for calls in results:
