@@ -63,6 +63,9 @@ class ParallelConfig:
     name: str = "single"
     # Tensor-parallel degree: attention heads and MLP width split across this many ranks.
     tp: int = 1
+    # With tp > 1: split the activations between the tensor-parallel layers over the
+    # sequence too (norms, dropout and residuals on 1/tp of the tokens; docs/performance.md).
+    sequence_parallel: bool = False
     # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp).
     pp: int = 1
     # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.

@@ -7,13 +7,16 @@ a tensor-parallel rank, a ZeRO-3 partition and a single process all start from e
 same weights.
 
 Modules are built on the meta device and then materialized (``materialize``): a rank
-allocates only the parameters it holds, and beyond them at most one full parameter at a time
-while drawing it (torch's CPU generator cannot skip ahead to a slice). Under
+allocates only the parameters it holds, and beyond them, while drawing a tensor-parallel
+slice on the CPU, a bounded piece of the full tensor at a time (``draw_slice``: torch's CPU
+generator cannot skip ahead, but the stream can be drawn in pieces that continue it exactly,
+keeping only the slice's values). Under
 ``deepspeed.zero.Init`` each module's parameters are partitioned as soon as it is built, and
 only the partitions are filled.
 """
 from __future__ import annotations
 
+import math
 import zlib
 
 import torch
@@ -50,19 +53,77 @@ def shard_of(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return full.chunk(param.tp_size, dim=dim)[param.tp_rank]  # type: ignore[attr-defined]
 
 
+# Values drawn per piece when a rank keeps only a slice (a multiple of 16, see draw_slice).
+DRAW_PIECE = 2**20
+
+
 def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, device: torch.device) -> torch.Tensor:
     """GPT-2 style: unit norm weights, zero biases, N(0, init_std) elsewhere, with residual
     output projections scaled by 1/sqrt(2 · n_layers) so depth does not grow the residual
     stream's variance."""
+    return initial_slice(name, shape, None, cfg, seed, device)
+
+
+def initial_slice(
+    name: str, shape: torch.Size, split: tuple[int, int, int] | None, cfg: ModelConfig, seed: int, device: torch.device
+) -> torch.Tensor:
+    """The tensor-parallel slice ``split`` = (dim, rank, size) of the initial value of the
+    whole tensor of ``shape`` (the whole tensor for None), exactly as cut from it."""
+    local = list(shape)
+    if split is not None:
+        local[split[0]] //= split[2]
     if name.endswith("norm.weight"):
-        return torch.ones(shape, device=device)
+        return torch.ones(local, device=device)
     if name.endswith(".bias"):
-        return torch.zeros(shape, device=device)
+        return torch.zeros(local, device=device)
     std = cfg.init_std
     if cfg.scaled_init and name.endswith(RESIDUAL_PROJECTIONS):
         std /= (2 * cfg.n_layers) ** 0.5
     generator = torch.Generator(device=device).manual_seed((seed << 32) ^ zlib.crc32(name.encode()))
-    return torch.randn(shape, generator=generator, device=device).mul_(std)
+    if split is None:
+        return torch.randn(shape, generator=generator, device=device).mul_(std)
+    if device.type != "cpu":  # other generators' streams do not continue across pieces
+        full = torch.randn(shape, generator=generator, device=device)
+        return full.chunk(split[2], dim=split[0])[split[1]].clone().mul_(std)
+    return draw_slice(shape, split, generator).mul_(std)
+
+
+def draw_slice(shape: torch.Size, split: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+    """The slice ``split`` = (dim, rank, size) of ``torch.randn(shape, generator=generator)``
+    on the CPU, drawing whole rows of the tensor flattened after ``dim`` (about DRAW_PIECE
+    values at a time) up to the slice's last row and keeping the slice's part of each.
+
+    torch's CPU sampler turns consecutive uniforms into normals 16 at a time and, when the
+    count is not a multiple of 16, redraws the last 16; so pieces whose sizes are multiples
+    of 16, and a last piece that takes the rest of the tensor (at least 16 values), continue
+    the one stream exactly (a test checks this against the whole draw)."""
+    dim, rank, size = split
+    rows, inner = math.prod(shape[: max(dim, 1)]), math.prod(shape[max(dim, 1) :])
+    if dim == 0:  # a block of whole rows
+        (first_row, last_row), (first_col, last_col) = (rank * rows // size, (rank + 1) * rows // size), (0, inner)
+    else:  # a block of columns of every row
+        (first_row, last_row), (first_col, last_col) = (0, rows), (rank * inner // size, (rank + 1) * inner // size)
+    rows_per_piece = max(1, DRAW_PIECE // inner)
+    rows_per_piece += -rows_per_piece % (16 // math.gcd(inner, 16))  # a multiple of 16 values
+    out = torch.empty(last_row - first_row, last_col - first_col)
+    row = 0
+    while row < last_row:  # rows past the slice are never drawn
+        rest = rows - row
+        count = rest if (rest - rows_per_piece) * inner < 16 else rows_per_piece
+        piece = torch.randn(count * inner, generator=generator).view(count, inner)
+        lo, hi = max(row, first_row), min(row + count, last_row)
+        if lo < hi:
+            out[lo - first_row : hi - first_row] = piece[lo - row : hi - row, first_col:last_col]
+        row += count
+    local = list(shape)
+    local[dim] //= size
+    return out.view(local)
+
+
+def tp_split(param: torch.Tensor) -> tuple[int, int, int] | None:
+    """(dim, rank, size) of a tensor-parallel shard; None for a parameter held whole."""
+    dim = getattr(param, "tp_split_dim", None)
+    return None if dim is None else (dim, param.tp_rank, param.tp_size)  # type: ignore[attr-defined]
 
 
 @torch.no_grad()
@@ -72,7 +133,7 @@ def init_parameters(module: nn.Module, prefix: str, cfg: ModelConfig, seed: int)
         if param.is_meta:
             continue
         storage = param.ds_tensor if hasattr(param, "ds_tensor") else param
-        set_from_full(param, initial_value(prefix + name, full_shape(param), cfg, seed, storage.device))
+        set_local(param, initial_slice(prefix + name, full_shape(param), tp_split(param), cfg, seed, storage.device))
 
 
 @torch.no_grad()
@@ -91,12 +152,9 @@ def fill_partition(param: nn.Parameter, values: torch.Tensor) -> None:
     partition[: values.numel()].copy_(values)
 
 
-def set_from_full(param: nn.Parameter, full: torch.Tensor) -> None:
-    """Give ``param`` this rank's part of the whole-model tensor ``full``: its
-    tensor-parallel slice and, under ZeRO-3, its partition of that slice. With
-    ``pipeline.canonical_parameters`` (whole-model name -> local parameter) this is the one
-    mapping from whole-model tensors to what a rank holds."""
-    local = shard_of(full, param)
+def set_local(param: nn.Parameter, local: torch.Tensor) -> None:
+    """Give ``param`` its tensor-parallel slice ``local`` (under ZeRO-3, only its partition
+    of that slice)."""
     if not hasattr(param, "ds_tensor"):
         param.copy_(local)
         return

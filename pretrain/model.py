@@ -28,7 +28,11 @@ if TYPE_CHECKING:  # the cache module imports this one
 
 
 class LayerFactory:
-    """Builds the layers that tensor parallelism splits; this one builds them whole."""
+    """Builds the layers that tensor parallelism splits; this one builds them whole.
+
+    Column layers read an input that went through :meth:`gather_input` once, however many
+    of them read it (q, k and v; gate and up): under tensor parallelism that entry is the
+    one place their backward communicates."""
 
     tp_size: int = 1
 
@@ -37,15 +41,28 @@ class LayerFactory:
         return nn.Linear(in_features, out_features, bias=bias)
 
     def row(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
-        """A linear whose input features may be split; its output is complete on every rank."""
+        """A linear whose input features may be split; its output is complete on every rank
+        (or, with sequence parallelism, this rank's sequence shard of it)."""
         return nn.Linear(in_features, out_features, bias=bias)
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
         return nn.Embedding(num_embeddings, dim)
 
+    def norm(self, cfg: ModelConfig) -> nn.Module:
+        return make_norm(cfg)
+
+    def gather_input(self, x: Tensor) -> Tensor:
+        """The input of column layers, (batch, seq, d_model), as they need it."""
+        return x
+
+    def scatter_sequence(self, x: Tensor) -> Tensor:
+        """This rank's part of a (..., seq, features) value every rank computed whole, in the
+        layout row layers give their outputs."""
+        return x
+
     def tied_logits(self, x: Tensor, weight: Tensor) -> Tensor:
         """Logits from the (possibly vocabulary-split) embedding matrix."""
-        return F.linear(x, weight)
+        return F.linear(self.gather_input(x), weight)
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Per-position cross-entropy, (batch, seq), from logits laid out as this factory's."""
@@ -111,6 +128,17 @@ def flex_block_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> 
     on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
     causal = spec.mode is not AttentionMode.bidirectional
     return block_mask(causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device)
+
+
+def attention_inputs(
+    spec: AttentionSpec, seq_len: int, device: torch.device, dropout: float
+) -> tuple[Optional[Tensor | BlockMask], bool]:
+    """``(mask, is_causal)`` for a whole sequence (no cache): FlexAttention's block mask where
+    :func:`use_flex_attention` picks it, SDPA's otherwise. ``dropout``: the attention
+    dropout this pass applies (0 in evaluation)."""
+    if use_flex_attention(spec, device, dropout):
+        return flex_block_mask(spec, seq_len, device), False
+    return attention_mask(spec, seq_len, device)
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: Optional[RopeScaling], device: torch.device) -> Tensor:
@@ -181,6 +209,7 @@ class Attention(nn.Module):
         self.rope_theta = cfg.rope_theta if cfg.position is Position.rope else None
         self.rope_scaling = cfg.active_rope_scaling
         self.dropout = cfg.attn_dropout
+        self.layers = layers
         qkv_bias = cfg.has_bias(cfg.qkv_bias)
         self.wq = layers.column(cfg.d_model, cfg.n_heads * cfg.head_dim, qkv_bias)
         self.wk = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, qkv_bias)
@@ -205,6 +234,7 @@ class Attention(nn.Module):
         is_causal: bool,
         cache: Optional[LayerCache] = None,
     ) -> Tensor:
+        x = self.layers.gather_input(x)  # once for q, k and v
         q = self._split_heads(self.wq(x), self.local_heads)
         k = self._split_heads(self.wk(x), self.local_kv_heads)
         v = self._split_heads(self.wv(x), self.local_kv_heads)
@@ -237,12 +267,14 @@ class MLP(nn.Module):
         if cfg.ffn_dim % layers.tp_size:
             raise ValueError(f"the MLP width {cfg.ffn_dim} must be divisible by parallel.tp={layers.tp_size}")
         self.gated = cfg.activation is Activation.swiglu
+        self.layers = layers
         bias = cfg.has_bias(cfg.mlp_bias)
         self.up = layers.column(cfg.d_model, cfg.ffn_dim, bias)
         self.gate = layers.column(cfg.d_model, cfg.ffn_dim, bias) if self.gated else None
         self.down = layers.row(cfg.ffn_dim, cfg.d_model, bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = self.layers.gather_input(x)  # once for gate and up
         if self.gate is not None:
             hidden = F.silu(self.gate(x)) * self.up(x)
         else:
@@ -255,9 +287,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
         super().__init__()
-        self.attn_norm = make_norm(cfg)
+        self.attn_norm = layers.norm(cfg)
         self.attn = Attention(cfg, layers)
-        self.mlp_norm = make_norm(cfg)
+        self.mlp_norm = layers.norm(cfg)
         self.mlp = MLP(cfg, layers)
         self.dropout = nn.Dropout(cfg.residual_dropout)
 
@@ -286,11 +318,12 @@ class Embedding(nn.Module):
         self.tokens = layers.embedding(cfg.padded_vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position is Position.learned else None
         self.dropout = nn.Dropout(cfg.embed_dropout)
+        self.layers = layers
 
     def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         x = self.tokens(input_ids)
         if self.positions is not None:
-            x = x + self.positions(positions)
+            x = x + self.layers.scatter_sequence(self.positions(positions))
         return self.dropout(x)
 
 
@@ -300,7 +333,7 @@ class OutputHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layers: LayerFactory = DENSE) -> None:
         super().__init__()
-        self.norm = make_norm(cfg)
+        self.norm = layers.norm(cfg)
         self.proj = None if cfg.tie_embeddings else layers.column(cfg.d_model, cfg.padded_vocab_size, False)
         self.layers = layers
 
@@ -308,7 +341,7 @@ class OutputHead(nn.Module):
         x = self.norm(x)
         if self.proj is None:
             return self.layers.tied_logits(x, tied_weight)
-        return self.proj(x)
+        return self.proj(self.layers.gather_input(x))
 
 
 class GPT(nn.Module):
@@ -347,10 +380,8 @@ class GPT(nn.Module):
         if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
         spec = attention or AttentionSpec()
-        if cache is None and use_flex_attention(spec, input_ids.device, self.cfg.attn_dropout if self.training else 0.0):
-            mask, is_causal = flex_block_mask(spec, seq_len, input_ids.device), False
-        elif cache is None:
-            mask, is_causal = attention_mask(spec, seq_len, input_ids.device)
+        if cache is None:
+            mask, is_causal = attention_inputs(spec, seq_len, input_ids.device, self.cfg.attn_dropout if self.training else 0.0)
         else:
             mask, is_causal = cache.extend(spec, seq_len, input_ids.device)
         x = self.embed(input_ids, positions)

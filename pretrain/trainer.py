@@ -147,7 +147,8 @@ class Trainer:
         self._seed_dropout(step=0)
         self.plan = batch_plan(cfg, dp_size=self.layout.dp)
         self.precision = resolve_precision(cfg.train.precision, process.device)
-        self.layers = TensorParallelLayers(self.grid.get_slice_parallel_group()) if self.layout.tp > 1 else DENSE
+        tp_group, sequence_parallel = self.grid.get_slice_parallel_group(), cfg.parallel.sequence_parallel
+        self.layers = TensorParallelLayers(tp_group, sequence_parallel) if self.layout.tp > 1 else DENSE
         self.task_tokenizer = self._task_tokenizer(tokenizer)
         ds_config = deepspeed_config(cfg, self.plan, self.precision)
         with sharded_construction(ds_config, self.grid, cfg.parallel.zero_stage):

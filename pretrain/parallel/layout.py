@@ -49,6 +49,8 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
             f"parallel.pp={par.pp} with parallel.zero_stage=0 clips gradients by a wrong norm in DeepSpeed; "
             "set parallel.zero_stage=1 (or optim.grad_clip=0)"
         )
+    if par.sequence_parallel:
+        _check_sequence_parallel(cfg)
     if par.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"parallel.zero_stage={par.zero_stage}: DeepSpeed ZeRO stages are 0, 1, 2 and 3")
     kv_heads = model.n_kv_heads if model.n_kv_heads is not None else model.n_heads
@@ -71,6 +73,24 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
             f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"
         )
     return Layout(tp=par.tp, pp=par.pp, dp=dp)
+
+
+def _check_sequence_parallel(cfg: TrainConfig) -> None:
+    par = cfg.parallel
+    if par.tp < 2:
+        raise ValueError(f"parallel.sequence_parallel=true needs parallel.tp > 1 (it is {par.tp}); set parallel.sequence_parallel=false")
+    if par.pp > 1:
+        # DeepSpeed's pipeline engine splits the activations it sends between stages over the
+        # tensor-parallel ranks, taking them to be the same on each; sequence shards are not.
+        raise ValueError(
+            f"parallel.sequence_parallel=true does not work with parallel.pp={par.pp} (DeepSpeed's pipeline takes "
+            "the activations to be the same on every tensor-parallel rank); set parallel.pp=1 or sequence_parallel=false"
+        )
+    if cfg.train.seq_len % par.tp:
+        raise ValueError(
+            f"parallel.sequence_parallel=true splits each sequence over parallel.tp={par.tp} ranks, but "
+            f"train.seq_len={cfg.train.seq_len} is not divisible by it; choose a multiple of {par.tp}"
+        )
 
 
 def build_grid(layout: Layout):  # type: ignore[no-untyped-def]

@@ -3,7 +3,9 @@
 Between stages travels a tuple of tensors: the hidden states, the prefix lengths and the
 document ids (zero-filled when the objective does not use them: the pipeline engine passes
 tensors only). The attention mode is fixed for a run, so each block stage knows it from
-construction. Parameter names inside a stage are the block's own; ``canonical_parameters``
+construction; each block picks its attention kernel as the whole model does
+(``pretrain.model.attention_inputs``: FlexAttention block masks on CUDA, SDPA on CPU).
+Parameter names inside a stage are the block's own; ``canonical_parameters``
 maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
 initialization and the sharded checkpoint use.
 """
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
 from pretrain.init import materialize
-from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_mask, make_norm
+from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_inputs
 from pretrain.model_config import ModelConfig
 
 StageTensors = tuple[Tensor, Tensor, Tensor]  # (hidden or input ids, prefix_len, doc_ids)
@@ -32,7 +34,6 @@ class EmbeddingStage(Embedding):
     def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
         with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
             super().__init__(cfg, layers)
-        self.layers = layers  # the tied output projection needs the factory's logits
         materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
@@ -58,7 +59,7 @@ class BlockStage(Block):
             prefix_len=prefix_len if self.mode is AttentionMode.prefix else None,
             doc_ids=doc_ids if self.uses_doc_ids else None,
         )
-        mask, is_causal = attention_mask(spec, hidden.shape[1], hidden.device)
+        mask, is_causal = attention_inputs(spec, hidden.shape[1], hidden.device, self.attn.dropout if self.training else 0.0)
         return super().forward(hidden, _positions(hidden), mask, is_causal), prefix_len, doc_ids
 
 
@@ -67,10 +68,10 @@ class FinalNormStage(nn.Module):
 
     canonical_prefix = "head."
 
-    def __init__(self, cfg: ModelConfig, seed: int) -> None:
+    def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
         super().__init__()
         with torch.device("meta"):
-            self.norm = make_norm(cfg)
+            self.norm = layers.norm(cfg)
         materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> Tensor:
@@ -113,7 +114,7 @@ def build_pipeline(
         specs.append(LayerSpec(EmbeddingStage, cfg, layers, seed))
     specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids) for index in range(cfg.n_layers)]
     if cfg.tie_embeddings:
-        specs.append(LayerSpec(FinalNormStage, cfg, seed))
+        specs.append(LayerSpec(FinalNormStage, cfg, layers, seed))
         specs.append(
             TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, forward_fn=_tied_logits, tied_weight_attr="tokens.weight")
         )

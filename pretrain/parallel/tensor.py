@@ -1,9 +1,21 @@
-"""Megatron-style tensor parallelism (Shoeybi et al. 2019).
+"""Megatron-style tensor parallelism (Shoeybi et al. 2019), with optional sequence parallelism
+(Korthikanti et al. 2022).
 
 A column-parallel linear splits its output features across the tensor-parallel ranks, a
-row-parallel linear its input features; attention and MLP put a column-parallel layer before
-a row-parallel one, so each pair needs one all-reduce forward and one backward. The
-embedding and the output projection split the vocabulary, and the cross-entropy
+row-parallel linear its input features; attention and MLP put column-parallel layers before
+a row-parallel one. The column-parallel layers themselves do not communicate: their input
+enters the tensor-parallel region once (``gather_input``) however many of them read it (q, k
+and v; gate and up), so a layer costs Megatron's 2 all-reduces forward (after each
+row-parallel layer) and 2 backward (where attention's and the MLP's inputs entered).
+
+With ``sequence_parallel`` the activations between a row-parallel output and the next
+column-parallel input are split over the sequence instead of replicated: the row-parallel
+sum becomes a reduce-scatter, the entry an all-gather (and their backward the other way
+round), and norms, dropout and residual adds run on 1/tp of the tokens. The parameters those
+run with (norm weights, row-parallel biases) see only this rank's tokens, so their gradients
+are summed over the tensor-parallel group in the backward pass.
+
+The embedding and the output projection split the vocabulary, and the cross-entropy
 (``pretrain.loss.chunked_token_losses``) works on the vocabulary shards directly: full logits
 are never gathered during training.
 
@@ -12,6 +24,8 @@ that initialization and checkpoint consolidation need to know about the layout.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -19,35 +33,74 @@ from torch import Tensor, nn
 
 from pretrain.loss import chunked_token_losses
 from pretrain.model import LayerFactory
+from pretrain.model_config import ModelConfig, Norm
+
+Collective = Callable[[Tensor, dist.ProcessGroup], Tensor]
+SEQUENCE_DIM = -2  # activations are (batch, seq, features), position embeddings (seq, features)
 
 
-class _CopyToTensorParallel(torch.autograd.Function):
-    """Identity forward; the gradient of a replicated input sums over the ranks."""
+def _conjugate_pair(name: str, forward: Collective, backward: Collective) -> type[torch.autograd.Function]:
+    """An autograd function doing ``forward`` in the forward pass and ``backward`` to the
+    gradient (Megatron's f/g pairs: each collective's gradient is its mirror)."""
 
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
+    def run_forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[no-untyped-def]
         ctx.group = group
-        return x.view_as(x)
+        return forward(x, group)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+    def run_backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[no-untyped-def]
+        return backward(grad, ctx.group), None
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(run_forward), "backward": staticmethod(run_backward)})
 
 
-class _ReduceFromTensorParallel(torch.autograd.Function):
-    """Sum of the ranks' partial results forward; identity backward."""
+def _identity(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    return x.view_as(x)
 
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[override]
-        x = x.contiguous()
-        dist.all_reduce(x, group=group)
-        return x
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return grad, None
+def _all_reduce(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    x = x.contiguous()
+    dist.all_reduce(x, group=group)
+    return x
+
+
+def _all_gather_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """The ranks' sequence shards, concatenated in rank order along the sequence."""
+    size = dist.get_world_size(group)
+    shard = x.movedim(SEQUENCE_DIM, 0).contiguous()  # the collective concatenates along dim 0
+    whole = shard.new_empty((size * shard.shape[0], *shard.shape[1:]))
+    dist.all_gather_single(whole, shard, group=group)
+    return whole.movedim(0, SEQUENCE_DIM)
+
+
+def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """The sum over the ranks of this rank's sequence shard."""
+    size = dist.get_world_size(group)
+    whole = x.movedim(SEQUENCE_DIM, 0).contiguous()
+    shard = whole.new_empty((whole.shape[0] // size, *whole.shape[1:]))
+    dist.reduce_scatter_single(shard, whole, group=group)
+    return shard.movedim(0, SEQUENCE_DIM)
+
+
+def _sequence_shard(x: Tensor, group: dist.ProcessGroup) -> Tensor:
+    return x.chunk(dist.get_world_size(group), dim=SEQUENCE_DIM)[dist.get_rank(group)].contiguous()
+
+
+# A replicated input entering the tensor-parallel region: its gradient sums over the ranks.
+_CopyToTensorParallel = _conjugate_pair("_CopyToTensorParallel", _identity, _all_reduce)
+# The sum of the ranks' partial results.
+_ReduceFromTensorParallel = _conjugate_pair("_ReduceFromTensorParallel", _all_reduce, _identity)
+# Sequence shards -> the whole sequence on every rank (the sequence-parallel entry).
+_GatherSequence = _conjugate_pair("_GatherSequence", _all_gather_sequence, _reduce_scatter_sequence)
+# Partial results -> this rank's shard of their sum (the sequence-parallel exit).
+_ReduceScatterSequence = _conjugate_pair("_ReduceScatterSequence", _reduce_scatter_sequence, _all_gather_sequence)
+# A value every rank has whole -> this rank's shard; the shards' gradients are gathered, so a
+# replicated parameter behind it gets its whole gradient.
+_ScatterSequence = _conjugate_pair("_ScatterSequence", _sequence_shard, _all_gather_sequence)
+
+
+def _summed_gradient(param: Optional[Tensor], group: dist.ProcessGroup) -> Optional[Tensor]:
+    """``param`` for use on this rank's sequence shard only: its gradient sums over the ranks."""
+    return None if param is None else _CopyToTensorParallel.apply(param, group)
 
 
 def _mark_shard(param: nn.Parameter, split_dim: int, rank: int, size: int) -> nn.Parameter:
@@ -67,39 +120,53 @@ def _divide(total: int, parts: int, what: str) -> int:
 
 
 class ColumnParallelLinear(nn.Module):
+    """This rank's block of output features. No communication: its input comes through
+    ``TensorParallelLayers.gather_input``, once for all the layers that read it."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool, group: dist.ProcessGroup) -> None:
         super().__init__()
-        self.group = group
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(out_features, size, "output features")
         self.weight = _mark_shard(nn.Parameter(torch.empty(local, in_features)), 0, rank, size)
         self.bias = _mark_shard(nn.Parameter(torch.zeros(local)), 0, rank, size) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(_CopyToTensorParallel.apply(x, self.group), self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool, group: dist.ProcessGroup) -> None:
+    """This rank's block of input features; the ranks' partial outputs are summed (and,
+    with sequence parallelism, left split over the sequence)."""
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool, group: dist.ProcessGroup, sequence_parallel: bool
+    ) -> None:
         super().__init__()
         self.group = group
+        self.sequence_parallel = sequence_parallel
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(in_features, size, "input features")
         self.weight = _mark_shard(nn.Parameter(torch.empty(out_features, local)), 1, rank, size)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None  # added once, after the sum
 
     def forward(self, x: Tensor) -> Tensor:
-        out = _ReduceFromTensorParallel.apply(F.linear(x, self.weight), self.group)
-        return out if self.bias is None else out + self.bias
+        partial = F.linear(x, self.weight)
+        if not self.sequence_parallel:
+            out = _ReduceFromTensorParallel.apply(partial, self.group)
+            return out if self.bias is None else out + self.bias
+        out = _ReduceScatterSequence.apply(partial, self.group)
+        return out if self.bias is None else out + _summed_gradient(self.bias, self.group)
 
 
 class VocabParallelEmbedding(nn.Module):
     """Each rank holds a contiguous block of the vocabulary's rows; a token's vector comes
-    from the rank that holds its row (the others contribute zeros to the sum)."""
+    from the rank that holds its row (the others contribute zeros to the sum, which with
+    sequence parallelism is a reduce-scatter)."""
 
-    def __init__(self, num_embeddings: int, dim: int, group: dist.ProcessGroup) -> None:
+    def __init__(self, num_embeddings: int, dim: int, group: dist.ProcessGroup, sequence_parallel: bool) -> None:
         super().__init__()
         self.group = group
+        self.sequence_parallel = sequence_parallel
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(num_embeddings, size, "padded vocabulary size")
         self.start = rank * local
@@ -110,25 +177,64 @@ class VocabParallelEmbedding(nn.Module):
         outside = (local_ids < 0) | (local_ids >= self.weight.shape[0])
         vectors = F.embedding(local_ids.masked_fill(outside, 0), self.weight)
         vectors = vectors.masked_fill(outside[..., None], 0.0)
+        if self.sequence_parallel:
+            return _ReduceScatterSequence.apply(vectors, self.group)
         return _ReduceFromTensorParallel.apply(vectors, self.group)
 
 
+class SequenceParallelRMSNorm(nn.RMSNorm):
+    """RMSNorm on this rank's sequence shard; its weight's gradient sums over the ranks."""
+
+    def __init__(self, dim: int, eps: float, group: dist.ProcessGroup) -> None:
+        super().__init__(dim, eps=eps)
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, _summed_gradient(self.weight, self.group), self.eps)
+
+
+class SequenceParallelLayerNorm(nn.LayerNorm):
+    """LayerNorm on this rank's sequence shard; its weight's and bias's gradients sum over
+    the ranks."""
+
+    def __init__(self, dim: int, eps: float, bias: bool, group: dist.ProcessGroup) -> None:
+        super().__init__(dim, eps=eps, bias=bias)
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = _summed_gradient(self.weight, self.group), _summed_gradient(self.bias, self.group)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
 class TensorParallelLayers(LayerFactory):
-    def __init__(self, group: dist.ProcessGroup) -> None:
+    def __init__(self, group: dist.ProcessGroup, sequence_parallel: bool = False) -> None:
         self.group = group
         self.tp_size = dist.get_world_size(group)
+        self.sequence_parallel = sequence_parallel
 
     def column(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
         return ColumnParallelLinear(in_features, out_features, bias, self.group)
 
     def row(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
-        return RowParallelLinear(in_features, out_features, bias, self.group)
+        return RowParallelLinear(in_features, out_features, bias, self.group, self.sequence_parallel)
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
-        return VocabParallelEmbedding(num_embeddings, dim, self.group)
+        return VocabParallelEmbedding(num_embeddings, dim, self.group, self.sequence_parallel)
 
-    def tied_logits(self, x: Tensor, weight: Tensor) -> Tensor:
-        return F.linear(_CopyToTensorParallel.apply(x, self.group), weight)
+    def norm(self, cfg: ModelConfig) -> nn.Module:
+        if not self.sequence_parallel:
+            return super().norm(cfg)
+        if cfg.norm is Norm.rmsnorm:
+            return SequenceParallelRMSNorm(cfg.d_model, cfg.norm_eps, self.group)
+        return SequenceParallelLayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, self.group)
+
+    def gather_input(self, x: Tensor) -> Tensor:
+        if self.sequence_parallel:
+            return _GatherSequence.apply(x, self.group)
+        return _CopyToTensorParallel.apply(x, self.group)
+
+    def scatter_sequence(self, x: Tensor) -> Tensor:
+        return _ScatterSequence.apply(x, self.group) if self.sequence_parallel else x
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
         return chunked_token_losses(logits, labels, self.group)

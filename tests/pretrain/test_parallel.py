@@ -67,6 +67,10 @@ OPTIONS = {
     "pp2-recompute-2": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD], "clm-sgd"),
     "pp2-docmask": (["parallel=pp2", "objective.document_masking=true", *SGD], "docmask-sgd"),
     "tp2-variant": (["parallel=tp2", *VARIANT, *SGD], "variant-sgd"),
+    # Sequence parallelism (dropout is 0: its masks would differ per sequence shard); clipped
+    # on every step, so the gradient norm must count the sequence-parallel norm weights once.
+    "tp2-sp-clip": (["parallel=tp2", "parallel.sequence_parallel=true", *CLIPPED], "clm-clip"),
+    "tp2-sp-variant": (["parallel=tp2", "parallel.sequence_parallel=true", *VARIANT, *SGD], "variant-sgd"),
     "pp2-variant": (["parallel=pp2", *VARIANT, *SGD], "variant-sgd"),
 }
 REFERENCES = {
@@ -214,6 +218,9 @@ def test_3d_checkpoint_exports_a_model_transformers_reproduces(
         (["parallel=pp2", "model.n_layers=1"], 2, "model.n_layers=1"),
         (["parallel=pp2", "parallel.zero_stage=0", "optim.grad_clip=1.0"], 2, "parallel.zero_stage=1"),
         (["train.global_batch_size=6", "train.micro_batch_size=4"], 1, "train.global_batch_size=6"),
+        (["parallel.sequence_parallel=true"], 1, "parallel.tp > 1"),
+        (["parallel=tp2", "parallel.sequence_parallel=true", "train.seq_len=33"], 2, "train.seq_len=33"),
+        (["parallel=3d", "parallel.sequence_parallel=true"], 4, "parallel.pp=2"),
     ],
 )
 def test_bad_layouts_fail_before_anything_starts(overrides: list[str], world_size: int, message: str) -> None:

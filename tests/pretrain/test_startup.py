@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from pretrain.init import initial_value
+import pretrain.init as init_module
+from pretrain.init import draw_slice, initial_slice, initial_value
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 
@@ -42,3 +44,33 @@ def test_a_model_built_on_meta_has_the_layout_independent_initial_values() -> No
         torch.testing.assert_close(param.detach(), initial_value(name, param.shape, cfg, 7, param.device), rtol=0, atol=0)
     with torch.device("meta"):  # counted or loaded later: nothing allocated
         assert all(p.is_meta for p in GPT(cfg).parameters())
+
+
+# (shape, split dim): whole rows (column-parallel, embedding) or columns of every row
+# (row-parallel), sizes that are and are not multiples of 16, one below 16 values.
+SLICED = [((96, 40), 0), ((40, 96), 1), ((34, 7), 0), ((7, 34), 1), ((4, 3), 0), ((3, 4), 1)]
+
+
+@pytest.mark.parametrize("shape,dim", SLICED)
+def test_a_tensor_parallel_slice_is_drawn_as_cut_from_the_whole_tensor(monkeypatch: pytest.MonkeyPatch, shape, dim) -> None:
+    monkeypatch.setattr(init_module, "DRAW_PIECE", 64)  # many pieces, the last one partial
+    for size in (1, 2):
+        whole = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+        for rank in range(size):
+            drawn = draw_slice(torch.Size(shape), (dim, rank, size), torch.Generator().manual_seed(3))
+            torch.testing.assert_close(drawn, whole.chunk(size, dim=dim)[rank], rtol=0, atol=0)
+
+
+def test_a_rank_draws_its_slice_a_bounded_piece_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    piece, shape, size = 4096, torch.Size((512, 256)), 4
+    monkeypatch.setattr(init_module, "DRAW_PIECE", piece)
+    drawn: list[int] = []
+    randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *args, **kwargs: drawn.append(randn(*args, **kwargs)) or drawn[-1])
+    cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=4)
+    for dim in (0, 1):
+        drawn.clear()
+        initial_slice("blocks.0.mlp.up.weight", shape, (dim, 0, size), cfg, 0, torch.device("cpu"))
+        assert max(t.numel() for t in drawn) <= piece + 16  # never the whole 131072 values
+        # Rank 0 of a split over whole rows stops after its rows.
+        assert sum(t.numel() for t in drawn) == (shape.numel() // size if dim == 0 else shape.numel())

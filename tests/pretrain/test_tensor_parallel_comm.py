@@ -1,0 +1,127 @@
+"""Tensor parallelism communicates like Megatron: per layer 2 all-reduces forward and 2
+backward, or with sequence parallelism 2 reduce-scatters + 2 all-gathers each way (plus the
+norm weights' small gradient sums); and a tp2 model, with or without sequence parallelism,
+computes the single-process model's loss and gradients. Two gloo processes, tiny models;
+dropout is 0 (sequence-parallel dropout draws a different mask per shard)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pretrain.init import shard_of
+from pretrain.model import GPT
+from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.parallel.tensor import TensorParallelLayers
+
+WORLD = 2
+COLLECTIVES = ("all_reduce", "all_gather_single", "reduce_scatter_single")
+# Grouped-query attention (4 query heads, 2 key/value heads: one of each per rank), SwiGLU,
+# RMSNorm, rotary, tied embeddings ...
+BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16, ffn_multiple_of=16)
+# ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
+# ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
+VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
+
+
+class CollectiveCounter:
+    """Counts torch.distributed collectives by (phase, name, dimensions of the tensor)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str, int]] = Counter()
+        self.phase = "forward"
+        self.originals: dict[str, Callable[..., Any]] = {}
+
+    def __enter__(self) -> "CollectiveCounter":
+        for name in COLLECTIVES:
+            original = self.originals[name] = getattr(dist, name)
+
+            def counted(tensor: torch.Tensor, *args: Any, _name: str = name, _original: Callable = original, **kwargs: Any):
+                self.calls[(self.phase, _name, tensor.dim())] += 1
+                return _original(tensor, *args, **kwargs)
+
+            setattr(dist, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self.originals.items():
+            setattr(dist, name, original)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, BASE["vocab_size"], (2, 9), generator=generator)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def loss_of(model: GPT, counter: CollectiveCounter | None = None) -> torch.Tensor:
+    inputs, labels = batch()
+    loss = model.layers.token_losses(model(inputs), labels).mean()
+    if counter is not None:
+        counter.phase = "backward"
+    loss.backward()
+    return loss.detach()
+
+
+def worker(rank: int, store: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    results: dict[str, Any] = {}
+    for sequence_parallel in (False, True):
+        layers = TensorParallelLayers(dist.group.WORLD, sequence_parallel)
+        for n_layers in (2, 4):
+            with CollectiveCounter() as counter:
+                loss_of(GPT(ModelConfig(**BASE, n_layers=n_layers), layers), counter)
+            results[f"calls sp={sequence_parallel} layers={n_layers}"] = dict(counter.calls)
+        for name, config in (("base", BASE), ("variant", VARIANT)):
+            cfg = ModelConfig(**config, n_layers=2)
+            dense, parallel = GPT(cfg), GPT(cfg, layers)
+            expected_loss, loss = loss_of(dense), loss_of(parallel)
+            grads = dict(dense.named_parameters())
+            error = max((p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters())
+            results[f"parity sp={sequence_parallel} {name}"] = (abs(loss - expected_loss).item(), error)
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("tp-comm")
+    mp.spawn(worker, args=(str(directory / "store"), str(directory)), nprocs=WORLD)
+    return [torch.load(directory / f"rank{rank}.pt") for rank in range(WORLD)]
+
+
+def per_layer(calls: dict[str, Any], sequence_parallel: bool) -> dict[tuple[str, str, int], float]:
+    """Collectives one more layer adds: (4 layers - 2 layers) / 2."""
+    more, fewer = calls[f"calls sp={sequence_parallel} layers=4"], calls[f"calls sp={sequence_parallel} layers=2"]
+    return {key: (more.get(key, 0) - fewer.get(key, 0)) / 2 for key in more.keys() | fewer.keys() if more.get(key, 0) != fewer.get(key, 0)}
+
+
+def test_a_layer_costs_two_all_reduces_forward_and_two_backward(results: list[dict]) -> None:
+    for calls in results:
+        assert per_layer(calls, False) == {("forward", "all_reduce", 3): 2, ("backward", "all_reduce", 3): 2}
+
+
+def test_sequence_parallel_layer_reduce_scatters_and_all_gathers_instead(results: list[dict]) -> None:
+    expected = {
+        ("forward", "all_gather_single", 3): 2,  # into attention and the MLP
+        ("forward", "reduce_scatter_single", 3): 2,  # out of them
+        ("backward", "all_gather_single", 3): 2,
+        ("backward", "reduce_scatter_single", 3): 2,
+        ("backward", "all_reduce", 1): 2,  # the two norm weights' gradients, d_model values each
+    }
+    for calls in results:
+        assert per_layer(calls, True) == expected
+
+
+@pytest.mark.parametrize("sequence_parallel", [False, True])
+@pytest.mark.parametrize("config", ["base", "variant"])
+def test_tp2_loss_and_gradients_equal_one_process(results: list[dict], sequence_parallel: bool, config: str) -> None:
+    for rank_results in results:
+        loss_error, grad_error = rank_results[f"parity sp={sequence_parallel} {config}"]
+        assert loss_error < 1e-6
+        assert grad_error < 1e-6
