@@ -12,7 +12,7 @@ from data_pipeline.filters import build_filters
 from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
 from data_pipeline.dedup.keys import UnitKeyWriter
-from data_pipeline.io.bad_input import BadInputError, BadInputTally  # noqa: F401  (BadInputError: where tests and callers catch it)
+from data_pipeline.io.bad_input import BadInputTally
 from data_pipeline.io.readers import BadInput, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.document import Document

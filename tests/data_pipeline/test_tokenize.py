@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 import zstandard
@@ -29,6 +28,7 @@ from data_pipeline.tokenizer_files import TokenizerFiles
 from data_pipeline.train_tokenizer import TokenizerConfig, train_tokenizer
 from pretrain.data.windows import PackedWindows
 from pretrain.objectives.base import document_ids
+from tests.data_pipeline.helpers import wait_for_worker_reading, with_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 SYLLABLES = "ka to ri mu se na lo pe vi du 中 文 🎉".split()
@@ -89,13 +89,7 @@ def tokenizer_dir(tmp_path_factory, corpus) -> Path:
 def settings(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides) -> TokenizeConfig:
     config = TokenizeConfig(input=str(corpus), tokenizer=str(tokenizer_dir), output_dir=str(output_dir), workers=1,
                             val_fraction=0.25, tokens_per_shard=TOKENS_PER_SHARD, progress=False)
-    for dotted, value in overrides.items():
-        target = config
-        *parents, last = dotted.split("__")
-        for parent in parents:
-            target = getattr(target, parent)
-        setattr(target, last, value)
-    return config
+    return with_overrides(config, **overrides)
 
 
 def run(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides):
@@ -318,19 +312,6 @@ def test_a_killed_worker_fails_its_unit_in_one_line(tmp_path, tokenizer_dir, doc
     (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert "encode unit 00001 (slow.jsonl.gz): the worker process killed by SIGKILL" in line and "out-of-memory" in line
     assert (tmp_path / "out" / "_work" / "done" / "encode" / "00000.done.json").exists()  # the other unit stays done
-
-
-def wait_for_worker_reading(parent_pid: int, name: str, timeout_s: float) -> psutil.Process:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for child in psutil.Process(parent_pid).children(recursive=True):
-            try:
-                if any(Path(f.path).name == name for f in child.open_files()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(0.05)
-    raise AssertionError(f"no worker opened {name} within {timeout_s} s")
 
 
 def test_a_directory_input_reads_its_top_level_only(tmp_path: Path) -> None:
