@@ -44,6 +44,9 @@ from data_pipeline.tokenizer_files import TokenizerFiles, copy_tokenizer_files
 from data_pipeline.tokenizer_hydra import hydra_entry_point
 
 log = logging.getLogger(__name__)
+# What a folder's top level is read for: a plain .json there is a report or a manifest (a
+# curation output's report.json), not documents; name such a file itself to read it.
+FOLDER_SUFFIXES = tuple(suffix for suffix in SUPPORTED_SUFFIXES if suffix != ".json")
 
 
 def validate(config: TokenizeConfig) -> None:
@@ -69,9 +72,9 @@ def resolve_tokenize_inputs(spec: str) -> list[InputSource]:
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         return resolve_inputs(spec)
-    files = sorted(str(path.resolve()) for path in folder.iterdir() if path.is_file() and path.name.endswith(SUPPORTED_SUFFIXES))
+    files = sorted(str(path.resolve()) for path in folder.iterdir() if path.is_file() and path.name.endswith(FOLDER_SUFFIXES))
     if not files:
-        raise ValueError(f"input={spec}: no file ending in {', '.join(SUPPORTED_SUFFIXES)} at the folder's top level")
+        raise ValueError(f"input={spec}: no file ending in {', '.join(FOLDER_SUFFIXES)} at the folder's top level")
     return resolve_inputs(files)
 
 
@@ -146,7 +149,7 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
         log.info("%s: re-run the same command once they are done", message)
         return None
     stats = encode.stats()
-    streams = split_streams(units, stats, layout, config.val_fraction)
+    streams, promoted = split_streams(units, stats, layout, config.val_fraction)
     shards = {split: plan_shards(split, streams[split], config.tokens_per_shard) for split in SPLITS}
     pack = Stage("pack", shards["train"] + shards["val"],
                  partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash),
@@ -160,6 +163,8 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
                                       config.tokens_per_shard, time.perf_counter() - start)
+    if promoted is not None:
+        summary.move_to_val(promoted.num_tokens)
     atomic_write_text(layout.summary, json.dumps(summary.to_json(), indent=1))
     return summary
 

@@ -49,20 +49,23 @@ class ShardUnit:
 
 
 def split_streams(units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: Layout,
-                  val_fraction: float) -> dict[str, list[Segment]]:
-    """Each split's stream as run segments in unit order, from the units' markers."""
+                  val_fraction: float) -> tuple[dict[str, list[Segment]], Segment | None]:
+    """Each split's stream as run segments in unit order, from the units' markers; and the
+    train document given to an empty val split, if any."""
     streams = {split: [Segment(layout.run_prefix(split, unit.index), 0, unit_stats["tokens"][split])
                        for unit, unit_stats in zip(units, stats)] for split in SPLITS}
     documents = sum(sum(unit_stats["documents"].values()) for unit_stats in stats)
     val_documents = sum(unit_stats["documents"][VAL] for unit_stats in stats)
+    promoted = None
     if val_fraction > 0 and val_documents == 0 and documents >= MIN_DOCUMENTS_FOR_VAL:
         # the smallest hash, the earliest document among equal ones: the same for any units
         _, position, start, stop = min((s["smallest_train_hash"][0], position, *s["smallest_train_hash"][1:])
                                        for position, s in enumerate(stats) if s["smallest_train_hash"])
         run = streams[TRAIN][position].run
-        streams[VAL] = [Segment(run, start, stop)]
+        promoted = Segment(run, start, stop)
+        streams[VAL] = [promoted]
         streams[TRAIN][position : position + 1] = [Segment(run, 0, start), Segment(run, stop, stats[position]["tokens"][TRAIN])]
-    return {split: [segment for segment in stream if segment.num_tokens] for split, stream in streams.items()}
+    return {split: [segment for segment in stream if segment.num_tokens] for split, stream in streams.items()}, promoted
 
 
 def plan_shards(split: str, stream: Sequence[Segment], tokens_per_shard: int) -> list[ShardUnit]:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from data_pipeline.tokenize.layout import SPLITS, VAL
+from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL
 
 BAD_INPUT_EXAMPLES = 5  # listed in the printed summary
 BAD_INPUT_EVENTS = 100  # kept in summary.json (all are counted)
@@ -48,6 +48,13 @@ class TokenizeSummary:
             summary.bad_input["events"] += stats["bad_input"]["events"][:room]
         summary.bad_input.update(count=sum(reasons.values()), by_reason=dict(reasons))
         return summary
+
+    def move_to_val(self, tokens: int) -> None:
+        """Count a train document of ``tokens`` tokens in val (an otherwise empty val split's one)."""
+        self.documents[TRAIN] -= 1
+        self.documents[VAL] += 1
+        self.tokens[TRAIN] -= tokens
+        self.tokens[VAL] += tokens
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

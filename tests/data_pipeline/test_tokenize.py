@@ -184,9 +184,10 @@ def test_split_does_not_depend_on_the_file_layout(tmp_path, corpus, tokenizer_di
 def test_a_small_corpus_still_gets_a_val_split_the_same_for_any_units(tmp_path, tokenizer_dir, documents):
     single_file = write_shards(tmp_path / "single", [documents[:40]])
     unit_mb = (single_file / "shard-000.jsonl").stat().st_size / 4 / 1e6 * 1.001
-    run(single_file, tokenizer_dir, tmp_path / "one", val_fraction=1e-9)
+    summary = run(single_file, tokenizer_dir, tmp_path / "one", val_fraction=1e-9)
     run(single_file, tokenizer_dir, tmp_path / "four", val_fraction=1e-9, unit_size_mb=unit_mb)
-    assert len(decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == 1
+    assert len(decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == 1 == summary.documents[VAL]
+    assert summary.tokens[VAL] == len(stream(tmp_path / "one", VAL)) and summary.documents[TRAIN] == 39
     assert shard_files(tmp_path / "one") == shard_files(tmp_path / "four")
     train = decoded_split(tmp_path / "one", tokenizer_dir, TRAIN)
     assert sorted(train + decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == sorted(d["text"] for d in documents[:40])
@@ -319,6 +320,7 @@ def test_a_directory_input_reads_its_top_level_only(tmp_path: Path) -> None:
     (tmp_path / "removed").mkdir()
     for path in (tmp_path / "part-00000-0000.jsonl", tmp_path / "removed" / "filter-00000-0000.jsonl"):
         path.write_text('{"id": "a", "text": "x"}\n')
+    (tmp_path / "report.json").write_text('{"output": {"documents": 1}}\n')
     assert [source.name for source in resolve_tokenize_inputs(str(tmp_path))] == ["part-00000-0000.jsonl"]
     assert len(resolve_tokenize_inputs(str(tmp_path / "**" / "*.jsonl"))) == 2  # a glob may recurse
 
