@@ -151,7 +151,7 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     stats = encode.stats()
     streams, promoted = split_streams(units, stats, layout, config.val_fraction)
     shards = {split: plan_shards(split, streams[split], config.tokens_per_shard) for split in SPLITS}
-    pack = Stage("pack", shards["train"] + shards["val"],
+    pack = Stage("pack", [shard for split in SPLITS for shard in shards[split]],
                  partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash),
                  layout.markers("pack"))
     executor.run([pack])
