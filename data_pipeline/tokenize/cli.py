@@ -29,7 +29,7 @@ from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, unit_stats
 from data_pipeline.executors.tasks import Task
-from data_pipeline.formats.token_shards import SplitIndex
+from data_pipeline.formats.token_shards import SplitIndex, find_shards
 from data_pipeline.hf_added_tokens import write_grown_tokenizer
 from data_pipeline.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
 from data_pipeline.io.readers import SUPPORTED_SUFFIXES, InputSource, resolve_inputs
@@ -108,6 +108,9 @@ def claim_output_dir(layout: Layout, config: TokenizeConfig, tokenizer_hash: str
                 f"output_dir={config.output_dir} holds shards made with other {', '.join(changed)}; "
                 "use a new output_dir, or delete this one to start over"
             )
+    elif any(find_shards(layout.root, split) for split in SPLITS):
+        raise ValueError(f"output_dir={config.output_dir} holds token shards of another run (or of an earlier version of "
+                         "tokenize); use a new output_dir, or delete this one to start over")
     else:
         atomic_write_text(layout.run_file, json.dumps(run, indent=1))
 

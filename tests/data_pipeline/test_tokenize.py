@@ -240,6 +240,9 @@ def test_changed_settings_refuse_to_resume(tmp_path, corpus, tokenizer_dir):
     with pytest.raises(ValueError, match="tokens_per_shard"):
         run(corpus, tokenizer_dir, tmp_path, tokens_per_shard=1000)
     assert run(corpus, tokenizer_dir, tmp_path, workers=2).units_done_before == 3  # a runtime setting may change
+    (tmp_path / "_work" / "run.json").unlink()  # shards whose run is unknown (an earlier version's) are not mixed in
+    with pytest.raises(ValueError, match="holds token shards of another run"):
+        run(corpus, tokenizer_dir, tmp_path)
 
 
 def test_bad_records_are_counted_with_file_and_line(tmp_path, tokenizer_dir, documents):
