@@ -166,8 +166,8 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
                                       config.tokens_per_shard, time.perf_counter() - start)
-    if promoted is not None:
-        summary.move_to_val(promoted.num_tokens)
+    for document in promoted:
+        summary.move_to_val(document.num_tokens)
     atomic_write_text(layout.summary, json.dumps(summary.to_json(), indent=1))
     return summary
 

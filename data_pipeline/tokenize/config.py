@@ -30,7 +30,8 @@ class TokenizeConfig:
     # a document may run on from one shard into the next.
     tokens_per_shard: int = DEFAULT_TOKENS_PER_SHARD
     # Share of documents (by id hash) that go to the val split; a corpus of at least 10
-    # documents whose hashes send none gives val the one with the smallest hash.
+    # documents whose hashes send none gives val its documents of smallest hash, one per 10
+    # documents, at most 10.
     val_fraction: float = 0.005
     # Every document ends with EOS; also start each with BOS.
     add_bos: bool = False

@@ -7,6 +7,7 @@ worker counts. The unit's stats (its marker) say how many tokens each run holds,
 all stage 2 needs to place every unit's tokens in the split's one stream."""
 from __future__ import annotations
 
+import heapq
 import time
 from itertools import islice
 from typing import Any, Iterable, Iterator
@@ -26,6 +27,9 @@ from data_pipeline.tokenizer_files import TokenizerFiles
 # Records per encode call: amortises the call overhead, keeps memory small.
 ENCODE_BATCH = 64
 HASH_RANGE = 2**64
+# The train documents of smallest id hash a unit lists in its stats, for pack.py to give an
+# otherwise empty val split (a small corpus).
+VAL_FALLBACK_DOCUMENTS = 10
 
 
 def id_hash(document: Document) -> int:
@@ -42,6 +46,14 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def keep_smallest(heap: list[tuple[int, int, int]], entry: tuple[int, int, int]) -> None:
+    """Keep the VAL_FALLBACK_DOCUMENTS entries of largest -hash (smallest hash) in ``heap``."""
+    if len(heap) < VAL_FALLBACK_DOCUMENTS:
+        heapq.heappush(heap, entry)
+    elif entry[0] > heap[0][0]:
+        heapq.heapreplace(heap, entry)
+
+
 def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFiles | HFTokenizerFiles) -> dict[str, Any]:
     """Encode one input unit into its runs; returns its stats (the unit's marker)."""
     start_cpu = time.process_time()
@@ -50,8 +62,9 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
     special = tokenizer.special_tokens
     bad_input = BadInputTally(config.strict)
     stats: dict[str, Any] = {"unit": str(unit), "bytes": 0, "documents": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
-                             # the train document with the smallest id hash: [hash, first token, end token] in the run
-                             "smallest_train_hash": None}
+                             # the train documents of smallest id hash: [hash, first token, end token] in the run
+                             "smallest_train_hashes": []}
+    smallest: list[tuple[int, int, int]] = []  # a heap of (-hash, start, stop): the largest of them on top
     writers = {split: TokenShardWriter(layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash) for split in SPLITS}
     try:
         for batch in batched(read_unit(unit, config.reader), ENCODE_BATCH):
@@ -67,9 +80,8 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
                 hashed = id_hash(document)
                 split = VAL if is_val(hashed, config.val_fraction) else TRAIN
                 writer = writers[split]
-                smallest = stats["smallest_train_hash"]
-                if split == TRAIN and (smallest is None or hashed < smallest[0]):
-                    stats["smallest_train_hash"] = [hashed, writer.num_tokens, writer.num_tokens + len(ids)]
+                if split == TRAIN:
+                    keep_smallest(smallest, (-hashed, writer.num_tokens, writer.num_tokens + len(ids)))
                 writer.add_document(ids)
                 stats["documents"][split] += 1
                 stats["tokens"][split] += len(ids)
@@ -80,6 +92,7 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
         raise
     for writer in writers.values():
         writer.close()
+    stats["smallest_train_hashes"] = sorted([-negated, start, stop] for negated, start, stop in smallest)
     stats["bad_input"] = bad_input.stats()
     stats["cpu_seconds"] = time.process_time() - start_cpu
     return stats

@@ -12,10 +12,12 @@ import numpy as np
 
 from data_pipeline.formats.token_shards import TokenShard, TokenShardWriter
 from data_pipeline.io.units import InputUnit
+from data_pipeline.tokenize.encode import VAL_FALLBACK_DOCUMENTS
 from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, Layout
 
 # A corpus of at least this many documents whose id hashes sent none to val still gets a
-# val split: the document with the smallest hash.
+# val split: its documents of smallest hash, one per MIN_DOCUMENTS_FOR_VAL documents (at
+# most VAL_FALLBACK_DOCUMENTS).
 MIN_DOCUMENTS_FOR_VAL = 10
 
 
@@ -49,22 +51,26 @@ class ShardUnit:
 
 
 def split_streams(units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: Layout,
-                  val_fraction: float) -> tuple[dict[str, list[Segment]], Segment | None]:
+                  val_fraction: float) -> tuple[dict[str, list[Segment]], list[Segment]]:
     """Each split's stream as run segments in unit order, from the units' markers; and the
-    train document given to an empty val split, if any."""
+    train documents given to an empty val split, if any."""
     streams = {split: [Segment(layout.run_prefix(split, unit.index), 0, unit_stats["tokens"][split])
                        for unit, unit_stats in zip(units, stats)] for split in SPLITS}
     documents = sum(sum(unit_stats["documents"].values()) for unit_stats in stats)
     val_documents = sum(unit_stats["documents"][VAL] for unit_stats in stats)
-    promoted = None
+    promoted: list[Segment] = []
     if val_fraction > 0 and val_documents == 0 and documents >= MIN_DOCUMENTS_FOR_VAL:
-        # the smallest hash, the earliest document among equal ones: the same for any units
-        _, position, start, stop = min((s["smallest_train_hash"][0], position, *s["smallest_train_hash"][1:])
-                                       for position, s in enumerate(stats) if s["smallest_train_hash"])
-        run = streams[TRAIN][position].run
-        promoted = Segment(run, start, stop)
-        streams[VAL] = [promoted]
-        streams[TRAIN][position : position + 1] = [Segment(run, 0, start), Segment(run, stop, stats[position]["tokens"][TRAIN])]
+        # the smallest hashes, the earliest document among equal ones: the same for any units
+        candidates = sorted((hashed, position, start, stop) for position, unit_stats in enumerate(stats)
+                            for hashed, start, stop in unit_stats["smallest_train_hashes"])
+        chosen = sorted(candidate[1:] for candidate in candidates[: min(VAL_FALLBACK_DOCUMENTS, documents // MIN_DOCUMENTS_FOR_VAL)])
+        promoted = [Segment(streams[TRAIN][position].run, start, stop) for position, start, stop in chosen]
+        streams[VAL] = promoted
+        for position in sorted({position for position, _, _ in chosen}, reverse=True):
+            run, end = streams[TRAIN][position].run, streams[TRAIN][position].stop
+            cuts = [(start, stop) for where, start, stop in chosen if where == position]
+            starts, stops = [0] + [stop for _, stop in cuts], [start for start, _ in cuts] + [end]
+            streams[TRAIN][position : position + 1] = [Segment(run, a, b) for a, b in zip(starts, stops)]
     return {split: [segment for segment in stream if segment.num_tokens] for split, stream in streams.items()}, promoted
 
 
