@@ -4,6 +4,7 @@ dedup keys, written in batches, when dedup is on) and the removed documents with
 It returns the unit's stats, which the executor stores as the unit's completion marker."""
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
@@ -12,11 +13,36 @@ from data_pipeline.filters import build_filters
 from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
 from data_pipeline.dedup.keys import UnitKeyWriter
-from data_pipeline.io.bad_input import BadInputTally
 from data_pipeline.io.readers import BadInput, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.document import Document
 from data_pipeline.io.writers import ShardWriter, output_writer
+
+# bad records listed by file and line in the report, per input file (all are counted)
+MAX_BAD_INPUT_EVENTS = 100
+
+
+class BadInputError(ValueError):
+    """A bad record under strict=true."""
+
+
+class BadInputTally:
+    """Counts bad records by reason and keeps the first ones with file and line."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.by_reason: Counter[str] = Counter()
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, bad: BadInput) -> None:
+        if self.strict:
+            raise BadInputError(f"{bad} (strict=true stops at the first bad record; strict=false counts and skips them)")
+        self.by_reason[bad.reason] += 1
+        if len(self.events) < MAX_BAD_INPUT_EVENTS:
+            self.events.append({"file": bad.file, "line": bad.line, "reason": bad.reason, "detail": bad.detail})
+
+    def stats(self) -> dict[str, Any]:
+        return {"count": sum(self.by_reason.values()), "by_reason": dict(self.by_reason), "events": self.events}
 
 
 def dedup_enabled(config: CurateConfig) -> bool:

@@ -14,10 +14,10 @@ from typing import Any, Iterable, Iterator
 
 import xxhash
 
+from data_pipeline.curate.filter_stage import BadInputTally
 from data_pipeline.document import Document
 from data_pipeline.formats.token_shards import TokenShardWriter
 from data_pipeline.hf_tokenizer import HFTokenizerFiles
-from data_pipeline.io.bad_input import BadInputTally
 from data_pipeline.io.readers import BadInput, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import TokenizeConfig

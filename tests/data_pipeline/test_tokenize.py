@@ -19,7 +19,6 @@ import torch
 import xxhash
 import zstandard
 
-from data_pipeline.io.bad_input import BadInputError
 from data_pipeline.formats.token_shards import ShardError, SplitIndex, TokenShard, find_shards
 from data_pipeline.token_directory import open_token_shards
 from data_pipeline.tokenize.cli import resolve_tokenize_inputs, tokenize_command, tokenize_corpus
@@ -220,7 +219,7 @@ def test_windows_and_document_masking_see_documents_across_shard_boundaries(tmp_
 def test_a_rerun_redoes_only_the_missing_units(tmp_path, tokenizer_dir, documents):
     bad = [*documents[200:210], "{broken", *documents[210:220]]
     corpus = write_shards(tmp_path / "corpus", [documents[:100], documents[100:200], bad])
-    with pytest.raises(BadInputError, match=r"shard-002\.jsonl\.zst:11: invalid_json"):
+    with pytest.raises(ValueError, match=r"shard-002\.jsonl\.zst:11: invalid_json"):
         run(corpus, tokenizer_dir, tmp_path / "out", strict=True)
     markers = tmp_path / "out" / "_work" / "done" / "encode"
     done = {path.name: path.stat().st_mtime_ns for path in markers.glob("*.done.json")}
@@ -258,7 +257,7 @@ def test_bad_records_are_counted_with_file_and_line(tmp_path, tokenizer_dir, doc
     assert "shard-000.jsonl:6: invalid_json" in str(summary)
     assert sum(summary.documents.values()) == 20
 
-    with pytest.raises(BadInputError, match=r"shard-000\.jsonl:6: invalid_json"):
+    with pytest.raises(ValueError, match=r"shard-000\.jsonl:6: invalid_json"):
         run(corpus, tokenizer_dir, tmp_path / "strict", strict=True, workers=2)
     assert not list((tmp_path / "strict").rglob("*.tmp"))
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from data_pipeline.curate.cli import run_curation
-from data_pipeline.io.bad_input import BadInputError
+from data_pipeline.curate.filter_stage import BadInputError
 from data_pipeline.executors.tasks import resolve_task
 from data_pipeline.io.writers import iter_shard
 
