@@ -21,15 +21,12 @@ from data_pipeline.hf_tokenizer import HFTokenizerFiles
 from data_pipeline.io.readers import BadInput, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import TokenizeConfig
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, Layout
+from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, Layout
 from data_pipeline.tokenizer_files import TokenizerFiles
 
 # Records per encode call: amortises the call overhead, keeps memory small.
 ENCODE_BATCH = 64
 HASH_RANGE = 2**64
-# The train documents of smallest id hash a unit lists in its stats, for pack.py to give an
-# otherwise empty val split (a small corpus).
-VAL_FALLBACK_DOCUMENTS = 10
 
 
 def id_hash(document: Document) -> int:

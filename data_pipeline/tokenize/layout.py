@@ -17,6 +17,9 @@ from data_pipeline.formats.token_shards import shard_prefix
 
 TRAIN, VAL = "train", "val"
 SPLITS = (TRAIN, VAL)
+# The train documents of smallest id hash each unit lists in its stats (encode.py), for
+# pack.py to give an otherwise empty val split (a small corpus).
+VAL_FALLBACK_DOCUMENTS = 10
 
 
 class Layout:

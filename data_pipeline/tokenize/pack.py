@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from data_pipeline.formats.token_shards import TokenShard, TokenShardWriter
-from data_pipeline.io.units import InputUnit
-from data_pipeline.tokenize.encode import VAL_FALLBACK_DOCUMENTS
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, Layout
+from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, Layout
+
+if TYPE_CHECKING:  # only named in hints: a pack worker need not import the readers
+    from data_pipeline.io.units import InputUnit
 
 # A corpus of at least this many documents whose id hashes sent none to val still gets a
 # val split: its documents of smallest hash, one per MIN_DOCUMENTS_FOR_VAL documents (at
