@@ -28,7 +28,10 @@ from typing import Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_pipeline.documents import BadRecordLog, find_input_shards, read_documents  # noqa: E402
+from data_pipeline.curate.config import ReaderConfig  # noqa: E402
+from data_pipeline.document import Document  # noqa: E402
+from data_pipeline.io.readers import read_unit  # noqa: E402
+from data_pipeline.tokenizer.sample import input_units  # noqa: E402
 
 HF_BATCH = 1000  # documents per encode_batch call: keeps the Encoding objects' memory bounded
 
@@ -101,22 +104,26 @@ def measure(name: str, command: list[str], env: dict[str, str] | None = None) ->
     return Measurement(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, poller.peak / 2**20)
 
 
+def documents(shard: str) -> Iterator[Document]:
+    """The documents of a corpus, a folder of them or one shard (bad records skipped)."""
+    for unit in input_units(shard):
+        yield from (item for item in read_unit(unit, ReaderConfig()) if isinstance(item, Document))
+
+
 def texts(input_dir: Path) -> Iterator[str]:
-    for path in find_input_shards(input_dir):
-        for document in read_documents(path, BadRecordLog()):
-            yield document.text
+    return (document.text for document in documents(str(input_dir)))
 
 
 def link_shards(corpus: Path, megabytes: float, input_dir: Path) -> int:
     """Link whole shards into ``input_dir`` until they hold ``megabytes`` of text; the text bytes."""
     input_dir.mkdir(parents=True, exist_ok=True)
     total = 0
-    for path in find_input_shards(corpus):
+    for path in sorted({Path(unit.source.path) for unit in input_units(str(corpus))}):
         if total >= megabytes * 1e6:
             break
         (input_dir / path.name).unlink(missing_ok=True)
         (input_dir / path.name).symlink_to(path)
-        total += sum(document.num_bytes for document in read_documents(path, BadRecordLog()))
+        total += sum(len(document.text.encode()) for document in documents(str(path)))
     return total
 
 

@@ -11,6 +11,14 @@ A shard is three files sharing a prefix (``<dir>/<split>-<NNNNN>``):
 
 The manifest is written last, by rename, so a shard without one was cut off mid-write
 and is never read. Reading is memory-mapped: slicing a window copies nothing.
+
+The shards of a split hold one token stream cut into pieces of equal size (tokenize's
+``tokens_per_shard``), so a document may begin in one shard and end in the next: the ``.idx``
+of each shard then counts its two pieces as documents, the first piece without its EOS. The
+documents' true ends are their EOS tokens, which is what training's packing and document
+masking go by. ``<dir>/<split>.shards.json`` (the split index) lists every shard's size, so
+a reader learns the sizes of thousands of shards from one small file and opens a shard only
+when it needs its tokens.
 """
 from __future__ import annotations
 
@@ -26,6 +34,9 @@ import numpy as np
 FORMAT_NAME = "packed-token-shard"
 FORMAT_VERSION = 1
 OFFSET_DTYPE = np.dtype("<u8")
+SPLIT_INDEX_FORMAT = "token-split-index"
+# Tokens copied per write by add_packed: bounds the memory a shard of any size needs.
+_COPY_CHUNK = 1 << 24
 _SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})$")
 
 
@@ -68,7 +79,8 @@ class ShardManifest:
 
 
 class TokenShardWriter:
-    """Streams documents into one shard; ``close()`` (or leaving the ``with``) publishes it."""
+    """Streams documents into one shard; ``close()`` (or leaving the ``with``) publishes it.
+    Tokens and offsets go to disk as they come: memory stays flat for a shard of any size."""
 
     def __init__(self, prefix: str | Path, vocab_size: int, tokenizer_hash: str) -> None:
         self.prefix = Path(prefix)
@@ -77,47 +89,66 @@ class TokenShardWriter:
         self.tokenizer_hash = tokenizer_hash
         self.dtype = token_dtype(vocab_size)
         self._bin_tmp = self.prefix.with_suffix(".bin.tmp")
+        self._idx_tmp = self.prefix.with_suffix(".idx.tmp")
         self._bin = open(self._bin_tmp, "wb")
-        self._offsets: list[int] = [0]
+        self._idx = open(self._idx_tmp, "wb")
+        self._idx.write(np.zeros(1, OFFSET_DTYPE).tobytes())
+        self.num_tokens = 0
+        self.num_documents = 0
         self._closed = False
 
-    @property
-    def num_tokens(self) -> int:
-        return self._offsets[-1]
+    def _check_range(self, array: np.ndarray) -> None:
+        if array.size and (array.min() < 0 or array.max() >= self.vocab_size):
+            raise ValueError(
+                f"token id out of range [0, {self.vocab_size}) in document {self.num_documents} of {self.prefix}"
+            )
 
     def add_document(self, ids: Sequence[int] | np.ndarray) -> None:
         array = np.asarray(ids)
         if array.ndim != 1:
             raise ValueError(f"a document is a 1-D sequence of ids, got shape {array.shape}")
-        if array.size and (array.min() < 0 or array.max() >= self.vocab_size):
-            raise ValueError(
-                f"token id out of range [0, {self.vocab_size}) in document {len(self._offsets) - 1} of {self.prefix}"
-            )
+        self._check_range(array)
         self._bin.write(array.astype(self.dtype, copy=False).tobytes())
-        self._offsets.append(self._offsets[-1] + int(array.size))
+        self.num_tokens += int(array.size)
+        self.num_documents += 1
+        self._idx.write(np.array([self.num_tokens], OFFSET_DTYPE).tobytes())
 
     def add_documents(self, documents: Iterable[Sequence[int] | np.ndarray]) -> None:
         for ids in documents:
             self.add_document(ids)
+
+    def add_packed(self, tokens: np.ndarray, document_ends: np.ndarray) -> None:
+        """Documents already back to back (a memory-mapped range of another shard):
+        ``document_ends`` are the offsets into ``tokens`` where each ends, the last one
+        ``len(tokens)``. Copied a chunk at a time."""
+        ends = np.asarray(document_ends, dtype=np.int64)
+        if len(tokens) and (not len(ends) or ends[-1] != len(tokens) or np.any(np.diff(ends) < 0) or ends[0] < 0):
+            raise ValueError(f"{self.prefix}: document ends {ends[:3]}... do not cover {len(tokens)} tokens in order")
+        for start in range(0, len(tokens), _COPY_CHUNK):
+            chunk = np.asarray(tokens[start : start + _COPY_CHUNK])
+            self._check_range(chunk)
+            self._bin.write(chunk.astype(self.dtype, copy=False).tobytes())
+        self._idx.write((ends + self.num_tokens).astype(OFFSET_DTYPE).tobytes())
+        self.num_tokens += len(tokens)
+        self.num_documents += len(ends)
 
     def close(self) -> ShardManifest:
         if self._closed:
             raise RuntimeError(f"{self.prefix}: writer already closed")
         self._closed = True
         self._bin.close()
-        idx_tmp = self.prefix.with_suffix(".idx.tmp")
-        np.asarray(self._offsets, dtype=OFFSET_DTYPE).tofile(idx_tmp)
+        self._idx.close()
         manifest = ShardManifest(
             dtype=self.dtype.name,
             vocab_size=self.vocab_size,
             num_tokens=self.num_tokens,
-            num_documents=len(self._offsets) - 1,
+            num_documents=self.num_documents,
             tokenizer_hash=self.tokenizer_hash,
         )
         json_tmp = self.prefix.with_suffix(".json.tmp")
         json_tmp.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         os.replace(self._bin_tmp, self.prefix.with_suffix(".bin"))
-        os.replace(idx_tmp, self.prefix.with_suffix(".idx"))
+        os.replace(self._idx_tmp, self.prefix.with_suffix(".idx"))
         os.replace(json_tmp, self.prefix.with_suffix(".json"))  # last: marks completion
         return manifest
 
@@ -126,6 +157,7 @@ class TokenShardWriter:
         if not self._closed:
             self._closed = True
             self._bin.close()
+            self._idx.close()
         for suffix in (".bin.tmp", ".idx.tmp", ".json.tmp"):
             self.prefix.with_suffix(suffix).unlink(missing_ok=True)
 
@@ -207,3 +239,56 @@ def find_shards(directory: str | Path, split: str) -> list[Path]:
         if match and match["split"] == split:
             prefixes.append(manifest.with_suffix(""))
     return sorted(prefixes)
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """``<dir>/<split>.shards.json``: the size of every shard of a split, so that a reader
+    need not open thousands of shards (or their manifests) to know them."""
+
+    split: str
+    tokenizer_hash: str
+    tokens_per_shard: int
+    shards: list[dict]  # {"name": "train-00000", "num_tokens": ..., "num_documents": ...} in order
+    format: str = SPLIT_INDEX_FORMAT
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(shard["num_tokens"] for shard in self.shards)
+
+    @property
+    def num_documents(self) -> int:
+        return sum(shard["num_documents"] for shard in self.shards)
+
+    def save(self, directory: str | Path) -> None:
+        path = split_index_path(directory, self.split)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: str | Path, split: str) -> "SplitIndex | None":
+        """The split's index, or None when the directory has none (shards written one by one)."""
+        path = split_index_path(directory, split)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != SPLIT_INDEX_FORMAT:
+                raise ShardError(f"{path}: not a {SPLIT_INDEX_FORMAT} file (format={data.get('format')!r})")
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ShardError(f"{path}: malformed split index ({err}); re-run tokenization to rewrite it") from None
+
+
+def split_index_path(directory: str | Path, split: str) -> Path:
+    return Path(directory) / f"{split}.shards.json"
+
+
+def shard_sizes(directory: str | Path, split: str) -> list[tuple[Path, int]]:
+    """(prefix, num_tokens) of every completed shard of a split, in order: from the split index
+    when there is one, else from each shard's manifest."""
+    index = SplitIndex.load(directory, split)
+    if index is not None:
+        return [(Path(directory) / shard["name"], int(shard["num_tokens"])) for shard in index.shards]
+    return [(prefix, ShardManifest.load(prefix.with_suffix(".json")).num_tokens) for prefix in find_shards(directory, split)]

@@ -101,6 +101,25 @@ def resolve_inputs(spec: str | Iterable[str]) -> list[InputSource]:
     return sources
 
 
+# a curation output_dir holds report.json at its top level: never training text
+CORPUS_FOLDER_SUFFIXES = tuple(suffix for suffix in SUPPORTED_SUFFIXES if suffix != ".json")
+
+
+def resolve_corpus_inputs(spec: str) -> list[InputSource]:
+    """The sources of a curated corpus: a folder gives its top-level shards only (a curation
+    output_dir keeps the documents it removed in ``removed/`` and its work files in
+    ``_work/``, never to be trained on); a file, a glob (``data/**/*.jsonl.zst`` recurses) or
+    an ``hf:`` dataset as :func:`resolve_inputs` reads them."""
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return resolve_inputs(spec)
+    files = sorted(str(path.resolve()) for path in folder.iterdir() if path.is_file() and path.name.endswith(CORPUS_FOLDER_SUFFIXES))
+    if not files:
+        raise ValueError(f"input={spec}: no file ending in {', '.join(CORPUS_FOLDER_SUFFIXES)} at the folder's top level; "
+                         "point input to a folder of shards or a glob such as 'data/clean/*.jsonl.zst'")
+    return resolve_inputs(files)
+
+
 def _files_of(entry: str) -> list[str]:
     path = Path(entry).expanduser()
     if path.is_dir():

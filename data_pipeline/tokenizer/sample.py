@@ -23,7 +23,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import xxhash
@@ -31,7 +30,7 @@ import xxhash
 from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
 from data_pipeline.document import Document
 from data_pipeline.executors.pool import run_unordered
-from data_pipeline.io.readers import SUPPORTED_SUFFIXES, BadInput, BadInputTally, read_unit, resolve_inputs
+from data_pipeline.io.readers import BadInput, BadInputTally, read_unit, resolve_corpus_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,6 @@ MAX_UTF8_CHAR_BYTES = 4
 # Uncompressed JSON lines are cut into units of this size (compressed files are read whole),
 # so that a subset of a few large files can still be drawn.
 UNIT_SIZE_MB = 256
-# What a directory's top level is read for: a plain .json there is a report (a curation
-# output_dir's report.json), not data; name such a file, or a glob, to read it.
-DIRECTORY_SUFFIXES = tuple(suffix for suffix in SUPPORTED_SUFFIXES if suffix != ".json")
 # (-key, -piece number, text): heapq's min-heap on negated keys keeps the smallest keys.
 Entry = tuple[int, int, str]
 
@@ -80,18 +76,8 @@ def sample_key(document: Document, seed: int) -> int:
 
 
 def input_units(spec: str) -> list[InputUnit]:
-    """The work units of ``input``: a directory's shards at its top level only (a curation
-    output_dir keeps its removed documents in ``removed/`` and its work files in ``_work/``,
-    which must not be read as training text), or a file, a glob (``data/**/*.jsonl.zst``
-    recurses) or an ``hf:`` dataset."""
-    path = Path(spec).expanduser()
-    entries: str | list[str] = spec
-    if path.is_dir():
-        entries = sorted(str(p) for p in path.iterdir() if p.is_file() and p.name.endswith(DIRECTORY_SUFFIXES))
-        if not entries:
-            raise ValueError(f"input={spec}: no {', '.join(DIRECTORY_SUFFIXES)} files at its top level; point input "
-                             "to a directory of shards or a glob such as 'data/clean/*.jsonl.zst'")
-    return split_into_units(resolve_inputs(entries), UNIT_SIZE_MB, HuggingFaceConfig())
+    """The work units of ``input`` (a curated corpus: a folder's top-level shards)."""
+    return split_into_units(resolve_corpus_inputs(spec), UNIT_SIZE_MB, HuggingFaceConfig())
 
 
 def unit_bytes(unit: InputUnit) -> int:

@@ -9,7 +9,11 @@ import pytest
 
 from pretrain.data.loader import BatchPlan, TrainingStream
 from pretrain.data.order import BlendedOrder, ShuffledOrder
-from data_pipeline.formats.token_shards import ShardError, TokenShard, TokenShardWriter, find_shards, shard_prefix, token_dtype
+import data_pipeline.formats.token_shards as token_shards
+import pretrain.data.windows as windows_module
+from data_pipeline.formats.token_shards import (
+    ShardError, SplitIndex, TokenShard, TokenShardWriter, find_shards, shard_prefix, token_dtype,
+)
 from pretrain.data.windows import PackedWindows
 
 
@@ -79,6 +83,45 @@ def test_windows_pack_documents_and_stay_inside_shards(tmp_path: Path) -> None:
     assert windows[4].tolist() == [100, 101, 102, 103]  # the next shard starts fresh
     with pytest.raises(ShardError, match="no complete"):
         PackedWindows.open(tmp_path, "val", window=4)
+
+
+def test_packed_documents_keep_their_ends(tmp_path: Path) -> None:
+    """add_packed: documents copied as a block (tokenize's shard packing) index like added ones."""
+    with TokenShardWriter(shard_prefix(tmp_path, "train", 0), 1000, "abc") as writer:
+        writer.add_document([1, 2])
+        writer.add_packed(np.array([3, 4, 5, 6, 7], dtype=np.uint16), np.array([1, 5]))
+    shard = TokenShard(shard_prefix(tmp_path, "train", 0))
+    assert [shard.document(i).tolist() for i in range(shard.num_documents)] == [[1, 2], [3], [4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="do not cover"), TokenShardWriter(shard_prefix(tmp_path, "train", 1), 1000, "abc") as writer:
+        writer.add_packed(np.array([3, 4, 5]), np.array([1, 2]))
+
+
+def test_thousands_of_shards_open_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up reads the split index alone; a shard is opened when its tokens are first read."""
+    count = 1500
+    sizes = [3 + index % 5 for index in range(count)]
+    for index, size in enumerate(sizes):
+        write_shard(tmp_path, [list(range(index % 900, index % 900 + size))], index=index)
+    SplitIndex("train", "abc", 8, [{"name": f"train-{i:05d}", "num_tokens": n, "num_documents": 1} for i, n in enumerate(sizes)]).save(tmp_path)
+    opened: list[Path] = []
+    manifests_read = Counter()
+
+    class CountedShard(TokenShard):
+        def __init__(self, prefix, expected_tokenizer_hash=None) -> None:
+            opened.append(Path(prefix))
+            super().__init__(prefix, expected_tokenizer_hash)
+
+    load = token_shards.ShardManifest.load
+    monkeypatch.setattr(windows_module, "TokenShard", CountedShard)
+    monkeypatch.setattr(token_shards.ShardManifest, "load", classmethod(lambda cls, path: manifests_read.update([path]) or load(path)))
+    windows = PackedWindows.open(tmp_path, "train", window=2, tokenizer_hash="abc")
+    assert len(windows) == sum(size // 2 for size in sizes)
+    assert opened == [] and not manifests_read
+    last = windows[len(windows) - 1]
+    first_token, end = (count - 1) % 900, 2 * (sizes[-1] // 2)  # the last shard's last whole window
+    assert opened == [shard_prefix(tmp_path, "train", count - 1)] and last.tolist() == [first_token + end - 2, first_token + end - 1]
+    windows[len(windows) - 2]  # the same shard: opened once
+    assert len(opened) == 1
 
 
 def test_order_depends_only_on_seed_and_epoch() -> None:

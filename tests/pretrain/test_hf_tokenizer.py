@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.tokenize import TokenizeConfig, tokenize_corpus
-from data_pipeline.tokenize_shard import TRAIN
+from data_pipeline.tokenize.cli import tokenize_corpus
+from data_pipeline.tokenize.config import TokenizeConfig
+from data_pipeline.tokenize.layout import TRAIN
 from pretrain.config import load_train_config
 from pretrain.consolidate import load_trained_model
 from data_pipeline.formats.token_shards import TokenShard, find_shards
@@ -62,7 +63,7 @@ def shards(corpus: Path, hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFa
     output = tmp_path_factory.mktemp("domain_tokens")
     config = TokenizeConfig(input=str(corpus), tokenizer=str(hf_tokenizer), output_dir=str(output), workers=1,
                             val_fraction=0.0, progress=False)
-    assert not tokenize_corpus(config).failed
+    assert tokenize_corpus(config).documents[TRAIN] == 240
     return output
 
 
@@ -158,7 +159,7 @@ def grown_shards(corpus: Path, hf_tokenizer: Path, tmp_path_factory: pytest.Temp
     output = tmp_path_factory.mktemp("grown_tokens")
     config = TokenizeConfig(input=str(corpus), tokenizer=str(hf_tokenizer), output_dir=str(output), workers=1,
                             val_fraction=0.0, progress=False, add_special_tokens=True, num_sentinels=NUM_SENTINELS)
-    assert not tokenize_corpus(config).failed
+    assert tokenize_corpus(config).documents[TRAIN] == 240
     return output
 
 

@@ -10,6 +10,7 @@ import pytest
 import zstandard
 
 from data_pipeline.curate.config import CurateConfig
+from tests.data_pipeline.helpers import with_overrides
 
 WORDS = """time people year way day man thing woman life child world school state family student
 group country problem hand part place case week company system program question work government
@@ -65,14 +66,7 @@ def pile_records(prefix: str, seeds: range) -> list[dict]:
 
 
 def make_config(tmp_path: Path, input_spec, output: str = "out", **overrides) -> CurateConfig:
-    config = CurateConfig(input=input_spec, output_dir=str(tmp_path / output), progress=False)
-    for dotted, value in overrides.items():
-        target = config
-        *parents, last = dotted.split("__")
-        for parent in parents:
-            target = getattr(target, parent)
-        setattr(target, last, value)
-    return config
+    return with_overrides(CurateConfig(input=input_spec, output_dir=str(tmp_path / output), progress=False), **overrides)
 
 
 class Files:

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from data_pipeline.curate.cli import run_curation
@@ -21,6 +20,7 @@ from data_pipeline.executors.config import SlurmConfig
 from data_pipeline.executors.pool import run_unordered
 from data_pipeline.executors.slurm import stage_resources, submitit_parameters
 from data_pipeline.io.writers import iter_shard
+from tests.data_pipeline.helpers import wait_for_worker_reading
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -124,7 +124,7 @@ def test_a_killed_worker_fails_the_run_at_once_naming_its_unit_and_a_rerun_redoe
     (folder / "slow.jsonl").write_text("\n".join(distinct * 20) + "\n")  # 1,000 documents: seconds of work
     command = [sys.executable, "-m", "data_pipeline.curate", f"input={folder}", f"output_dir={tmp_path}/out", "progress=false", "workers=2"]
     run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    worker = _wait_for_worker_reading(run.pid, "slow.jsonl", timeout_s=120)
+    worker = wait_for_worker_reading(run.pid, "slow.jsonl", timeout_s=120)
     os.kill(worker.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     _, stderr = run.communicate(timeout=60)
@@ -140,19 +140,6 @@ def test_a_killed_worker_fails_the_run_at_once_naming_its_unit_and_a_rerun_redoe
     assert (markers / "00003.done.json").exists()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["output"]["documents"] == 9 + 50  # the slow file's 950 repeats are exact copies
-
-
-def _wait_for_worker_reading(parent_pid: int, name: str, timeout_s: float) -> psutil.Process:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for child in psutil.Process(parent_pid).children(recursive=True):
-            try:
-                if any(Path(f.path).name == name for f in child.open_files()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(0.05)
-    raise AssertionError(f"no worker opened {name} within {timeout_s} s")
 
 
 def test_pool_results_and_a_failing_item_named():

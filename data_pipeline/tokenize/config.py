@@ -1,0 +1,49 @@
+"""The options of ``python -m data_pipeline.tokenize`` (configs/tokenize.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.executors.config import ExecutorConfig
+
+# 2^28 tokens: 512 MiB of uint16 (vocabularies up to 65,536) or 1 GiB of uint32 per shard.
+# Large enough that a 1 T-token corpus is ~3,700 shards (few files, few opens), small enough
+# to copy, checksum or re-make one shard in seconds, and ~1 s of a training run's reading.
+DEFAULT_TOKENS_PER_SHARD = 2**28
+
+
+@dataclass
+class TokenizeConfig:
+    input: str = MISSING  # files, a folder (its top level: a curation output_dir), a glob, or hf:<dataset>
+    # A tokenizer directory (train_tokenizer's output_dir) or its tokenizer.model, or a
+    # Hugging Face tokenizer directory (tokenizer.json; docs/hf.md).
+    tokenizer: str = MISSING
+    output_dir: str = MISSING
+    # Worker processes on this machine (executor=local); 0 = all cores.
+    workers: int = 0
+    # Work units: an uncompressed JSON-lines file is cut into byte ranges and a parquet file
+    # into runs of row groups of about this size; compressed files are one unit each.
+    unit_size_mb: float = 256
+    # Every shard of a split holds exactly this many tokens except the split's last one;
+    # a document may run on from one shard into the next.
+    tokens_per_shard: int = DEFAULT_TOKENS_PER_SHARD
+    # Share of documents (by id hash) that go to the val split; a corpus of at least 10
+    # documents whose hashes send none gives val its documents of smallest hash, one per 10
+    # documents, at most 10.
+    val_fraction: float = 0.005
+    # Every document ends with EOS; also start each with BOS.
+    add_bos: bool = False
+    # A Hugging Face tokenizer only: append a mask token and num_sentinels sentinels to its
+    # vocabulary (for objective=mlm / span; docs/hf.md). The shards get the grown tokenizer.
+    add_special_tokens: bool = False
+    num_sentinels: int = 100
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    strict: bool = False  # the first bad input record fails the run
+    progress: bool = True
+
+
+# Settings that change how the run goes, not what it writes: a rerun may change them.
+RUNTIME_KEYS = ("workers", "executor", "strict", "progress")

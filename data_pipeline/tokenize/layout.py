@@ -1,0 +1,46 @@
+"""Where every file of a tokenize run lives under output_dir.
+
+  <split>-<NNNNN>.bin/.idx/.json    the token shards, tokens_per_shard tokens each but the last
+  <split>.shards.json               the split index: every shard's size (the loader reads only it)
+  tokenizer.model, tokenizer_meta.json, ...   the tokenizer the shards were made with
+  summary.json                      what the run did (tokens and documents per split, ...)
+  _work/run.json                    the settings and input units this output_dir belongs to
+  _work/done/<stage>/<unit>.done.json   a unit's stats: its completion marker (the executor's)
+  _work/runs/<split>-<unit>.*       stage 1's token runs, one per input unit and split (removed at the end)
+  _work/slurm/                      submitit's scripts and logs (executor=slurm)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_pipeline.formats.token_shards import shard_prefix
+
+TRAIN, VAL = "train", "val"
+SPLITS = (TRAIN, VAL)
+# The train documents of smallest id hash each unit lists in its stats (encode.py), for
+# pack.py to give an otherwise empty val split (a small corpus).
+VAL_FALLBACK_DOCUMENTS = 10
+
+
+class Layout:
+    def __init__(self, output_dir: str | Path) -> None:
+        self.root = Path(output_dir)
+        self.work = self.root / "_work"
+        self.runs = self.work / "runs"
+
+    @property
+    def run_file(self) -> Path:
+        return self.work / "run.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def markers(self, stage: str) -> Path:
+        return self.work / "done" / stage
+
+    def run_prefix(self, split: str, unit_index: int) -> Path:
+        return shard_prefix(self.runs, split, unit_index)
+
+    def shard_prefix(self, split: str, index: int) -> Path:
+        return shard_prefix(self.root, split, index)
