@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import fsspec
 import xxhash
 
 from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
@@ -95,9 +96,11 @@ def input_units(spec: str) -> list[InputUnit]:
 
 
 def unit_bytes(unit: InputUnit) -> int:
-    """The unit's size on disk (0 for a remote ``hf:`` file, whose size is not known)."""
+    """The unit's size in its file system (an ``hf:`` dataset's file on the Hub, hf://, asks
+    the Hub: counted as 0 bytes, a remote dataset's files would all be read)."""
     if unit.data_file is not None:
-        return os.path.getsize(unit.data_file) if os.path.isfile(unit.data_file) else 0
+        file_system, path = fsspec.core.url_to_fs(unit.data_file)
+        return int(file_system.size(path))
     if unit.source.path.endswith(".parquet"):
         import pyarrow.parquet as parquet
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import pytest
 import sentencepiece as spm
 import xxhash
@@ -15,9 +16,12 @@ import xxhash
 import data_pipeline.tokenizer.sample
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
-from data_pipeline.io.readers import BadInputError
+from data_pipeline.io.readers import BadInputError, InputSource
+from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
-from data_pipeline.tokenizer.sample import SampleSettings, TrainingSample, cut_text, input_units, unit_bytes
+from data_pipeline.tokenizer.sample import (
+    SampleSettings, TrainingSample, choose_units, cut_text, input_units, unit_bytes,
+)
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,6 +225,20 @@ def test_sample_reads_a_subset_of_units_enough_for_factor_times_the_sample(monke
     by_hash = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["id"].encode(), seed=3))
     expected = [piece for record in by_hash for piece in cut_text(record["text"], len(record["text"].encode()), 256)]
     assert sample == expected[:20]
+
+
+def test_remote_hf_files_count_their_size_so_only_a_subset_is_read():
+    """An hf: dataset's data files live on the Hub (hf://...): their sizes come from the file
+    system, so sample_units_factor reads a subset of them (not every file, as with size 0)."""
+    memory = fsspec.filesystem("memory")
+    source = InputSource(0, "hf:someone/corpus", "hf:someone/corpus")
+    units = []
+    for index in range(10):
+        memory.pipe(f"/corpus/part-{index}.json.gz", b"x" * (100 + index))
+        units.append(InputUnit(index, source, data_file=f"memory://corpus/part-{index}.json.gz", name=f"part-{index}"))
+    assert [unit_bytes(unit) for unit in units] == [100 + index for index in range(10)]
+    chosen = choose_units(units, 250, seed=0)
+    assert len(chosen) == 3  # 2 files hold < 250 bytes, 3 hold >= 250
 
 
 def test_larger_factor_reads_more_units_and_another_seed_other_units(monkeypatch, many_units):
