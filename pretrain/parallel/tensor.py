@@ -69,7 +69,9 @@ def _all_gather_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     shard = x.movedim(SEQUENCE_DIM, 0).contiguous()  # the collective concatenates along dim 0
     whole = shard.new_empty((size * shard.shape[0], *shard.shape[1:]))
     dist.all_gather_single(whole, shard, group=group)
-    return whole.movedim(0, SEQUENCE_DIM)
+    # Contiguous in the caller's layout: q, k and v (gate and up) then share one saved input;
+    # a strided view would be copied, and that copy saved, by each linear that reads it.
+    return whole.movedim(0, SEQUENCE_DIM).contiguous()
 
 
 def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
@@ -78,7 +80,7 @@ def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     whole = x.movedim(SEQUENCE_DIM, 0).contiguous()
     shard = whole.new_empty((whole.shape[0] // size, *whole.shape[1:]))
     dist.reduce_scatter_single(shard, whole, group=group)
-    return shard.movedim(0, SEQUENCE_DIM)
+    return shard.movedim(0, SEQUENCE_DIM).contiguous()
 
 
 def _sequence_shard(x: Tensor, group: dist.ProcessGroup) -> Tensor:

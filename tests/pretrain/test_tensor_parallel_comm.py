@@ -18,6 +18,7 @@ from pretrain.init import shard_of
 from pretrain.model import GPT
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from pretrain.parallel.tensor import TensorParallelLayers
+from pretrain.planning.activations import ActivationSetting, stage_activations
 
 WORLD = 2
 COLLECTIVES = ("all_reduce", "all_gather_single", "reduce_scatter_single")
@@ -68,6 +69,24 @@ def loss_of(model: GPT, counter: CollectiveCounter | None = None) -> torch.Tenso
     return loss.detach()
 
 
+def saved_activation_bytes(model: GPT) -> int:
+    """Bytes of the distinct tensors autograd saves for the backward pass of one forward,
+    parameters left out (what the planner calls stored activations)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    inputs, labels = batch()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.layers.token_losses(model(inputs), labels).mean().backward()
+    return sum(storages.values())
+
+
 def worker(rank: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     results: dict[str, Any] = {}
@@ -77,6 +96,8 @@ def worker(rank: int, store: str, out_dir: str) -> None:
             with CollectiveCounter() as counter:
                 loss_of(GPT(ModelConfig(**BASE, n_layers=n_layers), layers), counter)
             results[f"calls sp={sequence_parallel} layers={n_layers}"] = dict(counter.calls)
+            saved = saved_activation_bytes(GPT(ModelConfig(**BASE, n_layers=n_layers), layers))
+            results[f"saved sp={sequence_parallel} layers={n_layers}"] = saved
         for name, config in (("base", BASE), ("variant", VARIANT)):
             cfg = ModelConfig(**config, n_layers=2)
             dense, parallel = GPT(cfg), GPT(cfg, layers)
@@ -125,3 +146,24 @@ def test_tp2_loss_and_gradients_equal_one_process(results: list[dict], sequence_
         loss_error, grad_error = rank_results[f"parity sp={sequence_parallel} {config}"]
         assert loss_error < 1e-6
         assert grad_error < 1e-6
+
+
+def test_the_planner_predicts_what_sequence_parallelism_saves(results: list[dict]) -> None:
+    """The activations one more layer stores, and what sequence parallelism saves on the whole
+    model, as measured (autograd's saved tensors) and as the planner predicts them."""
+    inputs, _ = batch()
+    cfg = {n: ModelConfig(**BASE, n_layers=n) for n in (2, 4)}
+
+    def predicted(sequence_parallel: bool, n_layers: int) -> float:
+        setting = ActivationSetting(seq_len=inputs.shape[1], micro_batch=inputs.shape[0], element_bytes=4, tp=WORLD,
+                                    sequence_parallel=sequence_parallel, sharded_linear_inputs=False)
+        return stage_activations(cfg[n_layers], setting, layers=n_layers, in_flight=1, has_head=True).stored
+
+    for saved in results:
+        for sequence_parallel in (False, True):
+            per_layer = (saved[f"saved sp={sequence_parallel} layers=4"] - saved[f"saved sp={sequence_parallel} layers=2"]) / 2
+            expected = (predicted(sequence_parallel, 4) - predicted(sequence_parallel, 2)) / 2
+            assert per_layer == pytest.approx(expected, rel=0.1)
+        measured_saving = saved["saved sp=False layers=4"] - saved["saved sp=True layers=4"]
+        # Was negative while each column-parallel linear copied (and saved) the strided gathered input.
+        assert measured_saving == pytest.approx(predicted(False, 4) - predicted(True, 4), rel=0.1)
