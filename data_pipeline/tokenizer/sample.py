@@ -154,6 +154,8 @@ def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
             continue
         text_bytes = len(item.text.encode("utf-8"))
         documents += 1
+        if not text_bytes:  # nothing to learn from; it would take a place in the sample
+            continue
         num_bytes += text_bytes
         key = sample_key(item, settings.seed)
         for piece, text in enumerate(cut_text(item.text, text_bytes, settings.max_bytes)):
@@ -184,6 +186,11 @@ class TrainingSample:
     def __iter__(self) -> Iterator[str]:
         try:
             kept = self._smallest_keys()
+            if not kept:  # SentencePiece would fail with an internal assertion
+                raise ValueError(
+                    f"no text to train on: the {self.units_read} input units read hold {self.documents} documents, "
+                    "none with text; point input= to curated shards whose records have a non-empty 'text'"
+                )
         except Exception as err:
             self.error = err
             raise
@@ -207,4 +214,11 @@ class TrainingSample:
             self.texts += result["texts"]
             self.num_bytes += result["num_bytes"]
             self.bad_input.absorb(result["bad_input"])
+        if len(heap) < settings.size and len(chosen) < len(self.units):
+            # The byte budget counts file bytes (JSON syntax and escapes included), not text.
+            log.warning(
+                "the sample has %d of input_sentence_size=%d texts from %d of %d input units; raise "
+                "sample_units_factor (or set it to null) to read more of the input",
+                len(heap), settings.size, len(chosen), len(self.units),
+            )
         return heap

@@ -322,6 +322,28 @@ def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
         train_tokenizer(tiny_config(corpus, tmp_path / "strict", strict=True, hf_export=False))
 
 
+def test_empty_texts_take_no_place_and_no_text_at_all_is_one_clear_error(tmp_path):
+    write_jsonl(tmp_path / "corpus" / "empty.jsonl", [])
+    write_jsonl(tmp_path / "corpus" / "blank.jsonl", [{"id": "a", "text": ""}, {"id": "b", "text": ""}])
+    with pytest.raises(ValueError, match=r"no text to train on: the 2 input units read hold 2 documents, none with text"):
+        train_tokenizer(tiny_config(tmp_path / "corpus", tmp_path / "out", hf_export=False))
+    write_jsonl(tmp_path / "corpus" / "text.jsonl", [{"id": "c", "text": "clean text"}])
+    units = input_units(str(tmp_path / "corpus"))
+    assert list(TrainingSample(units, SampleSettings(10, 16384, 0, strict=False), 1, None)) == ["clean text"]
+
+
+def test_a_sample_short_of_its_size_names_sample_units_factor(many_units, caplog):
+    units = input_units(str(many_units))
+    settings = SampleSettings(size=200, max_bytes=256, seed=0, strict=True)
+    with caplog.at_level("WARNING"):
+        assert len(list(TrainingSample(units, settings, 1, 0.01))) < 200  # 0.01 × 200 × 256 bytes: one unit
+    assert "of input_sentence_size=200 texts from 1 of 24 input units; raise sample_units_factor" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        list(TrainingSample(units, settings, 1, None))  # every unit read: nothing more to read
+    assert "sample_units_factor" not in caplog.text
+
+
 def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
     with pytest.raises(ValueError, match="vocab_size=300 is too small"):
         train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
