@@ -208,6 +208,28 @@ class SequenceParallelLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
+class SequenceParallelDropout(nn.Dropout):
+    """Dropout of this rank's sequence shard: the mask of the whole sequence is drawn (the
+    tensor-parallel ranks' generators agree) and the shard's part kept, so the shards' masks
+    are not copies of one another and, on the CPU, equal one process's mask exactly."""
+
+    def __init__(self, p: float, group: dist.ProcessGroup) -> None:
+        super().__init__(p)
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        size = dist.get_world_size(self.group)
+        whole = list(x.shape)
+        whole[SEQUENCE_DIM] *= size
+        # As F.dropout on the CPU: a Bernoulli(1 - p) tensor like the input, scaled by 1/(1 - p).
+        mask = x.new_empty(whole).bernoulli_(1.0 - self.p)
+        # A new tensor of the shard's size: the whole mask is not kept for the backward.
+        shard = mask.chunk(size, dim=SEQUENCE_DIM)[dist.get_rank(self.group)].div(1.0 - self.p)
+        return x * shard
+
+
 class TensorParallelLayers(LayerFactory):
     def __init__(self, group: dist.ProcessGroup, sequence_parallel: bool = False) -> None:
         self.group = group
@@ -229,6 +251,9 @@ class TensorParallelLayers(LayerFactory):
         if cfg.norm is Norm.rmsnorm:
             return SequenceParallelRMSNorm(cfg.d_model, cfg.norm_eps, self.group)
         return SequenceParallelLayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, self.group)
+
+    def dropout(self, p: float) -> nn.Module:
+        return SequenceParallelDropout(p, self.group) if self.sequence_parallel else super().dropout(p)
 
     def gather_input(self, x: Tensor) -> Tensor:
         if self.sequence_parallel:

@@ -1,8 +1,8 @@
 """Tensor parallelism communicates like Megatron: per layer 2 all-reduces forward and 2
 backward, or with sequence parallelism 2 reduce-scatters + 2 all-gathers each way (plus the
 norm weights' small gradient sums); and a tp2 model, with or without sequence parallelism,
-computes the single-process model's loss and gradients. Two gloo processes, tiny models;
-dropout is 0 (sequence-parallel dropout draws a different mask per shard)."""
+computes the single-process model's loss and gradients (with embedding and residual dropout
+too); the activations it saves are those the planner predicts. Two gloo processes, tiny models."""
 from __future__ import annotations
 
 from collections import Counter
@@ -28,6 +28,9 @@ BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_he
 # ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
 # ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
 VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
+# Embedding and residual dropout (sequence parallelism draws them on sequence shards); the
+# generator is seeded alike before each model's pass, as the trainer seeds every rank.
+DROPOUT = dict(BASE, embed_dropout=0.3, residual_dropout=0.3)
 
 
 class CollectiveCounter:
@@ -98,10 +101,13 @@ def worker(rank: int, store: str, out_dir: str) -> None:
             results[f"calls sp={sequence_parallel} layers={n_layers}"] = dict(counter.calls)
             saved = saved_activation_bytes(GPT(ModelConfig(**BASE, n_layers=n_layers), layers))
             results[f"saved sp={sequence_parallel} layers={n_layers}"] = saved
-        for name, config in (("base", BASE), ("variant", VARIANT)):
+        for name, config in (("base", BASE), ("variant", VARIANT), ("dropout", DROPOUT)):
             cfg = ModelConfig(**config, n_layers=2)
             dense, parallel = GPT(cfg), GPT(cfg, layers)
-            expected_loss, loss = loss_of(dense), loss_of(parallel)
+            torch.manual_seed(1)
+            expected_loss = loss_of(dense)
+            torch.manual_seed(1)
+            loss = loss_of(parallel)
             grads = dict(dense.named_parameters())
             error = max((p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters())
             results[f"parity sp={sequence_parallel} {name}"] = (abs(loss - expected_loss).item(), error)
@@ -140,7 +146,7 @@ def test_sequence_parallel_layer_reduce_scatters_and_all_gathers_instead(results
 
 
 @pytest.mark.parametrize("sequence_parallel", [False, True])
-@pytest.mark.parametrize("config", ["base", "variant"])
+@pytest.mark.parametrize("config", ["base", "variant", "dropout"])
 def test_tp2_loss_and_gradients_equal_one_process(results: list[dict], sequence_parallel: bool, config: str) -> None:
     for rank_results in results:
         loss_error, grad_error = rank_results[f"parity sp={sequence_parallel} {config}"]
