@@ -80,11 +80,11 @@ def sample_key(document: Document, seed: int) -> int:
     return xxhash.xxh64_intdigest(document.id.encode("utf-8", "surrogatepass"), seed=seed)
 
 
-def input_units(spec: str) -> list[InputUnit]:
+def input_units(spec: str, hf: HuggingFaceConfig | None = None) -> list[InputUnit]:
     """The work units of ``input``: a directory's shards at its top level only (a curation
     output_dir keeps its removed documents in ``removed/`` and its work files in ``_work/``,
     which must not be read as training text), or a file, a glob (``data/**/*.jsonl.zst``
-    recurses) or an ``hf:`` dataset."""
+    recurses) or an ``hf:`` dataset (its configuration, split and files: ``hf``)."""
     path = Path(spec).expanduser()
     entries: str | list[str] = spec
     if path.is_dir():
@@ -92,7 +92,7 @@ def input_units(spec: str) -> list[InputUnit]:
         if not entries:
             raise ValueError(f"input={spec}: no {', '.join(DIRECTORY_SUFFIXES)} files at its top level; point input "
                              "to a directory of shards or a glob such as 'data/clean/*.jsonl.zst'")
-    return split_into_units(resolve_inputs(entries), UNIT_SIZE_MB, HuggingFaceConfig())
+    return split_into_units(resolve_inputs(entries), UNIT_SIZE_MB, hf or HuggingFaceConfig())
 
 
 def unit_bytes(unit: InputUnit) -> int:
@@ -141,6 +141,8 @@ class SampleSettings:
     max_bytes: int
     seed: int
     strict: bool
+    # The records' text and id fields and the hf: dataset's configuration, as curation reads them.
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
 
 
 def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
@@ -148,7 +150,7 @@ def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
     heap: list[Entry] = []
     bad_input = BadInputTally(settings.strict)
     documents = texts = num_bytes = 0
-    for item in read_unit(unit, ReaderConfig()):
+    for item in read_unit(unit, settings.reader):
         if isinstance(item, BadInput):
             bad_input.add(item)
             continue

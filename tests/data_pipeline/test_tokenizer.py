@@ -14,6 +14,7 @@ import sentencepiece as spm
 import xxhash
 
 import data_pipeline.tokenizer.sample
+from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
 from data_pipeline.io.readers import BadInputError, InputSource
@@ -342,6 +343,19 @@ def test_a_sample_short_of_its_size_names_sample_units_factor(many_units, caplog
     with caplog.at_level("WARNING"):
         list(TrainingSample(units, settings, 1, None))  # every unit read: nothing more to read
     assert "sample_units_factor" not in caplog.text
+
+
+def test_reader_settings_choose_the_text_field_and_ids(tmp_path):
+    """reader.text_key / reader.id_keys, as curation reads records (and reader.hf for hf: inputs)."""
+    records = [{"key": f"k{n}", "content": f"text number {n}", "text": "not this"} for n in range(30)]
+    write_jsonl(tmp_path / "corpus" / "part.jsonl", records)
+    config = tiny_config(tmp_path / "corpus", tmp_path / "out", vocab_size=400, hf_export=False,
+                         reader=ReaderConfig(text_key="content", id_keys=["key"]))
+    train_tokenizer(config)
+    settings = SampleSettings(30, 16384, 0, strict=True, reader=config.reader)
+    sample = list(TrainingSample(input_units(config.input, config.reader.hf), settings, 1, None))
+    by_key = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["key"].encode(), seed=0))
+    assert sample == [record["content"] for record in by_key]
 
 
 def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
