@@ -28,8 +28,9 @@ BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_he
 # ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
 # ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
 VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
-# Embedding and residual dropout (sequence parallelism draws them on sequence shards); the
-# generator is seeded alike before each model's pass, as the trainer seeds every rank.
+# Embedding and residual dropout (sequence parallelism draws them on sequence shards), with
+# activation checkpointing; the generator is seeded alike before each model's pass, as the
+# trainer seeds every rank.
 DROPOUT = dict(BASE, embed_dropout=0.3, residual_dropout=0.3)
 
 
@@ -104,6 +105,8 @@ def worker(rank: int, store: str, out_dir: str) -> None:
         for name, config in (("base", BASE), ("variant", VARIANT), ("dropout", DROPOUT)):
             cfg = ModelConfig(**config, n_layers=2)
             dense, parallel = GPT(cfg), GPT(cfg, layers)
+            # Recomputed blocks redo their collectives and dropout masks in the backward pass.
+            parallel.activation_checkpointing = name == "dropout"
             torch.manual_seed(1)
             expected_loss = loss_of(dense)
             torch.manual_seed(1)
