@@ -7,7 +7,8 @@ chosen by a seeded hash of each unit's name, in that order until the units' byte
 at least ``units_factor`` times the texts the sample needs (more when the files are
 compressed), while a large corpus is read only in part. ``units_factor=None`` reads every
 unit. Each unit is read on its own (on ``workers`` processes) and returns its own smallest
-``size`` texts, so memory is bounded by the sample; merging them gives the smallest of all.
+``size`` texts, so memory is bounded by the sample per worker (and the merged sample in this
+process); merging them gives the smallest of all.
 
 That choice depends only on the input, the seed and the settings, not on the number of
 workers, the process, the folder or a random generator, and the sample is fed to
