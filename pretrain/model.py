@@ -51,6 +51,10 @@ class LayerFactory:
     def norm(self, cfg: ModelConfig) -> nn.Module:
         return make_norm(cfg)
 
+    def dropout(self, p: float) -> nn.Module:
+        """Dropout of the activations between layers (embedding and residual dropout)."""
+        return nn.Dropout(p)
+
     def gather_input(self, x: Tensor) -> Tensor:
         """The input of column layers, (batch, seq, d_model), as they need it."""
         return x
@@ -291,7 +295,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg, layers)
         self.mlp_norm = layers.norm(cfg)
         self.mlp = MLP(cfg, layers)
-        self.dropout = nn.Dropout(cfg.residual_dropout)
+        self.dropout = layers.dropout(cfg.residual_dropout)
 
     def forward(
         self,
@@ -317,7 +321,7 @@ class Embedding(nn.Module):
         super().__init__()
         self.tokens = layers.embedding(cfg.padded_vocab_size, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position is Position.learned else None
-        self.dropout = nn.Dropout(cfg.embed_dropout)
+        self.dropout = layers.dropout(cfg.embed_dropout)
         self.layers = layers
 
     def forward(self, input_ids: Tensor, positions: Tensor) -> Tensor:

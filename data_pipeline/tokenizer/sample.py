@@ -7,7 +7,8 @@ chosen by a seeded hash of each unit's name, in that order until the units' byte
 at least ``units_factor`` times the texts the sample needs (more when the files are
 compressed), while a large corpus is read only in part. ``units_factor=None`` reads every
 unit. Each unit is read on its own (on ``workers`` processes) and returns its own smallest
-``size`` texts, so memory is bounded by the sample; merging them gives the smallest of all.
+``size`` texts, so memory is bounded by the sample per worker (and the merged sample in this
+process); merging them gives the smallest of all.
 
 That choice depends only on the input, the seed and the settings, not on the number of
 workers, the process, the folder or a random generator, and the sample is fed to
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Iterator, Optional
 
+import fsspec
 import xxhash
 
 from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
@@ -75,15 +77,18 @@ def sample_key(document: Document, seed: int) -> int:
     return xxhash.xxh64_intdigest(document.id.encode("utf-8", "surrogatepass"), seed=seed)
 
 
-def input_units(spec: str) -> list[InputUnit]:
-    """The work units of ``input`` (a curated corpus: a folder's top-level shards)."""
-    return split_into_units(resolve_corpus_inputs(spec), UNIT_SIZE_MB, HuggingFaceConfig())
+def input_units(spec: str, hf: HuggingFaceConfig | None = None) -> list[InputUnit]:
+    """The work units of ``input`` (a curated corpus: a folder's top-level shards; an ``hf:``
+    dataset with its configuration, split and files: ``hf``)."""
+    return split_into_units(resolve_corpus_inputs(spec), UNIT_SIZE_MB, hf or HuggingFaceConfig())
 
 
 def unit_bytes(unit: InputUnit) -> int:
-    """The unit's size on disk (0 for a remote ``hf:`` file, whose size is not known)."""
+    """The unit's size in its file system (an ``hf:`` dataset's file on the Hub, hf://, asks
+    the Hub: counted as 0 bytes, a remote dataset's files would all be read)."""
     if unit.data_file is not None:
-        return os.path.getsize(unit.data_file) if os.path.isfile(unit.data_file) else 0
+        file_system, path = fsspec.core.url_to_fs(unit.data_file)
+        return int(file_system.size(path))
     if unit.source.path.endswith(".parquet"):
         import pyarrow.parquet as parquet
 
@@ -124,6 +129,8 @@ class SampleSettings:
     max_bytes: int
     seed: int
     strict: bool
+    # The records' text and id fields and the hf: dataset's configuration, as curation reads them.
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
 
 
 def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
@@ -131,12 +138,14 @@ def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
     heap: list[Entry] = []
     bad_input = BadInputTally(settings.strict)
     documents = texts = num_bytes = 0
-    for item in read_unit(unit, ReaderConfig()):
+    for item in read_unit(unit, settings.reader):
         if isinstance(item, BadInput):
             bad_input.add(item)
             continue
         text_bytes = len(item.text.encode("utf-8"))
         documents += 1
+        if not text_bytes:  # nothing to learn from; it would take a place in the sample
+            continue
         num_bytes += text_bytes
         key = sample_key(item, settings.seed)
         for piece, text in enumerate(cut_text(item.text, text_bytes, settings.max_bytes)):
@@ -167,6 +176,11 @@ class TrainingSample:
     def __iter__(self) -> Iterator[str]:
         try:
             kept = self._smallest_keys()
+            if not kept:  # SentencePiece would fail with an internal assertion
+                raise ValueError(
+                    f"no text to train on: the {self.units_read} input units read hold {self.documents} documents, "
+                    "none with text; point input= to curated shards whose records have a non-empty 'text'"
+                )
         except Exception as err:
             self.error = err
             raise
@@ -190,4 +204,11 @@ class TrainingSample:
             self.texts += result["texts"]
             self.num_bytes += result["num_bytes"]
             self.bad_input.absorb(result["bad_input"])
+        if len(heap) < settings.size and len(chosen) < len(self.units):
+            # The byte budget counts file bytes (JSON syntax and escapes included), not text.
+            log.warning(
+                "the sample has %d of input_sentence_size=%d texts from %d of %d input units; raise "
+                "sample_units_factor (or set it to null) to read more of the input",
+                len(heap), settings.size, len(chosen), len(self.units),
+            )
         return heap

@@ -10,13 +10,14 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import sentencepiece as spm
 from omegaconf import MISSING
 
+from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
 from data_pipeline.io.readers import BadInputTally
@@ -62,6 +63,9 @@ class TokenizerConfig:
     # Also write the Hugging Face transformers files (needs transformers installed).
     hf_export: bool = True
     strict: bool = False
+    # How records are read, as in curation: reader.text_key, reader.id_keys and, for an hf:
+    # input, reader.hf.name / split / data_files.
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
 
 
 def sentencepiece_options(config: TokenizerConfig) -> dict:
@@ -149,10 +153,10 @@ def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
 
 def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     check_config(config)
-    units = input_units(config.input)
+    units = input_units(config.input, config.reader.hf)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    settings = SampleSettings(config.input_sentence_size, config.max_sentence_length, config.seed, config.strict)
+    settings = SampleSettings(config.input_sentence_size, config.max_sentence_length, config.seed, config.strict, config.reader)
     stream = TrainingSample(units, settings, config.workers or os.cpu_count() or 1, config.sample_units_factor)
     log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts", config.vocab_size, config.input_sentence_size)
     start = time.perf_counter()

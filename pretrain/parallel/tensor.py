@@ -69,7 +69,9 @@ def _all_gather_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     shard = x.movedim(SEQUENCE_DIM, 0).contiguous()  # the collective concatenates along dim 0
     whole = shard.new_empty((size * shard.shape[0], *shard.shape[1:]))
     dist.all_gather_single(whole, shard, group=group)
-    return whole.movedim(0, SEQUENCE_DIM)
+    # Contiguous in the caller's layout: q, k and v (gate and up) then share one saved input;
+    # a strided view would be copied, and that copy saved, by each linear that reads it.
+    return whole.movedim(0, SEQUENCE_DIM).contiguous()
 
 
 def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
@@ -78,7 +80,7 @@ def _reduce_scatter_sequence(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     whole = x.movedim(SEQUENCE_DIM, 0).contiguous()
     shard = whole.new_empty((whole.shape[0] // size, *whole.shape[1:]))
     dist.reduce_scatter_single(shard, whole, group=group)
-    return shard.movedim(0, SEQUENCE_DIM)
+    return shard.movedim(0, SEQUENCE_DIM).contiguous()
 
 
 def _sequence_shard(x: Tensor, group: dist.ProcessGroup) -> Tensor:
@@ -206,6 +208,28 @@ class SequenceParallelLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
+class SequenceParallelDropout(nn.Dropout):
+    """Dropout of this rank's sequence shard: the mask of the whole sequence is drawn (the
+    tensor-parallel ranks' generators agree) and the shard's part kept, so the shards' masks
+    are not copies of one another and, on the CPU, equal one process's mask exactly."""
+
+    def __init__(self, p: float, group: dist.ProcessGroup) -> None:
+        super().__init__(p)
+        self.group = group
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        size = dist.get_world_size(self.group)
+        whole = list(x.shape)
+        whole[SEQUENCE_DIM] *= size
+        # As F.dropout on the CPU: a Bernoulli(1 - p) tensor like the input, scaled by 1/(1 - p).
+        mask = x.new_empty(whole).bernoulli_(1.0 - self.p)
+        # A new tensor of the shard's size: the whole mask is not kept for the backward.
+        shard = mask.chunk(size, dim=SEQUENCE_DIM)[dist.get_rank(self.group)].div(1.0 - self.p)
+        return x * shard
+
+
 class TensorParallelLayers(LayerFactory):
     def __init__(self, group: dist.ProcessGroup, sequence_parallel: bool = False) -> None:
         self.group = group
@@ -227,6 +251,9 @@ class TensorParallelLayers(LayerFactory):
         if cfg.norm is Norm.rmsnorm:
             return SequenceParallelRMSNorm(cfg.d_model, cfg.norm_eps, self.group)
         return SequenceParallelLayerNorm(cfg.d_model, cfg.norm_eps, cfg.bias, self.group)
+
+    def dropout(self, p: float) -> nn.Module:
+        return SequenceParallelDropout(p, self.group) if self.sequence_parallel else super().dropout(p)
 
     def gather_input(self, x: Tensor) -> Tensor:
         if self.sequence_parallel:

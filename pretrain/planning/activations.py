@@ -27,8 +27,11 @@ class ActivationSetting:
     element_bytes: int  # of the activations: 2 in bf16/fp16, 4 in fp32
     tp: int = 1
     # Megatron's sequence parallelism splits the replicated parts (norms, dropout, linear
-    # inputs) along the sequence too; the trainer does not have it yet.
+    # inputs) along the sequence too (parallel.sequence_parallel).
     sequence_parallel: bool = False
+    # Megatron keeps the sequence shard of a column-parallel layer's input and gathers it again
+    # for the backward; our layers (pretrain/parallel/tensor.py) keep the gathered input whole.
+    sharded_linear_inputs: bool = True
     # Fused attention (SDPA's flash/efficient kernels) keeps the output and a logsumexp per
     # row instead of the (seq × seq) attention probabilities.
     fused_attention: bool = True
@@ -44,7 +47,7 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     # Each norm keeps its input; torch's RMSNorm is composed of ops that also keep x·rstd.
     per_norm = h * e * (2 if cfg.norm is Norm.rmsnorm else 1)
     norms = 2 * per_norm * replicated
-    linear_inputs = 2 * h * e * replicated + (q / t) * e  # QKV and MLP input (the norms' outputs), output projection's input
+    linear_inputs = 2 * h * e * (replicated if at.sharded_linear_inputs else 1.0) + (q / t) * e  # QKV and MLP input (the norms' outputs), output projection's input
     qkv = (q + 2 * kv) / t * e  # what the score and value products keep
     if at.fused_attention:
         core = (q / t) * e + (cfg.n_heads / t) * FP32  # output and logsumexp per head
@@ -69,7 +72,10 @@ def head_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     of the logits, the saved log-softmax and, when the backward starts, its gradient."""
     tokens = at.seq_len * at.micro_batch
     e = at.element_bytes
-    norm = cfg.d_model * e * (3 if cfg.norm is Norm.rmsnorm else 2)  # input, (x·rstd,) output
+    # The norm's input (and x·rstd) on the rank's tokens, its output as the logits' input.
+    on_shard = 1 / at.tp if at.sequence_parallel else 1.0
+    output = 1 / at.tp if at.sequence_parallel and at.sharded_linear_inputs else 1.0
+    norm = cfg.d_model * e * ((2 if cfg.norm is Norm.rmsnorm else 1) * on_shard + output)
     vocab = cfg.padded_vocab_size / at.tp
     per_logit = e + 2 * FP32 + (FP32 if e != FP32 else 0)
     return tokens * (norm + vocab * per_logit)

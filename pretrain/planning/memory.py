@@ -191,6 +191,8 @@ def _activations(
         micro_batch=cfg.train.micro_batch_size,
         element_bytes=FP32 if precision is Precision.fp32 else 2,
         tp=layout.tp,
+        sequence_parallel=cfg.parallel.sequence_parallel,
+        sharded_linear_inputs=False,
     )
     micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)
     in_flight = min(layout.pp - stage_index, micro_batches)  # 1F1B: stage k holds pp − k micro-batches

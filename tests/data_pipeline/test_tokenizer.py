@@ -8,16 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import pytest
 import sentencepiece as spm
 import xxhash
 
 import data_pipeline.tokenizer.sample
+from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
-from data_pipeline.io.readers import BadInputError
+from data_pipeline.io.readers import BadInputError, InputSource
+from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
-from data_pipeline.tokenizer.sample import SampleSettings, TrainingSample, cut_text, input_units, unit_bytes
+from data_pipeline.tokenizer.sample import (
+    SampleSettings, TrainingSample, choose_units, cut_text, input_units, unit_bytes,
+)
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,6 +228,20 @@ def test_sample_reads_a_subset_of_units_enough_for_factor_times_the_sample(monke
     assert sample == expected[:20]
 
 
+def test_remote_hf_files_count_their_size_so_only_a_subset_is_read():
+    """An hf: dataset's data files live on the Hub (hf://...): their sizes come from the file
+    system, so sample_units_factor reads a subset of them (not every file, as with size 0)."""
+    memory = fsspec.filesystem("memory")
+    source = InputSource(0, "hf:someone/corpus", "hf:someone/corpus")
+    units = []
+    for index in range(10):
+        memory.pipe(f"/corpus/part-{index}.json.gz", b"x" * (100 + index))
+        units.append(InputUnit(index, source, data_file=f"memory://corpus/part-{index}.json.gz", name=f"part-{index}"))
+    assert [unit_bytes(unit) for unit in units] == [100 + index for index in range(10)]
+    chosen = choose_units(units, 250, seed=0)
+    assert len(chosen) == 3  # 2 files hold < 250 bytes, 3 hold >= 250
+
+
 def test_larger_factor_reads_more_units_and_another_seed_other_units(monkeypatch, many_units):
     units = input_units(str(many_units))
     reads = {}
@@ -302,6 +321,41 @@ def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
     train_tokenizer(tiny_config(corpus, tmp_path / "lenient", hf_export=False))
     with pytest.raises(BadInputError, match=r"bad\.jsonl:11: invalid_json"):
         train_tokenizer(tiny_config(corpus, tmp_path / "strict", strict=True, hf_export=False))
+
+
+def test_empty_texts_take_no_place_and_no_text_at_all_is_one_clear_error(tmp_path):
+    write_jsonl(tmp_path / "corpus" / "empty.jsonl", [])
+    write_jsonl(tmp_path / "corpus" / "blank.jsonl", [{"id": "a", "text": ""}, {"id": "b", "text": ""}])
+    with pytest.raises(ValueError, match=r"no text to train on: the 2 input units read hold 2 documents, none with text"):
+        train_tokenizer(tiny_config(tmp_path / "corpus", tmp_path / "out", hf_export=False))
+    write_jsonl(tmp_path / "corpus" / "text.jsonl", [{"id": "c", "text": "clean text"}])
+    units = input_units(str(tmp_path / "corpus"))
+    assert list(TrainingSample(units, SampleSettings(10, 16384, 0, strict=False), 1, None)) == ["clean text"]
+
+
+def test_a_sample_short_of_its_size_names_sample_units_factor(many_units, caplog):
+    units = input_units(str(many_units))
+    settings = SampleSettings(size=200, max_bytes=256, seed=0, strict=True)
+    with caplog.at_level("WARNING"):
+        assert len(list(TrainingSample(units, settings, 1, 0.01))) < 200  # 0.01 × 200 × 256 bytes: one unit
+    assert "of input_sentence_size=200 texts from 1 of 24 input units; raise sample_units_factor" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        list(TrainingSample(units, settings, 1, None))  # every unit read: nothing more to read
+    assert "sample_units_factor" not in caplog.text
+
+
+def test_reader_settings_choose_the_text_field_and_ids(tmp_path):
+    """reader.text_key / reader.id_keys, as curation reads records (and reader.hf for hf: inputs)."""
+    records = [{"key": f"k{n}", "content": f"text number {n}", "text": "not this"} for n in range(30)]
+    write_jsonl(tmp_path / "corpus" / "part.jsonl", records)
+    config = tiny_config(tmp_path / "corpus", tmp_path / "out", vocab_size=400, hf_export=False,
+                         reader=ReaderConfig(text_key="content", id_keys=["key"]))
+    train_tokenizer(config)
+    settings = SampleSettings(30, 16384, 0, strict=True, reader=config.reader)
+    sample = list(TrainingSample(input_units(config.input, config.reader.hf), settings, 1, None))
+    by_key = sorted(records, key=lambda record: xxhash.xxh64_intdigest(record["key"].encode(), seed=0))
+    assert sample == [record["content"] for record in by_key]
 
 
 def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):

@@ -67,7 +67,7 @@ OPTIONS = {
     "pp2-recompute-2": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD], "clm-sgd"),
     "pp2-docmask": (["parallel=pp2", "objective.document_masking=true", *SGD], "docmask-sgd"),
     "tp2-variant": (["parallel=tp2", *VARIANT, *SGD], "variant-sgd"),
-    # Sequence parallelism (dropout is 0: its masks would differ per sequence shard); clipped
+    # Sequence parallelism (its dropout: tests/pretrain/test_tensor_parallel_comm.py); clipped
     # on every step, so the gradient norm must count the sequence-parallel norm weights once.
     "tp2-sp-clip": (["parallel=tp2", "parallel.sequence_parallel=true", *CLIPPED], "clm-clip"),
     "tp2-sp-variant": (["parallel=tp2", "parallel.sequence_parallel=true", *VARIANT, *SGD], "variant-sgd"),

@@ -257,6 +257,18 @@ def layout_plan(cluster: ClusterConfig, world: int, **parallel):  # type: ignore
 H100 = load_cluster(CLUSTER_DIR / "h100-80gb.yaml")
 
 
+def test_the_plan_counts_parallel_sequence_parallel() -> None:
+    """parallel.sequence_parallel reaches the memory plan: the norms' activations split over
+    tp (measured against autograd in tests/pretrain/test_tensor_parallel_comm.py)."""
+    plain, split = (layout_plan(H100, 8, tp=8, sequence_parallel=on) for on in (False, True))
+    cfg, layers = split.config, split.config.model.n_layers
+    settings = [ActivationSetting(seq_len=2048, micro_batch=2, element_bytes=2, tp=8, sequence_parallel=on,
+                                  sharded_linear_inputs=False) for on in (False, True)]
+    expected = [stage_activations(cfg.model, setting, layers, in_flight=1, has_head=True).stored for setting in settings]
+    assert expected[1] < expected[0]
+    assert [plain.memory.fullest.activations_stored, split.memory.fullest.activations_stored] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     "setting, factor, parallel, nodes, part",
     [

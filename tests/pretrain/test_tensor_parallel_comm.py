@@ -1,8 +1,8 @@
 """Tensor parallelism communicates like Megatron: per layer 2 all-reduces forward and 2
 backward, or with sequence parallelism 2 reduce-scatters + 2 all-gathers each way (plus the
 norm weights' small gradient sums); and a tp2 model, with or without sequence parallelism,
-computes the single-process model's loss and gradients. Two gloo processes, tiny models;
-dropout is 0 (sequence-parallel dropout draws a different mask per shard)."""
+computes the single-process model's loss and gradients (with embedding and residual dropout
+too); the activations it saves are those the planner predicts. Two gloo processes, tiny models."""
 from __future__ import annotations
 
 from collections import Counter
@@ -18,6 +18,7 @@ from pretrain.init import shard_of
 from pretrain.model import GPT
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from pretrain.parallel.tensor import TensorParallelLayers
+from pretrain.planning.activations import ActivationSetting, stage_activations
 
 WORLD = 2
 COLLECTIVES = ("all_reduce", "all_gather_single", "reduce_scatter_single")
@@ -27,6 +28,10 @@ BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_he
 # ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
 # ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
 VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
+# Embedding and residual dropout (sequence parallelism draws them on sequence shards), with
+# activation checkpointing; the generator is seeded alike before each model's pass, as the
+# trainer seeds every rank.
+DROPOUT = dict(BASE, embed_dropout=0.3, residual_dropout=0.3)
 
 
 class CollectiveCounter:
@@ -68,6 +73,24 @@ def loss_of(model: GPT, counter: CollectiveCounter | None = None) -> torch.Tenso
     return loss.detach()
 
 
+def saved_activation_bytes(model: GPT) -> int:
+    """Bytes of the distinct tensors autograd saves for the backward pass of one forward,
+    parameters left out (what the planner calls stored activations)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    inputs, labels = batch()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.layers.token_losses(model(inputs), labels).mean().backward()
+    return sum(storages.values())
+
+
 def worker(rank: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     results: dict[str, Any] = {}
@@ -77,10 +100,17 @@ def worker(rank: int, store: str, out_dir: str) -> None:
             with CollectiveCounter() as counter:
                 loss_of(GPT(ModelConfig(**BASE, n_layers=n_layers), layers), counter)
             results[f"calls sp={sequence_parallel} layers={n_layers}"] = dict(counter.calls)
-        for name, config in (("base", BASE), ("variant", VARIANT)):
+            saved = saved_activation_bytes(GPT(ModelConfig(**BASE, n_layers=n_layers), layers))
+            results[f"saved sp={sequence_parallel} layers={n_layers}"] = saved
+        for name, config in (("base", BASE), ("variant", VARIANT), ("dropout", DROPOUT)):
             cfg = ModelConfig(**config, n_layers=2)
             dense, parallel = GPT(cfg), GPT(cfg, layers)
-            expected_loss, loss = loss_of(dense), loss_of(parallel)
+            # Recomputed blocks redo their collectives and dropout masks in the backward pass.
+            parallel.activation_checkpointing = name == "dropout"
+            torch.manual_seed(1)
+            expected_loss = loss_of(dense)
+            torch.manual_seed(1)
+            loss = loss_of(parallel)
             grads = dict(dense.named_parameters())
             error = max((p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters())
             results[f"parity sp={sequence_parallel} {name}"] = (abs(loss - expected_loss).item(), error)
@@ -119,9 +149,30 @@ def test_sequence_parallel_layer_reduce_scatters_and_all_gathers_instead(results
 
 
 @pytest.mark.parametrize("sequence_parallel", [False, True])
-@pytest.mark.parametrize("config", ["base", "variant"])
+@pytest.mark.parametrize("config", ["base", "variant", "dropout"])
 def test_tp2_loss_and_gradients_equal_one_process(results: list[dict], sequence_parallel: bool, config: str) -> None:
     for rank_results in results:
         loss_error, grad_error = rank_results[f"parity sp={sequence_parallel} {config}"]
         assert loss_error < 1e-6
         assert grad_error < 1e-6
+
+
+def test_the_planner_predicts_what_sequence_parallelism_saves(results: list[dict]) -> None:
+    """The activations one more layer stores, and what sequence parallelism saves on the whole
+    model, as measured (autograd's saved tensors) and as the planner predicts them."""
+    inputs, _ = batch()
+    cfg = {n: ModelConfig(**BASE, n_layers=n) for n in (2, 4)}
+
+    def predicted(sequence_parallel: bool, n_layers: int) -> float:
+        setting = ActivationSetting(seq_len=inputs.shape[1], micro_batch=inputs.shape[0], element_bytes=4, tp=WORLD,
+                                    sequence_parallel=sequence_parallel, sharded_linear_inputs=False)
+        return stage_activations(cfg[n_layers], setting, layers=n_layers, in_flight=1, has_head=True).stored
+
+    for saved in results:
+        for sequence_parallel in (False, True):
+            per_layer = (saved[f"saved sp={sequence_parallel} layers=4"] - saved[f"saved sp={sequence_parallel} layers=2"]) / 2
+            expected = (predicted(sequence_parallel, 4) - predicted(sequence_parallel, 2)) / 2
+            assert per_layer == pytest.approx(expected, rel=0.1)
+        measured_saving = saved["saved sp=False layers=4"] - saved["saved sp=True layers=4"]
+        # Was negative while each column-parallel linear copied (and saved) the strided gathered input.
+        assert measured_saving == pytest.approx(predicted(False, 4) - predicted(True, 4), rel=0.1)
