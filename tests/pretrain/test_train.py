@@ -11,14 +11,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import pretrain.trainer as trainer_module
+import pretrain.training.run_dir as run_dir_module
+import pretrain.training.step as step_module
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import OptimConfig, Schedule, TrainConfig, load_train_config
-from pretrain.distributed import ProcessInfo, init_distributed
-from pretrain.optim import lr_multiplier, parameter_groups
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
+from pretrain.training.optim import lr_multiplier, parameter_groups
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.optim import NonFiniteLossError
+from pretrain.training.optim import NonFiniteLossError
 from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path
 
 
 def nan_on_call(number: int):
-    real = trainer_module.sample_mean_loss
+    real = step_module.sample_mean_loss
     calls = {"n": 0}
 
     def loss(*args):
@@ -132,7 +133,7 @@ def test_nonfinite_step_is_skipped_and_reported(
     layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
 ) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip", f"parallel={layout}"), process)
-    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
     trainer.train_step()
     before = [p.detach().clone() for p in trainer.engine.module.parameters()]
     result = trainer.train_step()
@@ -145,7 +146,7 @@ def test_nonfinite_step_is_skipped_and_reported(
 @pytest.mark.parametrize("layout", ["single", "zero1"])
 def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop", f"parallel={layout}"), process)
-    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(3))
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
 
@@ -173,7 +174,7 @@ def test_too_little_data_and_a_used_run_dir_are_clear_errors(token_corpus: Path,
 
 
 def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
     with pytest.raises(OSError, match="free space or choose another run_dir"):
         Trainer(config(token_corpus, tmp_path), process)
     assert not (tmp_path / "metrics.jsonl").exists()  # stopped before anything was written
@@ -192,7 +193,7 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
     shard = load_file(latest_complete(checkpoint_root(tmp_path / "measured")) / "shards" / "rank-00000.safetensors")
     assert sum(t.numel() for t in shard.values()) == 3 * trainer.num_parameters
     free = SimpleNamespace(total=10**12, used=0, free=3 * per_checkpoint)
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: free)
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: free)
     Trainer(config(token_corpus, tmp_path / "two", "train.keep_last=2"), process)  # 2 kept + 1 being written
     with pytest.raises(OSError, match="train.keep_last=3"):
         Trainer(config(token_corpus, tmp_path / "four", "train.keep_last=3"), process)
