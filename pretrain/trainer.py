@@ -41,7 +41,7 @@ from pretrain.training.eval_tasks import EvalTasks
 from pretrain.training.hooks import CheckpointHook, EvaluationHook, LoggingHook, LogWindow
 from pretrain.training.loop import Schedule, StepResult, run_loop
 from pretrain.training.metrics import MetricsLogger, memory_gb, peak_tflops
-from pretrain.training.optim import build_optimizer, build_scheduler
+from pretrain.training.optim import SkippedSteps, build_optimizer, build_scheduler
 from pretrain.training.run_dir import check_run_dir
 from pretrain.training.sample_log import SampleLog
 from pretrain.training.step import DenseStep, PipelinedStep, StepLoss, TrainStep
@@ -101,7 +101,7 @@ class Trainer:
         self.imported = load_initial_weights(cfg, model, resuming=start is not None)
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
-        self.optimizer = build_optimizer(model, cfg.optim, process.device, cfg.train.nonfinite_policy)
+        self.optimizer = build_optimizer(model, cfg.optim, process.device)
         self.loss.guard = self.optimizer
         check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.num_parameters, cfg.train.keep_last)
         self.background_saver = BackgroundSaver() if cfg.train.async_save else None
@@ -139,7 +139,7 @@ class Trainer:
         self.peak_tflops = peak_tflops(process.device, cfg.train.peak_tflops)
         self.step = 0
         self.consumed_samples = 0
-        self.skipped_steps = 0
+        self.skips = SkippedSteps(cfg.train.nonfinite_policy, self.logger.message)
         self.resumed_from: Optional[Path] = None
         self.sample_log = self._open_sample_log(start_step)
         if cfg.init_from:
@@ -206,7 +206,7 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         metadata = read_metadata(path)
         self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
-        self.skipped_steps = metadata.get("skipped_steps", 0)
+        self.skips.count = metadata.get("skipped_steps", 0)
         # Whatever the layout that wrote it: every rank takes its part of the saved state,
         # and the counters and schedule position follow from the step.
         load_training_state(path, self.engine, self.optimizer, self.grid, self.step)
@@ -227,21 +227,25 @@ class Trainer:
 
     # -- one optimizer step -------------------------------------------------------------
     def train_step(self, with_grad_norm: bool = True) -> StepResult:
-        """One optimizer step. The loss it returns is this rank's (the mean over ranks costs
-        a collective, so it is taken once per log line, in ``_record``)."""
+        """One optimizer step, without reading anything back from the device (but the
+        gradient norm, when asked for). The loss it returns is this rank's (the mean over
+        ranks costs a collective, so it is taken once per log line, in ``_record``)."""
         started = time.perf_counter()
         samples, batches = self.step_batches(self.consumed_samples)
         if self.sample_log is not None:
             self.sample_log.write(self.step + 1, samples)
         output = self.stepper.train(batches, with_grad_norm=with_grad_norm)
-        self.optimizer.settle(self.step)
+        skipped = self.optimizer.settle(self.step)
         self.step += 1
         self.consumed_samples += self.plan.global_batch
-        skipped = self.optimizer.last_step_skipped
-        if skipped:
-            self.skipped_steps += 1
-            self.logger.message(f"step {self.step}: non-finite loss; the update was skipped (train.nonfinite_policy=skip)")
-        return StepResult(loss=float(output.loss), skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started)
+        self.skips.add(self.step, skipped)
+        return StepResult(loss=output.loss, skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose update the non-finite guard dropped: reads the pending decisions back
+        from the device, reports them, and stops the run under ``nonfinite_policy=stop``."""
+        return self.skips.read()
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> Optional[dict[str, float]]:
@@ -324,16 +328,16 @@ class Trainer:
 
     def _record(self, window: LogWindow) -> dict:
         """Collective (the mean loss over data-parallel ranks)."""
+        local, grad_norm = window.read()  # first: it adds the wait for the device to the window's time
         tokens_per_s = window.steps * self.plan.global_batch * self.cfg.train.seq_len / max(window.seconds, 1e-9)
         tflops = self.flops_per_token * tokens_per_s / self.process.world_size / 1e12
-        local = np.mean(window.losses) if window.losses else float("nan")
-        loss = torch.tensor([local], dtype=torch.float64, device=self.process.device)
+        loss = local.reshape(1).clone()
         dist.all_reduce(loss, group=self.grid.get_data_parallel_group())
         return {
             "step": self.step,
             "loss": float(loss) / self.plan.dp_size,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": window.grad_norm,
+            "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
             "tflops_per_device": tflops,
             "mfu": None if self.peak_tflops is None else tflops / self.peak_tflops,

@@ -2,8 +2,11 @@
 checkpoints (see ``loop.Hook``)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Optional
+
+import torch
 
 from pretrain.curves import plot_training_curves
 from pretrain.training.loop import Schedule, StepEnd, StepResult
@@ -12,20 +15,33 @@ from pretrain.training.metrics import MetricsLogger
 
 class LogWindow:
     """The steps since the last log line: their training time (evaluation and checkpoints
-    excluded), this rank's finite losses and the last gradient norm."""
+    excluded), this rank's losses and skip flags (on the device) and the last step's
+    gradient norm."""
 
     def __init__(self) -> None:
         self.steps = 0
         self.seconds = 0.0
-        self.losses: list[float] = []
+        self.losses: list[torch.Tensor] = []
+        self.skipped: list[torch.Tensor] = []
         self.grad_norm: Optional[float] = None
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
         self.seconds += result.seconds
-        if not result.skipped:
-            self.losses.append(result.loss)
-            self.grad_norm = result.grad_norm
+        self.losses.append(result.loss)
+        self.skipped.append(result.skipped)
+        self.grad_norm = result.grad_norm
+
+    def read(self) -> tuple[torch.Tensor, Optional[float]]:
+        """The mean loss of the steps not skipped (nan if none) and the last step's gradient
+        norm (None if it was skipped), with one read from the device: the time the host waits
+        for it is the device's work still queued, so it counts as training time."""
+        started = time.perf_counter()
+        kept = ~torch.stack(self.skipped)
+        mean = torch.where(kept, torch.stack(self.losses), 0.0).sum() / kept.sum()  # 0/0: nan
+        last_skipped = not bool(kept[-1])  # the one read: waits for the device
+        self.seconds += time.perf_counter() - started
+        return mean, None if last_skipped else self.grad_norm
 
 
 class EvaluationHook:
@@ -53,7 +69,7 @@ class LoggingHook:
         self.window = LogWindow()
 
     def after_step(self, end: StepEnd) -> None:
-        self.logger.advance(end.result.loss)
+        self.logger.advance()
         self.window.add(end.result)
         if end.logs:
             record = {**self.record(self.window), **end.metrics}

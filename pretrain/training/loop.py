@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
+from torch import Tensor
+
 from pretrain.config import TrainLoopConfig
 
 
 @dataclass
 class StepResult:
-    loss: float  # this rank's mean loss; nan/inf when the step was not finite
-    skipped: bool
-    grad_norm: Optional[float]
-    seconds: float
+    """Device tensors, read back only on log steps (a read waits for the device)."""
+
+    loss: Tensor  # this rank's mean loss (0-dim float64); nan/inf when the step was not finite
+    skipped: Tensor  # 0-dim bool: the non-finite guard dropped the update
+    grad_norm: Optional[float]  # on log steps
+    seconds: float  # host time: without the device's time on log steps, see LogWindow.wait
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,40 @@ def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_pat
         trainer.fit()
 
 
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+
+def test_steps_between_log_steps_read_nothing_back(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    """#16: the loss and the non-finite guard stay on the device between log steps (a read
+    would wait for the GPU); the window is read on the log step, the skipped step reported."""
+    cfg = config(token_corpus, tmp_path, "train.max_steps=6", "train.log_every=3", "train.eval_every=0", "train.nonfinite_policy=skip")
+    trainer = Trainer(cfg, process)
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))  # step 2 (not a log step) is skipped
+    ours = str(REPO / "pretrain")
+    phase = {"now": "start-up"}
+    reads: dict[str, list[str]] = {"log step": [], "other step": []}
+    for name in HOST_READS:
+        def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name):  # type: ignore[no-untyped-def]
+            caller = sys._getframe(1)
+            if phase["now"] in reads and caller.f_code.co_filename.startswith(ours):
+                reads[phase["now"]].append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+            return _real(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real_step = trainer.train_step
+
+    def step(with_grad_norm: bool = True):  # type: ignore[no-untyped-def]
+        phase["now"] = "log step" if with_grad_norm else "other step"  # until the next step: its hooks too
+        return real_step(with_grad_norm)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    records = trainer.fit()
+    assert reads["other step"] == []
+    assert reads["log step"]  # the counting sees reads where there are some
+    assert [r["step"] for r in records] == [3, 6] and [r["skipped_steps"] for r in records] == [1, 1]
+    assert "step 2: non-finite loss; the update was skipped" in (tmp_path / "train.log").read_text()
+
+
 def test_bad_batch_arithmetic_is_one_clear_error(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
     with pytest.raises(ValueError, match="train.global_batch_size=10"):
         Trainer(config(token_corpus, tmp_path, "train.global_batch_size=10"), process)
