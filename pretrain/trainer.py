@@ -231,7 +231,7 @@ class Trainer:
         gradient norm, when asked for). The loss it returns is this rank's (the mean over
         ranks costs a collective, so it is taken once per log line, in ``_record``)."""
         started = time.perf_counter()
-        samples, batches = self.step_batches(self.consumed_samples)
+        samples, batches = self.step_batches(self.consumed_samples, prefetch_next=self.step + 1 < self.cfg.train.max_steps)
         if self.sample_log is not None:
             self.sample_log.write(self.step + 1, samples)
         output = self.stepper.train(batches, with_grad_norm=with_grad_norm)
@@ -321,6 +321,7 @@ class Trainer:
         try:
             run_loop(self.train_step, hooks, schedule, start_step=self.step)
         finally:
+            self.step_batches.close()
             self.logger.close()
             if self.sample_log is not None:
                 self.sample_log.close()

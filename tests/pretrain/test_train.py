@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,6 +150,40 @@ def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_pat
     monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
+
+
+def test_prefetched_batches_train_exactly_like_batches_built_in_place(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    """#16: the next step's batches are built on a background thread; the losses are the
+    same, to the bit, as with every step's batches built in place (MLM: noise per sample)."""
+    settings = ("train.max_steps=4", "objective=mlm", "train.eval_every=0")
+    trainer = Trainer(config(token_corpus, tmp_path / "prefetched", *settings), process)
+    real_sample = trainer.stream.sample
+    threads: list[str] = []
+
+    def sample(positions):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real_sample(positions)
+
+    monkeypatch.setattr(trainer.stream, "sample", sample)
+    prefetched = [record["loss"] for record in trainer.fit()]
+    grad_accum = trainer.plan.grad_accum
+    assert [name.startswith("prefetch-batches") for name in threads] == [False] * grad_accum + [True] * 3 * grad_accum
+
+    in_place = Trainer(config(token_corpus, tmp_path / "in_place", *settings), process)
+
+    class BuiltInPlace:
+        def __call__(self, consumed_samples: int, *, prefetch_next: bool):  # type: ignore[no-untyped-def]
+            positions = [in_place.plan.positions(consumed_samples, m, 0) for m in range(grad_accum)]
+            samples = [in_place.stream.sample(p) for p in positions]
+            return samples, [in_place.make_batch(s.windows, s.positions) for s in samples]
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(in_place, "step_batches", BuiltInPlace())
+    assert [record["loss"] for record in in_place.fit()] == prefetched
 
 
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
