@@ -57,7 +57,9 @@ class GuardedStep:
 
     def _decide(self) -> None:
         # Pipeline stages before the last see no loss, and join the all-reduce with a zero.
-        noted = self._nonfinite_losses if self._nonfinite_losses is not None else torch.zeros((), dtype=torch.int64)
+        noted = self._nonfinite_losses
+        if noted is None:  # made on the device: a copy from the host would wait for it
+            noted = torch.zeros((), dtype=torch.int64, device=self.flag_device)
         count = noted.to(self.flag_device, torch.float32).reshape(1)
         self._nonfinite_losses = None
         if dist.is_initialized():
