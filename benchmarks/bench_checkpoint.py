@@ -47,7 +47,7 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     import torch.distributed as dist
 
     from pretrain.config import load_train_config
-    from pretrain.distributed import init_distributed
+    from pretrain.parallel.process_groups import init_distributed
     from pretrain.trainer import Trainer
 
     process = init_distributed()

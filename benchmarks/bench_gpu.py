@@ -28,7 +28,7 @@ from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 from bare_loop import BareLoop  # noqa: E402
 
 from pretrain.config import load_train_config  # noqa: E402
-from pretrain.distributed import ProcessInfo, init_distributed  # noqa: E402
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed  # noqa: E402
 from pretrain.trainer import Trainer  # noqa: E402
 
 # Micro-batches (sequences of 2048) that fit one 80 GB GPU without activation checkpointing.
@@ -92,7 +92,7 @@ def run_bare(trainer: Trainer, args: argparse.Namespace) -> Measured:
     batches = []
     for index in range(2):
         positions = plan.positions(index * plan.global_batch, 0, 0)
-        batches.append(trainer._batch(trainer.stream.sample(positions).windows, positions))
+        batches.append(trainer.make_batch(trainer.stream.sample(positions).windows, positions))
     for step in range(args.steps):  # warm-up, as many steps as the framework's
         bare.step(batches[step % 2])
     bare.synchronize()

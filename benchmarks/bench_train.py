@@ -25,7 +25,7 @@ from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 from bare_loop import BareLoop  # noqa: E402
 
 from pretrain.config import load_train_config  # noqa: E402
-from pretrain.distributed import init_distributed  # noqa: E402
+from pretrain.parallel.process_groups import init_distributed  # noqa: E402
 from pretrain.trainer import Trainer  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def bare_loop_tokens_per_s(trainer: Trainer, steps: int) -> float:
     start = time.perf_counter()
     for step in range(steps):
         positions = plan.positions(step * plan.global_batch, 0, 0)  # the same samples, read the same way
-        bare.step(trainer._batch(trainer.stream.sample(positions).windows, positions))
+        bare.step(trainer.make_batch(trainer.stream.sample(positions).windows, positions))
     bare.synchronize()
     return steps * plan.global_batch * trainer.cfg.train.seq_len / (time.perf_counter() - start)
 
@@ -46,7 +46,7 @@ def loader_samples_per_s(trainer: Trainer, batches: int) -> float:
     start = time.perf_counter()
     for index in range(batches):
         positions = trainer.plan.positions(index * trainer.plan.global_batch, 0, 0)
-        trainer._batch(trainer.stream.sample(positions).windows, positions)
+        trainer.make_batch(trainer.stream.sample(positions).windows, positions)
     return batches * trainer.plan.micro_batch / (time.perf_counter() - start)
 
 

@@ -121,7 +121,7 @@ def step_worker(overrides: list[str], out: Path, steps: int) -> None:
     """Inside torchrun: each rank's CPU seconds per training step, gathered on rank 0."""
     import torch.distributed as dist
 
-    from pretrain.distributed import init_distributed
+    from pretrain.parallel.process_groups import init_distributed
     from pretrain.trainer import Trainer
 
     process = init_distributed()

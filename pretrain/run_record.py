@@ -21,7 +21,7 @@ from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
 from pretrain.consolidate import model_config_from_metadata
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.optim import lr_multiplier
+from pretrain.training.optim import lr_multiplier
 
 # Cadence, logging and engineering switches: they change how a run is watched or executed,
 # not what it learns. A key names a setting or a whole group (``logging``).

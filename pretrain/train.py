@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from data_pipeline.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
-from pretrain.distributed import entry_arguments, init_distributed
+from pretrain.parallel.process_groups import entry_arguments, init_distributed
 from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
 from pretrain.planning.preflight import preflight

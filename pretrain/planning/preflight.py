@@ -54,9 +54,9 @@ def with_vocabulary(cfg: TrainConfig) -> TrainConfig:
     """The config with model.vocab_size filled in from the tokenizer, as the trainer does."""
     if cfg.model.vocab_size is not None:
         return cfg
-    from pretrain.trainer import data_sources, tokenizer_dir
+    from pretrain.data.sources import data_sources, tokenizer_dir
 
-    special = SpecialTokens.load(tokenizer_dir(cfg, data_sources(cfg)[0]))
+    special = SpecialTokens.load(tokenizer_dir(cfg.data, data_sources(cfg.data)[0]))
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=special.vocab_size))
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from pretrain.config import OptimConfig, PartitionMethod
 from pretrain.model import GPT, Block, Embedding, LayerFactory, OutputHead, make_norm
 from pretrain.model_config import ModelConfig
-from pretrain.optim import parameter_groups
+from pretrain.training.optim import parameter_groups
 
 
 class ShardShapes(LayerFactory):

@@ -11,7 +11,7 @@ from torch import Tensor
 
 import pretrain.parallel.sharded_checkpoint as sharded_checkpoint
 from pretrain.config import load_train_config
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 
 

@@ -102,7 +102,7 @@ def text_shards(tmp_path_factory: pytest.TempPathFactory, text_tokenizer: Path) 
 def train_text_model(text_shards: Path, text_tokenizer: Path):
     """``train(run_dir, steps, *overrides) -> run_dir``: a tiny CLM run on the text shards."""
     from pretrain.config import load_train_config
-    from pretrain.distributed import init_distributed
+    from pretrain.parallel.process_groups import init_distributed
     from pretrain.trainer import Trainer
 
     process = init_distributed()

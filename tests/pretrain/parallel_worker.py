@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import load_train_config
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.model import Block
 from pretrain.parallel.master_state import WEIGHT, state_keys
 from pretrain.parallel.pipeline import canonical_parameters
@@ -101,7 +101,7 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
     from dataclasses import replace
 
     from pretrain.config import Precision
-    from pretrain.deepspeed_config import batch_plan, deepspeed_config
+    from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
     from pretrain.model import DENSE, GPT
     from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
     from pretrain.parallel.tensor import TensorParallelLayers

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain.config import load_train_config
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 
 

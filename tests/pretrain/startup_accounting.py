@@ -27,7 +27,7 @@ TP, DP = 8, 2
 def main(rank: int) -> None:
     import deepspeed
 
-    from pretrain.distributed import _skip_shared_memory_op_build
+    from pretrain.parallel.process_groups import _skip_shared_memory_op_build
 
     _skip_shared_memory_op_build()
     dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=TP * DP)

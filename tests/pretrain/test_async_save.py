@@ -14,7 +14,7 @@ import pytest
 
 import pretrain.parallel.sharded_checkpoint as sharded_checkpoint
 from pretrain.checkpoint import COMPLETE_MARKER, checkpoint_root, latest_complete, tag_for
-from pretrain.distributed import ProcessInfo, init_distributed
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.trainer import Trainer
 from tests.pretrain.test_train import REPO, config, losses
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from pretrain.config import load_train_config
-from pretrain.distributed import ProcessInfo, init_distributed
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -189,7 +189,7 @@ def training(corpus: Path, checkpoint: Path, run_dir: Path, *overrides: str) -> 
 
 @pytest.fixture(scope="module")
 def process():  # -> ProcessInfo
-    from pretrain.distributed import init_distributed
+    from pretrain.parallel.process_groups import init_distributed
 
     return init_distributed()
 

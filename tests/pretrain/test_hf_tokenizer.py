@@ -17,7 +17,7 @@ from data_pipeline.tokenize.layout import TRAIN
 from pretrain.config import load_train_config
 from pretrain.consolidate import load_trained_model
 from data_pipeline.formats.token_shards import TokenShard, find_shards
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.model import GPT
 from pretrain.trainer import Trainer

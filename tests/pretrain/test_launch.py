@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pretrain.config import load_train_config
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import torch
 from data_pipeline.formats.token_shards import ShardError
 from pretrain.config import load_train_config
 from pretrain.data.megatron import MegatronTokens, is_megatron_prefix
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 from tests.pretrain.conftest import markov_documents, write_corpus
 

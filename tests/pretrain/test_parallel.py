@@ -10,7 +10,7 @@ import torch
 
 from pretrain.config import TrainConfig, load_train_config
 from pretrain.consolidate import load_trained_model
-from pretrain.distributed import ProcessInfo, init_distributed
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
 from pretrain.trainer import Trainer

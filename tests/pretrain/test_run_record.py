@@ -13,8 +13,8 @@ import pytest
 
 from pretrain.checkpoint import checkpoint_root
 from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_config
-from pretrain.distributed import ProcessInfo, init_distributed
-from pretrain.metrics import wandb_mode
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
+from pretrain.training.metrics import wandb_mode
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import CHANGES_FILENAME, check_resume, config_changes
 from pretrain.trainer import Trainer

@@ -5,20 +5,22 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-import pretrain.trainer as trainer_module
+import pretrain.training.run_dir as run_dir_module
+import pretrain.training.step as step_module
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import OptimConfig, Schedule, TrainConfig, load_train_config
-from pretrain.distributed import ProcessInfo, init_distributed
-from pretrain.optim import lr_multiplier, parameter_groups
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
+from pretrain.training.optim import lr_multiplier, parameter_groups
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.optim import NonFiniteLossError
+from pretrain.training.optim import NonFiniteLossError
 from pretrain.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +118,7 @@ def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path
 
 
 def nan_on_call(number: int):
-    real = trainer_module.sample_mean_loss
+    real = step_module.sample_mean_loss
     calls = {"n": 0}
 
     def loss(*args):
@@ -132,7 +134,7 @@ def test_nonfinite_step_is_skipped_and_reported(
     layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
 ) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip", f"parallel={layout}"), process)
-    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
     trainer.train_step()
     before = [p.detach().clone() for p in trainer.engine.module.parameters()]
     result = trainer.train_step()
@@ -145,9 +147,77 @@ def test_nonfinite_step_is_skipped_and_reported(
 @pytest.mark.parametrize("layout", ["single", "zero1"])
 def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
     trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop", f"parallel={layout}"), process)
-    monkeypatch.setattr(trainer_module, "sample_mean_loss", nan_on_call(3))
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
+
+
+def test_prefetched_batches_train_exactly_like_batches_built_in_place(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    """#16: the next step's batches are built on a background thread; the losses are the
+    same, to the bit, as with every step's batches built in place (MLM: noise per sample)."""
+    settings = ("train.max_steps=4", "objective=mlm", "train.eval_every=0")
+    trainer = Trainer(config(token_corpus, tmp_path / "prefetched", *settings), process)
+    real_sample = trainer.stream.sample
+    threads: list[str] = []
+
+    def sample(positions):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real_sample(positions)
+
+    monkeypatch.setattr(trainer.stream, "sample", sample)
+    prefetched = [record["loss"] for record in trainer.fit()]
+    grad_accum = trainer.plan.grad_accum
+    assert [name.startswith("prefetch-batches") for name in threads] == [False] * grad_accum + [True] * 3 * grad_accum
+
+    in_place = Trainer(config(token_corpus, tmp_path / "in_place", *settings), process)
+
+    class BuiltInPlace:
+        def __call__(self, consumed_samples: int, *, prefetch_next: bool):  # type: ignore[no-untyped-def]
+            positions = [in_place.plan.positions(consumed_samples, m, 0) for m in range(grad_accum)]
+            samples = [in_place.stream.sample(p) for p in positions]
+            return samples, [in_place.make_batch(s.windows, s.positions) for s in samples]
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(in_place, "step_batches", BuiltInPlace())
+    assert [record["loss"] for record in in_place.fit()] == prefetched
+
+
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+
+def test_steps_between_log_steps_read_nothing_back(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    """#16: the loss and the non-finite guard stay on the device between log steps (a read
+    would wait for the GPU); the window is read on the log step, the skipped step reported."""
+    cfg = config(token_corpus, tmp_path, "train.max_steps=6", "train.log_every=3", "train.eval_every=0", "train.nonfinite_policy=skip")
+    trainer = Trainer(cfg, process)
+    monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))  # step 2 (not a log step) is skipped
+    ours = str(REPO / "pretrain")
+    phase = {"now": "start-up"}
+    reads: dict[str, list[str]] = {"log step": [], "other step": []}
+    for name in HOST_READS:
+        def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name):  # type: ignore[no-untyped-def]
+            caller = sys._getframe(1)
+            if phase["now"] in reads and caller.f_code.co_filename.startswith(ours):
+                reads[phase["now"]].append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+            return _real(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real_step = trainer.train_step
+
+    def step(with_grad_norm: bool = True):  # type: ignore[no-untyped-def]
+        phase["now"] = "log step" if with_grad_norm else "other step"  # until the next step: its hooks too
+        return real_step(with_grad_norm)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    records = trainer.fit()
+    assert reads["other step"] == []
+    assert reads["log step"]  # the counting sees reads where there are some
+    assert [r["step"] for r in records] == [3, 6] and [r["skipped_steps"] for r in records] == [1, 1]
+    assert "step 2: non-finite loss; the update was skipped" in (tmp_path / "train.log").read_text()
 
 
 def test_bad_batch_arithmetic_is_one_clear_error(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
@@ -173,7 +243,7 @@ def test_too_little_data_and_a_used_run_dir_are_clear_errors(token_corpus: Path,
 
 
 def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
     with pytest.raises(OSError, match="free space or choose another run_dir"):
         Trainer(config(token_corpus, tmp_path), process)
     assert not (tmp_path / "metrics.jsonl").exists()  # stopped before anything was written
@@ -192,7 +262,7 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
     shard = load_file(latest_complete(checkpoint_root(tmp_path / "measured")) / "shards" / "rank-00000.safetensors")
     assert sum(t.numel() for t in shard.values()) == 3 * trainer.num_parameters
     free = SimpleNamespace(total=10**12, used=0, free=3 * per_checkpoint)
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: free)
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: free)
     Trainer(config(token_corpus, tmp_path / "two", "train.keep_last=2"), process)  # 2 kept + 1 being written
     with pytest.raises(OSError, match="train.keep_last=3"):
         Trainer(config(token_corpus, tmp_path / "four", "train.keep_last=3"), process)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pretrain.config import load_train_config
-from pretrain.deepspeed_config import batch_plan, deepspeed_config
+from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
 from pretrain.config import Precision
-from pretrain.distributed import init_distributed
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 
 NON_DEFAULT = {"overlap_comm": False, "contiguous_gradients": False, "reduce_bucket_size": 4096, "allgather_bucket_size": 2048}

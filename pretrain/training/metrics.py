@@ -114,16 +114,19 @@ class MetricsLogger:
         if self.enabled and sys.stderr.isatty():
             self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
 
-    def advance(self, loss: float) -> None:
+    def advance(self) -> None:
+        """One step done; the bar shows the loss of the last log line (reading every step's
+        loss back would wait for the device at every step)."""
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{loss:.4f}")
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         assert self._file is not None
         self._file.write(json.dumps(record) + "\n")
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{record['loss']:.4f}")
         if self._wandb is not None:
             self._wandb.log(record, step=record["step"])
         self.message(format_metrics(record))

@@ -19,14 +19,18 @@ class NonFiniteLossError(RuntimeError):
 
 
 class GuardedStep:
-    """Mixin for a torch optimizer: the update happens only if no rank saw a non-finite loss
-    since the last update.
+    """Mixin for a fused torch optimizer: the update happens only if no rank saw a
+    non-finite loss since the last update, decided on the device.
 
-    Every rank calls ``step()`` at each optimizer step (all pipeline stages and ZeRO
-    partitions), some of them once per parameter group or ZeRO sub-group. The first call of
-    a step settles the question with one all-reduce over all ranks; the later calls of the
-    same step (as counted by ``step_counter``) reuse the answer. DeepSpeed's own bookkeeping
-    (gradient reset, LR schedule, counters) carries on as usual.
+    The losses' non-finite count stays a device tensor; the first ``step()`` call of an
+    optimizer step all-reduces it over all ranks (every rank calls ``step()``: all pipeline
+    stages and ZeRO partitions, some of them once per parameter group or ZeRO sub-group, the
+    later calls of the same step, as counted by ``step_counter``, reuse the answer) and hands
+    it to the fused update as ``found_inf``, which leaves the parameters and the optimizer
+    state untouched where it is set (as for torch's GradScaler). So no step waits for the
+    host to read the decision; ``last_step_skipped`` is a device tensor that the trainer
+    reads on log steps. DeepSpeed's own bookkeeping (gradient reset, LR schedule, counters)
+    carries on as usual.
 
     No update happens before ``start()``: DeepSpeed's wrapper for bf16/fp16 without ZeRO
     (``FP16_UnfusedOptimizer``) calls ``step()`` with zero gradients while it is built, to
@@ -35,11 +39,11 @@ class GuardedStep:
     weights once, and uses up the guard's decision for the first step.
     """
 
-    nonfinite_policy: NonFinitePolicy = NonFinitePolicy.stop
-    last_step_skipped: bool = False
     flag_device: torch.device = torch.device("cpu")
     step_counter: Callable[[], int] = staticmethod(lambda: 0)
-    _nonfinite_losses: int = 0
+    last_step_skipped: Tensor  # 0-dim bool, on flag_device
+    found_inf: Tensor  # read by torch's fused update
+    _nonfinite_losses: Optional[Tensor] = None
     _decided_for: Optional[int] = None
     _started: bool = False
 
@@ -48,20 +52,20 @@ class GuardedStep:
         self._started = True
 
     def note_loss(self, loss: Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            self._nonfinite_losses += 1
+        nonfinite = (~torch.isfinite(loss.detach())).sum()
+        self._nonfinite_losses = nonfinite if self._nonfinite_losses is None else self._nonfinite_losses + nonfinite
 
     def _decide(self) -> None:
-        flag = torch.tensor([float(self._nonfinite_losses)], device=self.flag_device)
-        self._nonfinite_losses = 0
+        # Pipeline stages before the last see no loss, and join the all-reduce with a zero.
+        noted = self._nonfinite_losses
+        if noted is None:  # made on the device: a copy from the host would wait for it
+            noted = torch.zeros((), dtype=torch.int64, device=self.flag_device)
+        count = noted.to(self.flag_device, torch.float32).reshape(1)
+        self._nonfinite_losses = None
         if dist.is_initialized():
-            dist.all_reduce(flag)
-        self.last_step_skipped = bool(flag.item() > 0)
-        if self.last_step_skipped and self.nonfinite_policy is NonFinitePolicy.stop:
-            raise NonFiniteLossError(
-                f"step {self.step_counter() + 1}: non-finite loss in {int(flag.item())} micro-batch(es); stopping "
-                "(train.nonfinite_policy=skip drops such steps instead)"
-            )
+            dist.all_reduce(count)
+        self.last_step_skipped = count[0] > 0
+        self.found_inf = self.last_step_skipped.float()
 
     def _decide_once(self, step: int) -> None:
         if self._decided_for != step:
@@ -72,15 +76,45 @@ class GuardedStep:
         if not self._started:
             return None
         self._decide_once(self.step_counter())
-        if self.last_step_skipped:
-            return None
         return super().step(closure)  # type: ignore[misc]
 
-    def settle(self, step: int) -> None:
+    def settle(self, step: int) -> Tensor:
         """Called by every rank after optimizer step ``step`` (0-based): DeepSpeed may have
         skipped calling ``step()`` itself (its own overflow check on non-finite gradients),
-        so make the decision here if it was not made, keeping the count and report right."""
+        so make the decision here if it was not made. Returns whether the update was skipped
+        (a device tensor)."""
         self._decide_once(step)
+        return self.last_step_skipped
+
+
+class SkippedSteps:
+    """The guard's decisions, kept on the device until ``read``: on log steps, before a
+    checkpoint and at the end. Under ``train.nonfinite_policy=stop`` the run stops there
+    (the skipped update never reached the weights; the steps after it trained on)."""
+
+    def __init__(self, policy: NonFinitePolicy, report: Callable[[str], None]) -> None:
+        self.policy = policy
+        self.report = report
+        self.count = 0
+        self._pending: list[tuple[int, Tensor]] = []
+
+    def add(self, step: int, skipped: Tensor) -> None:
+        self._pending.append((step, skipped))
+
+    def read(self) -> int:
+        """The number of steps skipped so far (a host sync when steps are pending)."""
+        if self._pending:
+            flags = torch.stack([skipped for _, skipped in self._pending]).tolist()
+            steps = [step for (step, _), skipped in zip(self._pending, flags) if skipped]
+            self._pending = []
+            for step in steps:
+                if self.policy is NonFinitePolicy.stop:
+                    raise NonFiniteLossError(
+                        f"step {step}: non-finite loss; stopping (train.nonfinite_policy=skip drops such steps instead)"
+                    )
+                self.report(f"step {step}: non-finite loss; the update was skipped (train.nonfinite_policy=skip)")
+            self.count += len(steps)
+        return self.count
 
 
 class GuardedAdamW(GuardedStep, torch.optim.AdamW):
@@ -107,9 +141,9 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(
-    model: nn.Module, cfg: OptimConfig, device: torch.device, nonfinite_policy: NonFinitePolicy
-) -> GuardedStep:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> GuardedStep:
+    """Fused torch optimizers (one kernel for the whole update on GPU; on every device the
+    only kind that skips an update on a device-side flag, see ``GuardedStep``)."""
     groups = parameter_groups(model, cfg)
     optimizer: GuardedStep
     if cfg.name is OptimizerName.adamw:
@@ -118,11 +152,10 @@ def build_optimizer(
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.eps,
-            fused=device.type == "cuda",  # one kernel for the whole update on GPU
+            fused=True,
         )
     else:
-        optimizer = GuardedSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    optimizer.nonfinite_policy = nonfinite_policy
+        optimizer = GuardedSGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=True)
     optimizer.flag_device = device
     return optimizer
 
