@@ -29,6 +29,8 @@ from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
+from pretrain.parallel.master_state import applied_updates
+from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
 from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
@@ -210,7 +212,10 @@ class Trainer:
         self.skips.count = metadata.get("skipped_steps", 0)
         # Whatever the layout that wrote it: every rank takes its part of the saved state,
         # and the counters and schedule position follow from the step.
-        load_training_state(path, self.engine, self.optimizer, self.grid, self.step)
+        # Adam's bias correction counts applied updates; older checkpoints did not record them
+        updates = metadata.get("applied_updates")
+        load_training_state(path, self.engine, self.optimizer, self.grid, self.step if updates is None else updates)
+        restore_loss_scale(self.engine.optimizer, metadata.get("loss_scale"))
         self.engine.global_steps = self.step
         self.engine.global_samples = self.consumed_samples
         scheduler = self.engine.lr_scheduler
@@ -274,6 +279,8 @@ class Trainer:
         return {
             "consumed_samples": self.consumed_samples,
             "skipped_steps": self.skipped_steps,
+            "loss_scale": loss_scale_state(self.engine.optimizer),
+            "applied_updates": applied_updates(self.optimizer),
             "world_size": self.process.world_size,
             "layout": self._layout_record(),
             "config": as_plain_dict(self.cfg),

@@ -37,6 +37,16 @@ def state_keys(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
     return ()
 
 
+def applied_updates(optimizer: torch.optim.Optimizer) -> int:
+    """Adam's step count: the updates applied so far, which is less than the training step
+    when updates were skipped (an fp16 overflow, the non-finite guard); 0 before the first
+    update and for an optimizer that keeps no count."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
 @dataclass
 class Fragment:
     start: int  # offset in the flattened tensor-parallel slice

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -287,6 +288,34 @@ def test_fp16_tracks_fp32_and_saves_fp32_masters(token_corpus: Path, tmp_path: P
         weight = saved.full("blocks.0.attn.wq.weight", "param")
         assert (weight.half().float() != weight).float().mean() > 0.5  # fp32 masters, not fp16 weights
         assert saved.full("blocks.0.attn.wq.weight", "exp_avg_sq").abs().sum() > 0
+
+
+def test_fp16_resume_keeps_the_dynamic_loss_scale(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+    """A scale of 2^20 overflows the first steps, each halving it; a run resumed in that phase
+    must go on from the lowered scale, not start again from 2^20 (two more skipped updates)."""
+    from deepspeed.accelerator import get_accelerator
+
+    import pretrain.trainer as trainer_module
+
+    monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
+    build_config = trainer_module.deepspeed_config
+
+    def high_initial_scale(*args, **kwargs):  # type: ignore[no-untyped-def]
+        ds_config = build_config(*args, **kwargs)
+        ds_config["fp16"]["initial_scale_power"] = 20
+        return ds_config
+
+    monkeypatch.setattr(trainer_module, "deepspeed_config", high_initial_scale)
+    common = ("optim.schedule=constant", "optim.warmup_steps=0", "train.precision=fp16")
+    straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=7"), process)
+    straight_records = straight.fit()
+    overflowed = [not math.isfinite(r["grad_norm"]) for r in straight_records]  # DeepSpeed skipped those updates
+    assert sum(overflowed[1:]) >= 1, "the scale must still overflow after the resume point"
+    Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=1"), process).fit()
+    resumed = Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=7"), process)
+    resumed_records = resumed.fit()
+    assert [not math.isfinite(r["grad_norm"]) for r in resumed_records] == overflowed[1:]
+    assert losses(resumed_records) == losses(straight_records[1:])
 
 
 def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(
