@@ -228,3 +228,38 @@ def test_keys_on_disk_hold_ids_of_any_length_and_codes_past_int64(tmp_path):
     late = doc_codes(2**23, np.array([9, 5, 7]))
     removed, survivors = removals(np.array([[late[0], late[1]], [late[2], late[1]]], dtype=np.uint64))
     assert removed.tolist() == [late[2], late[0]] and survivors.tolist() == [late[1], late[1]]
+
+
+def brute_force_survivors(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """Removed document -> the smallest document of its cluster, by a plain union-find."""
+    parent: dict[int, int] = {}
+
+    def root(node: int) -> int:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for a, b in pairs:
+        low, high = sorted((root(a), root(b)))
+        parent[high] = low
+    return {node: root(node) for node in list(parent) if root(node) != node}
+
+
+@pytest.mark.parametrize("shards", [1, 2, 7])
+def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards, monkeypatch):
+    from data_pipeline.dedup import components
+    from data_pipeline.dedup.components import forest, merged_forest, removals
+
+    monkeypatch.setattr(components, "_MERGE_ROWS", 8)  # merge while reading, not only at the end
+    rng = np.random.default_rng(shards)
+    codes = np.unique(rng.integers(2**63, 2**64 - 1, size=400, dtype=np.uint64, endpoint=True))  # past int64
+    chains = [rng.choice(len(codes), size=rng.integers(2, 12), replace=False) for _ in range(40)]  # paths in random order
+    links = np.array([(a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:])])
+    pairs = codes[links]
+    shard_of_pair = rng.integers(0, shards, size=len(pairs))  # a chain's links spread over the shards
+    merged = merged_forest(forest(pairs[shard_of_pair == shard]) for shard in range(shards))
+    expected = brute_force_survivors([tuple(pair) for pair in pairs.tolist()])
+    assert dict(merged.tolist()) == expected
+    assert merged[:, 0].tolist() == sorted(expected)  # sorted by removed document
+    assert merged.tolist() == np.stack(removals(pairs), axis=1).tolist()  # the one-unit result
+    assert merged_forest([]).shape == (0, 2)
