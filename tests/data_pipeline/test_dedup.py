@@ -263,3 +263,30 @@ def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards
     assert merged[:, 0].tolist() == sorted(expected)  # sorted by removed document
     assert merged.tolist() == np.stack(removals(pairs), axis=1).tolist()  # the one-unit result
     assert merged_forest([]).shape == (0, 2)
+
+
+def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
+    from data_pipeline.curate.config import DedupConfig
+    from data_pipeline.dedup.keys import RECORDS, UnitKeys, UnitKeyWriter
+
+    writer = UnitKeyWriter(tmp_path / "00000", 0, DedupConfig(batch_size=4), partitions=3)
+    for row in range(10):
+        writer.add(f"d{row}", f"document number {row} with some words in it")
+    writer.finish()
+    keys = UnitKeys(tmp_path / "00000", permutations=112)
+    for kind in ("bands", "exact"):
+        runs = sorted((tmp_path / "00000").glob(f"{kind}-????.npy"))
+        whole = [np.load(path) for path in runs]
+        for partition in range(3):
+            slices = keys.partition_slices(kind, partition)
+            read = [np.empty(piece.count, RECORDS[kind]) for piece in slices]
+            for piece, out in zip(slices, read):
+                piece.read_into(out)
+            index = [np.load(path.with_name(path.stem + ".index.npy")) for path in runs]
+            assert [r.tolist() for r in read] == [w[i[partition] : i[partition + 1]].tolist() for w, i in zip(whole, index)]
+    assert sum(piece.count for partition in range(3) for piece in keys.partition_slices("bands", partition)) == 10 * 16
+    last = keys.partition_slices("bands", 2)[-1]
+    with open(last.path, "r+b") as run:
+        run.truncate(run.seek(0, 2) - 8)  # a run cut short: an error, not a wait
+    with pytest.raises(EOFError, match="ends before record"):
+        last.read_into(np.empty(last.count, RECORDS["bands"]))
