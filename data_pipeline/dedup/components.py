@@ -15,8 +15,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-# forest rows gathered before they are merged into the forest so far
-_MERGE_ROWS = 1 << 20
+# forest rows gathered before they are merged into the forest so far: merging costs ~100 bytes
+# per row (scipy's graph), so this bounds the batch part of the merge at ~25 MB
+_MERGE_ROWS = 1 << 18
 
 
 def removals(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
