@@ -9,7 +9,7 @@
   _work/done/<stage>/<unit>.done.json     a unit's stats: its completion marker (the executor's)
   _work/filter/<unit>-0000.jsonl.zst      documents that passed the filters, waiting for dedup
   _work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
-  _work/buckets/<partition>.npz           verified duplicate pairs of one key partition
+  _work/buckets/<partition>.npy           (removed, survivor) codes of one key partition's clusters
   _work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
   _work/slurm/                            submitit's scripts and logs (executor=slurm)
 """
@@ -49,8 +49,8 @@ class Layout:
     def unit_keys(self, unit: str) -> Path:
         return self.keys / unit
 
-    def pairs(self, partition: str) -> Path:
-        return self.work / "buckets" / f"{partition}.npz"
+    def forest(self, partition: str) -> Path:
+        return self.work / "buckets" / f"{partition}.npy"
 
     def removals(self, unit: str) -> Path:
         return self.work / "clusters" / f"{unit}.npy"

@@ -1,19 +1,24 @@
 """One partition of the keys: merge every unit's sorted runs for it, emit candidate pairs
-(documents sharing a band key, or an exact hash), verify band candidates on the memory-mapped
-signatures. Memory follows the partition's share of the records, not the corpus."""
+(documents sharing a band key, or an exact hash), verify band candidates on the signatures (read
+by row). Memory follows the partition's share of the records, not the corpus nor the number of
+input units."""
 from __future__ import annotations
 
 import numpy as np
 
 from data_pipeline.dedup.clusters import pairs_sharing_key, verified
-from data_pipeline.dedup.keys import KeyStore
+from data_pipeline.dedup.keys import RECORDS, KeyStore
 
 
 def partition_records(store: KeyStore, units: list[int], kind: str, partition: int) -> np.ndarray:
     """Every unit's records of one partition, in document order (units, then rows, ascend)."""
-    pieces = [records[index[partition] : index[partition + 1]] for unit in units for records, index in store.unit(unit).runs(kind)]
-    merged = np.concatenate(pieces) if pieces else np.empty(0)
-    return merged[np.argsort(merged["doc"], kind="stable")] if len(merged) else merged
+    slices = [piece for unit in units for piece in store.unit(unit).partition_slices(kind, partition)]
+    merged = np.empty(sum(piece.count for piece in slices), dtype=RECORDS[kind])
+    position = 0
+    for piece in slices:  # straight into one array: no copy of the pieces held beside it
+        piece.read_into(merged[position : position + piece.count])
+        position += piece.count
+    return merged[np.argsort(merged["doc"], kind="stable")]
 
 
 def _pairs_of_groups(records: np.ndarray, key_fields: tuple[str, str]) -> np.ndarray:

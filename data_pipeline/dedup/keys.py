@@ -3,13 +3,14 @@
 A document is a uint64 code, ``unit << 40 | row``: codes sort in the global document order
 (input unit, then row), which makes "the earliest document survives" a minimum. Each unit's
 folder holds, row by row, its ids (UTF-8 blob + offsets), exact hashes (16 bytes) and MinHash
-signatures (memory-mapped by the buckets stage), and sorted runs of records for the buckets
+signatures (read by row by the buckets stage), and sorted runs of records for the buckets
 stage, each ordered by (partition, key, document) with an index of where each partition starts:
 band records (band, key, doc) partitioned by band key, exact records (hash, doc) by hash."""
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ ROW_BITS = 40  # 1 T rows per unit, 16 M units
 BAND_RECORD = np.dtype([("band", "<u8"), ("key", "<u8"), ("doc", "<u8")])
 EXACT_RECORD = np.dtype([("high", "<u8"), ("low", "<u8"), ("doc", "<u8")])
 RUN_RECORDS = 1 << 20  # records buffered before a sorted run is written (24 MB)
+RECORDS = {"bands": BAND_RECORD, "exact": EXACT_RECORD}  # the sorted runs' kinds
 _EXACT_BYTES = 16
 
 
@@ -153,6 +155,16 @@ def _read_rows(path: Path, rows: np.ndarray, row_bytes: int) -> bytes:
         return b"".join(os.pread(descriptor, row_bytes, row * row_bytes) for row in rows.tolist())
 
 
+def _read_npy_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a 1-D .npy file, by one positioned read."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(file)
+        file.seek(start * dtype.itemsize, os.SEEK_CUR)
+        return np.fromfile(file, dtype=dtype, count=stop - start)
+
+
 class UnitKeys:
     """One unit's keys on disk, read by row."""
 
@@ -176,11 +188,38 @@ class UnitKeys:
                 found.append(blob.read(stop - start).decode("utf-8", "surrogatepass"))
             return found
 
-    def runs(self, kind: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(records, partition index) of every sorted run of `kind`, memory-mapped (a partition's
-        records are one contiguous slice of each run)."""
-        return [(np.load(path, mmap_mode="r"), np.load(path.with_name(path.name[: -len(".npy")] + ".index.npy")))
-                for path in sorted(self.folder.glob(f"{kind}-[0-9][0-9][0-9][0-9].npy"))]
+    def partition_slices(self, kind: str, partition: int) -> list["RunSlice"]:
+        """Where one partition's records lie in every sorted run of `kind` (a contiguous slice of each)."""
+        slices = []
+        for path in sorted(self.folder.glob(f"{kind}-[0-9][0-9][0-9][0-9].npy")):
+            index = np.load(path.with_name(path.name[: -len(".npy")] + ".index.npy"))
+            slices.append(RunSlice(path, int(index[partition]), int(index[partition + 1] - index[partition])))
+        return slices
+
+
+@dataclass(frozen=True)
+class RunSlice:
+    """Records [start, start + count) of a sorted run. Read by positioned reads into the caller's
+    array, not memory-mapped: the kernel maps whole large folios around every fault (read-ahead
+    is megabytes), so each mapped run added megabytes to the reader's RSS whatever the slice's
+    size, and a buckets unit reads one run of every input unit."""
+
+    path: Path
+    start: int
+    count: int
+
+    def read_into(self, out: np.ndarray) -> None:
+        with open(self.path, "rb", buffering=0) as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header(file)  # to where the records begin
+            target = memoryview(out.view(np.uint8))
+            offset, filled = file.tell() + self.start * out.itemsize, 0
+            while filled < len(target):
+                read = os.preadv(file.fileno(), [target[filled:]], offset + filled)
+                if not read:
+                    raise EOFError(f"{self.path}: ends before record {self.start + self.count}")
+                filled += read
 
 
 class KeyStore:

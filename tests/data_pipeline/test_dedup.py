@@ -228,3 +228,65 @@ def test_keys_on_disk_hold_ids_of_any_length_and_codes_past_int64(tmp_path):
     late = doc_codes(2**23, np.array([9, 5, 7]))
     removed, survivors = removals(np.array([[late[0], late[1]], [late[2], late[1]]], dtype=np.uint64))
     assert removed.tolist() == [late[2], late[0]] and survivors.tolist() == [late[1], late[1]]
+
+
+def brute_force_survivors(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """Removed document -> the smallest document of its cluster, by a plain union-find."""
+    parent: dict[int, int] = {}
+
+    def root(node: int) -> int:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for a, b in pairs:
+        low, high = sorted((root(a), root(b)))
+        parent[high] = low
+    return {node: root(node) for node in list(parent) if root(node) != node}
+
+
+@pytest.mark.parametrize("shards", [1, 2, 7])
+def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards, monkeypatch):
+    from data_pipeline.dedup import components
+    from data_pipeline.dedup.components import forest, merged_forest, removals
+
+    monkeypatch.setattr(components, "_MERGE_ROWS", 8)  # merge while reading, not only at the end
+    rng = np.random.default_rng(shards)
+    codes = np.unique(rng.integers(2**63, 2**64 - 1, size=400, dtype=np.uint64, endpoint=True))  # past int64
+    chains = [rng.choice(len(codes), size=rng.integers(2, 12), replace=False) for _ in range(40)]  # paths in random order
+    links = np.array([(a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:])])
+    pairs = codes[links]
+    shard_of_pair = rng.integers(0, shards, size=len(pairs))  # a chain's links spread over the shards
+    merged = merged_forest(forest(pairs[shard_of_pair == shard]) for shard in range(shards))
+    expected = brute_force_survivors([tuple(pair) for pair in pairs.tolist()])
+    assert dict(merged.tolist()) == expected
+    assert merged[:, 0].tolist() == sorted(expected)  # sorted by removed document
+    assert merged.tolist() == np.stack(removals(pairs), axis=1).tolist()  # the one-unit result
+    assert merged_forest([]).shape == (0, 2)
+
+
+def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
+    from data_pipeline.curate.config import DedupConfig
+    from data_pipeline.dedup.keys import RECORDS, UnitKeys, UnitKeyWriter
+
+    writer = UnitKeyWriter(tmp_path / "00000", 0, DedupConfig(batch_size=4), partitions=3)
+    for row in range(10):
+        writer.add(f"d{row}", f"document number {row} with some words in it")
+    writer.finish()
+    keys = UnitKeys(tmp_path / "00000", permutations=112)
+    for kind in ("bands", "exact"):
+        runs = sorted((tmp_path / "00000").glob(f"{kind}-????.npy"))
+        whole = [np.load(path) for path in runs]
+        for partition in range(3):
+            slices = keys.partition_slices(kind, partition)
+            read = [np.empty(piece.count, RECORDS[kind]) for piece in slices]
+            for piece, out in zip(slices, read):
+                piece.read_into(out)
+            index = [np.load(path.with_name(path.stem + ".index.npy")) for path in runs]
+            assert [r.tolist() for r in read] == [w[i[partition] : i[partition + 1]].tolist() for w, i in zip(whole, index)]
+    assert sum(piece.count for partition in range(3) for piece in keys.partition_slices("bands", partition)) == 10 * 16
+    last = keys.partition_slices("bands", 2)[-1]
+    with open(last.path, "r+b") as run:
+        run.truncate(run.seek(0, 2) - 8)  # a run cut short: an error, not a wait
+    with pytest.raises(EOFError, match="ends before record"):
+        last.read_into(np.empty(last.count, RECORDS["bands"]))

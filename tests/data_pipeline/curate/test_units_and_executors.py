@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_pipeline.curate.cli import run_curation
@@ -107,12 +109,54 @@ def test_units_workers_ray_and_slurm_keep_and_remove_the_same_documents(one_file
     assert len(list((output("slurm") / "_work" / "slurm").rglob("*_log.out"))) == 11
 
 
+def edit_chain(text: str, length: int, rng: random.Random) -> list[str]:
+    """text and copies each 3 words away from the previous one (word-5-gram Jaccard ~0.86 per
+    step, ~0.5 end to end: the ends are one cluster only through the links between them)."""
+    chain = [text]
+    for _ in range(length - 1):
+        words = chain[-1].split(" ")
+        for index in rng.sample(range(len(words)), 3):
+            words[index] = f"edit{rng.randrange(10**6)}"
+        chain.append(" ".join(words))
+    return chain
+
+
+def test_duplicate_chains_across_key_partitions_cluster_as_in_one_partition(tmp_path, prose, curate_config):
+    rng = random.Random(0)
+    chains = [edit_chain(prose(100 + c), 5, rng) for c in range(4)]
+    texts = [prose(seed) for seed in range(20)]
+    for c, chain in enumerate(chains):  # a chain's links cross the file's units; its earliest document is a middle link
+        for position, link in zip((2, 0, 4, 1, 3), chain):
+            texts.insert(c + 6 * position, link)
+    path = tmp_path / "corpus" / "chains.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    unit_mb = path.stat().st_size / 6 / 1e6 * 1.001  # 6 byte ranges
+    results = {}
+    for partitions in (1, 5):
+        config = curate_config(str(path), output=f"p{partitions}", unit_size_mb=unit_mb, dedup__partitions=partitions)
+        run_curation(config)
+        results[partitions] = outcome(Path(config.output_dir))
+    kept, removed = results[1]
+    assert results[5] == results[1]
+    everything = sorted(kept + [(doc_id, text) for doc_id, (_, _, text) in removed.items()], key=lambda d: int(d[0].split(":")[1]))
+    survivors = {doc_id: survivor for doc_id, (survivor, *_) in removed.items()}
+    assert survivors == brute_force_removals(everything) and len(survivors) == 4 * 4
+    # the clusters were cut across the 5 partitions: some partition saw only part of a chain
+    work = Path(config.output_dir) / "_work" / "buckets"
+    final = dict(np.concatenate([np.load(path) for path in (work.parent / "clusters").glob("*.npy")]).tolist())
+    partial_views = [(removed_doc, survivor) for path in work.glob("*.npy") for removed_doc, survivor in np.load(path).tolist()]
+    assert len(partial_views) > len(final) and any(final[removed_doc] != survivor for removed_doc, survivor in partial_views)
+
+
 def test_no_duplicates_means_no_pairs_and_a_trivial_cluster_step(tmp_path, files, curate_config):
     files.zst(tmp_path / "in" / "a.jsonl.zst", files.pile_records("a", range(0, 8)))
     config = curate_config(str(tmp_path / "in"), dedup__partitions=4)
     assert run_curation(config)["output"]["documents"] == 8
     clusters = json.loads((Path(config.output_dir) / "_work" / "done" / "clusters" / "all.done.json").read_text())
-    assert clusters == {"pairs": 0, "removed": 0, "units_with_removals": 0}
+    assert clusters == {"removed": 0, "units_with_removals": 0}
+    partitions = [json.loads(path.read_text()) for path in (Path(config.output_dir) / "_work" / "done" / "buckets").glob("*.done.json")]
+    assert len(partitions) == 4 and all(p["near_pairs"] == p["exact_pairs"] == p["forest_rows"] == 0 for p in partitions)
     assert not list((Path(config.output_dir) / "_work" / "clusters").iterdir())
 
 
