@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -77,3 +78,12 @@ def chunked_token_losses(
     over, None when every rank holds all of it."""
     flat = _ChunkedCrossEntropy.apply(logits.flatten(0, 1), labels.flatten(), chunk, group)
     return flat.view(labels.shape)
+
+
+def token_losses(logits: Tensor, labels: Tensor, group: Optional[dist.ProcessGroup] = None) -> Tensor:
+    """(batch, seq) cross-entropy, chunked unless the logits are fp32 and whole: there torch's
+    own kernel keeps as much for the backward (the log-probabilities in place of the logits,
+    which it lets go) and is faster (~9 % of a tiny model's CPU step)."""
+    if group is None and logits.dtype == torch.float32:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    return chunked_token_losses(logits, labels, group)

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from pretrain.flex_attention import BlockMask, block_mask, flex_attend
 from pretrain.init import materialize
-from pretrain.loss import chunked_token_losses
+from pretrain.loss import token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
@@ -70,7 +70,7 @@ class LayerFactory:
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Per-position cross-entropy, (batch, seq), from logits laid out as this factory's."""
-        return chunked_token_losses(logits, labels)
+        return token_losses(logits, labels)
 
 
 DENSE = LayerFactory()

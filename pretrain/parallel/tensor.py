@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretrain.loss import chunked_token_losses
+from pretrain.loss import token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
 
@@ -264,4 +264,4 @@ class TensorParallelLayers(LayerFactory):
         return _ScatterSequence.apply(x, self.group) if self.sequence_parallel else x
 
     def token_losses(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return chunked_token_losses(logits, labels, self.group)
+        return token_losses(logits, labels, self.group)

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pretrain.loss import chunked_token_losses
+import pretrain.loss
+from pretrain.loss import chunked_token_losses, token_losses
 
 BATCH, SEQ, VOCAB = 3, 5, 96
 
@@ -50,6 +51,23 @@ def test_dense_loss_and_gradient_equal_the_whole_vocabulary_loss(chunk: int, dty
     torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
     tolerance = 1e-6 if dtype is torch.float32 else 1e-2  # the gradient is stored in the logits' dtype
     torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance)
+
+
+def test_the_model_loss_is_torch_kernel_for_fp32_and_chunked_otherwise(monkeypatch) -> None:
+    """fp32 logits: torch's cross-entropy (no memory to save, faster), bit for bit; bf16 ones:
+    the chunked loss, which makes no fp32 copy of the whole vocabulary."""
+    calls = []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[0].dtype)
+        return chunked_token_losses(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain.loss, "chunked_token_losses", counted)
+    logits, labels, weights = example(torch.float32)
+    assert torch.equal(token_losses(logits, labels), reference(logits, labels, weights)[0])
+    bf16 = logits.bfloat16()
+    torch.testing.assert_close(token_losses(bf16, labels), reference(bf16, labels, weights)[0], rtol=1e-6, atol=1e-6)
+    assert calls == [torch.bfloat16]
 
 
 class LargestFloat32(TorchDispatchMode):
