@@ -218,8 +218,11 @@ class Trainer:
         restore_loss_scale(self.engine.optimizer, metadata.get("loss_scale"))
         self.engine.global_steps = self.step
         self.engine.global_samples = self.consumed_samples
+        # DeepSpeed neither steps the schedule nor counts the step as taken when fp16's loss
+        # scale overflows (Megatron does the same): the schedule stands that many steps back.
+        self.engine.skipped_steps = metadata.get("loss_scale_overflows", 0)
         scheduler = self.engine.lr_scheduler
-        scheduler.last_epoch = self.step - 1
+        scheduler.last_epoch = self.step - self.engine.skipped_steps - 1
         with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
             warnings.simplefilter("ignore", UserWarning)
             scheduler.step()
@@ -281,6 +284,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "loss_scale": loss_scale_state(self.engine.optimizer),
             "applied_updates": applied_updates(self.optimizer),
+            "loss_scale_overflows": self.engine.skipped_steps,
             "world_size": self.process.world_size,
             "layout": self._layout_record(),
             "config": as_plain_dict(self.cfg),
@@ -353,4 +357,5 @@ class Trainer:
             "memory_gb": memory_gb(self.process.device),
             "consumed_samples": self.consumed_samples,
             "skipped_steps": self.skipped_steps,
+            "loss_scale_overflows": self.engine.skipped_steps,
         }

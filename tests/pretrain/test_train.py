@@ -306,7 +306,8 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(token_corpus: Path, tmp_path: 
         return ds_config
 
     monkeypatch.setattr(trainer_module, "deepspeed_config", high_initial_scale)
-    common = ("optim.schedule=constant", "optim.warmup_steps=0", "train.precision=fp16")
+    # A warm-up: an overflowed step must not advance the schedule, before or after the resume.
+    common = ("optim.schedule=constant", "optim.warmup_steps=6", "train.precision=fp16")
     straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=7"), process)
     straight_records = straight.fit()
     overflowed = [not math.isfinite(r["grad_norm"]) for r in straight_records]  # DeepSpeed skipped those updates
@@ -315,6 +316,9 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(token_corpus: Path, tmp_path: 
     resumed = Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=7"), process)
     resumed_records = resumed.fit()
     assert [not math.isfinite(r["grad_norm"]) for r in resumed_records] == overflowed[1:]
+    assert [r["loss_scale_overflows"] for r in resumed_records] == [r["loss_scale_overflows"] for r in straight_records[1:]]
+    assert straight_records[-1]["loss_scale_overflows"] == sum(overflowed)
+    assert [r["lr"] for r in resumed_records] == [r["lr"] for r in straight_records[1:]]
     assert losses(resumed_records) == losses(straight_records[1:])
 
 
