@@ -122,7 +122,7 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
     layout = Layout(config.output_dir)
     layout.make_dirs()
-    _claim_output_dir(layout, config, units)
+    layout.claim(config, RUNTIME_KEYS, inputs=[str(unit) for unit in units])
     stages = build_stages(config, units, len(sources))
     names = [stage.name for stage in stages]
     if config.stage == "all":
@@ -145,39 +145,6 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     print(format_summary(report))
     print(f"report: {layout.report} and {layout.root / 'report.png'}")
     return report
-
-
-def _claim_output_dir(layout: Layout, config: CurateConfig, units: list[InputUnit]) -> None:
-    """Resume only what the same config over the same inputs started: anything else would
-    mix two runs' files in one output."""
-    settings = OmegaConf.to_container(OmegaConf.structured(config))
-    for key in RUNTIME_KEYS:
-        settings.pop(key)
-    # through JSON, as stored: integer keys (n-gram sizes) become strings
-    run = json.loads(json.dumps({"config": settings, "inputs": [str(unit) for unit in units]}))
-    if layout.run_file.exists():
-        previous = json.loads(layout.run_file.read_text())
-        if previous != run:
-            changed = [key for key in run if previous.get(key) != run[key]]
-            detail = _changed_settings(previous.get("config", {}), run["config"]) if "config" in changed else "the input files"
-            raise ValueError(
-                f"output_dir={config.output_dir} holds a run with other settings ({detail}); "
-                "use a new output_dir, or delete this one to start over"
-            )
-    else:
-        atomic_write_text(layout.run_file, json.dumps(run, indent=1))
-
-
-def _changed_settings(before: dict, after: dict, prefix: str = "") -> str:
-    changed = []
-    for key in sorted(set(before) | set(after)):
-        old, new = before.get(key), after.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            inner = _changed_settings(old, new, f"{prefix}{key}.")
-            changed += [inner] if inner else []
-        elif old != new:
-            changed.append(f"{prefix}{key}: {old} -> {new}")
-    return ", ".join(changed)
 
 
 @hydra.main(config_path=str(Path(__file__).resolve().parents[2] / "configs"), config_name="curate", version_base="1.3")

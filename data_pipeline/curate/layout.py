@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.executors.work_dir import WorkDir
 
-class Layout:
+
+class Layout(WorkDir):
     def __init__(self, output_dir: str | Path) -> None:
-        self.root = Path(output_dir)
-        self.work = self.root / "_work"
+        super().__init__(output_dir)
         self.removed = self.root / "removed"
         self.keys = self.work / "keys"
 
@@ -30,15 +31,8 @@ class Layout:
             folder.mkdir(parents=True, exist_ok=True)
 
     @property
-    def run_file(self) -> Path:
-        return self.work / "run.json"
-
-    @property
     def report(self) -> Path:
         return self.root / "report.json"
-
-    def markers(self, stage: str) -> Path:
-        return self.work / "done" / stage
 
     def output_prefix(self, unit: str) -> Path:
         return self.root / f"part-{unit}"

@@ -23,7 +23,6 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
@@ -78,26 +77,11 @@ def shard_tokenizer(config: TokenizeConfig, scratch: Path) -> TokenizerFiles | H
 
 
 def claim_output_dir(layout: Layout, config: TokenizeConfig, tokenizer_hash: str, units: list[InputUnit]) -> None:
-    """Resume only what the same settings, tokenizer and inputs started: anything else would mix
-    two runs' tokens in one output_dir."""
-    settings = OmegaConf.to_container(OmegaConf.structured(config))
-    for key in RUNTIME_KEYS:
-        settings.pop(key)
-    run = json.loads(json.dumps({"config": settings, "tokenizer_hash": tokenizer_hash, "inputs": [str(unit) for unit in units]}))
-    if layout.run_file.exists():
-        previous = json.loads(layout.run_file.read_text())
-        if previous != run:
-            changed = [key for key in run["config"] if previous.get("config", {}).get(key) != run["config"][key]]
-            changed += [key for key in ("tokenizer_hash", "inputs") if previous.get(key) != run[key]]
-            raise ValueError(
-                f"output_dir={config.output_dir} holds shards made with other {', '.join(changed)}; "
-                "use a new output_dir, or delete this one to start over"
-            )
-    elif any(find_shards(layout.root, split) for split in SPLITS):
+    """Resume only what the same settings, tokenizer and inputs started."""
+    if not layout.run_file.exists() and any(find_shards(layout.root, split) for split in SPLITS):
         raise ValueError(f"output_dir={config.output_dir} holds token shards of another run (or of an earlier version of "
                          "tokenize); use a new output_dir, or delete this one to start over")
-    else:
-        atomic_write_text(layout.run_file, json.dumps(run, indent=1))
+    layout.claim(config, RUNTIME_KEYS, tokenizer_hash=tokenizer_hash, inputs=[str(unit) for unit in units])
 
 
 def prepare_output_dir(config: TokenizeConfig, layout: Layout, units: list[InputUnit]) -> TokenizerFiles | HFTokenizerFiles:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.executors.work_dir import WorkDir
 from data_pipeline.formats.token_shards import shard_prefix
 
 TRAIN, VAL = "train", "val"
@@ -22,22 +23,14 @@ SPLITS = (TRAIN, VAL)
 VAL_FALLBACK_DOCUMENTS = 10
 
 
-class Layout:
+class Layout(WorkDir):
     def __init__(self, output_dir: str | Path) -> None:
-        self.root = Path(output_dir)
-        self.work = self.root / "_work"
+        super().__init__(output_dir)
         self.runs = self.work / "runs"
-
-    @property
-    def run_file(self) -> Path:
-        return self.work / "run.json"
 
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
-
-    def markers(self, stage: str) -> Path:
-        return self.work / "done" / stage
 
     def run_prefix(self, split: str, unit_index: int) -> Path:
         return shard_prefix(self.runs, split, unit_index)
