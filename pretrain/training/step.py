@@ -80,7 +80,7 @@ class DenseStep:
         self.device = device
         if zero_stage == 0 and dp_size == 1:
             # DeepSpeed would still all-reduce the gradients over this one rank: a flatten and
-            # a copy back of every gradient each step (~3 % of a tiny model's CPU step).
+            # a copy back of every gradient each step (~1 ms of a tiny model's 40 ms CPU step).
             engine.enable_backward_allreduce = False
 
     def train(self, batches: list[Batch], *, with_grad_norm: bool) -> StepOutput:
