@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pretrain.flex_attention import BlockMask, block_mask, flex_attend
+from pretrain.fused_linear import fused_linear
 from pretrain.init import materialize
 from pretrain.loss import token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
@@ -220,6 +221,11 @@ class Attention(nn.Module):
         self.wv = layers.column(cfg.d_model, cfg.kv_heads * cfg.head_dim, qkv_bias)
         self.wo = layers.row(cfg.n_heads * cfg.head_dim, cfg.d_model, cfg.has_bias(cfg.attn_out_bias))
 
+    def fused_linears(self) -> tuple[nn.Module, ...]:
+        """The linears whose parameters the forward pass reads for one GEMM (see
+        ``pretrain.fused_linear``), instead of calling them."""
+        return self.wq, self.wk, self.wv
+
     def _split_heads(self, x: Tensor, heads: int) -> Tensor:
         batch, seq, _ = x.shape
         return x.view(batch, seq, heads, self.head_dim).transpose(1, 2)
@@ -239,11 +245,13 @@ class Attention(nn.Module):
         cache: Optional[LayerCache] = None,
     ) -> Tensor:
         x = self.layers.gather_input(x)  # once for q, k and v
-        q = self._split_heads(self.wq(x), self.local_heads)
-        k = self._split_heads(self.wk(x), self.local_kv_heads)
-        v = self._split_heads(self.wv(x), self.local_kv_heads)
+        q, k, v = fused_linear(x, self.fused_linears())
+        q = self._split_heads(q, self.local_heads)
+        k, v = self._split_heads(k, self.local_kv_heads), self._split_heads(v, self.local_kv_heads)
         if rope is not None:
-            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+            # Rotated q and k are new tensors: a copy of v lets the projections' output go
+            # instead of staying alive, as v's storage, until the backward pass.
+            q, k, v = apply_rotary(q, rope), apply_rotary(k, rope), v.contiguous()
         if cache is not None:
             k, v = cache.append(k, v)
         if isinstance(mask, BlockMask):
@@ -277,10 +285,16 @@ class MLP(nn.Module):
         self.gate = layers.column(cfg.d_model, cfg.ffn_dim, bias) if self.gated else None
         self.down = layers.row(cfg.ffn_dim, cfg.d_model, bias)
 
+    def fused_linears(self) -> tuple[nn.Module, ...]:
+        """The linears whose parameters the forward pass reads for one GEMM (see
+        ``pretrain.fused_linear``), instead of calling them: gate and up, when gated."""
+        return (self.gate, self.up) if self.gate is not None else ()
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.layers.gather_input(x)  # once for gate and up
         if self.gate is not None:
-            hidden = F.silu(self.gate(x)) * self.up(x)
+            gate, up = fused_linear(x, self.fused_linears())
+            hidden = F.silu(gate) * up
         else:
             hidden = F.gelu(self.up(x), approximate="tanh")
         return self.down(hidden)

@@ -31,7 +31,7 @@ from pretrain.objectives import build_objective
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.parallel.master_state import applied_updates
 from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
-from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
+from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
@@ -102,6 +102,8 @@ class Trainer:
         with sharded_construction(ds_config, self.grid, cfg.parallel.zero_stage):
             model = self._build_model()
         self.imported = load_initial_weights(cfg, model, resuming=start is not None)
+        if cfg.parallel.zero_stage == 3:
+            register_fused_parameters(model)
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             self.num_parameters = count_parameters(GPT(model_cfg))
         self.optimizer = build_optimizer(model, cfg.optim, process.device)

@@ -7,7 +7,10 @@ import io
 import os
 from dataclasses import dataclass
 
+from torch import nn
+
 from pretrain.config import TrainConfig
+from pretrain.fused_linear import fused_parameters
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,16 @@ def sharded_construction(ds_config: dict, grid, zero_stage: int):  # type: ignor
         data_parallel_group=grid.get_data_parallel_group(),  # not the world: tensor-parallel ranks hold different slices
         enabled=zero_stage == 3,
     )
+
+
+def register_fused_parameters(model: nn.Module) -> None:
+    """ZeRO-3 gathers a module's own parameters in the module's forward (and backward) hooks;
+    attention and the MLP read their q|k|v and gate|up linears' parameters for one GEMM
+    without calling those linears (``pretrain.fused_linear``), so the parameters are
+    registered as theirs too (DeepSpeed's ``register_external_parameter``). Unregistered,
+    DeepSpeed would still gather each one when first touched, but one at a time and outside
+    its prefetching."""
+    import deepspeed
+
+    for module, param in fused_parameters(model):
+        deepspeed.zero.register_external_parameter(module, param)

@@ -78,6 +78,10 @@ class DenseStep:
         self.dp_group = dp_group
         self.dp_size = dp_size
         self.device = device
+        if zero_stage == 0 and dp_size == 1:
+            # DeepSpeed would still all-reduce the gradients over this one rank: a flatten and
+            # a copy back of every gradient each step (~1 ms of a tiny model's 40 ms CPU step).
+            engine.enable_backward_allreduce = False
 
     def train(self, batches: list[Batch], *, with_grad_norm: bool) -> StepOutput:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)

@@ -1,0 +1,69 @@
+"""One matrix multiplication for several linears that read the same input (q, k and v; SwiGLU's
+gate and up), over their own parameters.
+
+The parameters stay the canonical separate ``weight``/``bias`` of each linear, so
+checkpoints, Hugging Face import and export, initialization and anything else that names
+them never learn about the fusion. The forward pass concatenates the weights along the
+output features, runs one GEMM and splits the output. The backward pass concatenates them
+again instead of keeping the concatenation from the forward pass: a saved copy would hold
+those weights a second time in every layer until the backward pass (and, under ZeRO-3,
+keep every layer's gathered weights alive between the two passes).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _ConcatenatedLinear(torch.autograd.Function):
+    """``F.linear(x, cat(weights), cat(biases))`` with the concatenations as temporaries."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, n_weights: int, *params: Tensor) -> Tensor:
+        weights, biases = params[:n_weights], params[n_weights:]
+        ctx.save_for_backward(x, *weights)
+        ctx.with_bias = bool(biases)
+        return F.linear(x, torch.cat(weights), torch.cat(biases) if biases else None)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
+        x, *weights = ctx.saved_tensors
+        grad_x = grad @ torch.cat(weights) if ctx.needs_input_grad[0] else None
+        sizes = [weight.shape[0] for weight in weights]
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (tokens, all output features)
+        grad_weights = (grad_rows.T @ x.reshape(-1, x.shape[-1])).split(sizes)
+        grad_biases = grad_rows.sum(0).split(sizes) if ctx.with_bias else ()
+        return grad_x, None, *grad_weights, *grad_biases
+
+
+def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
+    """What each of ``linears`` gives for ``x``, from one GEMM. Each linear must compute
+    ``F.linear(x, weight, bias)`` (``nn.Linear``, a column-parallel linear); all have a bias
+    or none has. The outputs are views of one tensor."""
+    weights = [linear.weight for linear in linears]
+    biases = [linear.bias for linear in linears]
+    if any(bias is None for bias in biases) and any(bias is not None for bias in biases):
+        raise ValueError("fused_linear: either every linear has a bias or none has")
+    params = weights + ([] if biases[0] is None else biases)
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        # Autocast does not reach into the function: cast as it would cast F.linear's inputs.
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            out = _ConcatenatedLinear.apply(x.to(dtype), len(weights), *(param.to(dtype) for param in params))
+    else:
+        out = _ConcatenatedLinear.apply(x, len(weights), *params)
+    return out.split([weight.shape[0] for weight in weights], dim=-1)
+
+
+def fused_parameters(model: nn.Module) -> list[tuple[nn.Module, nn.Parameter]]:
+    """``(module, parameter)`` for every parameter a module's forward reads from the linears
+    it fuses (``module.fused_linears()``) without calling them."""
+    pairs = []
+    for module in model.modules():
+        linears = getattr(module, "fused_linears", lambda: ())()
+        pairs += [(module, param) for linear in linears for param in linear.parameters()]
+    return pairs
