@@ -68,6 +68,8 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
     if config.dedup.partitions < 1:
         problems.append(f"dedup.partitions={config.dedup.partitions}: need at least 1")
+    if config.dedup.cluster_rows < 1:
+        problems.append(f"dedup.cluster_rows={config.dedup.cluster_rows}: need at least 1")
     if config.stage in ("buckets", "clusters", "write") and not dedup_enabled(config):
         problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter and stage=report have work")
     if config.executor.kind not in EXECUTOR_KINDS:

@@ -146,6 +146,10 @@ class DedupConfig:
     # holds ~1/partitions of all keys (24 bytes per document and band); one partition per
     # ~60,000 documents keeps a unit near 0.2 GB (C4: ~6,000; docs/curation.md, "Scale").
     partitions: int = 16
+    # Forest rows the clusters unit merges in memory (~240 bytes each at the peak); above it,
+    # connected components on disk holding about this many edge records at once (~100 bytes
+    # each): a unit near 0.5 GB either way, whatever the number of duplicates.
+    cluster_rows: int = 2_000_000
 
 
 @dataclass
