@@ -8,6 +8,7 @@ fresh process; its peak RSS (ru_maxrss) and CPU time are recorded, two units at 
 are off: their memory is per document; the memory that could grow with the corpus is dedup's.
 
   .venv/bin/python benchmarks/bench_scale.py --docs 250000 1000000 --out bench-out/scale
+  .venv/bin/python benchmarks/bench_scale.py --docs 1000000 --cluster-rows 50000   # clusters on disk
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def run_stage(stage: Stage, workers: int) -> dict:
     return {"units": len(peaks), "peak_rss_mb_largest_unit": round(max(peaks), 1), "cpu_s": round(cpu, 1)}
 
 
-def measure(docs: int, out: Path, unit_mb: float, workers: int) -> dict:
+def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: int | None) -> dict:
     corpus = out / f"corpus-{docs}" / "docs.jsonl"
     if not corpus.exists():
         corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,8 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int) -> dict:
         getattr(config.filters, name).enabled = False
     config.output.write_removed = False
     config.dedup.partitions = max(4, docs // DOCS_PER_PARTITION)
+    if cluster_rows is not None:
+        config.dedup.cluster_rows = cluster_rows
     units = split_into_units(resolve_inputs(config.input), unit_mb, config.reader.hf)
     Layout(output_dir).make_dirs()
     result = {"docs": docs, "corpus_mb": round(corpus.stat().st_size / 1e6, 1), "input_units": len(units),
@@ -119,9 +122,10 @@ def main() -> None:
     parser.add_argument("--unit-mb", type=float, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="bench-out/scale")
+    parser.add_argument("--cluster-rows", type=int, help="dedup.cluster_rows (small: the clusters unit runs on disk)")
     args = parser.parse_args()
     for docs in args.docs:
-        print(json.dumps(measure(docs, Path(args.out), args.unit_mb, args.workers)), flush=True)
+        print(json.dumps(measure(docs, Path(args.out), args.unit_mb, args.workers, args.cluster_rows)), flush=True)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ class DiskComponents:
 
     def add(self, edges: np.ndarray) -> None:
         """Undirected edges, shape (k, 2), e.g. forest rows."""
-        self._append_edges(0, edges.astype(np.uint64, copy=False))
+        edges = edges.astype(np.uint64, copy=False)
+        self._append_edges(0, edges[edges[:, 0] != edges[:, 1]])  # a loop links nothing
 
     def _table(self, step: int, partition: int) -> _NeighbourTable:
         table = _NeighbourTable()
