@@ -2,8 +2,8 @@
 (a recorded run, not a test).
 
 Generates a flat corpus of N documents (~500 bytes of random words each, 4% exact and 4% near
-copies planted), cut into units of --unit-mb, with dedup.partitions growing with N (one per
-62,500 documents, at least 4) so that a partition's share stays the same. Every unit runs in a
+copies planted), cut into units of --unit-mb, with dedup.partitions=auto (one per 64 MB of
+input) so that a partition's share stays the same. Every unit runs in a
 fresh process; its peak RSS (ru_maxrss) and CPU time are recorded, two units at a time. Filters
 are off: their memory is per document; the memory that could grow with the corpus is dedup's.
 
@@ -25,12 +25,12 @@ import numpy as np
 from data_pipeline.curate.cli import build_stages
 from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.partitions import dedup_partitions
 from data_pipeline.executors.stage import Stage, run_unit
 from data_pipeline.io.readers import resolve_inputs
 from data_pipeline.io.units import split_into_units
 
 WORDS = np.array([f"w{i:05d}" for i in range(30_000)])
-DOCS_PER_PARTITION = 62_500
 
 
 def generate(path: Path, docs: int, seed: int = 0, words_per_doc: int = 80) -> None:
@@ -97,20 +97,21 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
     for name in ("normalize", "gopher_repetition", "gopher_quality", "c4", "language"):
         getattr(config.filters, name).enabled = False
     config.output.write_removed = False
-    config.dedup.partitions = max(4, docs // DOCS_PER_PARTITION)
     if cluster_rows is not None:
         config.dedup.cluster_rows = cluster_rows
     units = split_into_units(resolve_inputs(config.input), unit_mb, config.reader.hf)
+    partitions = dedup_partitions(config.dedup, units)
     Layout(output_dir).make_dirs()
     result = {"docs": docs, "corpus_mb": round(corpus.stat().st_size / 1e6, 1), "input_units": len(units),
-              "partitions": config.dedup.partitions, "stages": {}}
+              "partitions": partitions, "stages": {}}
     start = time.perf_counter()
-    for stage in build_stages(config, units, 1):
+    for stage in build_stages(config, units, 1, partitions):
         result["stages"][stage.name] = run_stage(stage, workers)
         print(json.dumps({"docs": docs, stage.name: result["stages"][stage.name]}), flush=True)  # progress
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
+    result["clusters_unit"] = json.loads((Layout(output_dir).markers("clusters") / "all.done.json").read_text())  # on disk? steps
     result["removed"] = {stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")}
     shutil.rmtree(output_dir)
     return result

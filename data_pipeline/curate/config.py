@@ -143,9 +143,10 @@ class DedupConfig:
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     batch_size: int = 1024  # documents MinHashed at once, and keys written to disk at once
     # Key ranges the buckets stage splits the band keys and exact hashes into: its units. Each
-    # holds ~1/partitions of all keys (24 bytes per document and band); one partition per
-    # ~60,000 documents keeps a unit near 0.2 GB (C4: ~6,000; docs/curation.md, "Scale").
-    partitions: int = 16
+    # holds ~1/partitions of all keys (24 bytes per document and band). auto: one per
+    # partition_mb of input text (curate/partitions.py; C4: ~14,000); or a number.
+    partitions: Any = "auto"
+    partition_mb: float = 64
     # Forest rows the clusters unit merges in memory (~240 bytes each at the peak); above it,
     # connected components on disk holding about this many edge records at once (~100 bytes
     # each): a unit near 0.5 GB either way, whatever the number of duplicates.

@@ -82,7 +82,7 @@ def test_units_workers_ray_and_slurm_keep_and_remove_the_same_documents(one_file
         "eight": dict(workers=2, unit_size_mb=unit_mb, dedup__partitions=3),
         "ray": dict(unit_size_mb=unit_mb, executor__kind="ray", executor__ray__num_cpus=2),
         "slurm": dict(unit_size_mb=unit_mb, executor__kind="slurm", executor__slurm__cluster="local",
-                      executor__slurm__cpus_per_task=1, executor__slurm__max_array_tasks=3),
+                      executor__slurm__cpus_per_task=1, executor__slurm__max_array_tasks=3, dedup__partitions=16),
     }
     results = {}
     for name, overrides in settings.items():
