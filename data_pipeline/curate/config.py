@@ -185,6 +185,7 @@ class CurateConfig:
 
 
 # The settings that may change between runs over one output_dir without changing the result.
-RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress")
+# dedup.cluster_rows: after the clusters unit ran out of memory, a lower one finishes the run.
+RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress", "dedup.cluster_rows")
 
 ConfigStore.instance().store(name="curate_schema", node=CurateConfig)
