@@ -70,7 +70,8 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
         starts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1]))) if len(units) else np.empty(0, dtype=np.int64)
         for start, stop in zip(starts.tolist(), starts[1:].tolist() + [len(units)]):
             _publish_removals(layout, unit_key(units[start]), merged[start:stop])
-        return {"removed": int(len(merged)), "units_with_removals": int(len(starts)), "on_disk": False, "disk_steps": 0}
+        return {"removed": int(len(merged)), "units_with_removals": int(len(starts)), "on_disk": False, "disk_steps": 0,
+                "disk_partitions": 0}
     return _clusters_on_disk(layout, forests, total_rows, budget)
 
 

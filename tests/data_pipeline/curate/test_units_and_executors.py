@@ -163,7 +163,7 @@ def test_no_duplicates_means_no_pairs_and_a_trivial_cluster_step(tmp_path, files
     config = curate_config(str(tmp_path / "in"), dedup__partitions=4)
     assert run_curation(config)["output"]["documents"] == 8
     clusters = json.loads((Path(config.output_dir) / "_work" / "done" / "clusters" / "all.done.json").read_text())
-    assert clusters == {"removed": 0, "units_with_removals": 0, "on_disk": False, "disk_steps": 0}
+    assert clusters == {"removed": 0, "units_with_removals": 0, "on_disk": False, "disk_steps": 0, "disk_partitions": 0}
     partitions = [json.loads(path.read_text()) for path in (Path(config.output_dir) / "_work" / "done" / "buckets").glob("*.done.json")]
     assert len(partitions) == 4 and all(p["near_pairs"] == p["exact_pairs"] == p["forest_rows"] == 0 for p in partitions)
     assert not list((Path(config.output_dir) / "_work" / "clusters").iterdir())
