@@ -147,9 +147,9 @@ class DedupConfig:
     # partition_mb of input text (curate/partitions.py; C4: ~14,000); or a number.
     partitions: Any = "auto"
     partition_mb: float = 64
-    # Forest rows the clusters unit merges in memory (~240 bytes each at the peak); above it,
-    # connected components on disk holding about this many edge records at once (~100 bytes
-    # each): a unit near 0.5 GB either way, whatever the number of duplicates.
+    # Forest rows the clusters unit merges in memory (~125 bytes each at the peak); above it,
+    # connected components on disk, about this many edge records at once (~135 bytes each):
+    # at 2 M a unit stays near 0.3 GB either way, whatever the number of duplicates.
     cluster_rows: int = 2_000_000
 
 
