@@ -55,7 +55,7 @@ def _run(way: str, pieces_path: str, rows: int, connection) -> None:
     else:
         scratch = Path(tempfile.mkdtemp(prefix="components-"))
         total = sum(len(pieces[name]) for name in names)
-        components = DiskComponents(scratch / "work", rows, partitions=-(-2 * total // rows))
+        components = DiskComponents(scratch / "work", rows, edges=total)
         for name in names:
             components.add(pieces[name])
         components.solve()

@@ -76,8 +76,7 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
 
 
 def _clusters_on_disk(layout: Layout, forests: list[Path], total_rows: int, budget: int) -> dict[str, Any]:
-    # each row is stored in both directions: ~budget records per partition
-    components = DiskComponents(layout.components, budget, partitions=-(-2 * total_rows // budget))
+    components = DiskComponents(layout.components, budget, edges=total_rows)
     for path in forests:
         for rows in read_chunks(path, budget, 2, header=_npy_layout(path)[1]):
             components.add(rows)

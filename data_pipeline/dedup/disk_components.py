@@ -12,7 +12,7 @@ Why this design and why memory stays bounded:
 - The undirected edges are stored as directed records (node, neighbour), both directions,
   hash-partitioned by node into raw files; a step reads one partition at a time, in chunks of
   ``rows`` records, and appends what it emits to the next step's partition files. The number
-  of partitions is chosen so a partition holds ~``rows`` records.
+  of partitions is chosen so a partition holds ~0.8 ``rows`` records.
 - Each step needs, per node, only the smallest and largest neighbour: a table of the
   partition's distinct nodes (built chunk by chunk), then a second pass over the chunks emits the
   new edges. So a node with millions of neighbours (one text copied a million times) costs one
@@ -31,9 +31,10 @@ is left for later.
 """
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -47,7 +48,8 @@ def partition_of(nodes: np.ndarray, partitions: int) -> np.ndarray:
 
 def append_grouped(rows: np.ndarray, groups: np.ndarray, path_of: Callable[[int], Path]) -> None:
     """Append each group's rows (raw uint64) to its file, e.g. records to their partitions."""
-    order = np.argsort(groups, kind="stable")
+    small = len(groups) and groups.max() < 2**16
+    order = np.argsort(groups.astype(np.uint16) if small else groups, kind="stable")  # 16 bits: a radix sort
     rows, groups = rows[order], groups[order]
     starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1]))) if len(groups) else []
     for start, stop in zip(list(starts), list(starts[1:]) + [len(groups)]):
@@ -99,8 +101,12 @@ class DiskComponents:
     """Edges added in any order and batch size; ``solve`` runs the steps; ``removals`` gives the
     (removed, survivor) rows, partition by partition (each partition's rows sorted by node)."""
 
-    def __init__(self, scratch: Path, rows: int, partitions: int) -> None:
-        self.scratch, self.rows, self.partitions = scratch, rows, partitions
+    def __init__(self, scratch: Path, rows: int, edges: int) -> None:
+        """`rows`: records held at once; `edges`: about how many will be added."""
+        self.scratch, self.rows = scratch, rows
+        # both directions of each edge, ~80% of `rows` per partition: the uneven spread of a
+        # hash rarely takes a partition past one chunk (then it is read and sorted once a step)
+        self.partitions = max(1, math.ceil(2 * edges / (0.8 * rows)))
         self.steps = 0
         shutil.rmtree(scratch, ignore_errors=True)  # a crashed attempt's files are never read
         self._folder(0).mkdir(parents=True)
@@ -120,11 +126,26 @@ class DiskComponents:
         edges = edges.astype(np.uint64, copy=False)
         self._append_edges(0, edges[edges[:, 0] != edges[:, 1]])  # a loop links nothing
 
-    def _table(self, step: int, partition: int) -> _NeighbourTable:
-        table = _NeighbourTable()
+    def _sorted_chunks(self, step: int, partition: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(nodes, neighbours) of the partition's records, chunk by chunk, each sorted by node:
+        looking sorted nodes up in the table reads it in order (random lookups took most of the time)."""
         for chunk in read_chunks(self._partition_path(step, partition), self.rows, _RECORD_WORDS):
-            order = np.argsort(chunk[:, 0], kind="stable")
-            nodes, neighbours = chunk[order, 0], chunk[order, 1]
+            order = np.argsort(chunk[:, 0])
+            yield chunk[order, 0], chunk[order, 1]
+
+    def _chunk_source(self, step: int, partition: int) -> Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]:
+        """What reads the partition's sorted chunks, once per pass: a partition of one chunk (the
+        usual case) is read and sorted once and kept for the second pass."""
+        path = self._partition_path(step, partition)
+        if not path.exists() or path.stat().st_size <= self.rows * _RECORD_WORDS * 8:
+            kept = list(self._sorted_chunks(step, partition))
+            return lambda: kept
+        return lambda: self._sorted_chunks(step, partition)
+
+    @staticmethod
+    def _table(chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> _NeighbourTable:
+        table = _NeighbourTable()
+        for nodes, neighbours in chunks:
             starts = np.flatnonzero(np.concatenate(([True], nodes[1:] != nodes[:-1])))
             table.add(nodes[starts], np.minimum.reduceat(neighbours, starts), np.maximum.reduceat(neighbours, starts))
         return table
@@ -135,12 +156,12 @@ class DiskComponents:
         self._folder(step + 1).mkdir()
         final = True
         for partition in range(self.partitions):
-            table = self._table(step, partition)
+            chunks = self._chunk_source(step, partition)
+            table = self._table(chunks())
             final = final and table.is_star_part()
             if not large:  # small-star: a node with smaller neighbours joins their smallest
                 self._append_edges(step + 1, table.leaves())
-            for chunk in read_chunks(self._partition_path(step, partition), self.rows, _RECORD_WORDS):
-                nodes, neighbours = chunk[:, 0], chunk[:, 1]
+            for nodes, neighbours in chunks():
                 smallest = table.smallest_of_node_and_neighbours(nodes)
                 if large:  # larger neighbours join the smallest of the node's neighbourhood
                     keep = neighbours > nodes
@@ -158,7 +179,7 @@ class DiskComponents:
 
     def removals(self) -> Iterator[np.ndarray]:
         for partition in range(self.partitions):
-            yield self._table(self.steps, partition).leaves()
+            yield self._table(self._sorted_chunks(self.steps, partition)).leaves()
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)

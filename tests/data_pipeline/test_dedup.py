@@ -319,7 +319,7 @@ def test_components_on_disk_equal_a_union_find_and_the_in_memory_merge(kind, tmp
     stale = tmp_path / "scratch" / "step-0000" / "00000.bin"  # left by a crashed attempt: never read
     stale.parent.mkdir(parents=True)
     stale.write_bytes(np.array([[1, 0]] * 3, dtype=np.uint64).tobytes())
-    components = DiskComponents(tmp_path / "scratch", rows, partitions=max(1, -(-2 * len(edges) // rows)))
+    components = DiskComponents(tmp_path / "scratch", rows, edges=len(edges))
     for start in range(0, len(edges), 7):
         components.add(edges[start : start + 7])
     components.solve()
