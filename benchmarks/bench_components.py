@@ -4,9 +4,11 @@ each in a fresh process (a recorded run, not a test).
 
 Forests: N documents removed, in clusters of geometric size (mean ~3) whose documents are
 spread over the corpus's code space, each cluster's links cut over --shards forests (as the
-buckets partitions see them), so the merge has to join pieces.
+buckets partitions see them), so the merge has to join pieces; each link is in --copies
+forests (near copies share band keys in many partitions: bench_scale.py at 4 M documents has
+~10 forest rows per removed document).
 
-  .venv/bin/python benchmarks/bench_components.py --removed 1000000 4000000 --rows 2000000
+  .venv/bin/python benchmarks/bench_components.py --removed 500000 2000000 --copies 8
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from data_pipeline.dedup.components import merged_forest
 from data_pipeline.dedup.disk_components import DiskComponents
 
 
-def forests(removed: int, shards: int, seed: int = 0) -> list[np.ndarray]:
-    """(document, earlier document) links of random clusters, cut over `shards` pieces."""
+def forests(removed: int, shards: int, copies: int, seed: int = 0) -> list[np.ndarray]:
+    """(document, earlier document) links of random clusters, each in `copies` of `shards` pieces."""
     rng = np.random.default_rng(seed)
     sizes = rng.geometric(0.4, size=removed) + 1  # documents per cluster, >= 2
     sizes = sizes[np.cumsum(sizes - 1) <= removed]
@@ -34,6 +36,7 @@ def forests(removed: int, shards: int, seed: int = 0) -> list[np.ndarray]:
     cluster = np.repeat(np.arange(len(sizes)), sizes)
     first = np.concatenate(([True], cluster[1:] != cluster[:-1]))
     links = np.stack((codes[1:][~first[1:]], codes[:-1][~first[1:]]), axis=1)  # chains in random order
+    links = np.concatenate([links] * copies)
     shard = rng.integers(0, shards, size=len(links))
     return [links[shard == s] for s in range(shards)]
 
@@ -79,19 +82,20 @@ def measure(way: str, pieces_path: str, rows: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--removed", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--removed", type=int, nargs="+", default=[500_000, 2_000_000])
     parser.add_argument("--rows", type=int, default=2_000_000, help="dedup.cluster_rows of the on-disk run")
     parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--copies", type=int, default=8, help="forests each link is in")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         for removed in args.removed:
             path = str(Path(folder) / f"forests-{removed}.npz")
-            pieces = forests(removed, args.shards)
+            pieces = forests(removed, args.shards, args.copies)
             np.savez(path, **{f"{s:05d}": piece for s, piece in enumerate(pieces)})
             rows = sum(len(piece) for piece in pieces)
             del pieces
             for way in ("memory", "disk"):
-                print(json.dumps({"forest_rows": rows, "rows": args.rows, **measure(way, path, args.rows)}), flush=True)
+                print(json.dumps({"forest_rows": rows, "copies": args.copies, "rows": args.rows, **measure(way, path, args.rows)}), flush=True)
 
 
 if __name__ == "__main__":

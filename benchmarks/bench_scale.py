@@ -112,6 +112,8 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
     result["clusters_unit"] = json.loads((Layout(output_dir).markers("clusters") / "all.done.json").read_text())  # on disk? steps
+    result["clusters_unit"]["forest_rows"] = sum(json.loads(marker.read_text())["forest_rows"]
+                                                 for marker in Layout(output_dir).markers("buckets").glob("*.done.json"))
     result["removed"] = {stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")}
     shutil.rmtree(output_dir)
     return result
