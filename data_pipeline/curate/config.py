@@ -147,9 +147,10 @@ class DedupConfig:
     # partition_mb of input text (curate/partitions.py; C4: ~14,000); or a number.
     partitions: Any = "auto"
     partition_mb: float = 64
-    # Forest rows the clusters unit merges in memory (~125 bytes each at the peak); above it,
-    # connected components on disk, about this many edge records at once (~135 bytes each):
-    # at 2 M a unit stays near 0.3 GB either way, whatever the number of duplicates.
+    # Forest rows the clusters unit merges in memory (a removed document has a row in each
+    # partition that paired it: ~10 at 4 M documents; memory follows the removed documents,
+    # ~240 bytes each); above it, connected components on disk, about this many edge records
+    # at once (~135 bytes each): at 2 M a unit stays near 0.3 GB, whatever the duplicates.
     cluster_rows: int = 2_000_000
 
 
