@@ -7,13 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from data_pipeline.curate.cli import run_curation
 from data_pipeline.curate.config import DedupConfig, HuggingFaceConfig
 from data_pipeline.curate.partitions import COMPRESSION_RATIO, dedup_partitions
-from data_pipeline.io.readers import resolve_inputs
-from data_pipeline.io.units import split_into_units
+from data_pipeline.io.readers import InputSource, resolve_inputs
+from data_pipeline.io.units import InputUnit, split_into_units
 
 
 def test_auto_is_one_partition_per_partition_mb_of_text_and_a_number_wins(tmp_path, files, prose):
@@ -52,3 +53,15 @@ def test_a_bad_partitions_setting_is_named(tmp_path, files, curate_config, parti
     files.zst(tmp_path / "in" / "a.jsonl.zst", files.pile_records("a", range(0, 2)))
     with pytest.raises(ValueError, match=rf"dedup.partitions={partitions}: give a number >= 1, or auto"):
         run_curation(curate_config(str(tmp_path / "in"), dedup__partitions=partitions))
+
+
+def test_an_hf_dataset_counts_its_data_files_sizes_as_compressed():
+    """hf: units are the dataset's data files (json.gz or parquet on the Hub): their sizes come
+    from the file system, times COMPRESSION_RATIO."""
+    memory = fsspec.filesystem("memory")
+    source = InputSource(0, "hf:someone/partitions", "hf:someone/partitions")
+    units = []
+    for index in range(4):
+        memory.pipe(f"/partitions/part-{index}.json.gz", b"x" * 250_000)
+        units.append(InputUnit(index, source, data_file=f"memory://partitions/part-{index}.json.gz", name=f"part-{index}"))
+    assert dedup_partitions(DedupConfig(partition_mb=1), units) == 3  # 4 x 0.25 MB x 3 = 3 MB
