@@ -2,12 +2,13 @@
 (a recorded run, not a test).
 
 Generates a flat corpus of N documents (~500 bytes of random words each, 4% exact and 4% near
-copies planted), cut into units of --unit-mb, with dedup.partitions growing with N (one per
-62,500 documents, at least 4) so that a partition's share stays the same. Every unit runs in a
+copies planted), cut into units of --unit-mb, with dedup.partitions=auto (one per 64 MB of
+input) so that a partition's share stays the same. Every unit runs in a
 fresh process; its peak RSS (ru_maxrss) and CPU time are recorded, two units at a time. Filters
 are off: their memory is per document; the memory that could grow with the corpus is dedup's.
 
   .venv/bin/python benchmarks/bench_scale.py --docs 250000 1000000 --out bench-out/scale
+  .venv/bin/python benchmarks/bench_scale.py --docs 1000000 --cluster-rows 50000   # clusters on disk
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ import numpy as np
 from data_pipeline.curate.cli import build_stages
 from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.partitions import dedup_partitions
 from data_pipeline.executors.stage import Stage, run_unit
 from data_pipeline.io.readers import resolve_inputs
 from data_pipeline.io.units import split_into_units
 
 WORDS = np.array([f"w{i:05d}" for i in range(30_000)])
-DOCS_PER_PARTITION = 62_500
 
 
 def generate(path: Path, docs: int, seed: int = 0, words_per_doc: int = 80) -> None:
@@ -85,7 +86,7 @@ def run_stage(stage: Stage, workers: int) -> dict:
     return {"units": len(peaks), "peak_rss_mb_largest_unit": round(max(peaks), 1), "cpu_s": round(cpu, 1)}
 
 
-def measure(docs: int, out: Path, unit_mb: float, workers: int) -> dict:
+def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: int | None) -> dict:
     corpus = out / f"corpus-{docs}" / "docs.jsonl"
     if not corpus.exists():
         corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -96,18 +97,23 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int) -> dict:
     for name in ("normalize", "gopher_repetition", "gopher_quality", "c4", "language"):
         getattr(config.filters, name).enabled = False
     config.output.write_removed = False
-    config.dedup.partitions = max(4, docs // DOCS_PER_PARTITION)
+    if cluster_rows is not None:
+        config.dedup.cluster_rows = cluster_rows
     units = split_into_units(resolve_inputs(config.input), unit_mb, config.reader.hf)
+    partitions = dedup_partitions(config.dedup, units)
     Layout(output_dir).make_dirs()
     result = {"docs": docs, "corpus_mb": round(corpus.stat().st_size / 1e6, 1), "input_units": len(units),
-              "partitions": config.dedup.partitions, "stages": {}}
+              "partitions": partitions, "stages": {}}
     start = time.perf_counter()
-    for stage in build_stages(config, units, 1):
+    for stage in build_stages(config, units, 1, partitions):
         result["stages"][stage.name] = run_stage(stage, workers)
         print(json.dumps({"docs": docs, stage.name: result["stages"][stage.name]}), flush=True)  # progress
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
+    result["clusters_unit"] = json.loads((Layout(output_dir).markers("clusters") / "all.done.json").read_text())  # on disk? steps
+    result["clusters_unit"]["forest_rows"] = sum(json.loads(marker.read_text())["forest_rows"]
+                                                 for marker in Layout(output_dir).markers("buckets").glob("*.done.json"))
     result["removed"] = {stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")}
     shutil.rmtree(output_dir)
     return result
@@ -119,9 +125,10 @@ def main() -> None:
     parser.add_argument("--unit-mb", type=float, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="bench-out/scale")
+    parser.add_argument("--cluster-rows", type=int, help="dedup.cluster_rows (small: the clusters unit runs on disk)")
     args = parser.parse_args()
     for docs in args.docs:
-        print(json.dumps(measure(docs, Path(args.out), args.unit_mb, args.workers)), flush=True)
+        print(json.dumps(measure(docs, Path(args.out), args.unit_mb, args.workers, args.cluster_rows)), flush=True)
 
 
 if __name__ == "__main__":

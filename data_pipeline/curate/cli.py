@@ -5,8 +5,10 @@
 Every stage is a list of independent work units (io/units.py); a unit's stats are its
 completion marker, so a rerun redoes only the units without one:
   filter    per input unit: read -> normalize -> filters -> survivors + dedup keys on disk
-  buckets   per key partition: candidate pairs, verified on the signatures
-  clusters  once: connected components over the pairs -> each unit's removal list
+  buckets   per key partition (dedup.partitions, auto: from the input's size): candidate pairs,
+            verified on the signatures, reduced to a forest
+  clusters  once: connected components over the forests (on disk above dedup.cluster_rows)
+            -> each unit's removal list
   write     per input unit: survivors minus duplicates -> clean shards
   report    once: report.json, report.png and a summary table
 With dedup off, filter writes the clean shards itself and report follows it.
@@ -29,6 +31,7 @@ from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
 from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit
 from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.partitions import AUTO, dedup_partitions
 from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.curate.write_stage import write_unit
@@ -66,8 +69,13 @@ def validate(config: CurateConfig) -> None:
     minhash = config.dedup.minhash
     if config.dedup.near and min(minhash.ngram_size, minhash.num_bands, minhash.rows_per_band) < 1:
         problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
-    if config.dedup.partitions < 1:
-        problems.append(f"dedup.partitions={config.dedup.partitions}: need at least 1")
+    partitions = config.dedup.partitions
+    if partitions != AUTO and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
+        problems.append(f"dedup.partitions={partitions}: give a number >= 1, or auto (one per dedup.partition_mb of input)")
+    if config.dedup.partition_mb <= 0:
+        problems.append(f"dedup.partition_mb={config.dedup.partition_mb}: need > 0")
+    if config.dedup.cluster_rows < 1:
+        problems.append(f"dedup.cluster_rows={config.dedup.cluster_rows}: need at least 1")
     if config.stage in ("buckets", "clusters", "write") and not dedup_enabled(config):
         problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter and stage=report have work")
     if config.executor.kind not in EXECUTOR_KINDS:
@@ -82,10 +90,10 @@ def validate(config: CurateConfig) -> None:
         raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
 
 
-def build_stages(config: CurateConfig, units: list[InputUnit], sources: int) -> list[Stage]:
-    """The stages in order; each a list of units and the picklable function that does one."""
+def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, partitions: int) -> list[Stage]:
+    """The stages in order; each a list of units and the picklable function that does one;
+    `partitions`: the key partitions of dedup (curate/partitions.py)."""
     layout = Layout(config.output_dir)
-    partitions = config.dedup.partitions
     permutations = config.dedup.minhash.num_bands * config.dedup.minhash.rows_per_band if config.dedup.near else 0
     stages = [Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))]
     if dedup_enabled(config):
@@ -122,8 +130,11 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
     layout = Layout(config.output_dir)
     layout.make_dirs()
-    layout.claim(config, RUNTIME_KEYS, inputs=[str(unit) for unit in units])
-    stages = build_stages(config, units, len(sources))
+    partitions = dedup_partitions(config.dedup, units) if dedup_enabled(config) else 0
+    if config.dedup.partitions == AUTO and partitions:
+        log.info("dedup.partitions=auto: %d (one per %g MB of input text)", partitions, config.dedup.partition_mb)
+    layout.claim(config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions)
+    stages = build_stages(config, units, len(sources), partitions)
     names = [stage.name for stage in stages]
     if config.stage == "all":
         chosen = stages

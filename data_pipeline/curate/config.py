@@ -143,9 +143,15 @@ class DedupConfig:
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     batch_size: int = 1024  # documents MinHashed at once, and keys written to disk at once
     # Key ranges the buckets stage splits the band keys and exact hashes into: its units. Each
-    # holds ~1/partitions of all keys (24 bytes per document and band); one partition per
-    # ~60,000 documents keeps a unit near 0.2 GB (C4: ~6,000; docs/curation.md, "Scale").
-    partitions: int = 16
+    # holds ~1/partitions of all keys (24 bytes per document and band). auto: one per
+    # partition_mb of input text (curate/partitions.py; C4: ~14,000); or a number.
+    partitions: Any = "auto"
+    partition_mb: float = 64
+    # Forest rows the clusters unit merges in memory (a removed document has a row in each
+    # partition that paired it: ~10 at 4 M documents; memory follows the removed documents,
+    # ~240 bytes each); above it, connected components on disk, about this many edge records
+    # at once (~135 bytes each): at 2 M a unit stays near 0.3 GB, whatever the duplicates.
+    cluster_rows: int = 2_000_000
 
 
 @dataclass
@@ -180,6 +186,7 @@ class CurateConfig:
 
 
 # The settings that may change between runs over one output_dir without changing the result.
-RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress")
+# dedup.cluster_rows: after the clusters unit ran out of memory, a lower one finishes the run.
+RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress", "dedup.cluster_rows")
 
 ConfigStore.instance().store(name="curate_schema", node=CurateConfig)

@@ -2,14 +2,15 @@
 
 buckets   one unit per key partition: verified duplicate pairs of that partition, reduced to the
           forest of their clusters (one (removed, survivor) row per removed document)
-clusters  one unit: the partitions' forests merged (memory follows the duplicate documents, not
-          the pairs nor the corpus), then each input unit's removal list (removed document,
-          survivor), survivor = earliest document
+clusters  one unit: the partitions' forests merged, in memory up to dedup.cluster_rows rows,
+          else on disk in bounded memory (dedup/disk_components.py), then each input unit's
+          removal list (removed document, survivor), survivor = earliest document
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +19,8 @@ from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.layout import Layout
 from data_pipeline.dedup.buckets import partition_pairs
 from data_pipeline.dedup.components import forest, merged_forest
-from data_pipeline.dedup.keys import KeyStore, unit_of
+from data_pipeline.dedup.disk_components import DiskComponents, append_grouped, read_chunks
+from data_pipeline.dedup.keys import KeyStore, npy_header, unit_of
 from data_pipeline.io.units import unit_key
 from data_pipeline.io.writers import atomic_write_bytes
 
@@ -56,14 +58,53 @@ def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int
 
 
 def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
+    """Merge the partitions' forests in memory, or on disk when they hold more than
+    ``dedup.cluster_rows`` rows; either way each unit's removal list, byte for byte the same."""
     layout = Layout(config.output_dir)
-    merged = merged_forest(np.load(layout.forest(PartitionUnit(partition).key)) for partition in range(partitions))
-    units = unit_of(merged[:, 0])
-    starts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1]))) if len(units) else np.empty(0, dtype=np.int64)
-    for start, stop in zip(starts.tolist(), starts[1:].tolist() + [len(units)]):
-        rows = merged[start:stop]
-        atomic_write_bytes(layout.removals(unit_key(units[start])), _serialized(lambda buffer: np.save(buffer, rows)))
-    return {"removed": int(len(merged)), "units_with_removals": int(len(starts))}
+    forests = [layout.forest(PartitionUnit(partition).key) for partition in range(partitions)]
+    total_rows = sum(_npy_layout(path)[0][0] for path in forests)
+    budget = config.dedup.cluster_rows
+    if total_rows <= budget:
+        merged = merged_forest(np.load(path) for path in forests)
+        units = unit_of(merged[:, 0])
+        starts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1]))) if len(units) else np.empty(0, dtype=np.int64)
+        for start, stop in zip(starts.tolist(), starts[1:].tolist() + [len(units)]):
+            _publish_removals(layout, unit_key(units[start]), merged[start:stop])
+        return {"removed": int(len(merged)), "units_with_removals": int(len(starts)), "on_disk": False, "disk_steps": 0,
+                "disk_partitions": 0}
+    return _clusters_on_disk(layout, forests, total_rows, budget)
+
+
+def _clusters_on_disk(layout: Layout, forests: list[Path], total_rows: int, budget: int) -> dict[str, Any]:
+    components = DiskComponents(layout.components, budget, edges=total_rows)
+    for path in forests:
+        for rows in read_chunks(path, budget, 2, header=_npy_layout(path)[1]):
+            components.add(rows)
+    components.solve()
+    by_unit = layout.components / "units"
+    by_unit.mkdir()
+    removed = 0
+    for rows in components.removals():  # shuffled into one file per input unit, then each sorted alone
+        append_grouped(rows, unit_of(rows[:, 0]), lambda unit: by_unit / f"{unit_key(unit)}.bin")
+        removed += len(rows)
+    unit_files = sorted(by_unit.iterdir())
+    for path in unit_files:
+        rows = np.fromfile(path, dtype=np.uint64).reshape(-1, 2)
+        _publish_removals(layout, path.stem, rows[np.argsort(rows[:, 0])])
+    components.close()
+    return {"removed": removed, "units_with_removals": len(unit_files), "on_disk": True, "disk_steps": components.steps,
+            "disk_partitions": components.partitions}
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
+    """A .npy file's shape and where its data begins."""
+    with open(path, "rb") as file:
+        shape, _ = npy_header(file)
+        return shape, file.tell()
+
+
+def _publish_removals(layout: Layout, unit: str, rows: np.ndarray) -> None:
+    atomic_write_bytes(layout.removals(unit), _serialized(lambda buffer: np.save(buffer, rows)))
 
 
 def _serialized(save: Callable[[io.BytesIO], None]) -> bytes:

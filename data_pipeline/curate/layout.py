@@ -11,6 +11,7 @@
   _work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
   _work/buckets/<partition>.npy           (removed, survivor) codes of one key partition's clusters
   _work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
+  _work/components/                       on-disk connected components' scratch (clusters unit)
   _work/slurm/                            submitit's scripts and logs (executor=slurm)
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Layout(WorkDir):
         super().__init__(output_dir)
         self.removed = self.root / "removed"
         self.keys = self.work / "keys"
+        self.components = self.work / "components"  # emptied when the clusters unit starts and ends
 
     def make_dirs(self) -> None:
         for folder in (self.work / "filter", self.keys, self.work / "buckets", self.work / "clusters", self.removed):

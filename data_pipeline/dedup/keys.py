@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -155,14 +156,12 @@ def _read_rows(path: Path, rows: np.ndarray, row_bytes: int) -> bytes:
         return b"".join(os.pread(descriptor, row_bytes, row * row_bytes) for row in rows.tolist())
 
 
-def _read_npy_rows(path: Path, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a 1-D .npy file, by one positioned read."""
-    with open(path, "rb") as file:
-        version = np.lib.format.read_magic(file)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        _, _, dtype = read_header(file)
-        file.seek(start * dtype.itemsize, os.SEEK_CUR)
-        return np.fromfile(file, dtype=dtype, count=stop - start)
+def npy_header(file: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Reads a .npy file's header: its shape and dtype; the file is left where the data begins."""
+    version = np.lib.format.read_magic(file)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(file)
+    return shape, dtype
 
 
 class UnitKeys:
@@ -210,9 +209,7 @@ class RunSlice:
 
     def read_into(self, out: np.ndarray) -> None:
         with open(self.path, "rb", buffering=0) as file:
-            version = np.lib.format.read_magic(file)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            read_header(file)  # to where the records begin
+            npy_header(file)  # to where the records begin
             target = memoryview(out.view(np.uint8))
             offset, filled = file.tell() + self.start * out.itemsize, 0
             while filled < len(target):

@@ -25,11 +25,16 @@ class WorkDir:
 
     def claim(self, config: Any, runtime_keys: Sequence[str], **identity: Any) -> None:
         """Make output_dir this run's, or refuse one that another run started (other settings
-        than ``runtime_keys``, or another ``identity``: inputs, tokenizer): resuming it would
+        than ``runtime_keys``, e.g. "workers" or "dedup.cluster_rows", or another ``identity``:
+        inputs, tokenizer): resuming it would
         mix two runs' files."""
         settings = OmegaConf.to_container(OmegaConf.structured(config))
-        for key in runtime_keys:
-            settings.pop(key)
+        for key in runtime_keys:  # "section.key" for a nested one
+            *sections, name = key.split(".")
+            parent = settings
+            for section in sections:
+                parent = parent[section]
+            parent.pop(name)
         # through JSON, as stored: integer keys (n-gram sizes) become strings
         run = json.loads(json.dumps({"config": settings, **identity}))
         if not self.run_file.exists():

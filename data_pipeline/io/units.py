@@ -55,6 +55,24 @@ class InputUnit:
         return f"{self.key} ({self.source.name}, {what} {self.start}-{self.stop if self.stop is not None else 'end'})"
 
 
+def unit_bytes(unit: InputUnit) -> int:
+    """The unit's size: the bytes of its range or file as stored (an ``hf:`` dataset's data file
+    asks its file system: the Hub for hf://), a parquet unit's uncompressed row groups."""
+    if unit.data_file is not None:
+        import fsspec
+
+        file_system, path = fsspec.core.url_to_fs(unit.data_file)
+        return int(file_system.size(path))
+    if unit.source.path.endswith(".parquet"):
+        import pyarrow.parquet as parquet
+
+        metadata = parquet.ParquetFile(unit.source.path).metadata
+        stop = metadata.num_row_groups if unit.stop is None else min(unit.stop, metadata.num_row_groups)
+        return sum(metadata.row_group(group).total_byte_size for group in range(unit.start, stop))
+    stop = os.path.getsize(unit.source.path) if unit.stop is None else unit.stop
+    return stop - unit.start
+
+
 def split_into_units(sources: list[InputSource], unit_size_mb: float, hf: HuggingFaceConfig) -> list[InputUnit]:
     max_bytes = max(1, int(unit_size_mb * 1e6))
     units: list[InputUnit] = []

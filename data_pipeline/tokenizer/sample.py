@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Iterator, Optional
 
-import fsspec
 import xxhash
 
 from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
 from data_pipeline.document import Document
 from data_pipeline.executors.pool import run_unordered
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit, resolve_corpus_inputs
-from data_pipeline.io.units import InputUnit, split_into_units
+from data_pipeline.io.units import InputUnit, split_into_units, unit_bytes
 
 log = logging.getLogger(__name__)
 
@@ -81,22 +79,6 @@ def input_units(spec: str, hf: HuggingFaceConfig | None = None) -> list[InputUni
     """The work units of ``input`` (a curated corpus: a folder's top-level shards; an ``hf:``
     dataset with its configuration, split and files: ``hf``)."""
     return split_into_units(resolve_corpus_inputs(spec), UNIT_SIZE_MB, hf or HuggingFaceConfig())
-
-
-def unit_bytes(unit: InputUnit) -> int:
-    """The unit's size in its file system (an ``hf:`` dataset's file on the Hub, hf://, asks
-    the Hub: counted as 0 bytes, a remote dataset's files would all be read)."""
-    if unit.data_file is not None:
-        file_system, path = fsspec.core.url_to_fs(unit.data_file)
-        return int(file_system.size(path))
-    if unit.source.path.endswith(".parquet"):
-        import pyarrow.parquet as parquet
-
-        metadata = parquet.ParquetFile(unit.source.path).metadata
-        stop = metadata.num_row_groups if unit.stop is None else min(unit.stop, metadata.num_row_groups)
-        return sum(metadata.row_group(group).total_byte_size for group in range(unit.start, stop))
-    stop = os.path.getsize(unit.source.path) if unit.stop is None else unit.stop
-    return stop - unit.start
 
 
 def choose_units(units: list[InputUnit], min_bytes: Optional[float], seed: int) -> list[InputUnit]:

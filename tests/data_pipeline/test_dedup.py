@@ -290,3 +290,45 @@ def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
         run.truncate(run.seek(0, 2) - 8)  # a run cut short: an error, not a wait
     with pytest.raises(EOFError, match="ends before record"):
         last.read_into(np.empty(last.count, RECORDS["bands"]))
+
+
+def graph(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Undirected edges of document codes (k, 2) of one shape of cluster, past int64 on odd kinds."""
+    codes = np.unique(rng.integers(2**63, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True))
+    if kind == "empty":
+        return np.empty((0, 2), dtype=np.uint64)
+    if kind == "chains":  # paths in random order
+        chains = [rng.choice(len(codes), size=rng.integers(2, 12), replace=False) for _ in range(30)]
+        return codes[np.array([(a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:])])]
+    if kind == "stars":  # one document copied many times, its copies also linked to each other
+        centre, leaves = codes[0], codes[1:120]
+        return np.concatenate([np.stack((leaves, np.full(len(leaves), centre)), axis=1), np.stack((leaves[:-1], leaves[1:]), axis=1)])
+    if kind == "long path":  # in increasing order: the slowest case for propagating the minimum
+        small = np.arange(10, 250, dtype=np.uint64) << np.uint64(40)  # codes of units 10..249, row 0
+        return np.stack((small[:-1], small[1:]), axis=1)
+    return codes[rng.integers(0, len(codes), size=(250, 2))]  # random: loops, repeats, a giant cluster
+
+
+@pytest.mark.parametrize("kind", ["empty", "chains", "stars", "long path", "random"])
+def test_components_on_disk_equal_a_union_find_and_the_in_memory_merge(kind, tmp_path):
+    from data_pipeline.dedup.components import merged_forest
+    from data_pipeline.dedup.disk_components import DiskComponents
+
+    edges = graph(kind, np.random.default_rng(len(kind)))
+    rows = 16  # edge records held at once: forces many partitions, chunks per partition and steps
+    stale = tmp_path / "scratch" / "step-0000" / "00000.bin"  # left by a crashed attempt: never read
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(np.array([[1, 0]] * 3, dtype=np.uint64).tobytes())
+    components = DiskComponents(tmp_path / "scratch", rows, edges=len(edges))
+    for start in range(0, len(edges), 7):
+        components.add(edges[start : start + 7])
+    components.solve()
+    found = np.concatenate([np.empty((0, 2), dtype=np.uint64), *components.removals()])
+    found = found[np.argsort(found[:, 0])]
+    expected = brute_force_survivors([tuple(edge) for edge in edges.tolist() if edge[0] != edge[1]])
+    assert dict(found.tolist()) == expected and len(found) == len(expected)
+    assert found.tolist() == merged_forest([edges]).tolist()
+    if kind == "long path":  # the minimum crossed many partitions over several rounds
+        assert components.partitions > 20 and components.steps > 6
+    components.close()
+    assert not (tmp_path / "scratch").exists()

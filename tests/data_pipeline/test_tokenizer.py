@@ -18,10 +18,10 @@ from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
 from data_pipeline.io.readers import BadInputError, InputSource
-from data_pipeline.io.units import InputUnit
+from data_pipeline.io.units import InputUnit, unit_bytes
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
 from data_pipeline.tokenizer.sample import (
-    SampleSettings, TrainingSample, choose_units, cut_text, input_units, unit_bytes,
+    SampleSettings, TrainingSample, choose_units, cut_text, input_units,
 )
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 

@@ -82,7 +82,7 @@ def test_units_workers_ray_and_slurm_keep_and_remove_the_same_documents(one_file
         "eight": dict(workers=2, unit_size_mb=unit_mb, dedup__partitions=3),
         "ray": dict(unit_size_mb=unit_mb, executor__kind="ray", executor__ray__num_cpus=2),
         "slurm": dict(unit_size_mb=unit_mb, executor__kind="slurm", executor__slurm__cluster="local",
-                      executor__slurm__cpus_per_task=1, executor__slurm__max_array_tasks=3),
+                      executor__slurm__cpus_per_task=1, executor__slurm__max_array_tasks=3, dedup__partitions=16),
     }
     results = {}
     for name, overrides in settings.items():
@@ -132,13 +132,22 @@ def test_duplicate_chains_across_key_partitions_cluster_as_in_one_partition(tmp_
     path.parent.mkdir()
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     unit_mb = path.stat().st_size / 6 / 1e6 * 1.001  # 6 byte ranges
-    results = {}
-    for partitions in (1, 5):
-        config = curate_config(str(path), output=f"p{partitions}", unit_size_mb=unit_mb, dedup__partitions=partitions)
+    results, removal_files, clusters = {}, {}, {}
+    # 5 partitions; then their forests' rows (~2 per removed document) over dedup.cluster_rows=4: on disk
+    for name, overrides in {"p1": dict(dedup__partitions=1), "on_disk": dict(dedup__partitions=5, dedup__cluster_rows=4),
+                            "p5": dict(dedup__partitions=5)}.items():
+        config = curate_config(str(path), output=name, unit_size_mb=unit_mb, **overrides)
         run_curation(config)
-        results[partitions] = outcome(Path(config.output_dir))
-    kept, removed = results[1]
-    assert results[5] == results[1]
+        work = Path(config.output_dir) / "_work"
+        results[name] = outcome(Path(config.output_dir))
+        removal_files[name] = {p.name: p.read_bytes() for p in (work / "clusters").glob("*.npy")}
+        clusters[name] = json.loads((work / "done" / "clusters" / "all.done.json").read_text())
+        assert not (work / "components").exists()  # the scratch files are gone
+    assert [clusters[name]["on_disk"] for name in ("p1", "on_disk", "p5")] == [False, True, False]
+    assert clusters["on_disk"]["disk_steps"] >= 2 and clusters["on_disk"]["disk_partitions"] > 5
+    kept, removed = results["p1"]
+    assert results["p5"] == results["p1"] == results["on_disk"]
+    assert removal_files["on_disk"] == removal_files["p5"] and len(removal_files["p5"]) >= 4  # byte for byte, every unit
     everything = sorted(kept + [(doc_id, text) for doc_id, (_, _, text) in removed.items()], key=lambda d: int(d[0].split(":")[1]))
     survivors = {doc_id: survivor for doc_id, (survivor, *_) in removed.items()}
     assert survivors == brute_force_removals(everything) and len(survivors) == 4 * 4
@@ -154,7 +163,7 @@ def test_no_duplicates_means_no_pairs_and_a_trivial_cluster_step(tmp_path, files
     config = curate_config(str(tmp_path / "in"), dedup__partitions=4)
     assert run_curation(config)["output"]["documents"] == 8
     clusters = json.loads((Path(config.output_dir) / "_work" / "done" / "clusters" / "all.done.json").read_text())
-    assert clusters == {"removed": 0, "units_with_removals": 0}
+    assert clusters == {"removed": 0, "units_with_removals": 0, "on_disk": False, "disk_steps": 0, "disk_partitions": 0}
     partitions = [json.loads(path.read_text()) for path in (Path(config.output_dir) / "_work" / "done" / "buckets").glob("*.done.json")]
     assert len(partitions) == 4 and all(p["near_pairs"] == p["exact_pairs"] == p["forest_rows"] == 0 for p in partitions)
     assert not list((Path(config.output_dir) / "_work" / "clusters").iterdir())
