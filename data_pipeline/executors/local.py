@@ -5,7 +5,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from data_pipeline.executors.pool import WorkerPool
+from data_pipeline.executors.pool import run_unordered
 from data_pipeline.executors.stage import Stage, UnitCall, describe_unit
 from data_pipeline.executors.tasks import Task
 
@@ -17,11 +17,10 @@ class LocalExecutor:
         self.task = task  # a share of every stage's units, for array jobs submitted by hand
 
     def run(self, stages: Sequence[Stage]) -> None:
-        with WorkerPool(self.workers) as pool:  # one set of worker processes for every stage
-            for stage in stages:
-                mine = set(self.task.owns(stage.units))
-                todo = [unit for unit in stage.pending() if unit in mine]
-                description = f"{stage.name} (task {self.task.index}/{self.task.count})"
-                with tqdm(total=len(todo), desc=description, unit="unit", disable=not self.progress or not todo) as bar:
-                    for _ in pool.run_unordered(UnitCall(stage), todo, describe=describe_unit(stage)):
-                        bar.update()
+        for stage in stages:
+            mine = set(self.task.owns(stage.units))
+            todo = [unit for unit in stage.pending() if unit in mine]
+            description = f"{stage.name} (task {self.task.index}/{self.task.count})"
+            with tqdm(total=len(todo), desc=description, unit="unit", disable=not self.progress or not todo) as bar:
+                for _ in run_unordered(UnitCall(stage), todo, self.workers, describe=describe_unit(stage)):
+                    bar.update()

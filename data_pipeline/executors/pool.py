@@ -35,70 +35,39 @@ def death_cause(exitcode: int | None) -> str:
 def run_unordered(
     function: Callable[[Item], Result], items: Sequence[Item], workers: int, describe: Callable[[Item], str] = str
 ) -> Iterator[tuple[int, Result]]:
-    """:meth:`WorkerPool.run_unordered` on a pool of its own."""
-    with WorkerPool(workers) as pool:
-        yield from pool.run_unordered(function, items, describe)
-
-
-class WorkerPool:
-    """Up to `workers` processes that serve items of any function, kept from one call to the
-    next: a run of several stages starts (and imports the pipeline in) each worker once, not
-    once per stage. Spawned, not forked: forking a process that runs threads (tqdm's monitor)
-    can deadlock. Use it as a context manager; leaving it stops the workers."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._context = multiprocessing.get_context("spawn")
-        self._started: list[_Worker] = []
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for worker in self._started:
+    """(index, function(item)) for every item, in completion order. With one worker (or one
+    item) in this process; else in `workers` spawned processes. The first failure stops the
+    other workers and raises: the item's own exception (noted with `describe(item)`), or
+    UnitFailedError naming the item when its worker died. Results already yielded (and
+    whatever their units published) stay."""
+    if workers <= 1 or len(items) <= 1:
+        for index, item in enumerate(items):
+            yield index, function(item)
+        return
+    # spawn, not fork: forking a process that runs threads (tqdm's monitor) can deadlock
+    context = multiprocessing.get_context("spawn")
+    pool = [_Worker(context, function) for _ in range(min(workers, len(items)))]
+    todo = deque(enumerate(items))
+    try:
+        busy = [worker for worker in pool if worker.take(todo)]
+        while busy:
+            ready = set(wait([worker.connection for worker in busy] + [worker.process.sentinel for worker in busy]))
+            for worker in list(busy):
+                if worker.connection not in ready and worker.process.sentinel not in ready:
+                    continue
+                index = worker.index
+                outcome = worker.receive()
+                if outcome is None:
+                    raise UnitFailedError(f"{describe(items[index])}: the worker process {death_cause(worker.process.exitcode)}")
+                ok, payload = outcome
+                if not ok:
+                    _raise_remote(*payload, describe(items[index]))
+                yield index, payload
+                if not worker.take(todo):
+                    busy.remove(worker)
+    finally:
+        for worker in pool:
             worker.stop()
-        self._started = []
-
-    def run_unordered(
-        self, function: Callable[[Item], Result], items: Sequence[Item], describe: Callable[[Item], str] = str
-    ) -> Iterator[tuple[int, Result]]:
-        """(index, function(item)) for every item, in completion order. With one worker (or one
-        item) in this process; else in the pool's processes. The first failure stops the
-        workers and raises: the item's own exception (noted with `describe(item)`), or
-        UnitFailedError naming the item when its worker died. Results already yielded (and
-        whatever their units published) stay."""
-        if self.workers <= 1 or len(items) <= 1:
-            for index, item in enumerate(items):
-                yield index, function(item)
-            return
-        while len(self._started) < min(self.workers, len(items)):
-            self._started.append(_Worker(self._context))
-        todo = deque(enumerate(items))
-        finished = False
-        try:
-            busy = [worker for worker in self._started if worker.take(function, todo)]
-            while busy:
-                ready = set(wait([worker.connection for worker in busy] + [worker.process.sentinel for worker in busy]))
-                for worker in list(busy):
-                    if worker.connection not in ready and worker.process.sentinel not in ready:
-                        continue
-                    index = worker.index
-                    outcome = worker.receive()
-                    if outcome is None:
-                        raise UnitFailedError(f"{describe(items[index])}: the worker process {death_cause(worker.process.exitcode)}")
-                    ok, payload = outcome
-                    if not ok:
-                        _raise_remote(*payload, describe(items[index]))
-                    yield index, payload
-                    if not worker.take(function, todo):
-                        busy.remove(worker)
-            finished = True
-        finally:
-            if not finished:  # a failure, or the caller stopped early: some workers are mid-item
-                self.close()
 
 
 def _raise_remote(error: Exception | None, report: str, unit: str) -> None:
@@ -111,24 +80,9 @@ def _raise_remote(error: Exception | None, report: str, unit: str) -> None:
     raise error
 
 
-class _Function:
-    """The function for the items that follow (sent once per call, not with every item)."""
-
-    def __init__(self, function: Callable) -> None:
-        self.function = function
-
-
-def _no_function(item: object) -> None:
-    raise RuntimeError(f"the worker was sent {item!r} before any function")
-
-
-def _serve(connection: Connection) -> None:
+def _serve(connection: Connection, function: Callable) -> None:
     """A worker's loop: items in, (True, result) or (False, (error, traceback)) out, until None."""
-    function: Callable = _no_function
     while (item := connection.recv()) is not None:
-        if isinstance(item, _Function):
-            function = item.function
-            continue
         try:
             connection.send((True, function(item)))
         except Exception as error:  # reported to the parent, which re-raises it naming the unit
@@ -141,21 +95,17 @@ def _serve(connection: Connection) -> None:
 
 
 class _Worker:
-    def __init__(self, context) -> None:
+    def __init__(self, context, function: Callable) -> None:
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_end,), daemon=True)
+        self.process = context.Process(target=_serve, args=(child_end, function), daemon=True)
         self.process.start()
         child_end.close()
         self.index = -1
-        self.function: Callable | None = None
 
-    def take(self, function: Callable, todo: deque) -> bool:
-        """Start on the next item, with `function`; False when there is none left."""
+    def take(self, todo: deque) -> bool:
+        """Start on the next item; False when there is none left."""
         if not todo:
             return False
-        if function is not self.function:
-            self.connection.send(_Function(function))
-            self.function = function
         self.index, item = todo.popleft()
         self.connection.send(item)
         return True

@@ -19,7 +19,7 @@ import pytest
 
 from data_pipeline.curate.cli import run_curation
 from data_pipeline.executors.config import SlurmConfig
-from data_pipeline.executors.pool import WorkerPool, run_unordered
+from data_pipeline.executors.pool import run_unordered
 from data_pipeline.executors.slurm import stage_resources, submitit_parameters
 from data_pipeline.io.writers import iter_shard
 from tests.data_pipeline.helpers import wait_for_worker_reading
@@ -201,24 +201,6 @@ def test_pool_results_and_a_failing_item_named():
     with pytest.raises(ValueError, match=r"math domain error") as raised:  # the worker's exception, by type
         list(run_unordered(math.sqrt, [0, 1, -1, 4], workers=2, describe=lambda item: f"item {item}"))
     assert "in item -1; the worker's traceback" in raised.value.__notes__[0]
-
-
-def test_pool_keeps_its_workers_across_calls_until_one_fails():
-    # os.getpid in a worker names the worker: a second call (another stage) finds the same processes
-    with WorkerPool(2) as pool:
-        first = {pid for _, pid in pool.run_unordered(_pid_after_a_moment, [0.2, 0.2])}
-        second = {pid for _, pid in pool.run_unordered(_pid_after_a_moment, [0.2, 0.2, 0.0])}
-        assert len(first) == 2 and second == first and os.getpid() not in first
-        assert sorted(pool.run_unordered(math.sqrt, [4, 9])) == [(0, 2.0), (1, 3.0)]  # another function
-        with pytest.raises(ValueError):
-            list(pool.run_unordered(math.sqrt, [4, -1]))
-        after_failure = {pid for _, pid in pool.run_unordered(_pid_after_a_moment, [0.2, 0.2])}
-        assert len(after_failure) == 2 and not after_failure & first  # new workers: the old ones were stopped
-
-
-def _pid_after_a_moment(seconds: float) -> int:
-    time.sleep(seconds)  # both workers get an item
-    return os.getpid()
 
 
 def test_slurm_resources_per_stage_reach_submitit():
