@@ -8,6 +8,11 @@ output features, runs one GEMM and splits the output. The backward pass concaten
 again instead of keeping the concatenation from the forward pass: a saved copy would hold
 those weights a second time in every layer until the backward pass (and, under ZeRO-3,
 keep every layer's gathered weights alive between the two passes).
+
+The weight gradients come from one GEMM and are split from it, so the separate parameters'
+``.grad`` tensors share one buffer: the memory of q's gradient returns once k's and v's are
+dropped too (optimizers and ZeRO drop a layer's gradients together), and gradients must be
+replaced, never resized in place.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ clusters  one unit: the partitions' forests merged, in memory up to dedup.cluste
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +62,7 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
     """Merge the partitions' forests in memory, or on disk when they hold more than
     ``dedup.cluster_rows`` rows; either way each unit's removal list, byte for byte the same."""
     layout = Layout(config.output_dir)
+    shutil.rmtree(layout.components, ignore_errors=True)  # an earlier attempt's scratch, whichever way it went
     forests = [layout.forest(PartitionUnit(partition).key) for partition in range(partitions)]
     total_rows = sum(_npy_layout(path)[0][0] for path in forests)
     budget = config.dedup.cluster_rows
@@ -72,7 +74,10 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
             _publish_removals(layout, unit_key(units[start]), merged[start:stop])
         return {"removed": int(len(merged)), "units_with_removals": int(len(starts)), "on_disk": False, "disk_steps": 0,
                 "disk_partitions": 0}
-    return _clusters_on_disk(layout, forests, total_rows, budget)
+    try:
+        return _clusters_on_disk(layout, forests, total_rows, budget)
+    finally:  # the scratch can be tens of GB: never left behind, also when the unit fails
+        shutil.rmtree(layout.components, ignore_errors=True)
 
 
 def _clusters_on_disk(layout: Layout, forests: list[Path], total_rows: int, budget: int) -> dict[str, Any]:
@@ -91,7 +96,6 @@ def _clusters_on_disk(layout: Layout, forests: list[Path], total_rows: int, budg
     for path in unit_files:
         rows = np.fromfile(path, dtype=np.uint64).reshape(-1, 2)
         _publish_removals(layout, path.stem, rows[np.argsort(rows[:, 0])])
-    components.close()
     return {"removed": removed, "units_with_removals": len(unit_files), "on_disk": True, "disk_steps": components.steps,
             "disk_partitions": components.partitions}
 

@@ -5,8 +5,8 @@ A buckets unit holds its partition's share of every document's keys, ~400 bytes 
 counted before the filter stage, so the rule reads bytes: **one partition per
 ``dedup.partition_mb`` (64) MB of text, at least one**. Text bytes: a byte range or an
 uncompressed file as it is, a parquet unit's uncompressed row groups; a compressed file
-(.gz, .zst, .bz2, .xz) and an ``hf:`` dataset's data file (json.gz or parquet on the Hub)
-count ``COMPRESSION_RATIO`` times their size. At ~570-byte documents (bench_scale.py) that is
+(.gz, .zst: the compressions the readers take) and an ``hf:`` dataset's compressed or parquet
+data file (sized as stored) count ``COMPRESSION_RATIO`` times their size. At ~570-byte documents (bench_scale.py) that is
 ~110,000 documents per partition: a buckets unit near 0.3 GB; longer documents need less.
 
 The number is fixed when the run starts and recorded in ``_work/run.json``: a rerun over the
@@ -22,12 +22,15 @@ from data_pipeline.io.units import InputUnit, unit_bytes
 AUTO = "auto"
 # web text compresses ~2.5-3x (C4 en: ~305 GB of json.gz for ~800 GB of JSON lines)
 COMPRESSION_RATIO = 3
-COMPRESSED_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
+COMPRESSED_SUFFIXES = (".gz", ".zst")
 
 
 def text_bytes(unit: InputUnit) -> float:
     """About how many bytes of JSON-lines text the unit holds."""
-    compressed = unit.data_file is not None or unit.source.path.endswith(COMPRESSED_SUFFIXES)
+    if unit.data_file is not None:  # sized as stored: a parquet file's size is compressed too
+        compressed = unit.data_file.endswith((*COMPRESSED_SUFFIXES, ".parquet"))
+    else:  # a local parquet unit is sized by its uncompressed row groups
+        compressed = unit.source.path.endswith(COMPRESSED_SUFFIXES)
     return unit_bytes(unit) * (COMPRESSION_RATIO if compressed else 1)
 
 

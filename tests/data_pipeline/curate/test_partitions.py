@@ -55,13 +55,22 @@ def test_a_bad_partitions_setting_is_named(tmp_path, files, curate_config, parti
         run_curation(curate_config(str(tmp_path / "in"), dedup__partitions=partitions))
 
 
-def test_an_hf_dataset_counts_its_data_files_sizes_as_compressed():
-    """hf: units are the dataset's data files (json.gz or parquet on the Hub): their sizes come
-    from the file system, times COMPRESSION_RATIO."""
+@pytest.mark.parametrize("suffix, ratio", [(".json.gz", COMPRESSION_RATIO), (".parquet", COMPRESSION_RATIO), (".jsonl", 1)])
+def test_an_hf_dataset_counts_its_data_files_sizes_as_stored(suffix, ratio):
+    """hf: units are the dataset's data files: their sizes come from the file system, times
+    COMPRESSION_RATIO when the file is compressed (json.gz, parquet), as they are when not."""
     memory = fsspec.filesystem("memory")
     source = InputSource(0, "hf:someone/partitions", "hf:someone/partitions")
     units = []
     for index in range(4):
-        memory.pipe(f"/partitions/part-{index}.json.gz", b"x" * 250_000)
-        units.append(InputUnit(index, source, data_file=f"memory://partitions/part-{index}.json.gz", name=f"part-{index}"))
-    assert dedup_partitions(DedupConfig(partition_mb=1), units) == 3  # 4 x 0.25 MB x 3 = 3 MB
+        memory.pipe(f"/partitions/part-{index}{suffix}", b"x" * 250_000)
+        units.append(InputUnit(index, source, data_file=f"memory://partitions/part-{index}{suffix}", name=f"part-{index}"))
+    assert dedup_partitions(DedupConfig(partition_mb=0.1), units) == math.ceil(4 * 0.25 * ratio / 0.1)
+
+
+@pytest.mark.parametrize("setting", ["dedup.partition_mb=0", "dedup.cluster_rows=0"])
+def test_a_bad_partition_size_or_cluster_budget_is_named(tmp_path, files, curate_config, setting):
+    files.zst(tmp_path / "in" / "a.jsonl.zst", files.pile_records("a", range(0, 2)))
+    key, value = setting.split("=")
+    with pytest.raises(ValueError, match=rf"{key}={value}: need"):
+        run_curation(curate_config(str(tmp_path / "in"), **{key.replace(".", "__"): int(value)}))

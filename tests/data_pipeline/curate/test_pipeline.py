@@ -115,6 +115,20 @@ def test_resume_does_not_redo_finished_work(corpus, curate_config):
         run_curation(config)
 
 
+def test_a_failing_clusters_unit_on_disk_leaves_no_scratch(corpus, curate_config, monkeypatch):
+    from data_pipeline.dedup.disk_components import DiskComponents
+
+    def fail(self: DiskComponents) -> None:
+        assert any(self.scratch.rglob("*.bin"))  # the edges were on disk when it failed
+        raise MemoryError("killed mid-step")
+
+    monkeypatch.setattr(DiskComponents, "solve", fail)
+    config = curate_config(str(corpus), dedup__cluster_rows=1)
+    with pytest.raises(MemoryError):
+        run_curation(config)
+    assert not (Path(config.output_dir) / "_work" / "components").exists()
+
+
 def test_tasks_with_a_merge_step_match_one_task(corpus, curate_config):
     single = run_curation(curate_config(str(corpus), output="single"))
     for stage, tasks in (("filter", (0, 1, 2)), ("buckets", (1, 0, 2)), ("clusters", (0,)), ("write", (2, 0, 1))):
