@@ -63,8 +63,8 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
     ``dedup.cluster_rows`` rows; either way each unit's removal list, byte for byte the same."""
     layout = Layout(config.output_dir)
     shutil.rmtree(layout.components, ignore_errors=True)  # an earlier attempt's scratch, whichever way it went
-    forests = [layout.forest(PartitionUnit(partition).key) for partition in range(partitions)]
-    total_rows = sum(_npy_layout(path)[0][0] for path in forests)
+    forests = {path: _npy_layout(path) for path in (layout.forest(PartitionUnit(p).key) for p in range(partitions))}
+    total_rows = sum(shape[0] for shape, _ in forests.values())
     budget = config.dedup.cluster_rows
     if total_rows <= budget:
         merged = merged_forest(np.load(path) for path in forests)
@@ -80,10 +80,11 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
         shutil.rmtree(layout.components, ignore_errors=True)
 
 
-def _clusters_on_disk(layout: Layout, forests: list[Path], total_rows: int, budget: int) -> dict[str, Any]:
+def _clusters_on_disk(layout: Layout, forests: dict[Path, tuple[tuple[int, ...], int]], total_rows: int, budget: int) -> dict[str, Any]:
+    """`forests`: each forest file's shape and where its data begins."""
     components = DiskComponents(layout.components, budget, edges=total_rows)
-    for path in forests:
-        for rows in read_chunks(path, budget, 2, header=_npy_layout(path)[1]):
+    for path, (_, data_start) in forests.items():
+        for rows in read_chunks(path, budget, 2, header=data_start):
             components.add(rows)
     components.solve()
     by_unit = layout.components / "units"

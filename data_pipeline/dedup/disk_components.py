@@ -184,6 +184,3 @@ class DiskComponents:
     def removals(self) -> Iterator[np.ndarray]:
         for partition in range(self.partitions):
             yield self._table(self._sorted_chunks(self.steps, partition)).leaves()
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)

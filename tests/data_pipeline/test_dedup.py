@@ -330,5 +330,3 @@ def test_components_on_disk_equal_a_union_find_and_the_in_memory_merge(kind, tmp
     assert found.tolist() == merged_forest([edges]).tolist()
     if kind == "long path":  # the minimum crossed many partitions over several rounds
         assert components.partitions > 20 and components.steps > 6
-    components.close()
-    assert not (tmp_path / "scratch").exists()
