@@ -49,11 +49,22 @@ def block_mask(
 def _compiled_flex_attention() -> Callable[..., Tensor]:
     # Uncompiled, FlexAttention materializes the whole score matrix; compiled, it is a fused
     # kernel. Inside a model that is itself compiled, this compiles into the same graph.
+    #
+    # One compile serves every batch of a run: document ids and prefix lengths reach the
+    # kernel as tensors that ``mask_mod`` reads (graph inputs), never as Python constants,
+    # and the block mask's tiles are tensors too, so new boundaries are new data for the same
+    # graph (tests/pretrain/test_flex_attention.py counts the compiles). What does compile
+    # again is a new static configuration: shapes (``dynamic=False``: the fastest kernels for
+    # a run's fixed sequence length and micro-batch), dtype, mask kind, grouped-query or not,
+    # gradients or not. A training run meets a few (training and evaluation passes). Past
+    # ``torch._dynamo.config.recompile_limit`` (8) configurations, Dynamo logs one warning and
+    # runs this function uncompiled from then on: the reference implementation, which
+    # materializes (batch, heads, seq, seq) scores, with memory and time quadratic in seq.
     return torch.compile(flex_attention, dynamic=False)
 
 
 def flex_attend(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, enable_gqa: bool) -> Tensor:
-    """Softmax(q kᵀ / √head_dim) v over the pairs ``mask`` allows; (batch, heads, seq, head_dim).
-    CPU runs the reference implementation (tests), accelerators the compiled kernel."""
-    kernel = flex_attention if q.device.type == "cpu" else _compiled_flex_attention()
-    return kernel(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
+    """Softmax(q kᵀ / √head_dim) v over the pairs ``mask`` allows; (batch, heads, seq, head_dim),
+    on the compiled kernel on every device (the model sends only CUDA tensors here; the tests
+    send CPU ones too, forward only: torch 2.13 has no FlexAttention backward on CPU)."""
+    return _compiled_flex_attention()(q, k, v, block_mask=mask, enable_gqa=enable_gqa)

@@ -53,6 +53,12 @@ def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
     if any(bias is None for bias in biases) and any(bias is not None for bias in biases):
         raise ValueError("fused_linear: either every linear has a bias or none has")
     params = weights + ([] if biases[0] is None else biases)
+    sizes = [weight.shape[0] for weight in weights]
+    if not torch.is_grad_enabled():
+        # No backward pass, so no copy to avoid keeping: plain autograd, which also keeps
+        # torch.compile's graph whole (Dynamo breaks it at the function below under no_grad).
+        bias = None if biases[0] is None else torch.cat(biases)
+        return F.linear(x, torch.cat(weights), bias).split(sizes, dim=-1)
     device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         # Autocast does not reach into the function: cast as it would cast F.linear's inputs.
@@ -61,7 +67,7 @@ def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
             out = _ConcatenatedLinear.apply(x.to(dtype), len(weights), *(param.to(dtype) for param in params))
     else:
         out = _ConcatenatedLinear.apply(x, len(weights), *params)
-    return out.split([weight.shape[0] for weight in weights], dim=-1)
+    return out.split(sizes, dim=-1)
 
 
 def fused_parameters(model: nn.Module) -> list[tuple[nn.Module, nn.Parameter]]:

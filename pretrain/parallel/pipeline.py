@@ -11,6 +11,7 @@ initialization and the sharded checkpoint use.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
 from pretrain.init import materialize
+from pretrain.flex_attention import BlockMask
 from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_inputs
 from pretrain.model_config import ModelConfig
 
@@ -41,15 +43,61 @@ class EmbeddingStage(Embedding):
         return super().forward(input_ids, _positions(input_ids)), prefix_len, doc_ids
 
 
+def _storage_key(tensor: Optional[Tensor]) -> Optional[tuple]:
+    """The same for a tensor and its detached views, until either is written in place."""
+    if tensor is None:
+        return None
+    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
+            tensor.stride(), tensor._version)
+
+
+class StageMasks:
+    """The attention mask of each micro-batch, built once for all the blocks of a pipeline
+    stage (and for their recomputation in the backward pass) instead of once per block.
+
+    The pipeline engine hands the blocks tensors only, so a micro-batch is known by its
+    prefix-length and document-id tensors: their storage and version, which recomputation's
+    detached views share (each micro-batch's arrive as fresh tensors, from the batch or
+    cloned out of the receive buffers). An entry holds those tensors, so their storage is
+    not reused by another micro-batch while it is cached. ``size`` micro-batches are kept:
+    with a 1F1B schedule at most one per stage is in flight on a stage. An entry is a block
+    mask (a few int32 tiles per 128 × 128 block) on CUDA, and on CPU a dense
+    (batch, 1, seq, seq) boolean mask."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[AttentionSpec, Optional[Tensor | BlockMask], bool]] = OrderedDict()
+
+    def __call__(self, spec: AttentionSpec, seq_len: int, device: torch.device, dropout: float):
+        """``pretrain.model.attention_inputs`` of the micro-batch, built on its first call."""
+        key = (_storage_key(spec.prefix_len), _storage_key(spec.doc_ids), seq_len, device, dropout)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+        else:
+            self._entries[key] = (spec, *attention_inputs(spec, seq_len, device, dropout))
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        _, mask, is_causal = self._entries[key]
+        return mask, is_causal
+
+
 class BlockStage(Block):
     def __init__(
-        self, cfg: ModelConfig, layers: LayerFactory, seed: int, index: int, mode: AttentionMode, uses_doc_ids: bool
+        self,
+        cfg: ModelConfig,
+        layers: LayerFactory,
+        seed: int,
+        index: int,
+        mode: AttentionMode,
+        uses_doc_ids: bool,
+        masks: StageMasks,
     ) -> None:
         with torch.device("meta"):
             super().__init__(cfg, layers)
         self.canonical_prefix = f"blocks.{index}."
         self.mode = mode
         self.uses_doc_ids = uses_doc_ids
+        self.masks = masks  # shared by the blocks of the pipeline
         materialize(self, self.canonical_prefix, cfg, seed)
 
     def forward(self, inputs: StageTensors) -> StageTensors:  # type: ignore[override]
@@ -59,7 +107,7 @@ class BlockStage(Block):
             prefix_len=prefix_len if self.mode is AttentionMode.prefix else None,
             doc_ids=doc_ids if self.uses_doc_ids else None,
         )
-        mask, is_causal = attention_inputs(spec, hidden.shape[1], hidden.device, self.attn.dropout if self.training else 0.0)
+        mask, is_causal = self.masks(spec, hidden.shape[1], hidden.device, self.attn.dropout if self.training else 0.0)
         return super().forward(hidden, _positions(hidden), mask, is_causal), prefix_len, doc_ids
 
 
@@ -112,7 +160,8 @@ def build_pipeline(
         specs.append(TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, tied_weight_attr="tokens.weight"))
     else:
         specs.append(LayerSpec(EmbeddingStage, cfg, layers, seed))
-    specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids) for index in range(cfg.n_layers)]
+    masks = StageMasks(size=grid.get_pipe_parallel_world_size())
+    specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids, masks) for index in range(cfg.n_layers)]
     if cfg.tie_embeddings:
         specs.append(LayerSpec(FinalNormStage, cfg, layers, seed))
         specs.append(
