@@ -140,26 +140,28 @@ def run_module():
 
 @pytest.fixture(scope="session")
 def assert_matches_transformers():
-    """``check(run_dir, export_dir)``: the exported model and tokenizer, loaded offline by
-    transformers, give our logits (<= 1e-4) and our token ids."""
+    """``check(run_dir, export_dir, device="cpu")``: the exported model and tokenizer, loaded
+    offline by transformers, give our logits (<= 1e-4, both models in fp32 on ``device``) and
+    our token ids."""
     import torch
 
     from pretrain.consolidate import load_trained_model
 
     text = "kato mine saka sane hika\nlo pe <mask> <s> é 12 ✓"
 
-    def check(run_dir: Path, export_dir: Path) -> None:
+    def check(run_dir: Path, export_dir: Path, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        ours, special, _ = load_trained_model(run_dir)
-        hf_model = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32, local_files_only=True).eval()
+        ours, special, _ = load_trained_model(run_dir, device)
+        hf_model = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32, local_files_only=True)
+        hf_model = hf_model.to(device).eval()
         hf_tokenizer = AutoTokenizer.from_pretrained(export_dir, local_files_only=True)
         import sentencepiece as spm
 
         ids = spm.SentencePieceProcessor(model_file=str(run_dir / "tokenizer" / "tokenizer.model")).encode(text)
         assert hf_tokenizer(text)["input_ids"] == ids
         assert len(hf_tokenizer) == special.vocab_size < hf_model.config.vocab_size == ours.cfg.padded_vocab_size
-        batch = torch.tensor([[special.eos_id] + ids, [special.bos_id] + ids[::-1]])
+        batch = torch.tensor([[special.eos_id] + ids, [special.bos_id] + ids[::-1]], device=device)
         with torch.no_grad():
             difference = (ours(batch) - hf_model(batch).logits).abs().max()
         assert difference <= 1e-4

@@ -32,23 +32,22 @@ def process() -> ProcessInfo:
     return init_distributed()
 
 
+# The tiny runs of these tests, besides data and run dir.
+SETTINGS = [
+    "train.seq_len=32",
+    "train.micro_batch_size=4",
+    "train.global_batch_size=8",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "train.save_every=0",
+    "optim.lr=3e-3",
+    "optim.warmup_steps=2",
+    "logging.progress_bar=false",
+]
+
+
 def config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
-    return load_train_config(
-        [
-            f"data.path={corpus}",
-            f"run_dir={run_dir}",
-            "train.seq_len=32",
-            "train.micro_batch_size=4",
-            "train.global_batch_size=8",
-            "train.log_every=1",
-            "train.eval_every=0",
-            "train.save_every=0",
-            "optim.lr=3e-3",
-            "optim.warmup_steps=2",
-            "logging.progress_bar=false",
-            *overrides,
-        ]
-    )
+    return load_train_config([f"data.path={corpus}", f"run_dir={run_dir}", *SETTINGS, *overrides])
 
 
 def losses(records: list[dict]) -> list[float]:
