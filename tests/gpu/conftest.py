@@ -25,7 +25,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # The CPU suite's fixtures (a token corpus, a tiny model trained on text, the export check).
 from tests.pretrain.conftest import (  # noqa: E402,F401
-    assert_matches_transformers, run_module, text_shards, text_tokenizer, token_corpus, train_text_model, trained_run,
+    assert_matches_transformers, text_shards, text_tokenizer, token_corpus, train_text_model, trained_run,
 )
 
 HOW_TO_RUN = "the GPU lane needs CUDA: run `python -m pytest tests/gpu -x -q` alone on a machine with a GPU"

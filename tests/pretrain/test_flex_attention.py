@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from torch.nn.attention.flex_attention import flex_attention
 
 import pretrain.flex_attention as flex_module
 import pretrain.model as model_module
@@ -23,6 +24,7 @@ from tests.pretrain.attention_checks import (
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 FP32 = torch.float32
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # the counting tests
 THREE_LAYERS = dataclasses.replace(TINY, n_layers=3)
 
 
@@ -69,7 +71,11 @@ def counting(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list[int]:
 
 
 def dispatch_as_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Block masks as on CUDA, run by FlexAttention's uncompiled reference: these tests count
+    masks, and the model's (transposed) q and k would cost a compile of their own."""
     monkeypatch.setattr(model_module, "use_flex_attention", lambda *args: True)
+    monkeypatch.setattr(model_module, "flex_attend", lambda q, k, v, mask, enable_gqa: flex_attention(
+        q, k, v, block_mask=mask, enable_gqa=enable_gqa))
 
 
 def test_model_builds_one_block_mask_per_forward_for_all_layers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,6 +98,42 @@ def test_under_autocast_the_gemm_runs_in_the_autocast_type_as_separate_linears_d
     assert outputs["fused"][0].dtype == torch.bfloat16
 
 
+class ReadsItsLinears(nn.Module):
+    """Fuses linears it holds, as the model's attention and MLP do."""
+
+    def __init__(self, linears: list[nn.Module]) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(linears)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return fused_linear(x, list(self.linears))
+
+
+@pytest.mark.parametrize(
+    "widths,autocast,bias",
+    [((32, 16, 16), False, False), ((24, 24), False, False), ((24, 24), True, True)],
+    ids=["qkv", "gate-up", "gate-up-autocast-bias"],
+)
+def test_without_gradients_one_gemm_and_one_compiled_graph(widths: tuple[int, ...], autocast: bool, bias: bool) -> None:
+    """Evaluation (no_grad) takes plain autograd: the values of separate linears (also under
+    autocast), one GEMM, and a graph torch.compile does not break (through the autograd
+    function, Dynamo broke it twice per call under no_grad)."""
+    torch.manual_seed(0)
+    linears = [nn.Linear(32, width, bias=bias) for width in widths]
+    x = torch.randn(2, 8, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        counter = GemmCounter()
+        with counter:
+            fused = fused_linear(x, linears)
+        separate = separate_linears(x, linears)
+        explained = torch._dynamo.explain(ReadsItsLinears(linears))(x)
+    assert counter.count == 1
+    for a, b in zip(fused, separate):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-2 if autocast else 1e-6, atol=1e-2 if autocast else 1e-6)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
 def test_linears_with_and_without_bias_are_refused() -> None:
     with pytest.raises(ValueError, match="every linear has a bias or none has"):
         fused_linear(torch.randn(2, 4), [nn.Linear(4, 4), nn.Linear(4, 4, bias=False)])
