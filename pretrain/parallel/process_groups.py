@@ -19,6 +19,15 @@ def choose_accelerator_quietly() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
+def default_cuda_allocator() -> None:
+    """Expandable segments let the caching allocator grow a segment instead of keeping
+    blocks of every size it met, which spares the fragmentation that varying shapes cause
+    (evaluation, the last batch, pipeline stages). Set only where the user set neither
+    allocator variable, and before torch first touches CUDA (it reads it then)."""
+    if "PYTORCH_ALLOC_CONF" not in os.environ:
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
 def strip_launcher_arguments(argv: list[str]) -> list[str]:
     """The deepspeed launcher appends ``--local_rank=N`` (or ``--local_rank N``) to the
     script's arguments; Hydra would read it as a bad override. Move it to LOCAL_RANK."""
