@@ -297,10 +297,10 @@ class Trainer:
     def save(self) -> Path:
         """Checkpoint this step; with ``train.async_save`` the files are still being written
         when it returns (``wait_for_save`` waits for them)."""
-        background = self.background_saver is not None
+        host_buffers = self.background_saver.host_buffers if self.background_saver is not None else None
 
         def prepare_state(path: Path):  # type: ignore[no-untyped-def]
-            return prepare_training_state(path, self.engine, self.optimizer, self.grid, copy=background)
+            return prepare_training_state(path, self.engine, self.optimizer, self.grid, host_buffers)
 
         metadata = self._checkpoint_metadata()
         return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver)
