@@ -264,7 +264,7 @@ class Trainer:
         of ``train.eval_tasks``; None when there is nothing to evaluate."""
         metrics = self._validation_loss()
         if self.eval_tasks is not None:
-            metrics.update(self.eval_tasks.run(self.engine.module, is_main=self.process.is_main, device=self.process.device, step=self.step))
+            metrics.update(self.eval_tasks.run(self.engine.module, is_main=self.process.is_main, step=self.step))
         return metrics or None
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """``train.eval_tasks``: the tasks of pretrain.evaluate, run at every evaluation of training."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,10 @@ from pretrain.evaluation.run import check_tasks, evaluate_model
 from pretrain.evaluation.tasks import with_window_length
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.parallel.layout import Layout
+
+# How often a waiting rank asks whether the main rank is done (one small store request).
+POLL_SECONDS = 1.0
+PASSED, FAILED = b"passed", b"failed"
 
 
 class EvalTasks:
@@ -26,10 +31,22 @@ class EvalTasks:
         check_tasks(tasks)
         self.tasks = with_window_length(tasks, seq_len)
         self.tokenizer = TextTokenizer.load(tokenizer)
+        self._evaluations = 0
 
-    def run(self, model: torch.nn.Module, *, is_main: bool, device: torch.device, step: int) -> dict[str, float]:
-        """Collective. On the main rank only; the others wait and learn whether it failed, so
-        an error there stops every rank instead of leaving them waiting in the next collective."""
+    def run(self, model: torch.nn.Module, *, is_main: bool, step: int) -> dict[str, float]:
+        """On the main rank only; every rank returns when it is done, and an error there
+        stops every rank instead of leaving them waiting in the next collective.
+
+        The other ranks wait by polling the process group's key-value store, not inside a
+        collective: a collective (NCCL's or gloo's) gives up after the process group's timeout
+        (DeepSpeed's 10 minutes by default), and tasks on a large model or many examples take
+        longer. A store request is answered at once, so the wait has no deadline; if the main
+        rank dies, the store (held by rank 0's process) goes with it and the requests fail,
+        so the waiting ranks stop too."""
+        self._evaluations += 1
+        waiting = dist.is_initialized() and dist.get_world_size() > 1
+        key = f"pretrain/eval_tasks/{self._evaluations}"  # every rank counts the same evaluations
+        store = dist.distributed_c10d._get_default_store() if waiting else None
         metrics: dict[str, float] = {}
         failure: Optional[BaseException] = None
         if is_main:
@@ -37,8 +54,13 @@ class EvalTasks:
                 metrics = evaluate_model(model, self.tokenizer, self.tasks)
             except Exception as err:  # reported below, on every rank
                 failure = err
-        failed = torch.tensor([float(failure is not None)], device=device)
-        dist.all_reduce(failed)
-        if failed.item():
+            if store is not None:
+                store.set(key, FAILED if failure is not None else PASSED)
+        elif store is not None:
+            while not store.check([key]):
+                time.sleep(POLL_SECONDS)
+            failed = store.get(key) == FAILED
+            failure = RuntimeError("see rank 0's error") if failed else None
+        if failure is not None:
             raise RuntimeError(f"train.eval_tasks failed at step {step} on rank 0") from failure
         return metrics
