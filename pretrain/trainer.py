@@ -32,6 +32,7 @@ from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, res
 from pretrain.parallel.master_state import applied_updates
 from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
 from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
+from pretrain.parallel import rng
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
@@ -202,8 +203,11 @@ class Trainer:
 
     def _seed_dropout(self, step: int) -> None:
         """Ranks of one tensor-parallel group see the same replicated activations, so they
-        share a dropout stream; data-parallel replicas and pipeline stages draw their own."""
-        torch.manual_seed(self.cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id() + 1_000_003 * step)
+        share a dropout stream; data-parallel replicas and pipeline stages draw their own,
+        and so does each tensor-parallel rank for its heads (``pretrain.parallel.rng``)."""
+        base = self.cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id() + 1_000_003 * step
+        torch.manual_seed(base)
+        rng.seed(base, self.grid.get_slice_parallel_rank())
 
     def _layout_record(self) -> dict[str, int]:
         return {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp, "zero_stage": self.cfg.parallel.zero_stage}
