@@ -40,13 +40,14 @@ class EvalTasks:
         The other ranks wait by polling the process group's key-value store, not inside a
         collective: a collective (NCCL's or gloo's) gives up after the process group's timeout
         (DeepSpeed's 10 minutes by default), and tasks on a large model or many examples take
-        longer. A store request is answered at once, so the wait has no deadline; if the main
-        rank dies, the store (held by rank 0's process) goes with it and the requests fail,
-        so the waiting ranks stop too."""
+        longer. A store request is answered at once, so the wait has no deadline. If the main
+        rank dies meanwhile, the launcher stops the others (torchrun's agent, srun
+        --kill-on-bad-exit, the deepspeed launcher), or the store, when rank 0 holds it, goes
+        with it and the requests fail."""
         self._evaluations += 1
-        waiting = dist.is_initialized() and dist.get_world_size() > 1
+        several = dist.is_initialized() and dist.get_world_size() > 1
         key = f"pretrain/eval_tasks/{self._evaluations}"  # every rank counts the same evaluations
-        store = dist.distributed_c10d._get_default_store() if waiting else None
+        store = dist.distributed_c10d._get_default_store() if several else None  # no public accessor
         metrics: dict[str, float] = {}
         failure: Optional[BaseException] = None
         if is_main:
