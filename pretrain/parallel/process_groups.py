@@ -111,11 +111,14 @@ def _init_process_group(backend: str, device: torch.device) -> None:
 def select_device(local_rank: int) -> torch.device:
     """This process's device: the GPU LOCAL_RANK names among those it sees, the CPU without
     one. A task that sees only its own GPU (Slurm ``--gpus-per-task=1``) sees it as device 0
-    whatever its local rank, so the index wraps around the visible count."""
+    whatever its local rank, so the index wraps around the visible count. DeepSpeed takes
+    LOCAL_RANK for the device index (its engine, ``zero.Init`` and pipeline module move
+    tensors to ``cuda:LOCAL_RANK``), so LOCAL_RANK is made to name that device too."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
     device = torch.device("cuda", local_rank % torch.cuda.device_count())
     torch.cuda.set_device(device)
+    os.environ["LOCAL_RANK"] = str(device.index)
     return device
 
 

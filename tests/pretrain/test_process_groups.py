@@ -1,6 +1,8 @@
 """Device choice and process-group set-up on GPU machines, with CUDA mocked (no GPU needed)."""
 from __future__ import annotations
 
+import os
+
 import deepspeed
 import pytest
 import torch
@@ -35,9 +37,11 @@ def test_a_task_that_sees_one_gpu_uses_it_whatever_its_local_rank(four_ranks_on_
     (args, kwargs), = four_ranks_on_one_visible_gpu["init_process_group"]
     assert args == ("nccl",)
     assert kwargs["device_id"] == torch.device("cuda", 0)  # NCCL binds its communicator to this GPU
+    assert os.environ["LOCAL_RANK"] == "0"  # DeepSpeed's engine and zero.Init read it as the device index
 
 
 def test_local_ranks_take_their_own_gpu_where_all_are_visible(four_ranks_on_one_visible_gpu: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert init_distributed().device == torch.device("cuda", 3)
+    assert os.environ["LOCAL_RANK"] == "3"
     assert four_ranks_on_one_visible_gpu["init_process_group"][0][1]["device_id"] == torch.device("cuda", 3)
