@@ -3,7 +3,6 @@ collective timeout does not stop the run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
