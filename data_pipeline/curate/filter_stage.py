@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.filters import build_filters
+from data_pipeline.filters.chain import build_filters
 from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
 from data_pipeline.dedup.keys import UnitKeyWriter

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from data_pipeline.filters import FILTER_ORDER
+from data_pipeline.filters.chain import FILTER_ORDER
 
 MAX_BAD_INPUT_EVENTS = 1000
 
