@@ -30,7 +30,7 @@ EMAIL_RE = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][\w.%+-]*@(?:[A-Za-z0-9-]+\.)+[A
 # a dotted quad not inside a longer dotted number (version strings such as 1.2.3.4.5)
 IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
 # a run of hex groups with two or more colons (or ending in a dotted quad); ipaddress decides
-IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])")
 # +CC (AAA) BBB-CCCC and its spellings: groups of 2-4, 3-4 and 3-4 digits joined by space, dot or dash
 PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w-])")
 
@@ -40,8 +40,9 @@ def is_ipv4(candidate: str) -> bool:
 
 
 def is_ipv6(candidate: str) -> bool:
-    # A decimal digit keeps C++ scopes such as "cb::add" (valid hex) out.
-    if not any(char.isdigit() for char in candidate):
+    # A decimal digit and two groups keep C++ and Perl scopes ("cb::add", "Step1::") out;
+    # the few real addresses with one group ("::1", "fe80::") are not personal.
+    if not any(char.isdigit() for char in candidate) or len([group for group in candidate.split(":") if group]) < 2:
         return False
     try:
         ipaddress.IPv6Address(candidate)
