@@ -172,7 +172,7 @@ class OutputConfig:
 class CurateConfig:
     input: Any = MISSING  # a path, a glob, a folder, "hf:<dataset>", or a list of those
     output_dir: str = MISSING
-    # all: every stage in turn; filter | buckets | clusters | write | report: one stage (for
+    # all: every stage in turn; filter | buckets | clusters | quality | write | report: one stage (for
     # array jobs submitted by hand; executor=slurm submits every stage itself)
     stage: str = "all"
     workers: int = 1  # processes on this machine (on each Slurm task: executor.slurm.cpus_per_task)
