@@ -110,7 +110,8 @@ def test_score_matches_a_brute_force_reference(model_file):
 ])
 def test_every_training_option_has_its_effect(training_sets, model_file, tmp_path, setting, value):
     base = load_model(str(model_file))
-    model = load_model(str(train_quality(small_config(training_sets, tmp_path / "m.npz", **{setting: value})) and tmp_path / "m.npz"))
+    train_quality(small_config(training_sets, tmp_path / "m.npz", **{setting: value}))
+    model = load_model(str(tmp_path / "m.npz"))
     metrics, base_metrics = model.header["training"], base.header["training"]
     if setting in ("buckets", "dim"):
         assert model.embeddings.shape == ((1024, 8) if setting == "buckets" else (4096, 4))
@@ -180,7 +181,7 @@ def outcome(output_dir: str) -> tuple[dict[str, float], dict[str, dict]]:
     return kept, removed
 
 
-def test_threshold_and_score_only(model_file, tmp_path, curate_config):
+def test_threshold_and_score_only(training_sets, model_file, tmp_path, curate_config):
     corpus = mixed_corpus(tmp_path / "corpus")
     scored = curate_config(str(corpus), output="scored", filters__quality__model=str(model_file), **OTHER_FILTERS_OFF)
     run_curation(scored)
@@ -200,8 +201,7 @@ def test_threshold_and_score_only(model_file, tmp_path, curate_config):
     retrained.write_bytes(model_file.read_bytes())
     config = curate_config(str(corpus), output="rerun", filters__quality__model=str(retrained), **OTHER_FILTERS_OFF)
     run_curation(config)
-    train_quality(small_config((Path(load_model(str(model_file)).header["training"]["positives"]),
-                                Path(load_model(str(model_file)).header["training"]["negatives"])), retrained, seed=5))
+    train_quality(small_config(training_sets, retrained, seed=5))
     with pytest.raises(ValueError, match=r"the quality_model_sha256"):
         run_curation(config)
 
