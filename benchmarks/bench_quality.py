@@ -1,7 +1,7 @@
 """Benchmark of the learned quality filter on the shared corpus (not a test; minutes of CPU).
 
     .venv/bin/python benchmarks/bench_quality.py --corpus ../shared/corpus --out /tmp/bench-quality \\
-        --result /tmp/bench-quality.jsonl
+        --result /tmp/bench-quality.jsonl [--reuse-model]
 
 1. Splits corpus/pile by shard: even shards train, odd shards are the held-out corpus the model
    never sees. The training shards are written out as positives (manifest category prose_en)
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--result", type=Path, help="append the JSON results to this file")
     parser.add_argument("--keep-fraction", type=float, default=0.6, help="for the keep_fraction run (the corpus is ~60%% English prose)")
     parser.add_argument("--train-options", nargs="*", default=[], help="extra train_quality overrides, e.g. epochs=3")
+    parser.add_argument("--reuse-model", action="store_true", help="keep OUT/quality.npz from an earlier run (training is deterministic)")
     args = parser.parse_args()
     shards = sorted((args.corpus / "pile").glob("shard-*.jsonl.zst"))
     if not shards:
@@ -133,12 +134,12 @@ def main() -> None:
     print(json.dumps(results[0]), flush=True)
 
     model = args.out / "quality.npz"
-    wall, cpu, printed = run([sys.executable, "-m", "data_pipeline.train_quality", f"positives={args.out / 'train' / 'positives'}",
-                              f"negatives={args.out / 'train' / 'negatives'}", f"output={model}", *args.train_options])
+    if not (args.reuse_model and model.exists()):
+        wall, cpu, _ = run([sys.executable, "-m", "data_pipeline.train_quality", f"positives={args.out / 'train' / 'positives'}",
+                            f"negatives={args.out / 'train' / 'negatives'}", f"output={model}", *args.train_options])
+        results.append({"run": "train", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "options": args.train_options})
     header = load_model(str(model)).header
-    results.append({"run": "train", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "options": args.train_options,
-                    "heldout": header["training"].get("heldout"), "training": header["training"]["training"]})
-    print(printed.strip(), flush=True)
+    results.append({"run": "model", "sha256": header["sha256"], **{key: header["training"].get(key) for key in ("heldout", "training")}})
     print(json.dumps(results[-1]), flush=True)
 
     quality = [f"filters.quality.model={model}"]

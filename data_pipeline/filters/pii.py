@@ -31,6 +31,12 @@ EMAIL_RE = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][\w.%+-]*@(?:[A-Za-z0-9-]+\.)+[A
 IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
 # a run of hex groups with two or more colons (or ending in a dotted quad); ipaddress decides
 IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])")
+# What every match holds, found by a fast search for its leading literal: the full patterns
+# (which start with a character class or a lookbehind, and make the regex engine try every
+# position) then run only on the lines holding one. No pattern matches across a line break.
+EMAIL_ANCHOR_RE = re.compile("@")
+IPV4_ANCHOR_RE = re.compile(r"\.\d")
+IPV6_ANCHOR_RE = re.compile(r":[0-9A-Fa-f:]")
 # +CC (AAA) BBB-CCCC and its spellings: groups of 2-4, 3-4 and 3-4 digits joined by space, dot or dash
 PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w-])")
 
@@ -51,6 +57,19 @@ def is_ipv6(candidate: str) -> bool:
     return True
 
 
+def lines_holding(text: str, anchor: re.Pattern[str] | None) -> list[tuple[int, int]]:
+    """(start, end) of each line holding a match of ``anchor``, in order (no anchor: the text)."""
+    if anchor is None:
+        return [(0, len(text))]
+    spans: list[tuple[int, int]] = []
+    for match in anchor.finditer(text):
+        if spans and match.start() < spans[-1][1]:
+            continue  # on the line already taken
+        end = text.find("\n", match.start())
+        spans.append((text.rfind("\n", 0, match.start()) + 1, len(text) if end < 0 else end))
+    return spans
+
+
 class PiiFormatter(Filter):
     name = "pii"
 
@@ -58,15 +77,15 @@ class PiiFormatter(Filter):
         super().__init__()
         # (kind in the report, pattern, validation, placeholder), in the order they run: e-mail
         # first (its domain may hold a dotted quad), phone last (an IP address is no phone)
-        rules: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None, str, str]] = []
+        rules: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None, str, re.Pattern[str] | None]] = []
         if config.email:
-            rules.append(("email", EMAIL_RE, None, config.email_placeholder, "@"))
+            rules.append(("email", EMAIL_RE, None, config.email_placeholder, EMAIL_ANCHOR_RE))
         if config.ip:
             # v6 first: an IPv4-mapped address (::ffff:1.2.3.4) goes whole
-            rules.append(("ip_address", IPV6_RE, is_ipv6, config.ip_placeholder, ":"))
-            rules.append(("ip_address", IPV4_RE, is_ipv4, config.ip_placeholder, "."))
+            rules.append(("ip_address", IPV6_RE, is_ipv6, config.ip_placeholder, IPV6_ANCHOR_RE))
+            rules.append(("ip_address", IPV4_RE, is_ipv4, config.ip_placeholder, IPV4_ANCHOR_RE))
         if config.phone:
-            rules.append(("phone", PHONE_RE, None, config.phone_placeholder, ""))
+            rules.append(("phone", PHONE_RE, None, config.phone_placeholder, None))  # no literal: the whole text
         self.rules = rules
         self.replaced: Counter[str] = Counter()  # replacements per kind
         self.changed = 0  # documents with at least one
@@ -77,9 +96,7 @@ class PiiFormatter(Filter):
     def check(self, doc: Document) -> str | None:
         text = doc.text
         total = 0
-        for kind, pattern, valid, placeholder, needed in self.rules:
-            if needed not in text:  # a cheap `in` skips the regex scan on most documents
-                continue
+        for kind, pattern, valid, placeholder, anchor in self.rules:
             count = 0
 
             def replace(match: re.Match[str]) -> str:
@@ -89,7 +106,12 @@ class PiiFormatter(Filter):
                 count += 1
                 return placeholder
 
-            text = pattern.sub(replace, text)
+            pieces, done = [], 0
+            for start, end in lines_holding(text, anchor):
+                pieces += [text[done:start], pattern.sub(replace, text[start:end])]
+                done = end
+            if pieces:
+                text = "".join(pieces) + text[done:]
             self.replaced[kind] += count
             total += count
         if total:
