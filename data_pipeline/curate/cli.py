@@ -111,12 +111,12 @@ def _filter_file_problems(config: CurateConfig) -> list[str]:
         problems.append(f"filters.quality.threshold={quality.threshold}: need a score in [0, 1]")
     if quality.keep_fraction is not None and not 0 < quality.keep_fraction <= 1:
         problems.append(f"filters.quality.keep_fraction={quality.keep_fraction}: need a fraction in (0, 1]")
-    for enabled, read in ((quality.enabled, lambda: cached_model(quality.model)),
-                          (config.filters.c4.enabled and config.filters.c4.bad_words is not None, lambda: load_bad_words(config.filters.c4.bad_words))):
+    c4 = config.filters.c4
+    for needed, read, name in ((quality.enabled, cached_model, quality.model), (c4.enabled and c4.bad_words is not None, load_bad_words, c4.bad_words)):
         try:
-            if enabled:
-                read()
-        except (OSError, ValueError) as error:
+            if needed:
+                read(name)
+        except (OSError, ValueError) as error:  # their messages name the setting and the file
             problems.append(str(error))
     return problems
 
