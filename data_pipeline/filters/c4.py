@@ -83,7 +83,9 @@ class C4Filter(Filter):
             return "too_few_sentences"
         while kept_lines and not kept_lines[-1].strip():
             kept_lines.pop()
-        doc.text = "\n".join(kept_lines)
+        text = "\n".join(kept_lines)
+        if text != doc.text:  # an unchanged text keeps its tokens for the filters after this one
+            doc.text = text
         if not doc.text:
             return "empty"
         if self.bad_words is not None and self.bad_words.search(doc.text.lower()):

@@ -33,6 +33,7 @@ from data_pipeline.text import split_tokens
 
 FORMAT, VERSION = "quality-model", 1
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_SIGN_FLIP = 1 << 63
 _MAX_CACHED_TOKENS = 1 << 19  # token -> hash entries kept per process (~60 MB at most)
 
 
@@ -47,12 +48,14 @@ class TokenHasher:
         cache = self.cache
         if len(cache) > _MAX_CACHED_TOKENS:
             cache.clear()
-        values = [cache.get(token) or self._add(token) for token in tokens]
-        return np.array(values, dtype=np.uint64)
-
-    def _add(self, token: str) -> int:
-        value = self.cache[token] = xxhash.xxh64_intdigest(token.lower().encode())
-        return value
+        try:  # all known: one C loop
+            hashes = np.fromiter(map(cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        except KeyError:
+            for token in set(tokens).difference(cache):
+                # kept as signed 64-bit values: numpy converts those faster than ones >= 2**63
+                cache[token] = xxhash.xxh64_intdigest(token.lower().encode()) - _SIGN_FLIP
+            hashes = np.fromiter(map(cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        return (hashes ^ np.int64(-_SIGN_FLIP)).view(np.uint64)
 
 
 def feature_rows(token_hashes: np.ndarray, buckets: int, word_ngrams: int) -> tuple[np.ndarray, np.ndarray]:
