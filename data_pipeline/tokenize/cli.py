@@ -22,8 +22,10 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 
+from data_pipeline.decontaminate.fingerprint import FINGERPRINT_FILE, FINGERPRINT_META, merge_range, plan_ranges, publish
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, unit_stats
@@ -56,6 +58,8 @@ def validate(config: TokenizeConfig) -> None:
         problems.append(f"unit_size_mb={config.unit_size_mb}: need > 0")
     if config.tokens_per_shard < 1:
         problems.append(f"tokens_per_shard={config.tokens_per_shard}: need at least 1 (default 2^28 = 268435456)")
+    if config.fingerprint_ngram is not None and config.fingerprint_ngram < 1:
+        problems.append(f"fingerprint_ngram={config.fingerprint_ngram}: need >= 1 words per gram, or null for no fingerprint")
     if config.executor.kind not in EXECUTOR_KINDS:
         problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
     if problems:
@@ -98,6 +102,23 @@ def prepare_output_dir(config: TokenizeConfig, layout: Layout, units: list[Input
     return tokenizer
 
 
+def build_fingerprint(executor: Any, layout: Layout, stats: list[dict[str, Any]], n: int) -> bool:
+    """Merge the encode units' n-gram runs into the train split's fingerprint, one hash range
+    per unit; False while units submitted elsewhere are still to finish."""
+    if (layout.root / FINGERPRINT_META).exists():
+        return True
+    runs = [layout.fingerprint / name for unit_stats in stats for name in unit_stats["fingerprint"]["runs"]]
+    ranges = plan_ranges(runs, sum(unit_stats["fingerprint"]["hashes"] for unit_stats in stats))
+    merge = Stage("fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint"))
+    executor.run([merge])
+    if message := merge.missing_message():
+        log.info("%s: re-run the same command once they are done", message)
+        return False
+    meta = publish(layout.root, layout.fingerprint, ranges, n)
+    log.info("n-gram fingerprint of the train split: %s distinct %d-grams in %s", f"{meta['hashes']:,}", n, FINGERPRINT_FILE)
+    return True
+
+
 def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     """Run both stages; returns the summary, or None while units submitted elsewhere
     (executor=slurm with wait=false) are still to finish."""
@@ -132,6 +153,8 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
         return None
     for split in SPLITS:
         SplitIndex(split, special.tokenizer_hash, config.tokens_per_shard, unit_stats(pack.marker_dir, shards[split])).save(layout.root)
+    if config.fingerprint_ngram is not None and not build_fingerprint(executor, layout, stats, config.fingerprint_ngram):
+        return None
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
                                       config.tokens_per_shard, time.perf_counter() - start)
