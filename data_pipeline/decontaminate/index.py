@@ -100,10 +100,15 @@ class TaskIndex:
         for length, grams in gram_hashes(hashed_words, self.lengths).items():
             if not len(grams) or not len(self.hashes):
                 continue
-            left = np.searchsorted(self.hashes, grams, side="left")
-            right = np.searchsorted(self.hashes, grams, side="right")
-            for position in np.flatnonzero(right > left).tolist():
-                found = np.asarray(self.items[left[position] : right[position]])
+            # Keys in sorted order: numpy narrows each search from the previous one and reads the
+            # memory-mapped hashes front to back (faster than keys in text order, measured).
+            order = np.argsort(grams)
+            left = np.empty(len(grams), dtype=np.int64)
+            left[order] = np.searchsorted(self.hashes, grams[order])
+            hit = np.asarray(self.hashes[np.minimum(left, len(self.hashes) - 1)]) == grams
+            for position in np.flatnonzero(hit).tolist():
+                right = np.searchsorted(self.hashes, grams[position], side="right")
+                found = np.asarray(self.items[left[position] : right])
                 starts.append(np.full(len(found), position))
                 lengths.append(np.full(len(found), length))
                 items.append(found)
