@@ -29,7 +29,7 @@ import zstandard
 from data_pipeline.decontaminate.config import DecontaminateConfig
 from data_pipeline.decontaminate.filter import Decontaminator
 from data_pipeline.decontaminate.index import build_index
-from data_pipeline.decontaminate.ngrams import text_gram_hashes
+from data_pipeline.decontaminate.ngrams import sorted_unique, text_gram_hashes
 from data_pipeline.document import Document
 
 
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"lookups: {len(texts):,} documents, {megabytes:.1f} MB: {megabytes / seconds:.1f} MB per CPU-second, "
               f"{flagged} flagged")
         start = time.process_time()
-        grams = np.unique(np.concatenate([text_gram_hashes(text) for text in texts]))
+        grams = sorted_unique(np.concatenate([text_gram_hashes(text) for text in texts]))
         seconds = time.process_time() - start
         print(f"fingerprint grams: {megabytes / seconds:.1f} MB per CPU-second (hash + unique); "
               f"{len(grams) / megabytes:,.0f} distinct 13-grams per MB of text ({8 * len(grams) / megabytes / 1e6:.2f} bytes per byte)")

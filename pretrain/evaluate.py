@@ -32,7 +32,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, float]:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     loaded = load_for_inference(config)
     tasks = with_window_length(config.tasks, loaded.metadata["config"]["train"]["seq_len"])
-    training_data = TrainingData(loaded.metadata["config"]["data"])  # the run's token dirs: their n-gram fingerprints
+    training_data = TrainingData(loaded.metadata["config"].get("data", {}))  # the run's token dirs: their n-gram fingerprints
     metrics = evaluate_model(loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token, training_data)
     default_output = loaded.checkpoint.parent.parent / "eval" / f"{loaded.checkpoint.name}.json"
     output = Path(config.output_file) if config.output_file else default_output

@@ -81,8 +81,9 @@ class Decontaminator(Filter):
         return None
 
     def stats(self) -> dict[str, Any]:
-        tasks = {name: {"documents": self.documents_hit[name], "items": sorted(self.items_hit[name]), "examples": self.examples[name]}
-                 for name in self.index.task_names}
+        tasks = {task["name"]: {"documents": self.documents_hit[task["name"]], "items": sorted(self.items_hit[task["name"]]),
+                                "examples": self.examples[task["name"]], "task_items": task["items"], "too_short": task["too_short"]}
+                 for task in self.index.meta["tasks"]}
         return {**super().stats(), "tasks": tasks, "redacted": self.redacted}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.decontaminate.ngrams import text_gram_hashes
+from data_pipeline.decontaminate.ngrams import sorted_unique, text_gram_hashes
 
 RUN_HASHES = 4_000_000  # 32 MB of hashes held by an encode unit before it spills a run
 RANGE_HASHES = 16_000_000  # run hashes per merge unit: ~128 MB read, ~256 MB while merging
@@ -56,7 +56,7 @@ class FingerprintRunWriter:
     def _spill(self) -> None:
         if not self.pending_count:
             return
-        run = np.unique(np.concatenate(self.pending))
+        run = sorted_unique(np.concatenate(self.pending))
         path = self.prefix.with_name(f"{self.prefix.name}-{len(self.runs):04d}.u64")
         path.parent.mkdir(parents=True, exist_ok=True)
         run.tofile(path)
@@ -109,7 +109,7 @@ def merge_range(unit: HashRange, folder: str) -> dict[str, Any]:
         run = np.memmap(path, dtype=np.uint64, mode="r") if Path(path).stat().st_size else np.empty(0, dtype=np.uint64)
         first, last = np.searchsorted(run, np.uint64(unit.low)), len(run) if unit.high >= 2**64 else np.searchsorted(run, np.uint64(unit.high))
         pieces.append(np.asarray(run[first:last]))
-    merged = np.unique(np.concatenate([np.empty(0, dtype=np.uint64), *pieces]))
+    merged = sorted_unique(np.concatenate([np.empty(0, dtype=np.uint64), *pieces]))
     path = range_file(Path(folder), unit)
     merged.tofile(path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)

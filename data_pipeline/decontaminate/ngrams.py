@@ -23,13 +23,17 @@ import xxhash
 DEFAULT_NGRAM = 13  # Brown et al. 2020, appendix C
 PUNCTUATION_RE = re.compile(r"[^\w\s]+")
 WORD_SPAN_RE = re.compile(r"\S+")
+_ASCII_PUNCTUATION = {code: None for code in range(128) if PUNCTUATION_RE.fullmatch(chr(code))}
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial loses no bit
 _LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
 
 
 def normalized_words(text: str) -> list[str]:
     """The text's words after the GPT-3 normalization."""
-    return PUNCTUATION_RE.sub("", text.lower()).split()
+    lowered = text.lower()
+    if lowered.isascii():  # the same deletions as the expression, by a table: ~1.6x faster
+        return lowered.translate(_ASCII_PUNCTUATION).split()
+    return PUNCTUATION_RE.sub("", lowered).split()
 
 
 def words_with_spans(text: str) -> tuple[list[str], np.ndarray]:
@@ -70,6 +74,12 @@ def gram_hashes(hashed_words: np.ndarray, lengths: Iterable[int]) -> dict[int, n
             if length in wanted:
                 result[length] = _mix(accumulator, length)
     return result
+
+
+def sorted_unique(hashes: np.ndarray) -> np.ndarray:
+    """The distinct hashes, sorted (a sort and one pass: np.unique's hash table is ~5x slower here)."""
+    hashes = np.sort(hashes)
+    return hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))] if len(hashes) else hashes
 
 
 def text_gram_hashes(text: str, n: int = DEFAULT_NGRAM) -> np.ndarray:

@@ -5,9 +5,8 @@ word n-grams (the GPT-3 normalization, Brown et al. 2020 appendix C) is in the t
 its text is the one decontamination reads (data_pipeline/decontaminate/task_items.py: the
 question and the right answer). An item of fewer than n words has no n-gram and counts as clean.
 
-Reported beside every score: ``<task>/contamination`` (the fraction of contaminated items;
-NaN, shown as "unknown", when the run's data has no fingerprint or the task is perplexity over
-token shards) and the score on the clean items alone (``<task>/clean_<metric>``)."""
+Reported beside every score (but perplexity over token shards): ``<task>/contamination`` (the
+fraction of contaminated items; NaN, shown as "unknown", when the run's data has no fingerprint) and the score on the clean items alone (``<task>/clean_<metric>``)."""
 from __future__ import annotations
 
 import logging
@@ -42,13 +41,19 @@ class TrainingData:
         self.fingerprints: Optional[list[Fingerprint]] = found if found and all(found) else None  # type: ignore[assignment]
         self._clean: dict[str, Optional[np.ndarray]] = {}  # by task label: in-loop evaluation checks each task once
         if self.fingerprints is None:
-            log.info("contamination: unknown (no %s beside the token shards of %s; tokenize with data_pipeline.tokenize "
+            log.warning("contamination: unknown (no %s beside the token shards of %s; tokenize with data_pipeline.tokenize "
                      "to get one)", FINGERPRINT_META, ", ".join(self.paths) or "the run's data")
+
+    @staticmethod
+    def audits(task: TaskConfig) -> bool:
+        """Perplexity over token shards is not audited: its documents are the val split of the
+        training corpus itself (their overlap with train is dedup's business), and tokens have no words."""
+        return not Path(task.path).is_dir()
 
     def clean_items(self, task: TaskConfig) -> Optional[np.ndarray]:
         """Per item the runner scores: True when no n-gram of it is in the training data;
         None when that cannot be known."""
-        if self.fingerprints is None or Path(task.path).is_dir():
+        if self.fingerprints is None or not self.audits(task):
             return None
         if task.label not in self._clean:
             texts = [item.text for item in read_task_items(task.path)]

@@ -51,7 +51,7 @@ def evaluate_model(
         for task in tasks:
             clean = training_data.clean_items(task) if training_data is not None else None
             results = RUNNERS[task.type](model, tokenizer, task, batch_size, start_token, clean=clean)
-            if training_data is not None:
+            if training_data is not None and training_data.audits(task):
                 results[CONTAMINATION] = contamination_metric(clean)
             metrics.update({f"{task.label}/{name}": value for name, value in results.items()})
         return metrics

@@ -117,6 +117,7 @@ def test_planted_items_are_found_and_clean_documents_kept(contaminated_corpus, t
     assert stage["reasons"] == {"science_mc": 20, "science_qa": 20}
     by_task = report["decontamination"]["tasks"]
     assert by_task["science_mc"]["documents"] == 20 and by_task["science_mc"]["items_matched"] == 20
+    assert by_task["science_mc"]["items"] == 20 and by_task["science_mc"]["items_too_short"] == 0
     assert by_task["science_qa"]["item_lines"] == list(range(1, 21))
     assert {"document": "planted-0", "items": [1]} in by_task["science_mc"]["examples"]
     removed = {record["id"]: record["reason"] for path in (tmp_path / "out" / "removed").glob("filter-*") for record in iter_shard(path)}
@@ -161,6 +162,8 @@ def test_words_keep_the_characters_they_came_from() -> None:
     words, spans = words_with_spans(text)
     assert words == normalized_words(text) == ["hello", "world", "its", "ngram"]
     assert [text[start:end] for start, end in spans] == ["Hello,", "World!", "it's", "n-gram"]
+    text = "Café — «Déjà» VU_2\u3000naïve!"  # not ASCII: the expression, not the table
+    assert normalized_words(text) == words_with_spans(text)[0] == ["café", "déjà", "vu_2", "naïve"]
 
 
 @pytest.mark.parametrize("content, message", [
