@@ -107,7 +107,7 @@ def kept_documents(output: Path) -> dict[str, str]:
 
 def test_planted_items_are_found_and_clean_documents_kept(contaminated_corpus, tmp_path: Path) -> None:
     corpus, tasks = contaminated_corpus
-    report = curate(corpus, tmp_path / "out", tasks)
+    report = curate(corpus, tmp_path / "out", tasks, max_examples=3)
     kept = kept_documents(tmp_path / "out")
     planted_kept = [doc_id for doc_id in kept if doc_id.startswith("planted-")]
     clean_kept = [doc_id for doc_id in kept if not doc_id.startswith("planted-")]
@@ -119,7 +119,8 @@ def test_planted_items_are_found_and_clean_documents_kept(contaminated_corpus, t
     assert by_task["science_mc"]["documents"] == 20 and by_task["science_mc"]["items_matched"] == 20
     assert by_task["science_mc"]["items"] == 20 and by_task["science_mc"]["items_too_short"] == 0
     assert by_task["science_qa"]["item_lines"] == list(range(1, 21))
-    assert {"document": "planted-0", "items": [1]} in by_task["science_mc"]["examples"]
+    assert by_task["science_mc"]["examples"][0] == {"document": "planted-0", "items": [1]}
+    assert len(by_task["science_mc"]["examples"]) == 3  # max_examples
     removed = {record["id"]: record["reason"] for path in (tmp_path / "out" / "removed").glob("filter-*") for record in iter_shard(path)}
     assert removed["planted-25"] == "decontaminated:science_qa"
 
