@@ -2,9 +2,11 @@
 
     python -m data_pipeline.tokenize input=<dir|glob|hf:name> tokenizer=<path> output_dir=<dir> [workers=N] [executor=local|slurm|ray]
 
-Two stages run on the executor (the same ones, and settings, as curation's):
+Two stages (three with the fingerprint) run on the executor (the same ones, and settings, as curation's):
   encode  per input unit (io/units.py): documents -> a token run per split (encode.py)
   pack    per output shard: exactly tokens_per_shard tokens copied out of the runs (pack.py)
+  fingerprint  (beside pack) per range of the hash space: the train split's n-gram fingerprint
+          merged from the encode units' runs (decontaminate/fingerprint.py; fingerprint_ngram)
 then every split gets its index (<split>.shards.json), the runs are removed and the summary
 is printed and kept in summary.json. A rerun redoes only the units without a marker.
 ``<output_dir>`` also gets a copy of the tokenizer (``tokenizer.model``, ``tokenizer_meta.json``,
@@ -102,21 +104,19 @@ def prepare_output_dir(config: TokenizeConfig, layout: Layout, units: list[Input
     return tokenizer
 
 
-def build_fingerprint(executor: Any, layout: Layout, stats: list[dict[str, Any]], n: int) -> bool:
-    """Merge the encode units' n-gram runs into the train split's fingerprint, one hash range
-    per unit; False while units submitted elsewhere are still to finish."""
-    if (layout.root / FINGERPRINT_META).exists():
-        return True
+def fingerprint_stage(layout: Layout, stats: list[dict[str, Any]]) -> Stage:
+    """The merge of the encode units' n-gram runs into the train split's fingerprint, one
+    range of the hash space per unit (decontaminate/fingerprint.py)."""
     runs = [layout.fingerprint / name for unit_stats in stats for name in unit_stats["fingerprint"]["runs"]]
     ranges = plan_ranges(runs, sum(unit_stats["fingerprint"]["hashes"] for unit_stats in stats))
-    merge = Stage("fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint"))
-    executor.run([merge])
-    if message := merge.missing_message():
-        log.info("%s: re-run the same command once they are done", message)
-        return False
-    meta = publish(layout.root, layout.fingerprint, ranges, n)
+    return Stage("fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint"))
+
+
+def publish_fingerprint(layout: Layout, merge: Stage, n: int) -> None:
+    if (layout.root / FINGERPRINT_META).exists():  # published by an earlier run of this command
+        return
+    meta = publish(layout.root, layout.fingerprint, list(merge.units), n)
     log.info("n-gram fingerprint of the train split: %s distinct %d-grams in %s", f"{meta['hashes']:,}", n, FINGERPRINT_FILE)
-    return True
 
 
 def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
@@ -147,14 +147,17 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     pack = Stage("pack", [shard for split in SPLITS for shard in shards[split]],
                  partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash),
                  layout.markers("pack"))
-    executor.run([pack])
-    if message := pack.missing_message():
-        log.info("%s: re-run the same command once they are done", message)
-        return None
+    merge = fingerprint_stage(layout, stats) if config.fingerprint_ngram is not None else None
+    stages = [pack] if merge is None else [pack, merge]
+    executor.run(stages)  # together: both need only the encode units, and Ray or Slurm start once
+    for stage in stages:
+        if message := stage.missing_message():
+            log.info("%s: re-run the same command once they are done", message)
+            return None
     for split in SPLITS:
         SplitIndex(split, special.tokenizer_hash, config.tokens_per_shard, unit_stats(pack.marker_dir, shards[split])).save(layout.root)
-    if config.fingerprint_ngram is not None and not build_fingerprint(executor, layout, stats, config.fingerprint_ngram):
-        return None
+    if merge is not None:
+        publish_fingerprint(layout, merge, config.fingerprint_ngram)
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
                                       config.tokens_per_shard, time.perf_counter() - start)
