@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from data_pipeline.curate.cli import run_curation
@@ -130,13 +129,11 @@ def test_redact_mode_cuts_the_item_and_keeps_the_rest(contaminated_corpus, tmp_p
     original = {json.loads(line)["id"]: json.loads(line)["text"] for line in (corpus / "planted.jsonl").read_text().splitlines()}
     report = curate(corpus, tmp_path / "out", tasks, mode="redact")
     kept = kept_documents(tmp_path / "out")
-    assert len(kept) == 240 and report["decontamination"]["redacted_documents"] == 40
+    assert len(kept) == 240 and report["decontamination"]["redacted_documents"] == 40  # the planted ones only
     for number in range(40):
         before, after = original[f"planted-{number}"], kept[f"planted-{number}"]
         head, tail = before.split("\n", 1)[0], before.rsplit("\n", 1)[1]
         assert after == f"{head}\n\n{tail}"  # the item cut out, from its first word to its last, the rest kept
-    clean = {doc_id: text for doc_id, text in kept.items() if not doc_id.startswith("planted-")}
-    assert all(text for text in clean.values())
 
 
 def decontaminator(tmp_path: Path, items: list[str], **settings) -> Decontaminator:
