@@ -95,7 +95,8 @@ class Trainer:
         self.layers = TensorParallelLayers(tp_group, sequence_parallel) if self.layout.tp > 1 else DENSE
         self.loss = StepLoss(self.layers)
         self.eval_tasks = (
-            EvalTasks(cfg.train.eval_tasks, tokenizer, seq_len=cfg.train.seq_len, layout=self.layout, zero_stage=cfg.parallel.zero_stage)
+            EvalTasks(cfg.train.eval_tasks, tokenizer, seq_len=cfg.train.seq_len, layout=self.layout, zero_stage=cfg.parallel.zero_stage,
+                      data=cfg.data)
             if cfg.train.eval_tasks
             else None
         )

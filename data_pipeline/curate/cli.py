@@ -37,6 +37,7 @@ from data_pipeline.curate.quality_stage import STAGE as QUALITY, quality_cut, qu
 from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.curate.write_stage import write_unit
+from data_pipeline.decontaminate.index import build_index, task_digests
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, run_unit, unit_stats
@@ -95,6 +96,7 @@ def validate(config: CurateConfig) -> None:
                         "or let executor=slurm submit every stage as a job array")
     if several_tasks and config.executor.kind != "local":
         problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
+    problems += config.decontaminate.problems()
     if problems:
         raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
 
@@ -171,7 +173,12 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
         log.info("dedup.partitions=auto: %d (one per %g MB of input text)", partitions, config.dedup.partition_mb)
     # a model file rewritten under the same name is another run
     model = {"quality_model_sha256": cached_model(config.filters.quality.model).header["sha256"]} if config.filters.quality.enabled else {}
-    layout.claim(config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions, **model)
+    task_files = task_digests(config.decontaminate.tasks)
+    layout.claim(
+        config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions, decontaminate_tasks=task_files, **model
+    )
+    if config.decontaminate.tasks:
+        build_index(config.decontaminate, layout.decontaminate)
     stages = build_stages(config, units, len(sources), partitions)
     names = [stage.name for stage in stages]
     if config.stage == "all":

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from data_pipeline.decontaminate.config import DecontaminateConfig
 from data_pipeline.executors.config import ExecutorConfig
 from data_pipeline.filters.pii import PiiConfig
 from data_pipeline.filters.quality import QualityConfig
@@ -188,6 +189,8 @@ class CurateConfig:
     progress: bool = True
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    # after the filters, before dedup: evaluation task text out of the training data
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
+from data_pipeline.decontaminate.filter import decontamination_filters
 from data_pipeline.filters.chain import build_filters
 from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
@@ -30,7 +31,7 @@ def has_write_stage(config: CurateConfig) -> bool:
 def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
     """Run the filter stage on one input unit; returns its stats."""
     layout = Layout(config.output_dir)
-    filters = build_filters(config.filters)
+    filters = build_filters(config.filters) + decontamination_filters(config.decontaminate, layout.decontaminate)
     bad_input = BadInputTally(config.strict)
     stats: dict[str, Any] = {"source": unit.input_name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
     with ExitStack() as stack:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from data_pipeline.decontaminate.filter import Decontaminator
+from data_pipeline.decontaminate.report import decontamination_report
 from data_pipeline.filters.chain import FILTER_ORDER
 
 MAX_BAD_INPUT_EVENTS = 1000
@@ -48,6 +50,9 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
         "c4_lines_removed": _sum_counters(stats["filters"].get("c4", {}).get("lines_removed", {}) for stats in filter_stats),
         "bad_input": _bad_input(filter_stats),
     }
+    decontaminated = [stats["filters"]["decontaminated"] for stats in filter_stats if "decontaminated" in stats["filters"]]
+    if decontaminated:
+        report["decontamination"] = decontamination_report(decontaminated)
     removed = sum(stage["removed"] for stage in stages)
     if documents_in != documents_out + removed:  # nothing may go missing unaccounted
         raise AssertionError(f"report does not add up: {documents_in} in != {documents_out} out + {removed} removed")
@@ -63,7 +68,7 @@ def _sum_counters(counters) -> dict[str, int]:
 
 def _filter_stages(filter_stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     stages = []
-    for name, _ in FILTER_ORDER:
+    for name in [name for name, _ in FILTER_ORDER] + [Decontaminator.name]:
         runs = [stats["filters"][name] for stats in filter_stats if name in stats["filters"]]
         if runs:
             reasons = _sum_counters(run["removed"] for run in runs)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
 from pretrain.config import TaskConfig
+from pretrain.evaluation.contamination import TrainingData
 from pretrain.evaluation.run import check_tasks, evaluate_model
 from pretrain.evaluation.tasks import with_window_length
 from pretrain.inference.tokenizer import TextTokenizer
@@ -22,7 +23,7 @@ PASSED, FAILED = b"passed", b"failed"
 class EvalTasks:
     """They run on the whole model in one process (the main rank)."""
 
-    def __init__(self, tasks: list[TaskConfig], tokenizer: Path, *, seq_len: int, layout: Layout, zero_stage: int) -> None:
+    def __init__(self, tasks: list[TaskConfig], tokenizer: Path, *, seq_len: int, layout: Layout, zero_stage: int, data: Any = None) -> None:
         if layout.pp > 1 or layout.tp > 1 or zero_stage == 3:
             raise ValueError(
                 "train.eval_tasks need the whole model on one rank: not with parallel.pp > 1, parallel.tp > 1 or "
@@ -32,6 +33,7 @@ class EvalTasks:
         self.tasks = with_window_length(tasks, seq_len)
         self.tokenizer = TextTokenizer.load(tokenizer)
         self._evaluations = 0
+        self.training_data = TrainingData(data)  # `data`: the run's data config, for the contamination of each task
 
     def run(self, model: torch.nn.Module, *, is_main: bool, step: int) -> dict[str, float]:
         """On the main rank only; every rank returns when it is done, and an error there
@@ -52,7 +54,7 @@ class EvalTasks:
         failure: Optional[BaseException] = None
         if is_main:
             try:
-                metrics = evaluate_model(model, self.tokenizer, self.tasks)
+                metrics = evaluate_model(model, self.tokenizer, self.tasks, training_data=self.training_data)
             except Exception as err:  # reported below, on every rank
                 failure = err
             if store is not None:
