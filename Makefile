@@ -8,7 +8,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch>=2.4,<3
+TORCH ?= torch>=2.13,<3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

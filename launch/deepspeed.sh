@@ -14,6 +14,8 @@ set -euo pipefail
 # The code of this checkout runs, from whatever directory the script is started.
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# Expandable segments spare the CUDA allocator fragmentation; a user's allocator setting wins.
+[ -n "${PYTORCH_ALLOC_CONF:-}" ] || export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
 PYTHON=${PYTHON:-python3}
 HOSTFILE=${1:?usage: launch/deepspeed.sh HOSTFILE [overrides...]}
 shift

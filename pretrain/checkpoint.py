@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain.background_save import BackgroundSaver
+from pretrain.parallel import rng
 
 COMPLETE_MARKER = "complete.json"
 _TAG = re.compile(r"^step-(\d{8})$")
@@ -58,8 +59,8 @@ def _rng_file(path: Path, rank: int) -> Path:
     return path / f"rng-rank{rank:05d}.pt"
 
 
-def _rng_state() -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state(), "tensor_parallel": rng.states()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -138,6 +139,8 @@ def restore_rng(path: Path) -> None:
         torch.set_rng_state(state["cpu"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
+        if state.get("tensor_parallel"):  # older checkpoints have none
+            rng.set_states(state["tensor_parallel"])
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:

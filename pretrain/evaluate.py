@@ -8,6 +8,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from pretrain.evaluation.contamination import TrainingData
 from pretrain.evaluation.report import format_table, write_results
 from pretrain.evaluation.run import evaluate_model
 from pretrain.evaluation.tasks import TaskConfig, with_window_length
@@ -31,7 +32,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, float]:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     loaded = load_for_inference(config)
     tasks = with_window_length(config.tasks, loaded.metadata["config"]["train"]["seq_len"])
-    metrics = evaluate_model(loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token)
+    training_data = TrainingData(loaded.metadata["config"].get("data", {}))  # the run's token dirs: their n-gram fingerprints
+    metrics = evaluate_model(loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token, training_data)
     default_output = loaded.checkpoint.parent.parent / "eval" / f"{loaded.checkpoint.name}.json"
     output = Path(config.output_file) if config.output_file else default_output
     settings = {task.label: OmegaConf.to_container(OmegaConf.structured(task), enum_to_str=True) for task in tasks}

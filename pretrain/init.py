@@ -12,7 +12,8 @@ slice on the CPU, a bounded piece of the full tensor at a time (``draw_slice``: 
 generator cannot skip ahead, but the stream can be drawn in pieces that continue it exactly,
 keeping only the slice's values). Under
 ``deepspeed.zero.Init`` each module's parameters are partitioned as soon as it is built, and
-only the partitions are filled.
+only the partitions are filled. Values are always drawn on the CPU, also for parameters that
+live on a GPU, since a CUDA generator's stream differs from the CPU's.
 """
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def shard_of(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 DRAW_PIECE = 2**20
 
 
-def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, device: torch.device) -> torch.Tensor:
+CPU = torch.device("cpu")
+
+
+def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, device: torch.device = CPU) -> torch.Tensor:
     """GPT-2 style: unit norm weights, zero biases, N(0, init_std) elsewhere, with residual
     output projections scaled by 1/sqrt(2 · n_layers) so depth does not grow the residual
     stream's variance."""
@@ -65,10 +69,13 @@ def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, dev
 
 
 def initial_slice(
-    name: str, shape: torch.Size, split: tuple[int, int, int] | None, cfg: ModelConfig, seed: int, device: torch.device
+    name: str, shape: torch.Size, split: tuple[int, int, int] | None, cfg: ModelConfig, seed: int, device: torch.device = CPU
 ) -> torch.Tensor:
     """The tensor-parallel slice ``split`` = (dim, rank, size) of the initial value of the
-    whole tensor of ``shape`` (the whole tensor for None), exactly as cut from it."""
+    whole tensor of ``shape`` (the whole tensor for None), exactly as cut from it. Drawn
+    from a CPU generator whatever ``device`` it is returned on: a CUDA generator gives
+    other values, so a layout whose parameters live on the GPU (ZeRO-3's partitions) would
+    start elsewhere than the others."""
     local = list(shape)
     if split is not None:
         local[split[0]] //= split[2]
@@ -79,13 +86,9 @@ def initial_slice(
     std = cfg.init_std
     if cfg.scaled_init and name.endswith(RESIDUAL_PROJECTIONS):
         std /= (2 * cfg.n_layers) ** 0.5
-    generator = torch.Generator(device=device).manual_seed((seed << 32) ^ zlib.crc32(name.encode()))
-    if split is None:
-        return torch.randn(shape, generator=generator, device=device).mul_(std)
-    if device.type != "cpu":  # other generators' streams do not continue across pieces
-        full = torch.randn(shape, generator=generator, device=device)
-        return full.chunk(split[2], dim=split[0])[split[1]].clone().mul_(std)
-    return draw_slice(shape, split, generator).mul_(std)
+    generator = torch.Generator().manual_seed((seed << 32) ^ zlib.crc32(name.encode()))
+    drawn = torch.randn(shape, generator=generator) if split is None else draw_slice(shape, split, generator)
+    return drawn.mul_(std).to(device)
 
 
 def draw_slice(shape: torch.Size, split: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
@@ -132,8 +135,9 @@ def init_parameters(module: nn.Module, prefix: str, cfg: ModelConfig, seed: int)
     for name, param in module.named_parameters():
         if param.is_meta:
             continue
-        storage = param.ds_tensor if hasattr(param, "ds_tensor") else param
-        set_local(param, initial_slice(prefix + name, full_shape(param), tp_split(param), cfg, seed, storage.device))
+        # Drawn on the CPU; set_local copies only this rank's part (a ZeRO-3 partition) to
+        # the parameter's device.
+        set_local(param, initial_slice(prefix + name, full_shape(param), tp_split(param), cfg, seed))
 
 
 @torch.no_grad()

@@ -8,15 +8,16 @@ many heads and how much width land on this rank. The pipeline lays out the same
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pretrain.choices import Choice
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, ContextManager, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 from pretrain.flex_attention import BlockMask, block_mask, flex_attend
 from pretrain.fused_linear import fused_linear
@@ -55,6 +56,14 @@ class LayerFactory:
     def dropout(self, p: float) -> nn.Module:
         """Dropout of the activations between layers (embedding and residual dropout)."""
         return nn.Dropout(p)
+
+    def split_rng(self) -> ContextManager[None]:
+        """Where dropout of values split across tensor-parallel ranks (attention's, on this
+        rank's heads) draws its masks; whole values draw from the default generator."""
+        return contextlib.nullcontext()
+
+    # torch.utils.checkpoint's ``context_fn`` for a recomputed block: nothing around it.
+    checkpoint_contexts = staticmethod(noop_context_fn)
 
     def gather_input(self, x: Tensor) -> Tensor:
         """The input of column layers, (batch, seq, d_model), as they need it."""
@@ -262,15 +271,17 @@ class Attention(nn.Module):
         return self.wo(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
 
     def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool) -> Tensor:
-        return F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.local_kv_heads != self.local_heads,
-        )
+        dropout = self.dropout if self.training else 0.0
+        with self.layers.split_rng() if dropout else contextlib.nullcontext():  # this rank's heads' masks
+            return F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=is_causal,
+                dropout_p=dropout,
+                enable_gqa=self.local_kv_heads != self.local_heads,
+            )
 
 
 class MLP(nn.Module):
@@ -406,7 +417,9 @@ class GPT(nn.Module):
         rope = self.blocks[0].attn.rotary_tables(positions) if self.blocks else None
         for index, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, positions, mask, is_causal, None, rope, use_reentrant=False)
+                x = checkpoint(
+                    block, x, positions, mask, is_causal, None, rope, use_reentrant=False, context_fn=self.layers.checkpoint_contexts
+                )
             else:
                 x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index], rope)
         tied = self.embed.tokens.weight if self.cfg.tie_embeddings else None

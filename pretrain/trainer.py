@@ -32,6 +32,7 @@ from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, res
 from pretrain.parallel.master_state import applied_updates
 from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
 from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
+from pretrain.parallel import rng
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
@@ -94,7 +95,8 @@ class Trainer:
         self.layers = TensorParallelLayers(tp_group, sequence_parallel) if self.layout.tp > 1 else DENSE
         self.loss = StepLoss(self.layers)
         self.eval_tasks = (
-            EvalTasks(cfg.train.eval_tasks, tokenizer, seq_len=cfg.train.seq_len, layout=self.layout, zero_stage=cfg.parallel.zero_stage)
+            EvalTasks(cfg.train.eval_tasks, tokenizer, seq_len=cfg.train.seq_len, layout=self.layout, zero_stage=cfg.parallel.zero_stage,
+                      data=cfg.data)
             if cfg.train.eval_tasks
             else None
         )
@@ -202,8 +204,11 @@ class Trainer:
 
     def _seed_dropout(self, step: int) -> None:
         """Ranks of one tensor-parallel group see the same replicated activations, so they
-        share a dropout stream; data-parallel replicas and pipeline stages draw their own."""
-        torch.manual_seed(self.cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id() + 1_000_003 * step)
+        share a dropout stream; data-parallel replicas and pipeline stages draw their own,
+        and so does each tensor-parallel rank for its heads (``pretrain.parallel.rng``)."""
+        base = self.cfg.train.seed + 7919 * self.dp_rank + self.grid.get_stage_id() + 1_000_003 * step
+        torch.manual_seed(base)
+        rng.seed(base, self.grid.get_slice_parallel_rank())
 
     def _layout_record(self) -> dict[str, int]:
         return {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp, "zero_stage": self.cfg.parallel.zero_stage}
@@ -264,7 +269,7 @@ class Trainer:
         of ``train.eval_tasks``; None when there is nothing to evaluate."""
         metrics = self._validation_loss()
         if self.eval_tasks is not None:
-            metrics.update(self.eval_tasks.run(self.engine.module, is_main=self.process.is_main, device=self.process.device, step=self.step))
+            metrics.update(self.eval_tasks.run(self.engine.module, is_main=self.process.is_main, step=self.step))
         return metrics or None
 
     @torch.no_grad()
@@ -297,10 +302,10 @@ class Trainer:
     def save(self) -> Path:
         """Checkpoint this step; with ``train.async_save`` the files are still being written
         when it returns (``wait_for_save`` waits for them)."""
-        background = self.background_saver is not None
+        host_buffers = self.background_saver.host_buffers if self.background_saver is not None else None
 
         def prepare_state(path: Path):  # type: ignore[no-untyped-def]
-            return prepare_training_state(path, self.engine, self.optimizer, self.grid, copy=background)
+            return prepare_training_state(path, self.engine, self.optimizer, self.grid, host_buffers)
 
         metadata = self._checkpoint_metadata()
         return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver)

@@ -1,5 +1,6 @@
-"""Fixtures for every test folder: a single-node Slurm cluster (munge, slurmctld, slurmd) for the
-tests of the Slurm launch paths, configured and run entirely inside a temporary directory."""
+"""Fixtures for every test folder: CUDA hidden from the CPU suite, and a single-node Slurm cluster
+(munge, slurmctld, slurmd) for the tests of the Slurm launch paths, configured and run entirely
+inside a temporary directory."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+GPU_LANE = Path(__file__).resolve().parent / "gpu"
+
+
+def runs_only_the_gpu_lane(args: list[str]) -> bool:
+    """Whether pytest was asked for tests under tests/gpu/ and nothing else."""
+    paths = [Path(arg.split("::")[0]).resolve() for arg in args if not arg.startswith("-")]
+    return bool(paths) and all(path == GPU_LANE or GPU_LANE in path.parents for path in paths)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CPU suite gives the same results on a GPU machine: it hides CUDA (else it would
+    switch to CUDA, NCCL and bf16, and its multi-rank tests would ask one GPU for devices
+    1..3). CUDA_VISIBLE_DEVICES="" is set before any test imports code that initializes CUDA
+    (torch reads it then), and every subprocess, torchrun and srun the tests start inherits it.
+    The GPU lane (``pytest tests/gpu``, asked for alone) keeps CUDA; run with the rest of
+    the suite, its tests see no CUDA and skip."""
+    if not runs_only_the_gpu_lane(config.args):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "squeue", "scontrol", "sinfo")
 HOW_TO_ENABLE = "run the tests as root after Debian's `apt-get install slurm-wlm munge` (as .ci/run does)"

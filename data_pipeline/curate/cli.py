@@ -9,9 +9,10 @@ completion marker, so a rerun redoes only the units without one:
             verified on the signatures, reduced to a forest
   clusters  once: connected components over the forests (on disk above dedup.cluster_rows)
             -> each unit's removal list
-  write     per input unit: survivors minus duplicates -> clean shards
+  quality   once, with filters.quality.keep_fraction: the units' score histograms -> the cut
+  write     per input unit: survivors minus the quality cut and duplicates -> clean shards
   report    once: report.json, report.png and a summary table
-With dedup off, filter writes the clean shards itself and report follows it.
+With dedup and the quality cut off, filter writes the clean shards itself and report follows it.
 Options: configs/curate.yaml, data_pipeline/curate/config.py and docs/curation.md.
 """
 from __future__ import annotations
@@ -29,22 +30,26 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipeline.cli_errors import one_line_errors
 from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
-from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit
+from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit, has_write_stage
 from data_pipeline.curate.layout import Layout
 from data_pipeline.curate.partitions import AUTO, dedup_partitions
+from data_pipeline.curate.quality_stage import STAGE as QUALITY, quality_cut, quality_unit, ranks_by_quality
 from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.curate.write_stage import write_unit
+from data_pipeline.decontaminate.index import build_index, task_digests
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, run_unit, unit_stats
 from data_pipeline.executors.tasks import resolve_task
+from data_pipeline.filters.bad_words import load_bad_words
+from data_pipeline.filters.quality_model import cached_model
 from data_pipeline.io.readers import resolve_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 from data_pipeline.io.writers import atomic_write_text
 
 log = logging.getLogger("data_pipeline.curate")
-STAGES = ("all", "filter", "buckets", "clusters", "write", "report")
+STAGES = ("all", "filter", "buckets", "clusters", QUALITY, "write", "report")
 
 
 def validate(config: CurateConfig) -> None:
@@ -76,8 +81,13 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"dedup.partition_mb={config.dedup.partition_mb}: need > 0")
     if config.dedup.cluster_rows < 1:
         problems.append(f"dedup.cluster_rows={config.dedup.cluster_rows}: need at least 1")
-    if config.stage in ("buckets", "clusters", "write") and not dedup_enabled(config):
-        problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: only stage=filter and stage=report have work")
+    if config.stage in ("buckets", "clusters") and not dedup_enabled(config):
+        problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: there is no dedup to run")
+    if config.stage == QUALITY and not ranks_by_quality(config):
+        problems.append(f"stage={QUALITY} without filters.quality.keep_fraction: the quality filter decides in the filter stage")
+    if config.stage == "write" and not has_write_stage(config):
+        problems.append("stage=write without dedup or filters.quality.keep_fraction: stage=filter writes the clean shards")
+    problems += _filter_file_problems(config)
     if config.executor.kind not in EXECUTOR_KINDS:
         problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
     several_tasks = (config.num_tasks or 1) > 1
@@ -86,8 +96,31 @@ def validate(config: CurateConfig) -> None:
                         "or let executor=slurm submit every stage as a job array")
     if several_tasks and config.executor.kind != "local":
         problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
+    problems += config.decontaminate.problems()
     if problems:
         raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
+
+
+def _filter_file_problems(config: CurateConfig) -> list[str]:
+    """The quality model and the bad-words list, read once here so a bad file fails before any work."""
+    problems = []
+    quality = config.filters.quality
+    if not quality.enabled and (quality.threshold is not None or quality.keep_fraction is not None):
+        problems.append("filters.quality.threshold and keep_fraction need filters.quality.model=<file from data_pipeline.train_quality>")
+    if quality.threshold is not None and quality.keep_fraction is not None:
+        problems.append("filters.quality: give threshold or keep_fraction, not both")
+    if quality.threshold is not None and not 0 <= quality.threshold <= 1:
+        problems.append(f"filters.quality.threshold={quality.threshold}: need a score in [0, 1]")
+    if quality.keep_fraction is not None and not 0 < quality.keep_fraction <= 1:
+        problems.append(f"filters.quality.keep_fraction={quality.keep_fraction}: need a fraction in (0, 1]")
+    c4 = config.filters.c4
+    for needed, read, name in ((quality.enabled, cached_model, quality.model), (c4.enabled and c4.bad_words is not None, load_bad_words, c4.bad_words)):
+        try:
+            if needed:
+                read(name)
+        except (OSError, ValueError) as error:  # their messages name the setting and the file
+            problems.append(str(error))
+    return problems
 
 
 def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, partitions: int) -> list[Stage]:
@@ -102,8 +135,11 @@ def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, par
             Stage("buckets", [PartitionUnit(p) for p in range(partitions)],
                   partial(buckets_unit, config=config, units=unit_indices, permutations=permutations), layout.markers("buckets")),
             Stage("clusters", [SingleUnit()], partial(clusters_unit, config=config, partitions=partitions), layout.markers("clusters")),
-            Stage("write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")),
         ]
+    if ranks_by_quality(config):
+        stages.append(Stage(QUALITY, [SingleUnit()], partial(quality_unit, config=config, units=units), layout.markers(QUALITY)))
+    if has_write_stage(config):
+        stages.append(Stage("write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")))
     stages.append(Stage("report", [SingleUnit()], partial(report_unit, config=config, units=units, sources=sources), layout.markers("report")))
     return stages
 
@@ -112,8 +148,10 @@ def report_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit], sou
     """Write report.json and report.png, then drop the intermediate files the report closes."""
     layout = Layout(config.output_dir)
 
-    write_stats = unit_stats(layout.markers("write"), units) if dedup_enabled(config) else None
+    write_stats = unit_stats(layout.markers("write"), units) if has_write_stage(config) else None
     report = build_report(unit_stats(layout.markers("filter"), units), write_stats, sources)
+    if ranks_by_quality(config):
+        report["quality_cut"] = quality_cut(layout)
     atomic_write_text(layout.report, json.dumps(report, indent=1))
     plot_curation_report(config.output_dir)
     for shard in (layout.work / "filter").glob("*.jsonl.zst"):
@@ -133,7 +171,14 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     partitions = dedup_partitions(config.dedup, units) if dedup_enabled(config) else 0
     if config.dedup.partitions == AUTO and partitions:
         log.info("dedup.partitions=auto: %d (one per %g MB of input text)", partitions, config.dedup.partition_mb)
-    layout.claim(config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions)
+    # a model file rewritten under the same name is another run
+    model = {"quality_model_sha256": cached_model(config.filters.quality.model).header["sha256"]} if config.filters.quality.enabled else {}
+    task_files = task_digests(config.decontaminate.tasks)
+    layout.claim(
+        config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions, decontaminate_tasks=task_files, **model
+    )
+    if config.decontaminate.tasks:
+        build_index(config.decontaminate, layout.decontaminate)
     stages = build_stages(config, units, len(sources), partitions)
     names = [stage.name for stage in stages]
     if config.stage == "all":

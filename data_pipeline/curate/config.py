@@ -17,7 +17,10 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from data_pipeline.decontaminate.config import DecontaminateConfig
 from data_pipeline.executors.config import ExecutorConfig
+from data_pipeline.filters.pii import PiiConfig
+from data_pipeline.filters.quality import QualityConfig
 
 
 @dataclass
@@ -111,15 +114,20 @@ class C4Config:
     drop_lorem_ipsum: bool = True
     drop_curly_brace: bool = True
     min_sentences: Optional[int] = 3  # counted over the lines kept
+    # a word list (one a line): drop pages holding any; "default": the bundled stand-in list
+    # (filters/bad_words.py); C4 used LDNOOBW's en list (CC-BY-4.0). null: off
+    bad_words: Optional[str] = None
 
 
 @dataclass
 class FiltersConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
     c4: C4Config = field(default_factory=C4Config)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass
@@ -165,7 +173,7 @@ class OutputConfig:
 class CurateConfig:
     input: Any = MISSING  # a path, a glob, a folder, "hf:<dataset>", or a list of those
     output_dir: str = MISSING
-    # all: every stage in turn; filter | buckets | clusters | write | report: one stage (for
+    # all: every stage in turn; filter | buckets | clusters | quality | write | report: one stage (for
     # array jobs submitted by hand; executor=slurm submits every stage itself)
     stage: str = "all"
     workers: int = 1  # processes on this machine (on each Slurm task: executor.slurm.cpus_per_task)
@@ -181,6 +189,8 @@ class CurateConfig:
     progress: bool = True
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    # after the filters, before dedup: evaluation task text out of the training data
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -8,9 +8,11 @@ from contextlib import ExitStack
 from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.filters import build_filters
+from data_pipeline.decontaminate.filter import decontamination_filters
+from data_pipeline.filters.chain import build_filters
 from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.quality_stage import ranks_by_quality
 from data_pipeline.dedup.keys import UnitKeyWriter
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit
 from data_pipeline.io.units import InputUnit
@@ -21,20 +23,26 @@ def dedup_enabled(config: CurateConfig) -> bool:
     return config.dedup.exact or config.dedup.near
 
 
+def has_write_stage(config: CurateConfig) -> bool:
+    """Survivors wait in _work/filter for a write stage: for dedup, or for the quality cut."""
+    return dedup_enabled(config) or ranks_by_quality(config)
+
+
 def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
     """Run the filter stage on one input unit; returns its stats."""
     layout = Layout(config.output_dir)
-    filters = build_filters(config.filters)
+    filters = build_filters(config.filters) + decontamination_filters(config.decontaminate, layout.decontaminate)
     bad_input = BadInputTally(config.strict)
     stats: dict[str, Any] = {"source": unit.input_name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
     with ExitStack() as stack:
         keys = None
-        if dedup_enabled(config):  # one unsplit file, read back row by row by the write stage
+        if has_write_stage(config):  # one unsplit file, read back row by row by the write stage
             kept = stack.enter_context(ShardWriter(layout.filtered_prefix(unit.key), compression_level=1))
+        else:  # no dedup, no quality cut: these are the clean shards
+            kept = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
+        if dedup_enabled(config):
             keys = UnitKeyWriter(layout.unit_keys(unit.key), unit.index, config.dedup, partitions)
             stack.callback(keys.abandon)  # after an error: no half-written keys stay behind
-        else:  # no dedup: these are the clean shards
-            kept = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
         removed = None
         if config.output.write_removed:
             removed = stack.enter_context(ShardWriter(layout.removed_prefix("filter", unit.key)))
@@ -60,7 +68,7 @@ def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[
                 keys.add(item.id, item.text)
         if keys is not None:
             keys.finish()
-        else:
+        if not has_write_stage(config):
             stats["shards"] = [path.name for path in kept.close()]
     stats["filters"] = {document_filter.name: document_filter.stats() for document_filter in filters}
     stats["bad_input"] = bad_input.stats()

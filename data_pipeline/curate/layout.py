@@ -10,6 +10,7 @@
   _work/filter/<unit>-0000.jsonl.zst      documents that passed the filters, waiting for dedup
   _work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
   _work/buckets/<partition>.npy           (removed, survivor) codes of one key partition's clusters
+  _work/decontaminate/                   the n-gram index of decontaminate.tasks
   _work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
   _work/components/                       on-disk connected components' scratch (clusters unit)
   _work/slurm/                            submitit's scripts and logs (executor=slurm)
@@ -27,6 +28,7 @@ class Layout(WorkDir):
         self.removed = self.root / "removed"
         self.keys = self.work / "keys"
         self.components = self.work / "components"  # emptied when the clusters unit starts and ends
+        self.decontaminate = self.work / "decontaminate"  # the task n-gram index (decontaminate/index.py)
 
     def make_dirs(self) -> None:
         for folder in (self.work / "filter", self.keys, self.work / "buckets", self.work / "clusters", self.removed):

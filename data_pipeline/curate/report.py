@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from data_pipeline.filters import FILTER_ORDER
+from data_pipeline.decontaminate.filter import Decontaminator
+from data_pipeline.decontaminate.report import decontamination_report
+from data_pipeline.filters.chain import FILTER_ORDER
 
 MAX_BAD_INPUT_EVENTS = 1000
 
@@ -15,10 +17,17 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
     stages = _filter_stages(filter_stats)
     documents_after_filters = sum(stats["documents_out"] for stats in filter_stats)
     if write_stats is not None:
-        exact = sum(stats["removed"]["exact"] for stats in write_stats)
-        near = sum(stats["removed"]["near"] for stats in write_stats)
-        stages.append({"stage": "dedup_exact", "documents_in": documents_after_filters, "removed": exact, "reasons": {"exact": exact}})
-        stages.append({"stage": "dedup_near", "documents_in": documents_after_filters - exact, "removed": near, "reasons": {"near": near}})
+        removed_in_write = _sum_counters(stats["removed"] for stats in write_stats)
+        if "quality" in write_stats[0]["removed"]:  # the keep_fraction cut, applied by the write stage
+            below = removed_in_write["quality"]
+            quality = next(stage for stage in stages if stage["stage"] == "quality")
+            quality["removed"] += below
+            quality["reasons"]["below_keep_fraction"] = below
+            documents_after_filters -= below
+        if "exact" in write_stats[0]["removed"]:
+            exact, near = removed_in_write["exact"], removed_in_write["near"]
+            stages.append({"stage": "dedup_exact", "documents_in": documents_after_filters, "removed": exact, "reasons": {"exact": exact}})
+            stages.append({"stage": "dedup_near", "documents_in": documents_after_filters - exact, "removed": near, "reasons": {"near": near}})
     else:
         write_stats = filter_stats
     documents_out = sum(stats["documents_out"] for stats in write_stats)
@@ -37,9 +46,13 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
         "stages": stages,
         # what normalization changed (documents per step): by default encoding, never whitespace
         "normalize_changes": _sum_counters(stats["filters"].get("normalize", {}).get("changed", {}) for stats in filter_stats),
+        "pii_replacements": _sum_counters(stats["filters"].get("pii", {}).get("replaced", {}) for stats in filter_stats),
         "c4_lines_removed": _sum_counters(stats["filters"].get("c4", {}).get("lines_removed", {}) for stats in filter_stats),
         "bad_input": _bad_input(filter_stats),
     }
+    decontaminated = [stats["filters"]["decontaminated"] for stats in filter_stats if "decontaminated" in stats["filters"]]
+    if decontaminated:
+        report["decontamination"] = decontamination_report(decontaminated)
     removed = sum(stage["removed"] for stage in stages)
     if documents_in != documents_out + removed:  # nothing may go missing unaccounted
         raise AssertionError(f"report does not add up: {documents_in} in != {documents_out} out + {removed} removed")
@@ -55,7 +68,7 @@ def _sum_counters(counters) -> dict[str, int]:
 
 def _filter_stages(filter_stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     stages = []
-    for name, _ in FILTER_ORDER:
+    for name in [name for name, _ in FILTER_ORDER] + [Decontaminator.name]:
         runs = [stats["filters"][name] for stats in filter_stats if name in stats["filters"]]
         if runs:
             reasons = _sum_counters(run["removed"] for run in runs)

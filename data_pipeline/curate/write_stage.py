@@ -1,6 +1,7 @@
 """Stage 4, one job per input unit: copy the unit's filtered documents to the clean output
-shards, leaving out the duplicates that the clusters stage named (they go to removed/ with the
-id they duplicate, and to the duplicate map)."""
+shards, leaving out the documents under the quality stage's cut (with filters.quality.keep_fraction)
+and the duplicates that the clusters stage named (they go to removed/ with the id they
+duplicate, and to the duplicate map)."""
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -9,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.curate.config import CurateConfig
+from data_pipeline.curate.filter_stage import dedup_enabled
 from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.quality_stage import STAGE as QUALITY, quality_cut, ranks_by_quality
 from data_pipeline.dedup.keys import KeyStore, row_of
+from data_pipeline.filters.quality import SCORE_KEY, score_bin
 from data_pipeline.io.units import InputUnit
 from data_pipeline.io.writers import ShardWriter, iter_shard, output_writer
 
@@ -29,17 +33,29 @@ def unit_removals(layout: Layout, unit: InputUnit, store: KeyStore) -> dict[int,
 
 def write_unit(unit: InputUnit, config: CurateConfig, permutations: int) -> dict[str, Any]:
     layout = Layout(config.output_dir)
-    removals = unit_removals(layout, unit, KeyStore(layout.keys, permutations))
-    stats: dict[str, Any] = {"documents_out": 0, "bytes_out": 0, "shards": [], "removed": {"exact": 0, "near": 0}}
+    dedup = dedup_enabled(config)
+    removals = unit_removals(layout, unit, KeyStore(layout.keys, permutations)) if dedup else {}
+    cut = quality_cut(layout)["threshold_bin"] if ranks_by_quality(config) else None
+    stats: dict[str, Any] = {"documents_out": 0, "bytes_out": 0, "shards": [], "removed": {}}
+    stats["removed"] |= {"exact": 0, "near": 0} if dedup else {}
+    stats["removed"] |= {QUALITY: 0} if cut is not None else {}
     filtered_shards = Layout.shards_of(layout.filtered_prefix(unit.key))
     with ExitStack() as stack:
         output = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
-        duplicate_map = stack.enter_context(ShardWriter(layout.removed_prefix("duplicate_map", unit.key)))
-        removed = stack.enter_context(ShardWriter(layout.removed_prefix("dedup", unit.key))) if config.output.write_removed else None
+        if dedup:
+            duplicate_map = stack.enter_context(ShardWriter(layout.removed_prefix("duplicate_map", unit.key)))
+        removed = below_cut = None
+        if config.output.write_removed:
+            removed = stack.enter_context(ShardWriter(layout.removed_prefix("dedup", unit.key))) if dedup else None
+            below_cut = stack.enter_context(ShardWriter(layout.removed_prefix(QUALITY, unit.key))) if cut is not None else None
         row = 0
         for shard in filtered_shards:
             for record in iter_shard(shard):
-                if row in removals:
+                if cut is not None and score_bin(record["meta"][SCORE_KEY]) < cut:
+                    stats["removed"][QUALITY] += 1
+                    if below_cut is not None:
+                        below_cut.write({**record, "reason": "quality:below_keep_fraction"})
+                elif row in removals:
                     kept_id, kind = removals[row]
                     stats["removed"][kind] += 1
                     duplicate_map.write({"id": record["id"], "duplicate_of": kept_id, "kind": kind})

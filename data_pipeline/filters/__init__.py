@@ -1,32 +1,4 @@
-"""The document filters, in the order the pipeline runs them."""
-from __future__ import annotations
-
-from data_pipeline.curate.config import FiltersConfig
-from data_pipeline.filters.base import Filter
-from data_pipeline.filters.c4 import C4Filter
-from data_pipeline.filters.gopher_quality import GopherQualityFilter
-from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
-from data_pipeline.filters.language import LanguageFilter
-from data_pipeline.filters.normalize import Normalizer
-
-# datatrove's order. Language ID comes last: it is the slowest rule per byte (fastText reads
-# every character n-gram), and by then the Gopher rules (stop words in particular) have
-# removed most text that is not English prose. C4 rewrites the text, so it follows the
-# Gopher rules, which measure the document as a whole.
-FILTER_ORDER = (
-    ("normalize", Normalizer),
-    ("gopher_repetition", GopherRepetitionFilter),
-    ("gopher_quality", GopherQualityFilter),
-    ("c4", C4Filter),
-    ("language", LanguageFilter),
-)
-
-
-def build_filters(config: FiltersConfig) -> list[Filter]:
-    """The enabled filters, configured."""
-    filters = []
-    for name, filter_class in FILTER_ORDER:
-        stage_config = getattr(config, name)
-        if stage_config.enabled:
-            filters.append(filter_class(stage_config))
-    return filters
+"""Formatters (normalize, pii) and document filters (gopher_repetition, gopher_quality, c4,
+language, quality); chain.py puts them in the order the pipeline runs them. Each filter's config
+dataclass lives in curate/config.py, or beside the filter (pii.py, quality.py) when nothing of
+the curate command is needed to define it."""

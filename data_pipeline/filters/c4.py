@@ -2,7 +2,14 @@
 Text-to-Text Transformer", section 2.2, in the order of the reference implementation
 (tensorflow_datasets c4_utils.clean_page). The thresholds and end marks come from the config:
 the paper's by default, datatrove's with ``+filters/c4=datatrove`` (docs/curation.md). Line rules remove lines; document rules remove
-the document; the kept lines become the document's text."""
+the document. Line rules judge each line stripped of its indentation, but never rewrite the
+lines they keep: indentation, tabs and the blank lines between kept lines stay byte for byte
+(only ``remove_citations`` edits a kept line, taking its markers out); removed lines, and blank
+lines before the first kept line or after the last, go.
+
+The bad-words rule (off by default; section 2.2: pages with a word of the "List of Dirty,
+Naughty, Obscene, and Otherwise Bad Words") runs last, on the kept text; bad_words.py reads the
+list."""
 from __future__ import annotations
 
 import re
@@ -12,6 +19,7 @@ from typing import Any
 from data_pipeline.curate.config import C4Config
 from data_pipeline.filters.base import Filter, falls_short
 from data_pipeline.document import Document
+from data_pipeline.filters.bad_words import bad_words_pattern
 from data_pipeline.text import count_sentences
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
@@ -27,17 +35,24 @@ class C4Filter(Filter):
         self.terminal_punctuation = tuple(config.terminal_punctuation)
         # lines removed, by rule: reported next to the documents removed
         self.lines_removed: Counter[str] = Counter()
+        self.bad_words = bad_words_pattern(config.bad_words) if config.bad_words is not None else None
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "lines_removed": dict(self.lines_removed)}
 
     def check(self, doc: Document) -> str | None:
         config = self.config
-        kept_lines: list[str] = []
-        for line in doc.text.splitlines():
-            line = line.strip()
-            if config.remove_citations:
-                line = CITATION_RE.sub("", line)
+        kept_lines: list[str] = []  # as written, blank lines included
+        sentences = 0
+        for raw_line in doc.text.split("\n"):
+            line = raw_line.strip()
+            if not line:
+                if kept_lines:  # blank lines after the last kept line are dropped below
+                    kept_lines.append(raw_line)
+                continue
+            if config.remove_citations and "[" in line:
+                raw_line = CITATION_RE.sub("", raw_line)
+                line = raw_line.strip()
             # counted after the markers go: "[1]" is not a word of the sentence
             words = line.split()
             if config.max_word_length is not None and any(len(word) > config.max_word_length for word in words):
@@ -62,8 +77,17 @@ class C4Filter(Filter):
             if config.drop_policy_lines and any(phrase in lowered for phrase in POLICY_PHRASES):
                 self.lines_removed["policy"] += 1
                 continue
-            kept_lines.append(line)
-        if config.min_sentences is not None and sum(map(count_sentences, kept_lines)) < config.min_sentences:
+            kept_lines.append(raw_line)
+            sentences += count_sentences(line)
+        if config.min_sentences is not None and sentences < config.min_sentences:
             return "too_few_sentences"
-        doc.text = "\n".join(kept_lines)
-        return None if doc.text else "empty"
+        while kept_lines and not kept_lines[-1].strip():
+            kept_lines.pop()
+        text = "\n".join(kept_lines)
+        if text != doc.text:  # an unchanged text keeps its tokens for the filters after this one
+            doc.text = text
+        if not doc.text:
+            return "empty"
+        if self.bad_words is not None and self.bad_words.search(doc.text.lower()):
+            return "bad_words"
+        return None

@@ -2,9 +2,11 @@
 
     python -m data_pipeline.tokenize input=<dir|glob|hf:name> tokenizer=<path> output_dir=<dir> [workers=N] [executor=local|slurm|ray]
 
-Two stages run on the executor (the same ones, and settings, as curation's):
+Two stages (three with the fingerprint) run on the executor (the same ones, and settings, as curation's):
   encode  per input unit (io/units.py): documents -> a token run per split (encode.py)
   pack    per output shard: exactly tokens_per_shard tokens copied out of the runs (pack.py)
+  fingerprint  (beside pack) per range of the hash space: the train split's n-gram fingerprint
+          merged from the encode units' runs (decontaminate/fingerprint.py; fingerprint_ngram)
 then every split gets its index (<split>.shards.json), the runs are removed and the summary
 is printed and kept in summary.json. A rerun redoes only the units without a marker.
 ``<output_dir>`` also gets a copy of the tokenizer (``tokenizer.model``, ``tokenizer_meta.json``,
@@ -22,8 +24,10 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 
+from data_pipeline.decontaminate.fingerprint import FINGERPRINT_FILE, FINGERPRINT_META, merge_range, plan_ranges, publish
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, unit_stats
@@ -56,6 +60,8 @@ def validate(config: TokenizeConfig) -> None:
         problems.append(f"unit_size_mb={config.unit_size_mb}: need > 0")
     if config.tokens_per_shard < 1:
         problems.append(f"tokens_per_shard={config.tokens_per_shard}: need at least 1 (default 2^28 = 268435456)")
+    if config.fingerprint_ngram is not None and config.fingerprint_ngram < 1:
+        problems.append(f"fingerprint_ngram={config.fingerprint_ngram}: need >= 1 words per gram, or null for no fingerprint")
     if config.executor.kind not in EXECUTOR_KINDS:
         problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
     if problems:
@@ -98,6 +104,21 @@ def prepare_output_dir(config: TokenizeConfig, layout: Layout, units: list[Input
     return tokenizer
 
 
+def fingerprint_stage(layout: Layout, stats: list[dict[str, Any]]) -> Stage:
+    """The merge of the encode units' n-gram runs into the train split's fingerprint, one
+    range of the hash space per unit (decontaminate/fingerprint.py)."""
+    runs = [layout.fingerprint / name for unit_stats in stats for name in unit_stats["fingerprint"]["runs"]]
+    ranges = plan_ranges(runs, sum(unit_stats["fingerprint"]["hashes"] for unit_stats in stats))
+    return Stage("fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint"))
+
+
+def publish_fingerprint(layout: Layout, merge: Stage, n: int) -> None:
+    if (layout.root / FINGERPRINT_META).exists():  # published by an earlier run of this command
+        return
+    meta = publish(layout.root, layout.fingerprint, list(merge.units), n)
+    log.info("n-gram fingerprint of the train split: %s distinct %d-grams in %s", f"{meta['hashes']:,}", n, FINGERPRINT_FILE)
+
+
 def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     """Run both stages; returns the summary, or None while units submitted elsewhere
     (executor=slurm with wait=false) are still to finish."""
@@ -126,12 +147,17 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     pack = Stage("pack", [shard for split in SPLITS for shard in shards[split]],
                  partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash),
                  layout.markers("pack"))
-    executor.run([pack])
-    if message := pack.missing_message():
-        log.info("%s: re-run the same command once they are done", message)
-        return None
+    merge = fingerprint_stage(layout, stats) if config.fingerprint_ngram is not None else None
+    stages = [pack] if merge is None else [pack, merge]
+    executor.run(stages)  # together: both need only the encode units, and Ray or Slurm start once
+    for stage in stages:
+        if message := stage.missing_message():
+            log.info("%s: re-run the same command once they are done", message)
+            return None
     for split in SPLITS:
         SplitIndex(split, special.tokenizer_hash, config.tokens_per_shard, unit_stats(pack.marker_dir, shards[split])).save(layout.root)
+    if merge is not None:
+        publish_fingerprint(layout, merge, config.fingerprint_ngram)
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
                                       config.tokens_per_shard, time.perf_counter() - start)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from omegaconf import MISSING
 
 from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.decontaminate.ngrams import DEFAULT_NGRAM
 from data_pipeline.executors.config import ExecutorConfig
 
 # 2^28 tokens: 512 MiB of uint16 (vocabularies up to 65,536) or 1 GiB of uint32 per shard.
@@ -39,6 +41,9 @@ class TokenizeConfig:
     # vocabulary (for objective=mlm / span; docs/hf.md). The shards get the grown tokenizer.
     add_special_tokens: bool = False
     num_sentinels: int = 100
+    # Words per gram of the train split's n-gram fingerprint (train.ngrams.u64, which evaluation
+    # checks its tasks against: docs/evaluation.md, "Contamination"); null: no fingerprint.
+    fingerprint_ngram: Optional[int] = DEFAULT_NGRAM
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     strict: bool = False  # the first bad input record fails the run

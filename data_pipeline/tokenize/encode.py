@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 import xxhash
 
+from data_pipeline.decontaminate.fingerprint import FingerprintRunWriter
 from data_pipeline.io.readers import BadInputTally
 from data_pipeline.document import Document
 from data_pipeline.formats.token_shards import TokenShardWriter
@@ -63,6 +64,9 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
                              "smallest_train_hashes": []}
     smallest: list[tuple[int, int, int]] = []  # a heap of (-hash, start, stop): the largest of them on top
     writers = {split: TokenShardWriter(layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash) for split in SPLITS}
+    fingerprint = None
+    if config.fingerprint_ngram is not None:  # from the text: tokens have no words
+        fingerprint = FingerprintRunWriter(layout.fingerprint / f"run-{unit.index:05d}", config.fingerprint_ngram)
     try:
         for batch in batched(read_unit(unit, config.reader), ENCODE_BATCH):
             documents = []
@@ -79,6 +83,8 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
                 writer = writers[split]
                 if split == TRAIN:
                     keep_smallest(smallest, (-hashed, writer.num_tokens, writer.num_tokens + len(ids)))
+                    if fingerprint is not None:
+                        fingerprint.add(document.text)
                 writer.add_document(ids)
                 stats["documents"][split] += 1
                 stats["tokens"][split] += len(ids)
@@ -86,10 +92,14 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
     except BaseException:
         for writer in writers.values():
             writer.abort()
+        if fingerprint is not None:
+            fingerprint.abort()
         raise
     for writer in writers.values():
         writer.close()
     stats["smallest_train_hashes"] = sorted([-negated, start, stop] for negated, start, stop in smallest)
     stats["bad_input"] = bad_input.stats()
+    if fingerprint is not None:
+        stats["fingerprint"] = fingerprint.close()
     stats["cpu_seconds"] = time.process_time() - start_cpu
     return stats

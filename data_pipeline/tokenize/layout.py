@@ -7,6 +7,8 @@
   _work/run.json                    the settings and input units this output_dir belongs to
   _work/done/<stage>/<unit>.done.json   a unit's stats: its completion marker (the executor's)
   _work/runs/<split>-<unit>.*       stage 1's token runs, one per input unit and split (removed at the end)
+  _work/fingerprint/                stage 1's n-gram runs and their merged hash ranges (removed at the end)
+  train.ngrams.u64, .json           the train split's n-gram fingerprint (decontaminate/fingerprint.py)
   _work/slurm/                      submitit's scripts and logs (executor=slurm)
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Layout(WorkDir):
     def __init__(self, output_dir: str | Path) -> None:
         super().__init__(output_dir)
         self.runs = self.work / "runs"
+        self.fingerprint = self.work / "fingerprint"  # the fingerprint's runs and ranges (decontaminate/fingerprint.py)
 
     @property
     def summary(self) -> Path:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
+from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import continuation_log_probs
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.inference.jsonl import read_jsonl
@@ -76,7 +77,7 @@ def accuracy(log_likelihoods: Sequence[Sequence[float]], questions: Sequence[Que
 
 
 def multiple_choice(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken
+    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
 ) -> dict[str, float]:
     every_question = read_questions(task.path)
     questions = every_question[: task.limit]
@@ -94,4 +95,7 @@ def multiple_choice(
     for question in questions:
         per_question.append(scores[offset : offset + len(question.choices)])
         offset += len(question.choices)
-    return accuracy(per_question, questions)
+    metrics = accuracy(per_question, questions)
+    if clean is not None:  # the questions with no n-gram in the training data
+        metrics.update(clean_metrics(accuracy, clean, per_question, questions))
+    return metrics

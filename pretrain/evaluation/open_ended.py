@@ -6,10 +6,11 @@ rouge-score's tokenizer keeps ASCII letters and digits only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.generation.generator import Generator
 from pretrain.inference.jsonl import read_jsonl
@@ -60,7 +61,7 @@ def rouge_and_bleu(predictions: Sequence[str], references: Sequence[Sequence[str
 
 
 def open_ended(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken
+    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
 ) -> dict[str, float]:
     items = read_references(task.path)[: task.limit]
     generator = Generator(model, tokenizer, task.generation, start_token)
@@ -68,6 +69,12 @@ def open_ended(
     for first in tqdm(range(0, len(items), batch_size), desc=task.label, unit="batch", leave=False):
         predictions += generator.complete([item.prompt for item in items[first : first + batch_size]])
     # A completion usually starts with the space after the prompt: not part of the answer.
-    metrics = rouge_and_bleu([prediction.strip() for prediction in predictions], [item.references for item in items])
-    metrics["examples"] = float(len(items))
+    predictions = [prediction.strip() for prediction in predictions]
+    metrics = scores(predictions, [item.references for item in items])
+    if clean is not None:  # the items with no n-gram in the training data
+        metrics.update(clean_metrics(scores, clean, predictions, [item.references for item in items]))
     return metrics
+
+
+def scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    return {**rouge_and_bleu(predictions, references), "examples": float(len(predictions))}

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
 from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
-from pretrain.evaluation.scoring import score_streams
+from pretrain.evaluation.contamination import clean_metrics
+from pretrain.evaluation.scoring import StreamScore, score_streams
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.inference.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
@@ -38,17 +40,27 @@ def text_streams(task: TaskConfig, tokenizer: TextTokenizer, start_token: StartT
 
 
 def perplexity(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken
+    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
 ) -> dict[str, float]:
     seq_len = task.seq_len or model.cfg.max_seq_len
     if not 1 <= seq_len <= model.cfg.max_seq_len:
         raise ValueError(f"task {task.label}: seq_len={seq_len} must be in [1, model.max_seq_len={model.cfg.max_seq_len}]")
     is_shards = Path(task.path).is_dir()
     streams = shard_streams(task, tokenizer) if is_shards else text_streams(task, tokenizer, start_token)
-    score = score_streams(model, streams, seq_len, batch_size, tokenizer.token_bytes(), task.limit, desc=task.label)
-    if score.tokens == 0:
+
+    def scores(chosen: Sequence[np.ndarray]) -> dict[str, float]:
+        return stream_metrics(score_streams(model, chosen, seq_len, batch_size, tokenizer.token_bytes(), task.limit, desc=task.label))
+
+    metrics = scores(streams)
+    if metrics["tokens"] == 0:
         raise ValueError(f"task {task.label}: {task.path} holds no token to predict")
-    loss = score.nll / score.tokens
+    if clean is not None:  # the documents with no n-gram in the training data, scored again alone
+        metrics.update(clean_metrics(scores, clean, streams))
+    return metrics
+
+
+def stream_metrics(score: StreamScore) -> dict[str, float]:
+    loss = score.nll / max(score.tokens, 1)
     return {
         "loss": loss,
         "ppl": math.exp(min(loss, 50.0)),

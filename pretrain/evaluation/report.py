@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ def format_table(metrics: dict[str, float]) -> str:
     metric_width = max([len("metric")] + [len(metric) for _, metric in rows])
     lines = [f"{'task':<{task_width}}  {'metric':<{metric_width}}  value", "-" * (task_width + metric_width + 14)]
     for (task, metric), value in zip(rows, metrics.values()):
-        lines.append(f"{task:<{task_width}}  {metric:<{metric_width}}  {value:.4f}")
+        shown = "unknown" if metric == "contamination" and math.isnan(value) else f"{value:.4f}"
+        lines.append(f"{task:<{task_width}}  {metric:<{metric_width}}  {shown}")
     return "\n".join(lines)
 
 

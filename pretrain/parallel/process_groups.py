@@ -19,6 +19,15 @@ def choose_accelerator_quietly() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
+def default_cuda_allocator() -> None:
+    """Expandable segments let the caching allocator grow a segment instead of keeping
+    blocks of every size it met, which spares the fragmentation that varying shapes cause
+    (evaluation, the last batch, pipeline stages). Set only where the user set neither
+    allocator variable, and before torch first touches CUDA (it reads it then)."""
+    if "PYTORCH_ALLOC_CONF" not in os.environ:
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
 def strip_launcher_arguments(argv: list[str]) -> list[str]:
     """The deepspeed launcher appends ``--local_rank=N`` (or ``--local_rank N``) to the
     script's arguments; Hydra would read it as a bad override. Move it to LOCAL_RANK."""
@@ -76,19 +85,41 @@ def _skip_shared_memory_op_build() -> None:
     comm_torch.build_shm_op = lambda: None
 
 
-def _init_restartable_process_group(backend: str) -> None:
-    """Under torchrun, workers restarted after a failure (--max-restarts) meet in the same
-    store as the attempt before; without a per-attempt prefix, new process groups read the
-    dead workers' addresses and fail to connect (seen with gloo in torch 2.13). The attempt
-    number comes from the store itself, counting arrivals, so every node agrees on it even
-    when their agents count restarts differently (a node restarted only because another
-    failed does not count a retry)."""
-    from deepspeed.constants import default_pg_timeout
+def _init_process_group(backend: str, device: torch.device) -> None:
+    """The default group, made here rather than by DeepSpeed (which adopts it) so that NCCL
+    learns this rank's GPU (``device_id``: its communicator binds to it at once, not to a
+    device guessed from the rank). Under torchrun, workers restarted after a failure
+    (--max-restarts) meet in the same store as the attempt before; without a per-attempt
+    prefix, new process groups read the dead workers' addresses and fail to connect (seen
+    with gloo in torch 2.13). The attempt number comes from the store itself, counting
+    arrivals, so every node agrees on it even when their agents count restarts differently
+    (a node restarted only because another failed does not count a retry)."""
+    from deepspeed import constants  # its default_pg_timeout reads DEEPSPEED_TIMEOUT (minutes)
 
-    store, rank, world_size = next(torch.distributed.rendezvous("env://", timeout=default_pg_timeout))
+    device_id = device if device.type == "cuda" else None
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        torch.distributed.init_process_group(backend, timeout=constants.default_pg_timeout, device_id=device_id)
+        return
+    store, rank, world_size = next(torch.distributed.rendezvous("env://", timeout=constants.default_pg_timeout))
     attempt = (store.add("pretrain/arrivals", 1) - 1) // world_size
     prefixed = torch.distributed.PrefixStore(f"pretrain-attempt-{attempt}", store)
-    torch.distributed.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, timeout=default_pg_timeout)
+    torch.distributed.init_process_group(
+        backend, store=prefixed, rank=rank, world_size=world_size, timeout=constants.default_pg_timeout, device_id=device_id
+    )
+
+
+def select_device(local_rank: int) -> torch.device:
+    """This process's device: the GPU LOCAL_RANK names among those it sees, the CPU without
+    one. A task that sees only its own GPU (Slurm ``--gpus-per-task=1``) sees it as device 0
+    whatever its local rank, so the index wraps around the visible count. DeepSpeed takes
+    LOCAL_RANK for the device index (its engine, ``zero.Init`` and pipeline module move
+    tensors to ``cuda:LOCAL_RANK``), so LOCAL_RANK is made to name that device too."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    os.environ["LOCAL_RANK"] = str(device.index)
+    return device
 
 
 @dataclass(frozen=True)
@@ -110,15 +141,11 @@ def init_distributed() -> ProcessInfo:
     if not torch.cuda.is_available():
         _skip_shared_memory_op_build()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if "TORCHELASTIC_RESTART_COUNT" in os.environ:
-        _init_restartable_process_group(backend)
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)  # adopts an existing group
+    device = select_device(local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not torch.distributed.is_initialized():
+        _init_process_group(backend, device)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)  # adopts the group
     return ProcessInfo(
         rank=torch.distributed.get_rank(),
         world_size=torch.distributed.get_world_size(),

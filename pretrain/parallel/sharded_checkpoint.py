@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pretrain.background_save import HostBuffers
 from pretrain.init import full_shape, shard_of
 from pretrain.parallel.master_state import WEIGHT, MasterState, state_keys
 from pretrain.parallel.pipeline import canonical_parameters
@@ -100,19 +101,6 @@ def shard_contents(
         )
         tensors += [(f"{kind}/{name}", value) for kind, value in fragment.values.items()]
     return pieces, tensors
-
-
-def host_copy(tensors: list[tuple[str, Tensor]]) -> list[tuple[str, Tensor]]:
-    """The tensors copied to host memory (pinned for device tensors), so that the optimizer
-    steps that follow cannot change what is being written."""
-    copies = []
-    for key, tensor in tensors:
-        copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
-        copy.copy_(tensor.detach(), non_blocking=tensor.is_cuda)
-        copies.append((key, copy))
-    if any(tensor.is_cuda for _, tensor in tensors):
-        torch.cuda.synchronize()
-    return copies
 
 
 def write_shard(path: Path, rank: int, tensors: list[tuple[str, Tensor]]) -> None:
@@ -250,22 +238,30 @@ def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.P
 
 
 def prepare_training_state(
-    path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, copy: bool = False
+    path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, host_buffers: Optional[HostBuffers] = None
 ) -> Callable[[], None]:
     """Collective: every rank's index entries are gathered and rank 0 writes the index; return
-    the write of this rank's shard file. That write reads the live state, or with ``copy`` a
-    host copy taken now (one shard of host memory), so that training can go on meanwhile."""
+    the write of this rank's shard file. That write reads the live state, or with
+    ``host_buffers`` a host copy taken now (one shard of host memory), so that training can
+    go on meanwhile."""
     state = MasterState(engine, optimizer, grid.get_data_parallel_rank())
     rank = dist.get_rank()
     named = canonical_parameters(engine.module)
     pieces, tensors = shard_contents(state, named, rank, grid.get_stage_id(), grid.get_slice_parallel_rank())
-    if copy:
-        tensors = host_copy(tensors)
+    copied: Optional[Callable[[], None]] = None
+    if host_buffers is not None:
+        tensors, copied = host_buffers.copy(tensors)
     (path / DIRECTORY).mkdir(parents=True, exist_ok=True)
     everything = gather_pieces(pieces)
     if rank == 0:
         write_index(path, everything, state.keys)
-    return lambda: write_shard(path, rank, tensors)
+
+    def write() -> None:
+        if copied is not None:
+            copied()  # in the writer thread: the main thread goes on training
+        write_shard(path, rank, tensors)
+
+    return write
 
 
 def load_training_state(path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, step: int) -> None:

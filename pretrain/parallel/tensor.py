@@ -19,12 +19,16 @@ The embedding and the output projection split the vocabulary, and the cross-entr
 (``pretrain.loss.chunked_token_losses``) works on the vocabulary shards directly: full logits
 are never gathered during training.
 
+Dropout of the replicated activations (embedding, residual) draws the same mask on every
+rank; attention dropout, on this rank's heads, draws from the rank's own stream
+(``pretrain.parallel.rng``), as Megatron's does.
+
 Every sharded parameter records ``tp_split_dim``, ``tp_rank`` and ``tp_size``, which is all
 that initialization and checkpoint consolidation need to know about the layout.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, ContextManager, Optional
 
 import torch
 import torch.distributed as dist
@@ -34,6 +38,7 @@ from torch import Tensor, nn
 from pretrain.loss import token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
+from pretrain.parallel import rng
 
 Collective = Callable[[Tensor, dist.ProcessGroup], Tensor]
 SEQUENCE_DIM = -2  # activations are (batch, seq, features), position embeddings (seq, features)
@@ -254,6 +259,11 @@ class TensorParallelLayers(LayerFactory):
 
     def dropout(self, p: float) -> nn.Module:
         return SequenceParallelDropout(p, self.group) if self.sequence_parallel else super().dropout(p)
+
+    def split_rng(self) -> ContextManager[None]:
+        return rng.fork()
+
+    checkpoint_contexts = staticmethod(rng.recompute_contexts)
 
     def gather_input(self, x: Tensor) -> Tensor:
         if self.sequence_parallel:

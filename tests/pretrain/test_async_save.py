@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import pretrain.parallel.sharded_checkpoint as sharded_checkpoint
+from pretrain.background_save import HostBuffers
 from pretrain.checkpoint import COMPLETE_MARKER, checkpoint_root, latest_complete, tag_for
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.trainer import Trainer
@@ -51,10 +52,21 @@ def test_a_background_checkpoint_equals_one_written_in_step(token_corpus: Path, 
             assert not (path / COMPLETE_MARKER).exists()
         write_shard(path, *args)
 
+    # Every save copies into the same host buffers, allocated at the first.
+    buffers_per_save: list[list[int]] = []
+    copy = HostBuffers.copy
+
+    def copy_and_record(self: HostBuffers, tensors):  # type: ignore[no-untyped-def]
+        copies, wait = copy(self, tensors)
+        buffers_per_save.append([tensor.data_ptr() for _, tensor in copies])
+        return copies, wait
+
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
     monkeypatch.setattr(sharded_checkpoint, "write_shard", write_after_step_3)
+    monkeypatch.setattr(HostBuffers, "copy", copy_and_record)
     assert losses(background.fit()) == in_step
     assert stepped_on.is_set()
+    assert len(buffers_per_save) == 2 and buffers_per_save[0] == buffers_per_save[1]
     for step in (2, 4):
         assert shard_bytes(tmp_path / "async", step) == shard_bytes(tmp_path / "sync", step)
     monkeypatch.undo()

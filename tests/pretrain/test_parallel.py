@@ -73,6 +73,14 @@ OPTIONS = {
     "tp2-sp-variant": (["parallel=tp2", "parallel.sequence_parallel=true", *VARIANT, *SGD], "variant-sgd"),
     "pp2-variant": (["parallel=pp2", *VARIANT, *SGD], "variant-sgd"),
 }
+# tp2 with attention dropout (each rank's own stream) stopped at step 2 and resumed: the
+# checkpoint carries that stream too, so the resumed steps draw the masks of an uninterrupted run.
+ATTENTION_DROPOUT = ["parallel=tp2", "optim=sgd", "optim.lr=0.1", "model.attn_dropout=0.3", "model.residual_dropout=0.3"]
+DROPOUT_RESUME = {
+    "tp2-dropout": ("tp2-dropout", [*ATTENTION_DROPOUT, "train.max_steps=4"]),
+    "tp2-dropout-save": ("tp2-dropout-resumed", [*ATTENTION_DROPOUT, "train.max_steps=2", "train.save_every=2"]),
+    "tp2-dropout-resume": ("tp2-dropout-resumed", [*ATTENTION_DROPOUT, "train.max_steps=4", "train.save_every=2"]),
+}
 REFERENCES = {
     "clm-sgd": SGD,
     "clm-adamw": ADAMW,
@@ -113,6 +121,7 @@ def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) 
 def two_process_launch(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
     runs.update({name: common(token_corpus, workdir / name) + overrides for name, (overrides, _) in OPTIONS.items()})
+    runs.update({name: common(token_corpus, workdir / run_dir) + overrides for name, (run_dir, overrides) in DROPOUT_RESUME.items()})
     return launch_runs(2, runs, workdir)
 
 
@@ -151,6 +160,11 @@ def test_two_process_layouts_match_one_process(name: str, two_process_runs: dict
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_options_match_one_process(name: str, two_process_runs: dict, references: dict) -> None:
     assert_parity(two_process_runs[name], references[OPTIONS[name][1]], rel=1e-5)
+
+
+def test_tp2_with_attention_dropout_resumes_exactly(two_process_runs: dict) -> None:
+    assert two_process_runs["tp2-dropout-save"] == two_process_runs["tp2-dropout"][:2]
+    assert two_process_runs["tp2-dropout-resume"] == two_process_runs["tp2-dropout"][2:]
 
 
 def test_grad_norm_is_the_whole_models_under_tp_without_zero(two_process_launch: dict, references: dict) -> None:

@@ -46,6 +46,31 @@ def test_a_model_built_on_meta_has_the_layout_independent_initial_values() -> No
         assert all(p.is_meta for p in GPT(cfg).parameters())
 
 
+class OnTheGPU(torch.Tensor):
+    """A CPU tensor that says it lives on a GPU, as ZeRO-3's partitions do there."""
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 0)
+
+
+def test_zero3_partitions_on_the_gpu_start_from_the_single_process_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA generator would draw other values than the CPU's (on a CPU-only torch it
+    cannot even be made): the partitions are filled from the CPU draw."""
+    cfg = ModelConfig(vocab_size=64, n_layers=2, d_model=32, n_heads=4, bias=True)
+    single = dict(GPT(cfg, seed=7).named_parameters())
+    partitioned = GPT(cfg, seed=0)
+    monkeypatch.setattr(init_module.dist, "get_rank", lambda group=None: 1)  # the second of two partitions
+    for param in partitioned.parameters():
+        param.ds_tensor = torch.Tensor._make_subclass(OnTheGPU, torch.full(((param.numel() + 1) // 2,), float("nan")))
+        param.ds_process_group = None
+    init_module.init_parameters(partitioned, "", cfg, seed=7)
+    for name, param in partitioned.named_parameters():
+        half = param.ds_tensor.numel()
+        expected = torch.cat([single[name].detach().reshape(-1)[half:], torch.zeros(2 * half - param.numel())])
+        torch.testing.assert_close(param.ds_tensor.as_subclass(torch.Tensor), expected, rtol=0, atol=0)
+
+
 # (shape, split dim): whole rows (column-parallel, embedding) or columns of every row
 # (row-parallel), sizes that are and are not multiples of 16, one below 16 values.
 SLICED = [((96, 40), 0), ((40, 96), 1), ((34, 7), 0), ((7, 34), 1), ((4, 3), 0), ((3, 4), 1)]

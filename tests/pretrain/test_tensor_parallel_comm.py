@@ -2,7 +2,8 @@
 backward, or with sequence parallelism 2 reduce-scatters + 2 all-gathers each way (plus the
 norm weights' small gradient sums); and a tp2 model, with or without sequence parallelism,
 computes the single-process model's loss and gradients (with embedding and residual dropout
-too); the activations it saves are those the planner predicts. Two gloo processes, tiny models."""
+too); the activations it saves are those the planner predicts; attention dropout draws each
+rank's own masks, residual dropout the same ones, and recompute replays them. Two gloo processes, tiny models."""
 from __future__ import annotations
 
 from collections import Counter
@@ -17,6 +18,7 @@ import torch.multiprocessing as mp
 from pretrain.init import shard_of
 from pretrain.model import GPT
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.parallel import rng
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.planning.activations import ActivationSetting, stage_activations
 
@@ -32,6 +34,8 @@ VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, 
 # activation checkpointing; the generator is seeded alike before each model's pass, as the
 # trainer seeds every rank.
 DROPOUT = dict(BASE, embed_dropout=0.3, residual_dropout=0.3)
+# Attention dropout too: inside the tensor-parallel region, each rank's own stream.
+ATTENTION_DROPOUT = dict(BASE, attn_dropout=0.5, residual_dropout=0.5)
 
 
 class CollectiveCounter:
@@ -91,6 +95,44 @@ def saved_activation_bytes(model: GPT) -> int:
     return sum(storages.values())
 
 
+def same_heads_everywhere(model: GPT) -> None:
+    """Every query, key and value head on every rank gets the same weights, so the heads'
+    outputs differ only where their dropout masks do."""
+    attn, cfg = model.blocks[0].attn, model.cfg
+    head = torch.randn(cfg.head_dim, cfg.d_model, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for linear in attn.fused_linears():
+            linear.weight.copy_(head.repeat(linear.weight.shape[0] // cfg.head_dim, 1))
+
+
+def attention_dropout_masks(layers: TensorParallelLayers) -> dict[str, torch.Tensor]:
+    """This rank's heads' attention outputs (the row-parallel input), with dropout and without,
+    and the block's output (replicated: residual dropout outside the region)."""
+    model = GPT(ModelConfig(**ATTENTION_DROPOUT, n_layers=1), layers)
+    same_heads_everywhere(model)
+    seen: dict[str, torch.Tensor] = {}
+    model.blocks[0].attn.wo.register_forward_pre_hook(lambda module, args: seen.__setitem__("heads", args[0].detach()))
+    model.blocks[0].register_forward_hook(lambda module, args, out: seen.__setitem__("block", out.detach()))
+    inputs, _ = batch()
+    torch.manual_seed(1)  # alike on both ranks, as the trainer seeds a tensor-parallel group
+    rng.seed(1, dist.get_rank(layers.group))
+    with torch.no_grad():
+        model(inputs)
+        result = {"heads": seen["heads"], "block": seen["block"]}
+        model.eval()
+        model(inputs)
+    return {**result, "heads without dropout": seen["heads"]}
+
+
+def recompute_gradients(layers: TensorParallelLayers, checkpointing: bool) -> dict[str, torch.Tensor]:
+    model = GPT(ModelConfig(**ATTENTION_DROPOUT, n_layers=2), layers)
+    model.activation_checkpointing = checkpointing
+    torch.manual_seed(1)
+    rng.seed(1, dist.get_rank(layers.group))
+    loss_of(model)
+    return {name: param.grad for name, param in model.named_parameters()}
+
+
 def worker(rank: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     results: dict[str, Any] = {}
@@ -114,6 +156,10 @@ def worker(rank: int, store: str, out_dir: str) -> None:
             grads = dict(dense.named_parameters())
             error = max((p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters())
             results[f"parity sp={sequence_parallel} {name}"] = (abs(loss - expected_loss).item(), error)
+    layers = TensorParallelLayers(dist.group.WORLD)
+    results["attention dropout"] = attention_dropout_masks(layers)
+    stored, recomputed = recompute_gradients(layers, False), recompute_gradients(layers, True)
+    results["recompute error"] = max((stored[name] - recomputed[name]).abs().max().item() for name in stored)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -176,3 +222,20 @@ def test_the_planner_predicts_what_sequence_parallelism_saves(results: list[dict
         measured_saving = saved["saved sp=False layers=4"] - saved["saved sp=True layers=4"]
         # Was negative while each column-parallel linear copied (and saved) the strided gathered input.
         assert measured_saving == pytest.approx(predicted(False, 4) - predicted(True, 4), rel=0.1)
+
+
+def test_attention_dropout_draws_each_ranks_masks_and_residual_dropout_the_same(results: list[dict]) -> None:
+    """Megatron's streams: with every head alike, tp ranks' heads come out the same without
+    dropout and differ with it (one shared stream would give them the same masks); the
+    block's output, after residual dropout on replicated activations, is the same on both."""
+    first, second = (rank_results["attention dropout"] for rank_results in results)
+    assert torch.equal(first["heads without dropout"], second["heads without dropout"])
+    assert not torch.equal(first["heads"], second["heads"])
+    assert torch.equal(first["block"], second["block"])
+
+
+def test_recompute_replays_the_tensor_parallel_masks(results: list[dict]) -> None:
+    """Activation checkpointing gives the gradients of the stored pass: the recomputed
+    attention draws the masks of the first forward from the rank's stream."""
+    for rank_results in results:
+        assert rank_results["recompute error"] < 1e-6

@@ -268,3 +268,37 @@ def test_c4_settings_at_each_threshold_edge(overrides, min_words, min_sentences,
     sentence = words(min_words - 1) + " end."
     assert page(doc("\n".join([sentence] * min_sentences))) is None
     assert page(doc("\n".join([sentence] * (min_sentences - 1)))) == "too_few_sentences"
+
+
+def test_c4_keeps_kept_lines_byte_for_byte():
+    rule = c4(drop_lines_without_terminal_punct=True, remove_citations=True)
+    text = "\n  Menu\n    An indented line.\n\n\tA tabbed line!\n  \nHome\n\n  Cited[1] line.   \nFooter\n\n"
+    document = doc(text)
+    assert rule(document) is None
+    # removed lines go; blank lines between kept lines stay (two where "Home" stood between
+    # them); blank lines before the first and after the last kept line go
+    assert document.text == "    An indented line.\n\n\tA tabbed line!\n  \n\n  Cited line.   "
+    assert rule.lines_removed == {"no_terminal_punctuation": 3}
+
+
+BAD_PAGE = "This page is fine until the last line.\nThen it says shit, twice: SHIT.\nThe end of it."
+
+
+def test_c4_bad_words_off_by_default_then_default_list_and_own_list(tmp_path):
+    assert C4Filter(C4Config(min_sentences=None))(doc(BAD_PAGE)) is None
+    assert C4Filter(C4Config(min_sentences=None, bad_words="default"))(doc(BAD_PAGE)) == "bad_words"
+    # a word inside a longer word does not count ("shitake" is no bad word; C4: letters a-z around)
+    assert C4Filter(C4Config(min_sentences=None, bad_words="default"))(doc(BAD_PAGE.replace("shit,", "shitake,").replace("SHIT", "SOUP"))) is None
+    own = tmp_path / "words.txt"
+    own.write_text("# my list\n\nthe last line\n")
+    assert C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(doc("Good text comes first here.\nIt goes until the last line.")) == "bad_words"
+    assert C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(doc("Good text comes first here.\nAnd so it is all fine.")) is None
+
+
+def test_c4_bad_words_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r"filters.c4.bad_words=.*missing.txt: cannot read"):
+        C4Filter(C4Config(bad_words=str(tmp_path / "missing.txt")))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ValueError, match=r"empty.txt holds no word"):
+        C4Filter(C4Config(bad_words=str(empty)))

@@ -208,3 +208,21 @@ def test_code_keeps_indentation_and_tabs_byte_for_byte(tmp_path, files, curate_c
     (kept,) = records(Path(config.output_dir), "part-*.jsonl.zst")
     assert kept["text"].encode() == code.encode()
     assert report["normalize_changes"] == {}
+
+
+def test_c4_keeps_an_indented_blank_line_separated_passage_byte_for_byte(tmp_path, prose, files, curate_config):
+    """Every line passes C4: the page comes out of curation as it went in (issue 14's lossless
+    normalization and the C4 line rule together)."""
+    paragraphs = [paragraph.split("\n") for paragraph in prose(4).split("\n\n")]
+    page = "\n\n".join([
+        "\n".join("    " + line for line in paragraphs[0]),  # indented
+        "\n".join("\t" + line + "  " for line in paragraphs[1]),  # tabs, trailing spaces
+        "\n".join(paragraphs[2]),
+    ])
+    junk = page + "\n\nSkip to content\nShare this"  # lines C4 removes, for contrast
+    corpus = files.jsonl(tmp_path / "page" / "page.jsonl", [{"text": page, "meta": {"id": "page"}}, {"text": junk, "meta": {"id": "junk"}}])
+    config = curate_config(str(corpus), dedup__exact=False, dedup__near=False)
+    run_curation(config)
+    kept = {record["id"]: record["text"] for record in records(Path(config.output_dir), "part-*.jsonl.zst")}
+    assert kept["page"].encode() == page.encode()
+    assert kept["junk"].encode() == page.encode()
