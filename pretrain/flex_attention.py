@@ -48,7 +48,7 @@ def block_mask(
 @cache
 def _compiled_flex_attention() -> Callable[..., Tensor]:
     # Uncompiled, FlexAttention materializes the whole score matrix; compiled, it is a fused
-    # kernel. Inside a model that is itself compiled, this compiles into the same graph.
+    # kernel.
     #
     # One compile serves every batch of a run: document ids and prefix lengths reach the
     # kernel as tensors that ``mask_mod`` reads (graph inputs), never as Python constants,
@@ -67,4 +67,6 @@ def flex_attend(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask, enable_gqa: bo
     """Softmax(q kᵀ / √head_dim) v over the pairs ``mask`` allows; (batch, heads, seq, head_dim),
     on the compiled kernel on every device (the model sends only CUDA tensors here; the tests
     send CPU ones too, forward only: torch 2.13 has no FlexAttention backward on CPU)."""
-    return _compiled_flex_attention()(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
+    # Inside a compiled model (train.compile=true) the call joins the model's graph as it is.
+    kernel = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
+    return kernel(q, k, v, block_mask=mask, enable_gqa=enable_gqa)
