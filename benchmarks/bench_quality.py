@@ -13,8 +13,9 @@
    (threshold 0.5), the heuristics then the quality filter, and the quality filter alone with
    keep_fraction. Reports, per run, the share of each manifest category kept, and CPU seconds;
    a filter's MB per CPU-second is the input MB over its run's CPU minus the baseline's.
-4. Times the model's scoring alone in this process (tokens, hashes, the mean of the rows) over
-   the held-out text: MB per CPU-second.
+4. Times the model's scoring (tokens, hashes, the mean of the rows) and the PII formatter
+   (default, and with phone numbers), each alone in this process over the held-out text: MB per
+   CPU-second.
 Never run it beside another benchmark on a 2-core machine.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ import zstandard
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from data_pipeline.document import Document  # noqa: E402
+from data_pipeline.filters.pii import PiiConfig, PiiFormatter  # noqa: E402
 from data_pipeline.filters.quality_model import load_model  # noqa: E402
 from data_pipeline.io.lines import iter_lines  # noqa: E402
 from data_pipeline.io.writers import iter_shard  # noqa: E402
@@ -102,17 +105,22 @@ def held_out_ids(inputs: list[Path]) -> list[str]:
     return [json.loads(line)["meta"]["id"] for path in inputs for line in iter_lines(str(path))]
 
 
-def scoring_speed(model_path: Path, inputs: list[Path]) -> dict:
+def in_process_speed(model_path: Path, inputs: list[Path]) -> list[dict]:
+    """MB per CPU-second of the model's scoring and of the PII formatter, each alone."""
     model = load_model(str(model_path))
     texts = [json.loads(line)["text"] for path in inputs for line in iter_lines(str(path))]
     megabytes = sum(len(text.encode("utf-8")) for text in texts) / 1e6
-    start = time.process_time()
-    for text in texts:
-        model.score_text(text)
-    cpu = time.process_time() - start
-    result = {"run": "scoring_in_process", "input_mb": round(megabytes, 1), "cpu_s": round(cpu, 1), "mb_per_cpu_s": round(megabytes / cpu, 2)}
-    print(json.dumps(result), flush=True)
-    return result
+    results = []
+    for name, step in (("scoring", lambda text: model.score_text(text)),
+                       ("pii", PiiFormatter(PiiConfig())), ("pii_with_phone", PiiFormatter(PiiConfig(phone=True)))):
+        documents = [Document("x", text, {}, "bench", 1) for text in texts] if name.startswith("pii") else texts
+        start = time.process_time()
+        for document in documents:
+            step(document)
+        cpu = time.process_time() - start
+        results.append({"run": f"{name}_in_process", "input_mb": round(megabytes, 1), "cpu_s": round(cpu, 2), "mb_per_cpu_s": round(megabytes / cpu, 2)})
+        print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 def main() -> None:
@@ -123,6 +131,7 @@ def main() -> None:
     parser.add_argument("--keep-fraction", type=float, default=0.6, help="for the keep_fraction run (the corpus is ~60%% English prose)")
     parser.add_argument("--train-options", nargs="*", default=[], help="extra train_quality overrides, e.g. epochs=3")
     parser.add_argument("--reuse-model", action="store_true", help="keep OUT/quality.npz from an earlier run (training is deterministic)")
+    parser.add_argument("--in-process-only", action="store_true", help="skip the curation runs (step 3)")
     args = parser.parse_args()
     shards = sorted((args.corpus / "pile").glob("shard-*.jsonl.zst"))
     if not shards:
@@ -150,15 +159,16 @@ def main() -> None:
         ("heuristics_then_quality", quality + ["filters.quality.threshold=0.5"]),
         ("quality_only_keep_fraction", HEURISTICS_OFF + quality + [f"filters.quality.keep_fraction={args.keep_fraction}"]),
     ]
-    runs = {name: curate(name, held_out, args.out, overrides, category) for name, overrides in plans}
-    results += runs.values()
-    baseline = runs["baseline"]["cpu_s"]
-    for name in ("heuristics", "quality_only"):
-        extra = runs[name]["cpu_s"] - baseline
-        results.append({"run": f"{name}_filter_cost", "cpu_s_over_baseline": round(extra, 1),
-                        "mb_per_cpu_s": round(runs[name]["input_mb"] / extra, 2) if extra > 0 else None})
-        print(json.dumps(results[-1]), flush=True)
-    results.append(scoring_speed(model, held_out))
+    if not args.in_process_only:
+        runs = {name: curate(name, held_out, args.out, overrides, category) for name, overrides in plans}
+        results += runs.values()
+        baseline = runs["baseline"]["cpu_s"]
+        for name in ("heuristics", "quality_only"):
+            extra = runs[name]["cpu_s"] - baseline
+            results.append({"run": f"{name}_filter_cost", "cpu_s_over_baseline": round(extra, 1),
+                            "mb_per_cpu_s": round(runs[name]["input_mb"] / extra, 2) if extra > 0 else None})
+            print(json.dumps(results[-1]), flush=True)
+    results += in_process_speed(model, held_out)
     if args.result:
         with open(args.result, "a") as file:
             file.writelines(json.dumps(result) + "\n" for result in results)

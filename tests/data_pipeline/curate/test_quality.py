@@ -251,3 +251,16 @@ def test_quality_settings_are_checked_before_any_work(model_file, tmp_path, cura
                f"filters.quality.model={tmp_path / 'gone.npz'}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("error: invalid curate config") and "gone.npz: no such file" in done.stderr
+
+
+def test_keep_fraction_stage_by_stage_as_array_jobs_run_it(model_file, tmp_path, curate_config):
+    corpus = mixed_corpus(tmp_path / "corpus", count=30)
+    settings = {"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.5,
+                "dedup__exact": False, "dedup__near": False, **OTHER_FILTERS_OFF}
+    whole = run_curation(curate_config(str(corpus), output="whole", **settings))
+    with pytest.raises(RuntimeError, match=r"stage=write needs the earlier stages finished: the filter stage"):
+        run_curation(curate_config(str(corpus), output="staged", stage="write", **settings))
+    assert run_curation(curate_config(str(corpus), output="staged", stage="filter", **settings)) is None
+    assert run_curation(curate_config(str(corpus), output="staged", stage="quality", **settings)) is None
+    staged = run_curation(curate_config(str(corpus), output="staged", stage="write", **settings))  # the last one writes the report
+    assert staged == whole and whole["output"]["documents"] == 15
