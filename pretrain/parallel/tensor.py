@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrain.fused_linear import with_adapter
 from pretrain.loss import token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
@@ -133,7 +134,7 @@ class ColumnParallelLinear(nn.Module):
         self.bias = _mark_shard(nn.Parameter(torch.zeros(local)), 0, rank, size) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return with_adapter(self, x, F.linear(x, self.weight, self.bias))
 
 
 class RowParallelLinear(nn.Module):
@@ -152,7 +153,7 @@ class RowParallelLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None  # added once, after the sum
 
     def forward(self, x: Tensor) -> Tensor:
-        partial = F.linear(x, self.weight)
+        partial = with_adapter(self, x, F.linear(x, self.weight))  # the adapter's part joins the sum
         if not self.sequence_parallel:
             out = _ReduceFromTensorParallel.apply(partial, self.group)
             return out if self.bias is None else out + self.bias
