@@ -18,10 +18,12 @@ this rank's part of the product, so its gradient is summed over the tensor-paral
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -190,8 +192,8 @@ def attach_adapters(model: nn.Module, cfg: LoraConfig, seed: int, group: Optiona
     return count
 
 
-def adapter_names(names: list[str]) -> list[str]:
-    return [name for name in names if ".lora." in name]
+def is_adapter(name: str) -> bool:
+    return ".lora." in name
 
 
 def base_weight_name(adapter_name: str) -> str:
@@ -202,9 +204,44 @@ def base_weight_name(adapter_name: str) -> str:
 def merged(base: dict[str, Tensor], adapters: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
     """The base weights with every adapter folded in: ``W + scaling · B A`` (fp32)."""
     weights = dict(base)
-    for name in adapter_names(list(adapters)):
-        if name.endswith(".a"):
+    for name in adapters:
+        if is_adapter(name) and name.endswith(".a"):
             target = base_weight_name(name)
             b = adapters[name[:-1] + "b"]
             weights[target] = (weights[target].float() + scaling * (b.float() @ adapters[name].float())).to(weights[target].dtype)
     return weights
+
+
+def adapter_parameter_count(model: nn.Module, cfg: LoraConfig) -> int:
+    """Values in the adapters ``attach_adapters`` would give ``model`` (a whole GPT, e.g. on meta)."""
+    shapes = [module.weight.shape for name, module in model.named_modules() if targeted(name, cfg)]
+    return sum(cfg.rank * (out_features + in_features) for out_features, in_features in shapes)
+
+
+def base_identity(init_from: Optional[str], seed: int) -> dict[str, Any]:
+    """What a LoRA run's checkpoints record of the base they belong to: the run's seed
+    (the weights it initialized) and, with ``init_from``, that directory and a fingerprint
+    of its ``config.json`` and of each safetensors file's size and header (tensor names,
+    shapes, dtypes): another model there is caught, a same-shaped edit of the values is not."""
+    identity: dict[str, Any] = {"seed": seed, "init_from": None}
+    if not init_from:
+        return identity
+    directory = Path(init_from).resolve()
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
+        if not path.is_file():
+            continue
+        with open(path, "rb") as stream:
+            head = stream.read(8)
+            length = int.from_bytes(head, "little") if path.suffix == ".safetensors" else path.stat().st_size - 8
+            digest.update(f"{path.name}:{path.stat().st_size}:".encode() + head + stream.read(length))
+    return {**identity, "init_from": str(directory), "fingerprint": digest.hexdigest()}
+
+
+def check_same_base(saved: Optional[dict[str, Any]], current: dict[str, Any], where: Path) -> None:
+    """Adapters only fit the base they were trained on: refuse another."""
+    if saved != current:
+        raise ValueError(
+            f"{where}: its LoRA adapters were trained on the base {saved}, but this run's base is {current}; "
+            "set init_from (and train.seed) to that base"
+        )
