@@ -2,6 +2,7 @@
 Llama, export to peft's format and as a merged model, and every option acts."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,74 @@ def test_tp2_checkpoint_resumes_in_one_process(two_processes: tuple[dict, Path],
     saved = workdir / "tp2" / "checkpoints" / tag_for(SAVED_AT)
     resumed = train(lora_run(token_corpus, tied_llama, tmp_path / "resumed", f"resume={saved}"))
     assert resumed == pytest.approx(losses[SAVED_AT:], abs=1e-5)
+
+
+# -- export: merged into the model, or apart in peft's format ---------------------------------
+TEXT_LORA = ["lora.rank=4", "lora.alpha=16", "lora.targets=[q,k,v,o,gate,up,down]"]
+
+
+@pytest.fixture(scope="module")
+def lora_text_run(train_text_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA run on a seeded (not imported) base, with a real tokenizer: exportable."""
+    return train_text_model(tmp_path_factory.mktemp("lora-text"), 6, *TEXT_LORA)
+
+
+def peft_logits(base_dir: Path, adapter_dir: Path, ids: torch.Tensor) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
+    with torch.no_grad():
+        return PeftModel.from_pretrained(base, adapter_dir).eval()(input_ids=ids).logits
+
+
+def test_merged_export_is_what_transformers_runs(lora_text_run: Path, assert_matches_transformers, tmp_path: Path) -> None:
+    from pretrain.export import ExportConfig, export
+
+    export(ExportConfig(checkpoint=str(lora_text_run), output_dir=str(tmp_path)))
+    assert_matches_transformers(lora_text_run, tmp_path)  # logits <= 1e-4 of our merged model
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_peft_adapter_export_loads_onto_the_exported_base(lora_text_run: Path, tmp_path: Path) -> None:
+    from pretrain.consolidate import load_trained_model
+    from pretrain.export import ExportConfig, LoraExport, export
+
+    export(ExportConfig(checkpoint=str(lora_text_run), output_dir=str(tmp_path), lora=LoraExport.adapter))
+    ours, _, _ = load_trained_model(lora_text_run)
+    ids = torch.randint(0, 400, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ours(ids)
+    assert (peft_logits(tmp_path, tmp_path / "adapter", ids) - expected).abs().max() <= 1e-4
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, local_files_only=True)
+    with torch.no_grad():
+        assert (base(input_ids=ids).logits - expected).abs().max() > 1e-3  # the adapters learned something
+
+
+def test_an_imported_base_is_read_again_for_the_merged_model(single: tuple, tied_llama: Path, tmp_path: Path) -> None:
+    """The checkpoint of an init_from run holds adapters only; the model is init_from's
+    weights with them merged, as peft runs the same adapters on transformers' model."""
+    from safetensors.torch import save_file
+
+    from pretrain.consolidate import load_trained_model
+    from pretrain.hf.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config, peft_name
+
+    _, run_dir = single
+    ours, _, metadata = load_trained_model(run_dir)
+    adapters = saved_adapters(run_dir)
+    save_file({peft_name(name): value for name, value in adapters.items()}, str(tmp_path / ADAPTER_WEIGHTS))
+    lora = LoraConfig(rank=4, alpha=16.0, targets=[LoraTarget(t) for t in ALL])
+    (tmp_path / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(lora, str(tied_llama))))
+    ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (peft_logits(tied_llama, tmp_path, ids) - ours(ids)).abs().max() <= 1e-4
+    assert metadata["lora_base"]["init_from"] == str(tied_llama.resolve())
+
+
+def test_adapter_export_needs_a_lora_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    from pretrain.export import ExportConfig, LoraExport, export
+
+    with pytest.raises(ValueError, match=r"lora=adapter: .* was not trained with LoRA \(lora.rank=0\)"):
+        export(ExportConfig(checkpoint=str(trained_run), output_dir=str(tmp_path), lora=LoraExport.adapter))
