@@ -218,29 +218,33 @@ def adapter_parameter_count(model: nn.Module, cfg: LoraConfig) -> int:
     return sum(cfg.rank * (out_features + in_features) for out_features, in_features in shapes)
 
 
+# Bytes of each weight file's data read into the base's fingerprint.
+FINGERPRINT_BYTES = 2**20
+
+
 def base_identity(init_from: Optional[str], seed: int) -> dict[str, Any]:
-    """What a LoRA run's checkpoints record of the base they belong to: the run's seed
-    (the weights it initialized) and, with ``init_from``, that directory and a fingerprint
-    of its ``config.json`` and of each safetensors file's size and header (tensor names,
-    shapes, dtypes): another model there is caught, a same-shaped edit of the values is not."""
-    identity: dict[str, Any] = {"seed": seed, "init_from": None}
+    """What a LoRA run's checkpoints record of the base they belong to: the run's seed (the
+    weights it initialized) and, with ``init_from``, that directory and a fingerprint of its
+    ``config.json`` and of each safetensors file's size, header (tensor names, shapes,
+    dtypes) and first MiB of values: another model is caught, an edit deep inside a file
+    is not (hashing every byte of a large model at each start would take minutes)."""
     if not init_from:
-        return identity
+        return {"seed": seed, "init_from": None, "fingerprint": None}
     directory = Path(init_from).resolve()
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
-        if not path.is_file():
-            continue
-        with open(path, "rb") as stream:
-            head = stream.read(8)
-            length = int.from_bytes(head, "little") if path.suffix == ".safetensors" else path.stat().st_size - 8
-            digest.update(f"{path.name}:{path.stat().st_size}:".encode() + head + stream.read(length))
-    return {**identity, "init_from": str(directory), "fingerprint": digest.hexdigest()}
+    for path in [directory / "config.json", *sorted(directory.glob("*.safetensors"))]:
+        if path.is_file():
+            with open(path, "rb") as stream:
+                header = int.from_bytes(stream.read(8), "little") if path.suffix == ".safetensors" else 0
+                digest.update(f"{path.name}:{path.stat().st_size}:".encode() + stream.read(header + FINGERPRINT_BYTES))
+    return {"seed": seed, "init_from": str(directory), "fingerprint": digest.hexdigest()}
 
 
 def check_same_base(saved: Optional[dict[str, Any]], current: dict[str, Any], where: Path) -> None:
-    """Adapters only fit the base they were trained on: refuse another."""
-    if saved != current:
+    """Adapters only fit the base they were trained on: refuse another (the directory may
+    have moved; its fingerprint and the seed must agree)."""
+    same = ("seed", "fingerprint")
+    if saved is None or any(saved.get(key) != current[key] for key in same):
         raise ValueError(
             f"{where}: its LoRA adapters were trained on the base {saved}, but this run's base is {current}; "
             "set init_from (and train.seed) to that base"

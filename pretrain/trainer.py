@@ -27,7 +27,6 @@ from pretrain.data.sources import data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
 from pretrain.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
 from pretrain.model import DENSE, GPT
-from pretrain.model_config import Activation
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
@@ -58,7 +57,6 @@ class Trainer:
         self.process = process
         self.run_dir = Path(cfg.run_dir)
         self.layout = validate_layout(cfg, process.world_size)
-        cfg.lora.validate(gated_mlp=cfg.model.activation is Activation.swiglu)
         self.lora_base = base_identity(cfg.init_from, cfg.train.seed) if cfg.lora.enabled else None
         start = resolve_resume(cfg.resume, self.run_dir)  # before anything touches run_dir
         paths, weights = data_sources(cfg.data)

@@ -100,18 +100,36 @@ def tied_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tied-llama"), "tied-llama")
 
 
-def train(overrides: list[str]) -> list[float]:
+def train(overrides: list[str]):  # -> (losses, Trainer)
     from pretrain.config import load_train_config
     from pretrain.parallel.process_groups import init_distributed
     from pretrain.trainer import Trainer
 
-    return [record["loss"] for record in Trainer(load_train_config(overrides), init_distributed()).fit()]
+    trainer = Trainer(load_train_config(overrides), init_distributed())
+    return [record["loss"] for record in trainer.fit()], trainer
 
 
 @pytest.fixture(scope="module")
-def single(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[float], Path]:
-    run_dir = tmp_path_factory.mktemp("single")
-    return train(lora_run(token_corpus, tied_llama, run_dir)), run_dir
+def single_trainer(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory):  # -> (losses, Trainer)
+    return train(lora_run(token_corpus, tied_llama, tmp_path_factory.mktemp("single")))
+
+
+@pytest.fixture(scope="module")
+def single(single_trainer) -> tuple[list[float], Path]:
+    losses, trainer = single_trainer
+    return losses, trainer.run_dir
+
+
+def test_only_the_adapters_train_and_hold_optimizer_state(single_trainer) -> None:
+    _, trainer = single_trainer
+    params = dict(trainer.engine.module.named_parameters())
+    trained = {name for name, param in params.items() if param.requires_grad}
+    assert trained and all(".lora." in name for name in trained)
+    assert all(param.grad is None for name, param in params.items() if name not in trained)
+    held = {id(param) for param in trainer.optimizer.state}
+    assert held == {id(params[name]) for name in trained}
+    moments = sum(value.numel() for state in trainer.optimizer.state.values() for key, value in state.items() if key != "step")
+    assert moments == 2 * trainer.trained_parameters == 2 * sum(params[name].numel() for name in trained)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +167,7 @@ def test_tp2_checkpoint_resumes_in_one_process(two_processes: tuple[dict, Path],
     _, workdir = two_processes
     losses, run_dir = single
     saved = workdir / "tp2" / "checkpoints" / tag_for(SAVED_AT)
-    resumed = train(lora_run(token_corpus, tied_llama, tmp_path / "resumed", f"resume={saved}"))
+    resumed, _ = train(lora_run(token_corpus, tied_llama, tmp_path / "resumed", f"resume={saved}"))
     assert resumed == pytest.approx(losses[SAVED_AT:], abs=1e-5)
 
 
@@ -222,3 +240,49 @@ def test_adapter_export_needs_a_lora_checkpoint(trained_run: Path, tmp_path: Pat
 
     with pytest.raises(ValueError, match=r"lora=adapter: .* was not trained with LoRA \(lora.rank=0\)"):
         export(ExportConfig(checkpoint=str(trained_run), output_dir=str(tmp_path), lora=LoraExport.adapter))
+
+
+# -- options and errors ---------------------------------------------------------------------
+def test_row_parallel_dropout_cuts_the_one_process_mask() -> None:
+    from pretrain.lora import FeatureShardDropout
+
+    x = torch.randn(2, 5, 8)
+    torch.manual_seed(0)
+    whole = torch.nn.Dropout(0.3)(x)
+    for rank in range(2):
+        torch.manual_seed(0)
+        torch.testing.assert_close(FeatureShardDropout(0.3, rank, 2)(x.chunk(2, -1)[rank]), whole.chunk(2, -1)[rank])
+
+
+def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pretrain.lora import base_identity, check_same_base
+
+    moved = shutil.copytree(tied_llama, tmp_path / "moved")
+    other = save_tiny_model(tmp_path / "other", "tied-llama", seed=1)  # same shapes, other values
+    trained = base_identity(str(tied_llama), seed=0)
+    check_same_base(trained, base_identity(str(moved), seed=0), tmp_path)  # a moved base is the same base
+    for changed in (base_identity(str(other), seed=0), base_identity(str(tied_llama), seed=1), base_identity(None, seed=0)):
+        with pytest.raises(ValueError, match="its LoRA adapters were trained on the base"):
+            check_same_base(trained, changed, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lora.rank=-1"], "lora.rank=-1 must be >= 0"),
+        (["lora.rank=2", "lora.targets=[q,x]"], "lora.targets[1]: Invalid value 'x', expected one of [q, k, v, o, gate, up, down]"),
+        (["lora.rank=2", "lora.targets=[]"], "lora.targets is empty"),
+        (["lora.rank=2", "lora.targets=[q,q]"], "names a linear twice"),
+        (["lora.rank=2", "lora.dropout=1.0"], "lora.dropout=1.0 must be in [0, 1)"),
+        (["lora.rank=2", "model.activation=gelu", "lora.targets=[gate]"], "model.activation=gelu has no gate linear"),
+    ],
+)
+def test_bad_values_are_one_line_errors(args: list[str], message: str, capsys, tmp_path: Path, monkeypatch) -> None:
+    from tests.pretrain.test_cli_errors import run_in_process, train_main
+
+    monkeypatch.chdir(tmp_path)
+    status, err = run_in_process(train_main, [*args, f"run_dir={tmp_path}"], capsys)
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
