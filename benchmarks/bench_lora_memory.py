@@ -2,9 +2,9 @@
 
     python benchmarks/bench_lora_memory.py --layout single|zero1|zero3 [--model gpt-350m] [--layers N]
 
-Runs one training step of the full model and one of the same model with LoRA
-(``lora.rank`` 16 on q, k, v, o, gate, up, down, alpha 32) in one launch, and prints one
-JSON line per rank and mode: trained parameters this rank holds, bytes of the optimizer
+Runs one training step of the full model, then (in a launch of its own, so that resident
+memory is its own) one of the same model with LoRA (``lora.rank`` 16 on q, k, v, o, gate,
+up, down, alpha 32), and prints one JSON line per rank and mode: trained parameters this rank holds, bytes of the optimizer
 state it holds (every tensor in ``optimizer.state``: the moments, or their ZeRO partitions),
 bytes of gradients held after the step's backward, and the resident memory after the step.
 CPU, gloo, fp32; uses the tests' generated corpus.
@@ -12,7 +12,6 @@ CPU, gloo, fp32; uses the tests' generated corpus.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil
@@ -42,22 +41,19 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     from pretrain.trainer import Trainer
 
     process = init_distributed()
-    for mode, extra in (("full", []), ("lora", LORA)):
-        trainer = Trainer(load_train_config([*overrides, *extra, f"run_dir={run_dir}-{mode}"]), process)
-        trainer.train_step()
-        params = list(trainer.engine.module.parameters())
-        held = [p.ds_tensor if hasattr(p, "ds_tensor") else p for p in params if p.requires_grad]
-        state = [value for values in trainer.optimizer.state.values() for value in values.values()]
-        report = {
-            "mode": mode, "rank": process.rank, "model_parameters": trainer.num_parameters,
-            "trained_parameters_on_rank": sum(t.numel() for t in held),
-            "optimizer_state_gb": round(_tensor_bytes(state) / 2**30, 4),
-            "rss_gb": round(_rss_gb(), 2),
-        }
-        print(json.dumps(report), flush=True)
-        dist.barrier()
-        del trainer, params, held, state
-        gc.collect()
+    mode = "lora" if any(o.startswith("lora.") for o in overrides) else "full"
+    trainer = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-{mode}"]), process)
+    trainer.train_step()
+    held = [p.ds_tensor if hasattr(p, "ds_tensor") else p for p in trainer.engine.module.parameters() if p.requires_grad]
+    state = [value for values in trainer.optimizer.state.values() for value in values.values()]
+    report = {
+        "mode": mode, "rank": process.rank, "model_parameters": trainer.num_parameters,
+        "trained_parameters_on_rank": sum(t.numel() for t in held),
+        "optimizer_state_gb": round(_tensor_bytes(state) / 2**30, 4),
+        "rss_gb": round(_rss_gb(), 2),
+    }
+    print(json.dumps(report), flush=True)
+    dist.barrier()
 
 
 def main() -> None:
@@ -82,7 +78,8 @@ def main() -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
                "--worker", str(work / "run"), *overrides]
     try:
-        subprocess.run(command, env=env, check=True)
+        for extra in ([], LORA):
+            subprocess.run([*command, *extra], env=env, check=True)
     finally:
         shutil.rmtree(work)
 

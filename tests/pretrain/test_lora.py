@@ -18,7 +18,7 @@ ALL = [t.value for t in LoraTarget]
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("llama"), "llama")
+    return save_tiny_model(tmp_path_factory.mktemp("llama"), "llama", num_hidden_layers=2)
 
 
 def with_adapters(directory: Path, cfg: LoraConfig, seed: int = 0):  # -> (ours, peft's)
@@ -97,7 +97,7 @@ def lora_run(corpus: Path, checkpoint: Path, run_dir: Path, *more: str) -> list[
 
 @pytest.fixture(scope="module")
 def tied_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tied-llama"), "tied-llama")
+    return save_tiny_model(tmp_path_factory.mktemp("tied-llama"), "tied-llama", num_hidden_layers=2)
 
 
 def train(overrides: list[str]):  # -> (losses, Trainer)
@@ -242,6 +242,24 @@ def test_adapter_export_needs_a_lora_checkpoint(trained_run: Path, tmp_path: Pat
         export(ExportConfig(checkpoint=str(trained_run), output_dir=str(tmp_path), lora=LoraExport.adapter))
 
 
+def test_the_planner_counts_the_adapters_alone(single_trainer) -> None:
+    """pretrain.plan and the start-up memory check predict a LoRA run's gradients and
+    optimizer state from the adapters (fp32, ZeRO 0: 4 + 8 bytes per adapter value)."""
+    from dataclasses import replace
+
+    from pretrain.parallel.layout import Layout
+    from pretrain.planning.memory import lora_elements_per_layer, rank_memory
+    from pretrain.planning.shapes import StageParameters
+    from pretrain.config import Precision
+
+    _, trainer = single_trainer
+    cfg = replace(trainer.cfg, model=trainer.model_cfg)
+    assert lora_elements_per_layer(cfg, tp=1) * cfg.model.n_layers == trainer.trained_parameters
+    stage = StageParameters(sizes=(10**6,), group_sizes=(10**6,), layers=cfg.model.n_layers, largest_block=10**6, first=True, last=True)
+    memory = rank_memory(cfg, Layout(tp=1, pp=1, dp=1), Precision.fp32, [stage], 0)
+    assert (memory.gradients, memory.optimizer) == (4 * trainer.trained_parameters, 8 * trainer.trained_parameters + 4)
+
+
 # -- options and errors ---------------------------------------------------------------------
 def test_row_parallel_dropout_cuts_the_one_process_mask() -> None:
     from pretrain.lora import FeatureShardDropout
@@ -260,7 +278,7 @@ def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: P
     from pretrain.lora import base_identity, check_same_base
 
     moved = shutil.copytree(tied_llama, tmp_path / "moved")
-    other = save_tiny_model(tmp_path / "other", "tied-llama", seed=1)  # same shapes, other values
+    other = save_tiny_model(tmp_path / "other", "tied-llama", seed=1, num_hidden_layers=2)  # same shapes, other values
     trained = base_identity(str(tied_llama), seed=0)
     check_same_base(trained, base_identity(str(moved), seed=0), tmp_path)  # a moved base is the same base
     for changed in (base_identity(str(other), seed=0), base_identity(str(tied_llama), seed=1), base_identity(None, seed=0)):
