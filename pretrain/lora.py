@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from pretrain.choices import Choice
 from pretrain.init import full_shape, local_shape, set_local, shard_of
+from pretrain.parallel.tensor import mark_shard, summed_gradient
 
 
 class LoraTarget(Choice):
@@ -85,22 +86,6 @@ class LoraConfig:
             raise ValueError("lora.targets has gate, but model.activation=gelu has no gate linear; drop it from lora.targets")
 
 
-class _SumOverGroup(torch.autograd.Function):
-    """Identity forward; the gradient summed over ``group`` (a replicated factor that
-    sees only this rank's part of the product)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # type: ignore[no-untyped-def]
-        ctx.group = group
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[no-untyped-def]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
 class FeatureShardDropout(nn.Dropout):
     """Dropout of this rank's block of input features: the mask of all features is drawn
     (the tensor-parallel ranks' generators agree) and this rank's block kept, so the ranks'
@@ -115,12 +100,6 @@ class FeatureShardDropout(nn.Dropout):
             return x
         mask = x.new_empty((*x.shape[:-1], x.shape[-1] * self.size)).bernoulli_(1.0 - self.p)
         return x * mask.chunk(self.size, dim=-1)[self.rank].div(1.0 - self.p)
-
-
-def _mark_split(param: nn.Parameter, dim: int, rank: int, size: int) -> None:
-    # As pretrain.parallel.tensor marks its shards (initialization, checkpoints, grad norm).
-    param.tensor_model_parallel = True  # type: ignore[attr-defined]
-    param.tp_split_dim, param.tp_rank, param.tp_size = dim, rank, size  # type: ignore[attr-defined]
 
 
 class LoraAdapter(nn.Module):
@@ -139,7 +118,7 @@ class LoraAdapter(nn.Module):
         self.group = group if split is not None else None
         if split is not None:
             rank, size = base.weight.tp_rank, base.weight.tp_size
-            _mark_split(self.b if split == 0 else self.a, split, rank, size)
+            mark_shard(self.b if split == 0 else self.a, split, rank, size)
             self.whole = "a" if split == 0 else "b"
             if split == 1:
                 self.dropout = FeatureShardDropout(cfg.dropout, rank, size)
@@ -147,9 +126,9 @@ class LoraAdapter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.a, self.b
         if self.whole == "a":
-            a = _SumOverGroup.apply(a, self.group)
+            a = summed_gradient(a, self.group)
         elif self.whole == "b":
-            b = _SumOverGroup.apply(b, self.group)
+            b = summed_gradient(b, self.group)
         return F.linear(F.linear(self.dropout(x), a), b) * self.scaling
 
 
