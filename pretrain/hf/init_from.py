@@ -64,6 +64,8 @@ def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> 
 
 
 def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
+    if resume_path is not None and cfg.lora.enabled:
+        return f"resuming the LoRA adapters of {resume_path} on the base read again from init_from={cfg.init_from}"
     if resume_path is not None:
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
     model = cfg.model
