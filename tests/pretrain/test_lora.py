@@ -86,7 +86,13 @@ def test_adapters_train_exactly_like_peft(llama: Path, cfg: LoraConfig) -> None:
 LORA = ["lora.rank=4", "lora.alpha=16", "lora.targets=[q,k,v,o,gate,up,down]"]
 ADAMW = ["optim=adamw", "optim.lr=1e-2", "optim.warmup_steps=0", "optim.schedule=constant"]
 STEPS, SAVED_AT = 6, 3
-LAYOUTS = {"tp2": ["parallel=tp2", f"train.save_every={SAVED_AT}"], "pp2": ["parallel=pp2"], "zero3": ["parallel=zero3"]}
+LAYOUTS = {
+    "tp2": ["parallel=tp2", f"train.save_every={SAVED_AT}"],
+    # The row-parallel adapters' part joins the reduce-scatter of the sequence shards.
+    "tp2-sp": ["parallel=tp2", "parallel.sequence_parallel=true"],
+    "pp2": ["parallel=pp2"],
+    "zero3": ["parallel=zero3"],
+}
 
 
 def lora_run(corpus: Path, checkpoint: Path, run_dir: Path, *more: str) -> list[str]:
