@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, DictConfig, OmegaConf
 
 from pretrain.evaluation.tasks import TaskConfig
+from pretrain.lora import LoraConfig
 from pretrain.model_config import ModelConfig
 from pretrain.objectives import ObjectiveConfig
 
@@ -181,6 +182,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Low-rank adapters on a frozen model (pretrain/lora.py, docs/lora.md); rank 0: off.
+    lora: LoraConfig = field(default_factory=LoraConfig)
     # Print the predicted memory and speed of this layout and exit (docs/plan.md).
     plan: bool = False
     # Refuse to start when the predicted memory per device exceeds the device (docs/plan.md).

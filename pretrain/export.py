@@ -1,7 +1,9 @@
 """``python -m pretrain.export checkpoint=<run dir or checkpoint> output_dir=<dir>``:
 consolidated safetensors and a Hugging Face directory (LlamaForCausalLM, or the architecture the
-run was imported from) with its tokenizer.
-Options: configs/export.yaml and docs/evaluation.md."""
+run was imported from) with its tokenizer. A LoRA run exports its adapters merged into the
+base (``lora=merge``) or the base and, in ``output_dir/adapter``, the adapters in peft's
+format (``lora=adapter``).
+Options: configs/export.yaml, docs/evaluation.md and docs/lora.md."""
 from __future__ import annotations
 
 import logging
@@ -13,12 +15,28 @@ import torch
 from omegaconf import MISSING
 
 from pretrain.checkpoint import read_metadata
-from pretrain.consolidate import consolidated_state_dict, find_checkpoint, model_config_from_metadata
+from pretrain.choices import Choice
+from pretrain.consolidate import (
+    consolidated_state_dict,
+    find_checkpoint,
+    is_lora_checkpoint,
+    lora_base_weights,
+    model_config_from_metadata,
+    model_state_dict,
+    train_config_from_metadata,
+)
+from pretrain.hf.peft import write_adapter
 from pretrain.hf.writer import cast, write_export
 from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import DType, load_tokenizer, non_causal_warning
 
 log = logging.getLogger(__name__)
+ADAPTER_DIR = "adapter"
+
+
+class LoraExport(Choice):
+    merge = "merge"  # one model: W + (alpha / rank) · B A
+    adapter = "adapter"  # the base, and the adapters in peft's format in output_dir/adapter
 
 
 @dataclass
@@ -33,6 +51,8 @@ class ExportConfig:
     dtype: DType = DType.float32
     # Write into an output_dir that already holds files.
     overwrite: bool = False
+    # For a LoRA run's checkpoint: merge the adapters into the weights, or write them apart.
+    lora: LoraExport = LoraExport.merge
 
 
 def export(config: ExportConfig) -> Path:
@@ -48,11 +68,20 @@ def export(config: ExportConfig) -> Path:
     )
     if warning:
         log.warning(warning)
+    apart = config.lora is LoraExport.adapter
+    if apart and not is_lora_checkpoint(metadata):
+        raise ValueError(f"lora=adapter: {checkpoint} was not trained with LoRA (lora.rank=0); export it with lora=merge")
+    if apart and not config.hf:
+        raise ValueError("lora=adapter writes the adapters for peft onto the Hugging Face base; set hf=true")
     tokenizer = load_tokenizer(checkpoint, config.tokenizer, metadata)
     log.info("consolidating %s", checkpoint)
-    state = cast(consolidated_state_dict(checkpoint), getattr(torch, config.dtype.value))
+    dtype = getattr(torch, config.dtype.value)
+    state = cast(lora_base_weights(checkpoint, metadata) if apart else model_state_dict(checkpoint, metadata), dtype)
     header = {"model": metadata["model"], "tokenizer": metadata["tokenizer"], "step": metadata.get("step")}
     write_export(output_dir, state, model_cfg, tokenizer, header, config.hf)
+    if apart:
+        adapters = cast(consolidated_state_dict(checkpoint), dtype)
+        write_adapter(output_dir / ADAPTER_DIR, adapters, train_config_from_metadata(metadata).lora, str(output_dir.resolve()))
     log.info("exported %s to %s", checkpoint, output_dir)
     return output_dir
 

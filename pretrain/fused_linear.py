@@ -44,10 +44,18 @@ class _ConcatenatedLinear(torch.autograd.Function):
         return grad_x, None, *grad_weights, *grad_biases
 
 
+def with_adapter(linear: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+    """``out`` (what ``linear`` gave for ``x``) plus the update of the LoRA adapter attached
+    to ``linear`` (``pretrain.lora``), if it has one."""
+    adapter = getattr(linear, "lora", None)
+    return out if adapter is None else out + adapter(x)
+
+
 def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
-    """What each of ``linears`` gives for ``x``, from one GEMM. Each linear must compute
-    ``F.linear(x, weight, bias)`` (``nn.Linear``, a column-parallel linear); all have a bias
-    or none has. The outputs are views of one tensor."""
+    """What each of ``linears`` gives for ``x``, from one GEMM over their weights (plus
+    their LoRA adapters' updates, computed apart). Each linear must compute
+    ``F.linear(x, weight, bias)`` (a dense or column-parallel linear); all have a bias or
+    none has. Without adapters the outputs are views of one tensor."""
     weights = [linear.weight for linear in linears]
     biases = [linear.bias for linear in linears]
     if any(bias is None for bias in biases) and any(bias is not None for bias in biases):
@@ -58,7 +66,8 @@ def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
         # No backward pass, so no copy to avoid keeping: plain autograd, which also keeps
         # torch.compile's graph whole (Dynamo breaks it at the function below under no_grad).
         bias = None if biases[0] is None else torch.cat(biases)
-        return F.linear(x, torch.cat(weights), bias).split(sizes, dim=-1)
+        outs = F.linear(x, torch.cat(weights), bias).split(sizes, dim=-1)
+        return tuple(with_adapter(linear, x, part) for linear, part in zip(linears, outs))
     device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         # Autocast does not reach into the function: cast as it would cast F.linear's inputs.
@@ -67,14 +76,15 @@ def fused_linear(x: Tensor, linears: Sequence[nn.Module]) -> tuple[Tensor, ...]:
             out = _ConcatenatedLinear.apply(x.to(dtype), len(weights), *(param.to(dtype) for param in params))
     else:
         out = _ConcatenatedLinear.apply(x, len(weights), *params)
-    return out.split(sizes, dim=-1)
+    outs = out.split(sizes, dim=-1)
+    return tuple(with_adapter(linear, x, part) for linear, part in zip(linears, outs))
 
 
 def fused_parameters(model: nn.Module) -> list[tuple[nn.Module, nn.Parameter]]:
     """``(module, parameter)`` for every parameter a module's forward reads from the linears
-    it fuses (``module.fused_linears()``) without calling them."""
+    it fuses (``module.fused_linears()``) without calling them (their adapters are called)."""
     pairs = []
     for module in model.modules():
         linears = getattr(module, "fused_linears", lambda: ())()
-        pairs += [(module, param) for linear in linears for param in linear.parameters()]
+        pairs += [(module, param) for linear in linears for param in linear.parameters(recurse=False)]
     return pairs

@@ -20,13 +20,20 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 from pretrain.flex_attention import BlockMask, block_mask, flex_attend
-from pretrain.fused_linear import fused_linear
+from pretrain.fused_linear import fused_linear, with_adapter
 from pretrain.init import materialize
 from pretrain.loss import token_losses
 from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
 
 if TYPE_CHECKING:  # the cache module imports this one
     from pretrain.generation.kv_cache import KVCache, LayerCache
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that adds its LoRA adapter's update when it has one (``pretrain.lora``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return with_adapter(self, x, F.linear(x, self.weight, self.bias))
 
 
 class LayerFactory:
@@ -40,12 +47,12 @@ class LayerFactory:
 
     def column(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
         """A linear whose output features may be split across tensor-parallel ranks."""
-        return nn.Linear(in_features, out_features, bias=bias)
+        return Linear(in_features, out_features, bias=bias)
 
     def row(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
         """A linear whose input features may be split; its output is complete on every rank
         (or, with sequence parallelism, this rank's sequence shard of it)."""
-        return nn.Linear(in_features, out_features, bias=bias)
+        return Linear(in_features, out_features, bias=bias)
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
         return nn.Embedding(num_embeddings, dim)

@@ -25,6 +25,7 @@ from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
 from pretrain.data.sources import data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
+from pretrain.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
 from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
@@ -57,6 +58,7 @@ class Trainer:
         self.process = process
         self.run_dir = Path(cfg.run_dir)
         self.layout = validate_layout(cfg, process.world_size)
+        self.lora_base = base_identity(cfg.init_from, cfg.train.seed) if cfg.lora.enabled else None
         start = resolve_resume(cfg.resume, self.run_dir)  # before anything touches run_dir
         paths, weights = data_sources(cfg.data)
         tokenizer = tokenizer_dir(cfg.data, paths)
@@ -107,10 +109,12 @@ class Trainer:
         if cfg.parallel.zero_stage == 3:
             register_fused_parameters(model)
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
-            self.num_parameters = count_parameters(GPT(model_cfg))
+            whole = GPT(model_cfg)
+            self.num_parameters = count_parameters(whole)
+            self.trained_parameters = adapter_parameter_count(whole, cfg.lora) if cfg.lora.enabled else self.num_parameters
         self.optimizer = build_optimizer(model, cfg.optim, process.device)
         self.loss.guard = self.optimizer
-        check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.num_parameters, cfg.train.keep_last)
+        check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.trained_parameters, cfg.train.keep_last)
         self.background_saver = BackgroundSaver() if cfg.train.async_save else None
         start_step = read_metadata(start)["step"] if start is not None else 0
         self.logger = MetricsLogger(
@@ -163,7 +167,14 @@ class Trainer:
         if not self.pipelined:
             model = GPT(self.model_cfg, self.layers, seed=cfg.train.seed)
             model.activation_checkpointing = cfg.train.activation_checkpointing
-            return model
+        else:
+            model = self._build_pipeline()
+        if cfg.lora.enabled:
+            attach_adapters(model, cfg.lora, cfg.train.seed, self.grid.get_slice_parallel_group() if self.layout.tp > 1 else None)
+        return model
+
+    def _build_pipeline(self) -> torch.nn.Module:
+        cfg = self.cfg
         return build_pipeline(
             self.model_cfg,
             self.layers,
@@ -215,6 +226,8 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         metadata = read_metadata(path)
+        if self.lora_base is not None:
+            check_same_base(metadata.get("lora_base"), self.lora_base, path)
         self.step, self.consumed_samples = metadata["step"], metadata["consumed_samples"]
         self.skips.count = metadata.get("skipped_steps", 0)
         # Whatever the layout that wrote it: every rank takes its part of the saved state,
@@ -297,6 +310,7 @@ class Trainer:
             "config": as_plain_dict(self.cfg),
             "model": as_plain_dict(self.model_cfg),
             "tokenizer": as_plain_dict(self.special),
+            **({} if self.lora_base is None else {"lora_base": self.lora_base}),
         }
 
     def save(self) -> Path:
@@ -330,6 +344,12 @@ class Trainer:
             f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp} = {self.process.world_size} processes, "
             f"ZeRO {self.cfg.parallel.zero_stage}; precision {self.precision.value}"
         )
+        if self.cfg.lora.enabled:
+            lora = self.cfg.lora
+            self.logger.message(
+                f"LoRA rank {lora.rank} on {', '.join(map(str, lora.targets))}: {self.trained_parameters / 1e6:.3f}M trained "
+                f"parameters ({100 * self.trained_parameters / self.num_parameters:.2f}%), the rest frozen"
+            )
         schedule = Schedule.of(train)
         logging = LoggingHook(self.logger, self._record, curves_of=self.run_dir if self.process.is_main else None)
         hooks = [

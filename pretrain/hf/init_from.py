@@ -16,6 +16,7 @@ from torch import nn
 from pretrain.config import TrainConfig
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
+from pretrain.lora import is_adapter
 from pretrain.model_config import ModelConfig
 from pretrain.parallel.pipeline import canonical_parameters
 from data_pipeline.formats.special_tokens import SpecialTokens
@@ -53,13 +54,18 @@ def with_grown_vocabulary(cfg: TrainConfig, model: ModelConfig, special: Special
 
 def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> Optional[ReadStats]:
     """Fill this rank's freshly built ``model`` from ``init_from``; None when there is
-    nothing to do (no init_from, or the run resumes from its own checkpoint)."""
-    if not cfg.init_from or resuming:
+    nothing to do (no init_from, or the run resumes from its own checkpoint). LoRA
+    adapters are not in it: with ``lora.rank`` > 0 the (frozen) base is read on resume
+    too, since checkpoints hold only the adapters."""
+    if not cfg.init_from or (resuming and not cfg.lora.enabled):
         return None
-    return load_hf_weights(Path(cfg.init_from), cfg.model, canonical_parameters(model))
+    weights = {name: param for name, param in canonical_parameters(model).items() if not is_adapter(name)}
+    return load_hf_weights(Path(cfg.init_from), cfg.model, weights)
 
 
 def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
+    if resume_path is not None and cfg.lora.enabled:
+        return f"resuming the LoRA adapters of {resume_path} on the base read again from init_from={cfg.init_from}"
     if resume_path is not None:
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
     model = cfg.model

@@ -11,6 +11,7 @@ from torch import nn
 
 from pretrain.config import TrainConfig
 from pretrain.fused_linear import fused_parameters
+from pretrain.model_config import Activation
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ def launched_world_size() -> int:
 def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
     """The layout for ``world_size`` processes, or one clear error naming the setting and the fix."""
     par, model = cfg.parallel, cfg.model
+    cfg.lora.validate(gated_mlp=model.activation is Activation.swiglu)
     if par.tp < 1 or par.pp < 1:
         raise ValueError(f"parallel.tp={par.tp} and parallel.pp={par.pp} must be at least 1")
     if world_size % (par.tp * par.pp):

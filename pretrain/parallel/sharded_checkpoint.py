@@ -226,6 +226,12 @@ class _ShardReader:
         return values.view(entry["shape"])
 
 
+def trained_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters a checkpoint holds: every one, or with LoRA the adapters alone (the
+    frozen base is read again from where it came from, see ``pretrain.lora``)."""
+    return {name: param for name, param in canonical_parameters(module).items() if param.requires_grad}
+
+
 def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.Parameter], step: int) -> None:
     """Give every local parameter its master weight and optimizer state from the checkpoint,
     one parameter at a time. ``step`` is the optimizer step the checkpoint was taken at."""
@@ -246,7 +252,7 @@ def prepare_training_state(
     go on meanwhile."""
     state = MasterState(engine, optimizer, grid.get_data_parallel_rank())
     rank = dist.get_rank()
-    named = canonical_parameters(engine.module)
+    named = trained_parameters(engine.module)
     pieces, tensors = shard_contents(state, named, rank, grid.get_stage_id(), grid.get_slice_parallel_rank())
     copied: Optional[Callable[[], None]] = None
     if host_buffers is not None:
@@ -267,7 +273,7 @@ def prepare_training_state(
 def load_training_state(path: Path, engine: Any, optimizer: torch.optim.Optimizer, grid: Any, step: int) -> None:
     """Every rank takes its part of the saved state, whatever layout wrote it."""
     state = MasterState(engine, optimizer, grid.get_data_parallel_rank())
-    load_shards(path, state, canonical_parameters(engine.module), step)
+    load_shards(path, state, trained_parameters(engine.module), step)
 
 
 def bytes_per_parameter(optimizer: torch.optim.Optimizer) -> int:

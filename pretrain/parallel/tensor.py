@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrain.fused_linear import with_adapter
 from pretrain.loss import token_losses
 from pretrain.model import LayerFactory
 from pretrain.model_config import ModelConfig, Norm
@@ -105,12 +106,12 @@ _ReduceScatterSequence = _conjugate_pair("_ReduceScatterSequence", _reduce_scatt
 _ScatterSequence = _conjugate_pair("_ScatterSequence", _sequence_shard, _all_gather_sequence)
 
 
-def _summed_gradient(param: Optional[Tensor], group: dist.ProcessGroup) -> Optional[Tensor]:
+def summed_gradient(param: Optional[Tensor], group: dist.ProcessGroup) -> Optional[Tensor]:
     """``param`` for use on this rank's sequence shard only: its gradient sums over the ranks."""
     return None if param is None else _CopyToTensorParallel.apply(param, group)
 
 
-def _mark_shard(param: nn.Parameter, split_dim: int, rank: int, size: int) -> nn.Parameter:
+def mark_shard(param: nn.Parameter, split_dim: int, rank: int, size: int) -> nn.Parameter:
     # DeepSpeed counts a parameter in the gradient norm on every tensor-parallel rank only
     # when it carries Megatron's flag; replicated ones count once (on model-parallel rank 0).
     param.tensor_model_parallel = True  # type: ignore[attr-defined]
@@ -134,11 +135,11 @@ class ColumnParallelLinear(nn.Module):
         super().__init__()
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(out_features, size, "output features")
-        self.weight = _mark_shard(nn.Parameter(torch.empty(local, in_features)), 0, rank, size)
-        self.bias = _mark_shard(nn.Parameter(torch.zeros(local)), 0, rank, size) if bias else None
+        self.weight = mark_shard(nn.Parameter(torch.empty(local, in_features)), 0, rank, size)
+        self.bias = mark_shard(nn.Parameter(torch.zeros(local)), 0, rank, size) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return with_adapter(self, x, F.linear(x, self.weight, self.bias))
 
 
 class RowParallelLinear(nn.Module):
@@ -153,16 +154,16 @@ class RowParallelLinear(nn.Module):
         self.sequence_parallel = sequence_parallel
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(in_features, size, "input features")
-        self.weight = _mark_shard(nn.Parameter(torch.empty(out_features, local)), 1, rank, size)
+        self.weight = mark_shard(nn.Parameter(torch.empty(out_features, local)), 1, rank, size)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None  # added once, after the sum
 
     def forward(self, x: Tensor) -> Tensor:
-        partial = F.linear(x, self.weight)
+        partial = with_adapter(self, x, F.linear(x, self.weight))  # the adapter's part joins the sum
         if not self.sequence_parallel:
             out = _ReduceFromTensorParallel.apply(partial, self.group)
             return out if self.bias is None else out + self.bias
         out = _ReduceScatterSequence.apply(partial, self.group)
-        return out if self.bias is None else out + _summed_gradient(self.bias, self.group)
+        return out if self.bias is None else out + summed_gradient(self.bias, self.group)
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -177,7 +178,7 @@ class VocabParallelEmbedding(nn.Module):
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         local = _divide(num_embeddings, size, "padded vocabulary size")
         self.start = rank * local
-        self.weight = _mark_shard(nn.Parameter(torch.empty(local, dim)), 0, rank, size)
+        self.weight = mark_shard(nn.Parameter(torch.empty(local, dim)), 0, rank, size)
 
     def forward(self, ids: Tensor) -> Tensor:
         local_ids = ids - self.start
@@ -197,7 +198,7 @@ class SequenceParallelRMSNorm(nn.RMSNorm):
         self.group = group
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, self.normalized_shape, _summed_gradient(self.weight, self.group), self.eps)
+        return F.rms_norm(x, self.normalized_shape, summed_gradient(self.weight, self.group), self.eps)
 
 
 class SequenceParallelLayerNorm(nn.LayerNorm):
@@ -209,7 +210,7 @@ class SequenceParallelLayerNorm(nn.LayerNorm):
         self.group = group
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = _summed_gradient(self.weight, self.group), _summed_gradient(self.bias, self.group)
+        weight, bias = summed_gradient(self.weight, self.group), summed_gradient(self.bias, self.group)
         return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 

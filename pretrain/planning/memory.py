@@ -63,6 +63,23 @@ def model_state_bytes(
     return weights, gradients, optimizer
 
 
+def lora_elements_per_layer(cfg: TrainConfig, tp: int) -> int:
+    """Adapter values one tensor-parallel rank holds per block (``pretrain.lora``): the
+    split factor of each adapter is 1/tp, the other whole."""
+    model, rank = cfg.model, cfg.lora.rank
+    attention = model.n_heads * model.head_dim
+    kv = model.kv_heads * model.head_dim
+    column = {"q": attention, "k": kv, "v": kv, "gate": model.ffn_dim, "up": model.ffn_dim}  # out features, d_model in
+    row = {"o": attention, "down": model.ffn_dim}  # in features, d_model out
+    total = 0
+    for target in map(str, cfg.lora.targets):
+        if target in column:
+            total += rank * (model.d_model + column[target] // tp)
+        else:
+            total += rank * (row[target] // tp + model.d_model)
+    return total
+
+
 def zero_partition(stage: StageParameters, zero_stage: int, dp: int) -> int:
     """Elements of this rank's ZeRO partition: each flat group padded to a multiple of
     2·dp (stages 1-2), or each parameter cut into dp slices (stage 3)."""
@@ -169,6 +186,11 @@ def rank_memory(
     sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
     partition = zero_partition(stage, zero, layout.dp)
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
+    if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone
+        trained = stage.layers * lora_elements_per_layer(cfg, layout.tp)
+        trained_partition = math.ceil(trained / layout.dp) if zero else trained
+        adapters, gradients, optimizer = model_state_bytes(trained, trained_partition, zero, sizes, sharded_from)
+        weights += adapters
     if zero == 3:
         weights += _persistent_elements(stage, buffers) * sizes.weight
     activations = _activations(cfg, layout, precision, stage, stage_index)

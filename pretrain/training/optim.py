@@ -135,10 +135,12 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
             continue
         exempt = len(local_shape(param)) < 2 or id(param) in embeddings  # ZeRO-3 may have partitioned it
         (no_decay if exempt and not cfg.decay_embeddings_and_norms else decay).append(param)
-    return [
+    groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # An empty group (LoRA's adapters are all matrices) is dropped, as DeepSpeed drops it.
+    return [group for group in groups if group["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> GuardedStep:

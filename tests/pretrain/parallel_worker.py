@@ -32,8 +32,7 @@ from pretrain.config import load_train_config
 from pretrain.parallel.process_groups import init_distributed
 from pretrain.model import Block
 from pretrain.parallel.master_state import WEIGHT, state_keys
-from pretrain.parallel.pipeline import canonical_parameters
-from pretrain.parallel.sharded_checkpoint import ShardedState
+from pretrain.parallel.sharded_checkpoint import ShardedState, trained_parameters
 from pretrain.trainer import Trainer
 
 
@@ -68,7 +67,7 @@ def state_error(trainer: Trainer) -> float:
     """Collective: max |saved - live| over every parameter and kind, on every rank."""
     error = torch.zeros(1)
     with ShardedState(latest_complete(checkpoint_root(trainer.run_dir))) as saved:
-        for name, param in canonical_parameters(trainer.engine.module).items():
+        for name, param in trained_parameters(trainer.engine.module).items():
             for kind, value in live_master_state(trainer, name, param).items():
                 live = gather_tensor_parallel(value.float().reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape), param, trainer)
                 error = torch.maximum(error, (saved.full(name, kind) - live).abs().max().reshape(1))
