@@ -1,6 +1,9 @@
-"""benchmarks/gpu.sh runs end to end on CPU (--dry-run: tiny sizes) and prints its table."""
+"""benchmarks/gpu.sh --device cpu: the GPU benchmark's whole machinery on CPU (tiny model),
+end to end: every runner's row, the table and the JSON agree, a failing row is one line and
+the table goes on, and the benchmark's own memory stays flat from row to row."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -8,18 +11,44 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-ROW = re.compile(r"^tiny\s+(bare|framework)\s+(\S+)\s+off\s+(\d+)\s+[\d.]+\s+-\s+([\d.]+)$")
+NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
-def test_dry_run_prints_a_row_per_case_with_throughput_and_ratio() -> None:
+def table_rows(stdout: str) -> list[list[str]]:
+    lines = stdout[stdout.rindex("| model |"):].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:] if line.startswith("|")]
+
+
+def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Path) -> None:
     # A fresh process, not one of this test process's (whose RANK/MASTER_PORT may be taken).
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    done = subprocess.run([REPO / "benchmarks" / "gpu.sh", "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    table = done.stdout[done.stdout.rindex("device: CPU") :].splitlines()
-    rows = [ROW.match(line) for line in table[2:-1]]
-    assert all(rows), table
-    assert [(row[1], row[2]) for row in rows] == [("bare", "clm"), ("framework", "clm"), ("framework", "span"), ("framework", "clm+docs")]
-    assert all(int(row[3]) > 0 for row in rows)
-    assert rows[0][4] == "1.00"  # each row's speed is over the bare loop's
-    assert table[-1].startswith("total ")
+    out = tmp_path / "gpu.json"
+    command = [REPO / "benchmarks" / "gpu.sh", "--device", "cpu", "--models", "no-such-model", "tiny",
+               "--attention", "clm", "--out", out]  # span and document masking rows: the same machinery
+    done = subprocess.run(command, capture_output=True, text=True, timeout=480, env=env)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # the failing rows say so
+    rows = json.loads(out.read_text())["rows"]
+    table = table_rows(done.stdout)
+    assert len(table) == len(rows)
+
+    failing = [r for r in rows if r["model"] == "no-such-model"]
+    assert [r["runner"] for r in failing] == ["ours", "bare", "transformers", "planner"]
+    assert all(r["status"] == "failed" and "no-such-model" in r["note"] and "\n" not in r["note"] for r in failing)
+    progress = [line for line in done.stdout.splitlines() if line.startswith("no-such-model ")]
+    assert len(progress) == len(failing) and all(": failed: " in line for line in progress)  # one line each
+
+    tiny = [r for r in rows if r["model"] == "tiny"]  # they ran after the failures
+    assert [r["runner"] for r in tiny] == ["ours", "bare", "transformers", "planner"]
+    assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 and r["peak_gib"] > 0 and r["mfu"] > 0 for r in tiny), tiny
+    assert tiny[1]["vs_bare"] == 1.0 and tiny[0]["vs_bare"] == tiny[0]["tokens_per_s"] / tiny[1]["tokens_per_s"]
+
+    for record, cells in zip(rows, table):  # the printed table is the JSON's
+        assert cells[:4] == [record["model"], record["attention"], "off", record["runner"]]
+        if record["status"] == "ok":
+            assert all(NUMBER.match(cell) for cell in cells[4:6] + cells[7:10]), cells
+            assert int(cells[4]) == round(record["tokens_per_s"]) and float(cells[7]) == round(record["peak_gib"], 2)
+        else:
+            assert cells[4] == "-" and cells[10] == record["note"]
+
+    first, last = rows[0]["parent_rss_mib"], rows[-1]["parent_rss_mib"]
+    assert abs(last - first) <= 0.1 * first, (first, last)
