@@ -45,7 +45,7 @@ def run_row_process(spec: dict, corpus: Path, run_dir: Path, log: Path, timeout_
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            return {"error": f"timed out after {timeout_s:.0f} s (log: {log})"}
+            return {"error": f"timed out after {timeout_s:g} s (log: {log})"}
     result = last_result(log)
     if result is None:  # killed (out of host memory, a signal) before it could answer
         return {"error": f"exit code {returncode}: {last_line(log)} (log: {log})"}

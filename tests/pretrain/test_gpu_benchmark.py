@@ -52,3 +52,14 @@ def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Pat
 
     first, last = rows[0]["parent_rss_mib"], rows[-1]["parent_rss_mib"]
     assert abs(last - first) <= 0.1 * first, (first, last)
+
+
+def test_a_row_past_its_time_limit_is_ended_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu.launch import run_row_process
+    from gpu.rows import CPU, OURS, Row, Setup
+
+    spec = Row(Setup("tiny"), OURS).spec(CPU)
+    result = run_row_process(spec, tmp_path / "corpus", tmp_path / "run", tmp_path / "row.log", timeout_s=0.5)
+    assert result["error"].startswith("timed out after 0.5 s") and "\n" not in result["error"], result
+    assert not (tmp_path / "run").exists()  # ended while still importing
