@@ -29,7 +29,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bare_loop, gpu.*
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
-from gpu.launch import REPO, row_environment, run_row_process  # noqa: E402
+from gpu.launch import REPO, exit_on_sigterm, row_environment, run_row_process  # noqa: E402
 from gpu.planner import one_device_cluster, predict  # noqa: E402
 from gpu.report import Record, Report, progress_line  # noqa: E402
 from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
@@ -118,6 +118,7 @@ def measure(row: Row, shape: Shape, corpus: Path, work: Path, log: Path, timeout
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     started = time.perf_counter()
     if args.device == "cpu":  # one core per row, as configs/cluster/cpu.yaml's peak is calibrated
         os.environ.setdefault("OMP_NUM_THREADS", "1")

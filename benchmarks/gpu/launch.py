@@ -16,6 +16,12 @@ REPO = ROW_PROCESS.parents[2]
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT")
 
 
+def exit_on_sigterm() -> None:
+    """gpu.sh's ``timeout`` stops the benchmark with SIGTERM: exit through ``run_row_process``'s
+    cleanup, which ends the running row's process group, rather than leave it on the device."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def row_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -43,9 +49,11 @@ def run_row_process(spec: dict, corpus: Path, run_dir: Path, log: Path, timeout_
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             return {"error": f"timed out after {timeout_s:g} s (log: {log})"}
+        finally:  # also when this process is told to stop (gpu.sh's time limit): no row outlives it
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     result = last_result(log)
     if result is None:  # killed (out of host memory, a signal) before it could answer
         return {"error": f"exit code {returncode}: {last_line(log)} (log: {log})"}

@@ -1,12 +1,15 @@
 """benchmarks/gpu.sh --device cpu: the GPU benchmark's whole machinery on CPU (tiny model),
 end to end: every runner's row, the table and the JSON agree, a failing row is one line and
-the table goes on, and the benchmark's own memory stays flat from row to row."""
+the table goes on, and the benchmark's own memory stays flat from row to row; a row past its
+time limit, or a benchmark that is stopped, leaves no row process behind."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,3 +66,23 @@ def test_a_row_past_its_time_limit_is_ended_in_one_line(tmp_path: Path, monkeypa
     result = run_row_process(spec, tmp_path / "corpus", tmp_path / "run", tmp_path / "row.log", timeout_s=0.5)
     assert result["error"].startswith("timed out after 0.5 s") and "\n" not in result["error"], result
     assert not (tmp_path / "run").exists()  # ended while still importing
+
+
+def test_stopping_the_benchmark_ends_the_running_row(tmp_path: Path) -> None:
+    """gpu.sh's time limit stops the benchmark with SIGTERM: the row it was running (a process
+    group of its own) must not outlive it on the device."""
+    spec = json.dumps({"model": "tiny", "runner": "ours", "shape": {"seq_len": 128, "vocab": 256, "precision": "fp32",
+                                                                    "steps": 2, "micro_batch": {"tiny": 4}}})
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from gpu.launch import exit_on_sigterm, "
+            f"run_row_process; exit_on_sigterm(); run_row_process({spec}, Path('{tmp_path}/corpus'), Path('{tmp_path}/run'), "
+            f"Path('{tmp_path}/row.log'), 600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    rows: list[str] = []
+    deadline = time.monotonic() + 60
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    assert rows, "the row never started"
+    parent.terminate()
+    assert parent.wait(timeout=30) == 128 + 15
+    assert not Path(f"/proc/{rows[0]}").exists() or "zombie" in Path(f"/proc/{rows[0]}/status").read_text()
