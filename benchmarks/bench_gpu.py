@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretr
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 from gpu.launch import REPO, exit_on_sigterm, row_environment, run_row_process  # noqa: E402
 from gpu.planner import one_device_cluster, predict  # noqa: E402
-from gpu.report import Record, Report, progress_line  # noqa: E402
+from gpu.report import Record, Report, one_line, progress_line  # noqa: E402
 from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
 from pretrain.config import load_train_config  # noqa: E402
 from pretrain.model_stats import training_flops_per_token  # noqa: E402
@@ -97,7 +97,7 @@ def planned(setup: Setup, shape: Shape, corpus: Path, cluster: ClusterConfig) ->
     try:
         return predict(setup, shape, corpus, cluster)
     except Exception as err:  # a config the planner refuses (or none at all): that row's one line
-        return {"error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"[:240]}
+        return {"error": one_line(err)}
 
 
 def measure(row: Row, shape: Shape, corpus: Path, work: Path, log: Path, timeout_s: float, cluster: ClusterConfig,

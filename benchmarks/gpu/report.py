@@ -67,6 +67,12 @@ class Report:
         return "\n".join(lines)
 
 
+def one_line(err: BaseException) -> str:
+    """An error as a row's note: its type and the first line of its message."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}"[:240]
+
+
 def _number(value: Optional[float], form: str) -> str:
     return "-" if value is None else format(value, form)
 

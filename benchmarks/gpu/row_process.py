@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data_pipeline.formats.special_tokens import SpecialTokens  # noqa: E402
+from gpu.report import one_line  # noqa: E402
 from gpu.rows import BARE, HF, OURS, Setup, Shape, train_overrides  # noqa: E402
 from pretrain.config import TrainConfig, load_train_config  # noqa: E402
 from pretrain.data.loader import TrainingStream, open_sources  # noqa: E402
@@ -94,11 +95,6 @@ def run_row(spec: dict, corpus: Path, run_dir: Path) -> dict:
         raise ValueError(f"runner {runner!r} has no process of its own")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     return {"tokens_per_s": tokens_per_s, "peak_gib": memory_gb(device)}
-
-
-def one_line(err: BaseException) -> str:
-    first = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first}"[:240]
 
 
 def main(argv: list[str]) -> int:
