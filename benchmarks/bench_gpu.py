@@ -93,17 +93,28 @@ def resident_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def config_error(setup: Setup, shape: Shape, corpus: Path) -> Optional[str]:
+    """Why the configuration cannot load (an unknown model, say), checked before any row's
+    process starts: its rows fail at once instead of spending device time."""
+    try:
+        load_train_config(train_overrides(setup, shape, corpus, corpus))
+    except Exception as err:
+        return one_line(err)
+    return None
+
+
 def planned(setup: Setup, shape: Shape, corpus: Path, cluster: ClusterConfig) -> dict:
     try:
         return predict(setup, shape, corpus, cluster)
-    except Exception as err:  # a config the planner refuses (or none at all): that row's one line
+    except Exception as err:  # a layout the planner refuses: that row's one line
         return {"error": one_line(err)}
 
 
 def measure(row: Row, shape: Shape, corpus: Path, work: Path, log: Path, timeout_s: float, cluster: ClusterConfig,
             predictions: dict[Setup, dict]) -> Record:
+    """``predictions``: the planner's, or the config's error, for every setup."""
     started = time.perf_counter()
-    if row.runner == PLANNER:
+    if row.runner == PLANNER or "error" in predictions[row.setup]:
         result = predictions[row.setup]
     else:
         result = run_row_process(row.spec(shape), corpus, work, log, timeout_s)
@@ -139,9 +150,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     logs = args.out.with_name(args.out.stem + "-logs")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=2, docs_per_shard=400)
-        # The planner's rows first, all at once: arithmetic in this process, whose memory then
-        # stays flat while the rows run in theirs.
-        predictions = {setup: planned(setup, args.shape, corpus, cluster) for setup in args.setups}
+        # The configs are checked and the planner's rows made first, all at once: arithmetic in
+        # this process, whose memory then stays flat while the rows run in theirs.
+        errors = {setup: config_error(setup, args.shape, corpus) for setup in args.setups}
+        predictions = {setup: {"error": error} if error else planned(setup, args.shape, corpus, cluster)
+                       for setup, error in errors.items()}
         for index, row in enumerate(rows(args.setups)):
             left = args.budget_s - (time.perf_counter() - started)
             if left < min(MIN_ROW_S, args.row_timeout_s) and row.runner != PLANNER:

@@ -86,3 +86,13 @@ def test_stopping_the_benchmark_ends_the_running_row(tmp_path: Path) -> None:
     parent.terminate()
     assert parent.wait(timeout=30) == 128 + 15
     assert not Path(f"/proc/{rows[0]}").exists() or "zombie" in Path(f"/proc/{rows[0]}/status").read_text()
+
+
+def test_an_error_inside_a_row_process_comes_back_as_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu.launch import run_row_process
+    from gpu.rows import CPU, OURS, Row, Setup
+
+    spec = Row(Setup("tiny"), OURS).spec(CPU)  # a corpus that does not exist
+    result = run_row_process(spec, tmp_path / "no-corpus", tmp_path / "run", tmp_path / "row.log", timeout_s=120)
+    assert result["error"].count("\n") == 0 and "no-corpus" in result["error"], result
