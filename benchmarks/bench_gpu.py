@@ -1,168 +1,175 @@
-"""GPU throughput of `pretrain.train` against a nanoGPT-style bare loop of the same model.
+"""The GPU check and benchmark: is the framework correct on CUDA, and how fast is it?
 
-    benchmarks/gpu.sh                          # one H100/H200, at most 8 minutes
-    python benchmarks/bench_gpu.py --dry-run   # CPU, tiny sizes: the script itself works
+    benchmarks/gpu.sh                      # one H100/H200: the GPU lane, then the table (at most 8 minutes)
+    benchmarks/gpu.sh --device cpu         # the same code on CPU, tiny model (a test runs it)
 
-For gpt-125m, gpt-350m and gpt-1.3b (bf16, seq 2048, a 32k vocabulary): the framework with
-compile off and on, objective=span and document masking (both compiled: FlexAttention), and
-the bare loop (`benchmarks/bare_loop.py`, plain causal attention) with compile off and on.
-Each run times the steps after its warm-up (compilation included there) and prints one row
-of tokens/s, TFLOP/s per GPU and MFU; the last column is the framework over the bare loop
-with the same compile setting. Rows past ``--budget-s`` are skipped, a row that fails (out of
-memory, say) prints its error, and neither stops the table.
+First the GPU lane (``python -m pytest tests/gpu -x -q``); if it fails, its failures are
+printed and nothing else runs. Then the throughput table: for each configuration
+(benchmarks/gpu/rows.py: gpt-125m, gpt-350m, gpt-1.3b at seq 2048, bf16, compile off and
+on, ``objective=span`` and document masking) the framework's Trainer, a bare loop of our GPT
+(benchmarks/bare_loop.py) and transformers' Llama of the same shape in that loop, each in a
+process of its own, and the planner's prediction. Per row: tokens/s, TFLOP/s, MFU, peak
+memory, the ratio to the bare loop. A row that fails prints one line and the table goes on;
+rows that would start past ``--budget-s`` are listed as skipped. docs/performance.md says
+what each number means.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bare_loop, gpu.*
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
-from bare_loop import BareLoop  # noqa: E402
-
+from gpu.launch import REPO, exit_on_sigterm, row_environment, run_row_process  # noqa: E402
+from gpu.planner import one_device_cluster, predict  # noqa: E402
+from gpu.report import Record, Report, one_line, progress_line  # noqa: E402
+from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
 from pretrain.config import load_train_config  # noqa: E402
-from pretrain.parallel.process_groups import ProcessInfo, init_distributed  # noqa: E402
-from pretrain.trainer import Trainer  # noqa: E402
+from pretrain.model_stats import training_flops_per_token  # noqa: E402
+from pretrain.planning.cluster import ClusterConfig  # noqa: E402
 
-# Micro-batches (sequences of 2048) that fit one 80 GB GPU without activation checkpointing.
-GPU_MICRO_BATCH = {"gpt-125m": 16, "gpt-350m": 16, "gpt-1.3b": 8}
-
-
-@dataclass(frozen=True)
-class Case:
-    model: str
-    runner: str  # "framework" or "bare"
-    compile: bool
-    objective: str = "clm"
-    document_masking: bool = False
-
-    @property
-    def label(self) -> str:
-        masking = "+docs" if self.document_masking else ""
-        return f"{self.model:9} {self.runner:9} {self.objective + masking:9} {'on' if self.compile else 'off':7}"
+MIN_ROW_S = 20.0  # a row given less than this would only time out
 
 
-@dataclass
-class Measured:
-    tokens_per_s: float
-    tflops: float
-    mfu: Optional[float]
-
-
-def cases(models: list[str], compile_options: list[bool]) -> list[Case]:
-    rows = []
-    for model in models:
-        for compiled in compile_options:
-            rows += [Case(model, "bare", compiled), Case(model, "framework", compiled)]
-        fast = compile_options[-1]  # FlexAttention is fast compiled only
-        rows += [Case(model, "framework", fast, objective="span"), Case(model, "framework", fast, document_masking=True)]
-    return rows
-
-
-def overrides(case: Case, args: argparse.Namespace, corpus: Path, run_dir: Path) -> list[str]:
-    micro = args.micro_batch or GPU_MICRO_BATCH.get(case.model, 4)
-    return [
-        f"data.path={corpus}", f"run_dir={run_dir}", f"model={case.model}", f"model.vocab_size={args.vocab}",
-        f"train.seq_len={args.seq_len}", f"model.max_seq_len={args.seq_len}", f"train.precision={args.precision}",
-        f"train.micro_batch_size={micro}", f"train.global_batch_size={micro}", f"train.compile={str(case.compile).lower()}",
-        f"objective={case.objective}", f"objective.document_masking={str(case.document_masking).lower()}",
-        # Two log windows: the warm-up (compilation included), then the timed steps.
-        f"train.max_steps={2 * args.steps}", f"train.log_every={args.steps}",
-        "train.eval_every=0", "train.save_every=0",
-        "logging.progress_bar=false", "optim.warmup_steps=0", "resume=never",
-    ]
-
-
-def run_framework(trainer: Trainer) -> Measured:
-    last = trainer.fit()[-1]
-    return Measured(last["tokens_per_s"], last["tflops_per_device"], last["mfu"])
-
-
-def run_bare(trainer: Trainer, args: argparse.Namespace) -> Measured:
-    """The bare loop on the framework's batches (and so the same tokens per step)."""
-    bare = BareLoop(trainer.model_cfg, trainer.cfg, trainer.process.device, trainer.precision)
-    plan = trainer.plan
-    batches = []
-    for index in range(2):
-        positions = plan.positions(index * plan.global_batch, 0, 0)
-        batches.append(trainer.make_batch(trainer.stream.sample(positions).windows, positions))
-    for step in range(args.steps):  # warm-up, as many steps as the framework's
-        bare.step(batches[step % 2])
-    bare.synchronize()
-    start = time.perf_counter()
-    for step in range(args.steps):
-        bare.step(batches[step % 2])
-    bare.synchronize()
-    tokens_per_s = args.steps * plan.global_batch * trainer.cfg.train.seq_len / (time.perf_counter() - start)
-    tflops = trainer.flops_per_token * tokens_per_s / 1e12
-    return Measured(tokens_per_s, tflops, None if trainer.peak_tflops is None else tflops / trainer.peak_tflops)
-
-
-def measure(case: Case, args: argparse.Namespace, corpus: Path, run_dir: Path, process: ProcessInfo) -> Measured:
-    trainer = Trainer(load_train_config(overrides(case, args, corpus, run_dir)), process)
-    try:
-        return run_bare(trainer, args) if case.runner == "bare" else run_framework(trainer)
-    finally:
-        del trainer
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="CPU, model tiny, seq 64, fp32, compile off, 2 steps")
-    parser.add_argument("--models", nargs="+", default=["gpt-125m", "gpt-350m", "gpt-1.3b"])
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--micro-batch", type=int, default=None, help="default: GPU_MICRO_BATCH per model")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps, after as many warm-up steps (compilation)")
-    parser.add_argument("--budget-s", type=float, default=420, help="skip the rows that would start after this")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--models", nargs="+", help="default: gpt-125m gpt-350m gpt-1.3b (cuda), tiny (cpu)")
+    parser.add_argument("--attention", nargs="+", choices=("clm", "span", "clm+docs"), help="only these rows (default: all)")
+    parser.add_argument("--steps", type=int, help="timed steps per row, after as many warm-up steps (default: 5 cuda, 2 cpu)")
+    parser.add_argument("--budget-s", type=float, default=450, help="the whole run, lane included: later rows are skipped")
+    parser.add_argument("--row-timeout-s", type=float, default=180, help="one row's process at most")
+    parser.add_argument("--lane-timeout-s", type=float, default=200)
+    parser.add_argument("--skip-lane", action="store_true", help="the table only (the lane passed in an earlier run)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "gpu.json", help="the JSON file")
     args = parser.parse_args(argv)
-    if args.dry_run:
-        args.models, args.seq_len, args.vocab, args.precision = ["tiny"], 64, 256, "fp32"
-        args.micro_batch, args.steps = 2, 1
+    cpu = args.device == "cpu"
+    args.models = args.models or (["tiny"] if cpu else ["gpt-125m", "gpt-350m", "gpt-1.3b"])
+    args.shape = dataclasses.replace(CPU if cpu else GPU, **({"steps": args.steps} if args.steps else {}))
+    args.setups = cpu_setups(args.models) if cpu else gpu_setups(args.models)
+    args.setups = [s for s in args.setups if args.attention is None or s.attention in args.attention]
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    args = parse_args(argv)
-    process = init_distributed()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    table = [
-        f"device: {device}; seq {args.seq_len}, {args.precision}, vocab {args.vocab}; {args.steps} warm-up + {args.steps} timed steps",
-        f"{'model':9} {'runner':9} {'objective':9} {'compile':7} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'vs bare':>7}",
-    ]
+def probe_gpu() -> tuple[str, float]:
+    """The GPU's name and memory, asked in a process of its own: this one never touches CUDA,
+    so it holds no device memory while the rows run."""
+    code = "import json, torch; p = torch.cuda.get_device_properties(0); print(json.dumps([p.name, p.total_memory / 2**30]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=row_environment())
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise SystemExit(f"error: --device cuda, but torch finds no GPU ({last}); use --device cpu")
+    name, memory = json.loads(done.stdout)
+    return name, memory
+
+
+def run_lane(timeout_s: float) -> dict:
+    """The GPU lane; its output is printed only when it fails (its failures, -q)."""
     started = time.perf_counter()
-    bare_speed: dict[tuple[str, bool], float] = {}
+    command = [sys.executable, "-m", "pytest", "tests/gpu", "-x", "-q", "-p", "no:cacheprovider"]
+    try:
+        done = subprocess.run(command, cwd=REPO, env=row_environment(), capture_output=True, text=True, timeout=timeout_s)
+        passed, output = done.returncode == 0, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        passed, output = False, f"{err.stdout or ''}\nthe GPU lane ran past --lane-timeout-s {timeout_s:.0f}"
+    summary = (output.strip().splitlines() or ["no output"])[-1]
+    if not passed:
+        print(output[-12000:])
+    return {"passed": passed, "summary": summary, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def resident_mib() -> float:
+    """This process's resident memory now (not its peak)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def config_error(setup: Setup, shape: Shape, corpus: Path) -> Optional[str]:
+    """Why the configuration cannot load (an unknown model, say), checked before any row's
+    process starts: its rows fail at once instead of spending device time."""
+    try:
+        load_train_config(train_overrides(setup, shape, corpus, corpus))
+    except Exception as err:
+        return one_line(err)
+    return None
+
+
+def planned(setup: Setup, shape: Shape, corpus: Path, cluster: ClusterConfig) -> dict:
+    try:
+        return predict(setup, shape, corpus, cluster)
+    except Exception as err:  # a layout the planner refuses: that row's one line
+        return {"error": one_line(err)}
+
+
+def measure(row: Row, shape: Shape, corpus: Path, work: Path, log: Path, timeout_s: float, cluster: ClusterConfig,
+            predictions: dict[Setup, dict]) -> Record:
+    """``predictions``: the planner's, or the config's error, for every setup."""
+    started = time.perf_counter()
+    if row.runner == PLANNER or "error" in predictions[row.setup]:
+        result = predictions[row.setup]
+    else:
+        result = run_row_process(row.spec(shape), corpus, work, log, timeout_s)
+    seconds = time.perf_counter() - started
+    if "error" in result:
+        return Record.of(row, "failed", seconds=seconds, note=result["error"])
+    model = load_train_config(train_overrides(row.setup, shape, corpus, work)).model  # a valid config: the row ran
+    record = Record.of(row, "ok", peak_gib=result["peak_gib"], seconds=seconds)
+    record.measured(result["tokens_per_s"], training_flops_per_token(model, shape.seq_len), cluster.peak_tflops)
+    return record
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    exit_on_sigterm()
+    started = time.perf_counter()
+    if args.device == "cpu":  # one core per row, as configs/cluster/cpu.yaml's peak is calibrated
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    gpu_name, gpu_memory = probe_gpu() if args.device == "cuda" else (None, None)
+    cluster = one_device_cluster(gpu_name, gpu_memory)
+    report = Report(header={"device": gpu_name or "cpu", "cluster": cluster.name, "shape": dataclasses.asdict(args.shape)})
+    print(f"device: {report.header['device']}; cluster config {cluster.name}; seq {args.shape.seq_len}, {args.shape.precision}, "
+          f"vocab {args.shape.vocab}; {args.shape.steps} warm-up + {args.shape.steps} timed steps per row", flush=True)
+    if args.device == "cpu" or args.skip_lane:
+        report.header["lane"] = {"passed": None, "summary": "skipped", "seconds": 0}
+    else:
+        report.header["lane"] = run_lane(args.lane_timeout_s)
+        print(f"GPU lane: {report.header['lane']['summary']}", flush=True)
+        if not report.header["lane"]["passed"]:
+            report.write_json(args.out)
+            print("error: the GPU lane failed (above); the throughput table was not run")
+            return 1
+    logs = args.out.with_name(args.out.stem + "-logs")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=2, docs_per_shard=400)
-        for index, case in enumerate(cases(args.models, [False] if args.dry_run else [False, True])):
-            if time.perf_counter() - started > args.budget_s:
-                table.append(f"{case.label} skipped (past --budget-s {args.budget_s:.0f})")
-                continue
-            try:
-                result = measure(case, args, corpus, Path(tmp) / f"run{index}", process)
-            except (RuntimeError, ValueError) as err:  # out of memory, a compile failure: report, go on
-                table.append(f"{case.label} failed: {str(err).splitlines()[0][:120]}")
-                continue
-            if case.runner == "bare":
-                bare_speed[case.model, case.compile] = result.tokens_per_s
-            baseline = bare_speed.get((case.model, case.compile))
-            mfu = "-" if result.mfu is None else f"{100 * result.mfu:.1f}%"
-            ratio = "-" if baseline is None else f"{result.tokens_per_s / baseline:.2f}"
-            table.append(f"{case.label} {result.tokens_per_s:10.0f} {result.tflops:8.1f} {mfu:>6} {ratio:>7}")
-            print(table[-1], flush=True)  # progress, between the runs' own log lines
-    table.append(f"total {time.perf_counter() - started:.0f} s")
-    print("\n" + "\n".join(table))
+        # The configs are checked and the planner's rows made first, all at once: arithmetic in
+        # this process, whose memory then stays flat while the rows run in theirs.
+        errors = {setup: config_error(setup, args.shape, corpus) for setup in args.setups}
+        predictions = {setup: {"error": error} if error else planned(setup, args.shape, corpus, cluster)
+                       for setup, error in errors.items()}
+        for index, row in enumerate(rows(args.setups)):
+            left = args.budget_s - (time.perf_counter() - started)
+            if left < min(MIN_ROW_S, args.row_timeout_s) and row.runner != PLANNER:
+                record = Record.of(row, "skipped", note=f"past --budget-s {args.budget_s:.0f}")
+            else:
+                label = f"{index:02d}-{row.setup.label.replace(' ', '-').replace('=', '')}-{row.runner}"
+                record = measure(row, args.shape, corpus, Path(tmp) / f"run{index}", logs / f"{label}.log",
+                                 min(args.row_timeout_s, left), cluster, predictions)
+            record.parent_rss_mib = resident_mib()
+            report.add(record)
+            report.write_json(args.out)
+            print(progress_line(record), flush=True)
+    print(f"\n{report.markdown()}\n\nJSON: {args.out}; each row's output: {logs}/; total {time.perf_counter() - started:.0f} s")
+    return 1 if any(r.status == "failed" for r in report.records) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,7 +32,7 @@ from pretrain.trainer import Trainer  # noqa: E402
 def bare_loop_tokens_per_s(trainer: Trainer, steps: int) -> float:
     """The same model, optimizer and batches on the same device and precision, with nothing
     but torch around them."""
-    bare = BareLoop(trainer.model_cfg, trainer.cfg, trainer.process.device, trainer.precision)
+    bare = BareLoop.of_gpt(trainer.model_cfg, trainer.cfg, trainer.process.device, trainer.precision)
     plan = trainer.plan
     start = time.perf_counter()
     for step in range(steps):

@@ -143,6 +143,9 @@ class TrainLoopConfig:
     #   'train.eval_tasks=[{type: multiple_choice, path: tasks/mc.jsonl, limit: 200}]'
     eval_tasks: list[TaskConfig] = field(default_factory=list)
     save_every: int = 500
+    # Save a checkpoint when training ends. With save_every=0 too the run writes no checkpoint
+    # and skips the free-disk check (throughput measurements, benchmarks/gpu.sh).
+    save_at_end: bool = True
     keep_last: int = 3
     # Write checkpoints in the background: each rank copies its shard of the training state
     # to host memory (one shard's worth more host memory) and the next steps run while a

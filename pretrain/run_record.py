@@ -34,6 +34,7 @@ FREE_SETTINGS = (
     "train.eval_batches",
     "train.eval_tasks",
     "train.save_every",
+    "train.save_at_end",
     "train.keep_last",
     "train.async_save",
     "train.sample_log",

@@ -114,7 +114,8 @@ class Trainer:
             self.trained_parameters = adapter_parameter_count(whole, cfg.lora) if cfg.lora.enabled else self.num_parameters
         self.optimizer = build_optimizer(model, cfg.optim, process.device)
         self.loss.guard = self.optimizer
-        check_run_dir(self.run_dir, bytes_per_parameter(self.optimizer) * self.trained_parameters, cfg.train.keep_last)
+        checkpoint_bytes = bytes_per_parameter(self.optimizer) * self.trained_parameters
+        check_run_dir(self.run_dir, checkpoint_bytes if Schedule.of(cfg.train).writes_checkpoints else 0, cfg.train.keep_last)
         self.background_saver = BackgroundSaver() if cfg.train.async_save else None
         start_step = read_metadata(start)["step"] if start is not None else 0
         self.logger = MetricsLogger(
@@ -139,9 +140,6 @@ class Trainer:
             config=ds_config,
             mpu=None if self.pipelined else self.grid,
         )
-        # Several optimizer.step() calls may make up one step (ZeRO sub-groups): they are
-        # told apart by the step count.
-        self.optimizer.step_counter = lambda: self.step
         self.optimizer.start()
         if cfg.train.compile:
             self.engine.compile()
@@ -182,7 +180,7 @@ class Trainer:
             mode=self.objective.attention_mode,
             uses_doc_ids=self.objective.document_masking,
             grid=self.grid,
-            loss_fn=lambda logits, targets: self.loss(logits, *targets),
+            loss_fn=self.loss.of_pipeline,
             partition_method=cfg.parallel.partition_method,
             checkpoint_interval=cfg.parallel.checkpoint_interval if cfg.train.activation_checkpointing else 0,
         )
@@ -263,6 +261,9 @@ class Trainer:
         samples, batches = self.step_batches(self.consumed_samples, prefetch_next=self.step + 1 < self.cfg.train.max_steps)
         if self.sample_log is not None:
             self.sample_log.write(self.step + 1, samples)
+        # Several optimizer.step() calls may make up one step (ZeRO sub-groups): the guard
+        # tells them apart by the step number it is given here.
+        self.optimizer.begin(self.step)
         output = self.stepper.train(batches, with_grad_norm=with_grad_norm)
         skipped = self.optimizer.settle(self.step)
         self.step += 1

@@ -42,12 +42,16 @@ def this_machine(world_size: int) -> ClusterConfig:
     if not torch.cuda.is_available():
         return dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), **shape)
     device = int(os.environ.get("LOCAL_RANK", "0"))  # this rank's GPU, not GPU 0 for every rank
-    name = torch.cuda.get_device_name(device)
+    memory = torch.cuda.get_device_properties(device).total_memory / GIB
+    return dataclasses.replace(cluster_of_gpu(torch.cuda.get_device_name(device)), memory_gib=memory, **shape)
+
+
+def cluster_of_gpu(name: str) -> ClusterConfig:
+    """The cluster config whose ``device_match`` the GPU's name contains (``FALLBACK_GPU``'s
+    speed constants for a GPU none names)."""
     clusters = [load_cluster(path) for path in sorted(CLUSTER_DIR.glob("*.yaml"))]
     known = [c for c in clusters if c.device_match and c.device_match in name]
-    cluster = known[0] if known else load_cluster(CLUSTER_DIR / f"{FALLBACK_GPU}.yaml")
-    memory = torch.cuda.get_device_properties(device).total_memory / GIB
-    return dataclasses.replace(cluster, memory_gib=memory, **shape)
+    return known[0] if known else load_cluster(CLUSTER_DIR / f"{FALLBACK_GPU}.yaml")
 
 
 def with_vocabulary(cfg: TrainConfig) -> TrainConfig:

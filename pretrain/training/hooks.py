@@ -83,8 +83,8 @@ class LoggingHook:
 
 
 class CheckpointHook:
-    """Checkpoints every ``train.save_every`` steps and at the end; the end waits for a
-    background save to complete."""
+    """Checkpoints every ``train.save_every`` steps and at the end (unless
+    ``train.save_at_end=false``); the end waits for a background save to complete."""
 
     def __init__(self, save: Callable[[], Path], wait: Callable[[], None], schedule: Schedule, *, last_saved: int) -> None:
         self.save = save
@@ -98,6 +98,6 @@ class CheckpointHook:
             self.last_saved = end.step
 
     def at_end(self, step: int) -> None:
-        if self.last_saved != step:
+        if self.schedule.save_at_end and self.last_saved != step:
             self.save()
         self.wait()

@@ -28,10 +28,11 @@ class Schedule:
     log_every: int
     eval_every: int
     save_every: int
+    save_at_end: bool = True
 
     @classmethod
     def of(cls, train: TrainLoopConfig) -> "Schedule":
-        return cls(train.max_steps, train.log_every, train.eval_every, train.save_every)
+        return cls(train.max_steps, train.log_every, train.eval_every, train.save_every, train.save_at_end)
 
     def evaluates(self, step: int) -> bool:
         # Every run ends with an evaluation, however its length compares with eval_every.
@@ -42,6 +43,10 @@ class Schedule:
 
     def saves(self, step: int) -> bool:
         return bool(self.save_every) and step % self.save_every == 0
+
+    @property
+    def writes_checkpoints(self) -> bool:
+        return bool(self.save_every) or self.save_at_end
 
 
 @dataclass

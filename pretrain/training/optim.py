@@ -25,7 +25,7 @@ class GuardedStep:
     The losses' non-finite count stays a device tensor; the first ``step()`` call of an
     optimizer step all-reduces it over all ranks (every rank calls ``step()``: all pipeline
     stages and ZeRO partitions, some of them once per parameter group or ZeRO sub-group, the
-    later calls of the same step, as counted by ``step_counter``, reuse the answer) and hands
+    later calls of the same step, as set by ``begin``, reuse the answer) and hands
     it to the fused update as ``found_inf``, which leaves the parameters and the optimizer
     state untouched where it is set (as for torch's GradScaler). So no step waits for the
     host to read the decision; ``last_step_skipped`` is a device tensor that the trainer
@@ -40,7 +40,7 @@ class GuardedStep:
     """
 
     flag_device: torch.device = torch.device("cpu")
-    step_counter: Callable[[], int] = staticmethod(lambda: 0)
+    current_step: int = 0  # set by ``begin``: a plain number, so nothing here refers back to the trainer
     last_step_skipped: Tensor  # 0-dim bool, on flag_device
     found_inf: Tensor  # read by torch's fused update
     _nonfinite_losses: Optional[Tensor] = None
@@ -50,6 +50,11 @@ class GuardedStep:
     def start(self) -> None:
         """Allow updates: called once the DeepSpeed engine is built."""
         self._started = True
+
+    def begin(self, step: int) -> None:
+        """Called by every rank before optimizer step ``step`` (0-based): the ``step()``
+        calls until the next ``begin`` belong to it."""
+        self.current_step = step
 
     def note_loss(self, loss: Tensor) -> None:
         nonfinite = (~torch.isfinite(loss.detach())).sum()
@@ -75,7 +80,7 @@ class GuardedStep:
     def step(self, closure=None):  # type: ignore[no-untyped-def]
         if not self._started:
             return None
-        self._decide_once(self.step_counter())
+        self._decide_once(self.current_step)
         return super().step(closure)  # type: ignore[misc]
 
     def settle(self, step: int) -> Tensor:

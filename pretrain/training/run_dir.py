@@ -9,7 +9,8 @@ from pretrain.checkpoint import checkpoint_root, complete_checkpoints
 
 
 def check_run_dir(run_dir: Path, bytes_per_checkpoint: int, keep_last: int) -> None:
-    """Fail now, not after hours, when checkpoints could not be written: the newest
+    """Fail now, not after hours, when checkpoints could not be written (``bytes_per_checkpoint``
+    0: the run writes none, so only writability is checked): the newest
     ``keep_last`` are kept, and the next one is written before the oldest goes, so the run
     needs room for ``keep_last + 1`` (less what its checkpoints already take)."""
     try:

@@ -32,6 +32,10 @@ class StepLoss:
             self.guard.note_loss(loss)
         return loss
 
+    def of_pipeline(self, logits: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The pipeline's last stage hands the labels and loss mask as one tuple."""
+        return self(logits, *targets)
+
 
 @dataclass
 class StepOutput:

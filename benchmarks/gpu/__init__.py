@@ -1,0 +1,1 @@
+"""benchmarks/gpu.sh: the modules behind benchmarks/bench_gpu.py."""
