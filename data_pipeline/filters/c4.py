@@ -90,6 +90,8 @@ class C4Filter(Filter):
         text = "\n".join(kept_lines)
         if last_line_kept and doc.text.endswith("\n"):  # "\r\n" too: the kept line holds the "\r"
             text += "\n"
+        elif not last_line_kept and text.endswith("\r"):  # a "\r\n" break whose "\n" went with the lines after it
+            text = text[:-1]
         if text != doc.text:  # an unchanged text keeps its tokens for the filters after this one
             doc.text = text
         if not doc.text:
