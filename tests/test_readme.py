@@ -26,6 +26,7 @@ DIRECTORIES = {"RAW": "raw", "DIR": "curated", "TOK": "tokenizer", "TOKENS": "to
 TINY_MODEL = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.n_kv_heads=1"]
 SHRINK = {
     "data_pipeline.curate": ["workers=1"],
+    "data_pipeline.train_quality": ["buckets=4096"],
     "data_pipeline.train_tokenizer": ["vocab_size=600", "num_threads=1", "workers=1"],
     "data_pipeline.tokenize": ["workers=1"],
     "pretrain.train": ["train.max_steps=2", "train.seq_len=32", "train.global_batch_size=8", "train.eval_batches=1", *TINY_MODEL],
@@ -77,7 +78,7 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     pipeline, training = pipeline_commands(readme), training_commands(readme)
     assert [shlex.split(c)[2] for c in pipeline] == [
-        "data_pipeline.curate", "data_pipeline.train_tokenizer", "data_pipeline.tokenize",
+        "data_pipeline.curate", "data_pipeline.train_quality", "data_pipeline.train_tokenizer", "data_pipeline.tokenize",
         "pretrain.train", "pretrain.plan", "pretrain.evaluate", "pretrain.generate", "pretrain.export",
     ]
     assert len(training) >= 4 and any(" -m data.path=" in c for c in training)  # the examples, the plain run, a sweep

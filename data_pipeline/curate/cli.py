@@ -38,6 +38,7 @@ from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.curate.write_stage import write_unit
 from data_pipeline.decontaminate.index import build_index, task_digests
+from data_pipeline.decontaminate.task_items import read_task_items
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, run_unit, unit_stats
@@ -97,6 +98,11 @@ def validate(config: CurateConfig) -> None:
     if several_tasks and config.executor.kind != "local":
         problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
     problems += config.decontaminate.problems()
+    for path in config.decontaminate.tasks:  # read here, before the run claims output_dir with the file's digest
+        try:
+            read_task_items(path)
+        except (OSError, ValueError) as error:  # the message names the file and line
+            problems.append(f"decontaminate.tasks: {error}")
     if problems:
         raise ValueError("invalid curate config:\n  " + "\n  ".join(problems))
 

@@ -12,10 +12,11 @@ answer. Any other file is one item: its whole text (pretrain.evaluate's perplexi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from data_pipeline.formats.jsonl import read_jsonl
 
 QUESTION_FIELDS = ("context", "ctx", "question", "query", "prompt", "passage", "text")
 ANSWER_FIELDS = ("answer", "target", "reference", "references")
@@ -55,20 +56,6 @@ def record_text(record: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); a task file holds one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
-
-
 def read_task_items(path: str | Path) -> list[TaskItem]:
     """Every item of the task file; a missing or empty file or a bad line is an error
     naming it."""
@@ -81,7 +68,7 @@ def read_task_items(path: str | Path) -> list[TaskItem]:
             raise ValueError(f"{path}: the task file is empty")
         return [TaskItem(1, text)]
     items = []
-    for number, record in _jsonl_records(path):
+    for number, record in read_jsonl(path):
         text = record_text(record)
         if not text.strip():
             fields = ", ".join(QUESTION_FIELDS + ANSWER_FIELDS)

@@ -5,7 +5,8 @@ the paper's by default, datatrove's with ``+filters/c4=datatrove`` (docs/curatio
 the document. Line rules judge each line stripped of its indentation, but never rewrite the
 lines they keep: indentation, tabs and the blank lines between kept lines stay byte for byte
 (only ``remove_citations`` edits a kept line, taking its markers out); removed lines, and blank
-lines before the first kept line or after the last, go.
+lines before the first kept line or after the last, go. A page's final line break stays when
+its last line is kept (a page every line of which passes comes out unchanged, ``\r\n`` too).
 
 The bad-words rule (off by default; section 2.2: pages with a word of the "List of Dirty,
 Naughty, Obscene, and Otherwise Bad Words") runs last, on the kept text; bad_words.py reads the
@@ -44,12 +45,14 @@ class C4Filter(Filter):
         config = self.config
         kept_lines: list[str] = []  # as written, blank lines included
         sentences = 0
+        last_line_kept = False  # the last non-blank line: its final line break stays with it
         for raw_line in doc.text.split("\n"):
             line = raw_line.strip()
             if not line:
                 if kept_lines:  # blank lines after the last kept line are dropped below
                     kept_lines.append(raw_line)
                 continue
+            last_line_kept = False
             if config.remove_citations and "[" in line:
                 raw_line = CITATION_RE.sub("", raw_line)
                 line = raw_line.strip()
@@ -78,12 +81,17 @@ class C4Filter(Filter):
                 self.lines_removed["policy"] += 1
                 continue
             kept_lines.append(raw_line)
+            last_line_kept = True
             sentences += count_sentences(line)
         if config.min_sentences is not None and sentences < config.min_sentences:
             return "too_few_sentences"
         while kept_lines and not kept_lines[-1].strip():
             kept_lines.pop()
         text = "\n".join(kept_lines)
+        if last_line_kept and doc.text.endswith("\n"):  # "\r\n" too: the kept line holds the "\r"
+            text += "\n"
+        elif not last_line_kept and text.endswith("\r"):  # a "\r\n" break whose "\n" went with the lines after it
+            text = text[:-1]
         if text != doc.text:  # an unchanged text keeps its tokens for the filters after this one
             doc.text = text
         if not doc.text:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import continuation_log_probs
 from pretrain.evaluation.tasks import TaskConfig
-from pretrain.inference.jsonl import read_jsonl
+from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.generation.generator import Generator
-from pretrain.inference.jsonl import read_jsonl
+from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 

@@ -11,7 +11,7 @@ from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shar
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import StreamScore, score_streams
 from pretrain.evaluation.tasks import TaskConfig
-from pretrain.inference.jsonl import read_jsonl
+from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 

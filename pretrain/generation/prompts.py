@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pretrain.inference.jsonl import read_jsonl
+from data_pipeline.formats.jsonl import read_jsonl
 
 
 def read_prompts_file(path: str | Path) -> list[str]:

@@ -179,6 +179,9 @@ def test_bad_task_files_name_the_file_and_line(tmp_path: Path, content: str | No
     config.decontaminate.tasks = [str(task)]
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run_curation(config)
+    # the bad file did not claim output_dir: once it is mended, the same command runs there
+    task.write_text(json.dumps({"question": "what is the capital of france"}) + "\n")
+    assert run_curation(config) is not None
 
 
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
@@ -188,4 +191,5 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: invalid curate config:", "  decontaminate.mode=cut: choose remove or redact"]
+        "error: invalid curate config:", "  decontaminate.mode=cut: choose remove or redact",
+        f"  decontaminate.tasks: {tmp_path / 'nope.jsonl'}: no such task file (decontaminate.tasks / the evaluation task's path)"]

@@ -281,6 +281,16 @@ def test_c4_keeps_kept_lines_byte_for_byte():
     assert rule.lines_removed == {"no_terminal_punctuation": 3}
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_c4_keeps_the_final_line_break_of_a_page_whose_last_line_it_keeps(newline):
+    rule = c4(drop_lines_without_terminal_punct=True)
+    page = newline.join(["A first line of prose.", "", "  An indented second one.", ""])
+    kept = doc(page)
+    assert rule(kept) is None and kept.text == page  # every line kept: unchanged, final break included
+    footer = doc(page + "Footer" + newline)
+    assert rule(footer) is None and footer.text == page.rstrip()  # its last line removed: no break after the kept ones
+
+
 BAD_PAGE = "This page is fine until the last line.\nThen it says shit, twice: SHIT.\nThe end of it."
 
 
