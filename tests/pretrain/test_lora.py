@@ -82,6 +82,23 @@ def test_adapters_train_exactly_like_peft(llama: Path, cfg: LoraConfig) -> None:
     assert all(p.grad is None for p in ours.parameters() if not p.requires_grad)  # the base is frozen
 
 
+def test_unmerged_adapters_act_under_no_grad(llama: Path) -> None:
+    """Evaluation and generation run without autograd (the fused q|k|v and gate|up take
+    another path there): the adapters still add their update, as peft's do in eval mode."""
+    ours, theirs = with_adapters(llama, LoraConfig(rank=2, targets=[LoraTarget(t) for t in ALL]))
+    live = dict(theirs.named_parameters())
+    with torch.no_grad():
+        for name, param in adapters(ours).items():  # B is zero at the start: give it values
+            param.normal_(generator=torch.Generator().manual_seed(len(name)))
+            live[live_name(name)].copy_(param)
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        base = imported(llama).eval()(ids)
+        logits, reference = ours.eval()(ids), theirs.eval()(input_ids=ids).logits
+    assert (logits - base).abs().max() > 1e-2  # the adapters changed the output
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-4)
+
+
 # -- every layout trains the adapters like one process; checkpoints reshard ------------------
 LORA = ["lora.rank=4", "lora.alpha=16", "lora.targets=[q,k,v,o,gate,up,down]"]
 ADAMW = ["optim=adamw", "optim.lr=1e-2", "optim.warmup_steps=0", "optim.schedule=constant"]
