@@ -38,9 +38,12 @@ class _ConcatenatedLinear(torch.autograd.Function):
         x, *weights = ctx.saved_tensors
         grad_x = grad @ torch.cat(weights) if ctx.needs_input_grad[0] else None
         sizes = [weight.shape[0] for weight in weights]
+        n = len(weights)
         grad_rows = grad.reshape(-1, grad.shape[-1])  # (tokens, all output features)
-        grad_weights = (grad_rows.T @ x.reshape(-1, x.shape[-1])).split(sizes)
-        grad_biases = grad_rows.sum(0).split(sizes) if ctx.with_bias else ()
+        # Frozen weights (LoRA's base) get no gradient: the GEMM would be wasted work.
+        needs_weights, needs_biases = any(ctx.needs_input_grad[2:2 + n]), any(ctx.needs_input_grad[2 + n:])
+        grad_weights = (grad_rows.T @ x.reshape(-1, x.shape[-1])).split(sizes) if needs_weights else (None,) * n
+        grad_biases = (grad_rows.sum(0).split(sizes) if needs_biases else (None,) * n) if ctx.with_bias else ()
         return grad_x, None, *grad_weights, *grad_biases
 
 

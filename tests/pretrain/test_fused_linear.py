@@ -59,6 +59,18 @@ def test_a_layer_runs_one_gemm_for_qkv_and_one_for_gate_and_up(activation: Activ
     assert (backward_4 - backward_2) / 2 == 8
 
 
+def test_frozen_weights_cost_no_weight_gradient_gemm() -> None:
+    """LoRA freezes the base: the backward pass of q|k|v then runs the input's gradient GEMM
+    alone, and the frozen weights get no gradient."""
+    linears = tuple(nn.Linear(8, width).requires_grad_(False) for width in (8, 4, 4))
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    out = torch.cat(fused_linear(x, linears), dim=-1)
+    with GemmCounter() as backward:
+        out.sum().backward()
+    assert backward.count == 1
+    assert x.grad is not None and all(p.grad is None for linear in linears for p in linear.parameters())
+
+
 def separate_linears(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
     """The reference: each linear on its own."""
     return tuple(linear(x) for linear in linears)
