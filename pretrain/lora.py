@@ -222,8 +222,13 @@ def base_identity(init_from: Optional[str], seed: int) -> dict[str, Any]:
 def check_same_base(saved: Optional[dict[str, Any]], current: dict[str, Any], where: Path) -> None:
     """Adapters only fit the base they were trained on: refuse another (the directory may
     have moved; its fingerprint and the seed must agree)."""
+    if saved is None:
+        raise ValueError(
+            f"{where} was not written by a LoRA run (it holds the whole model, no adapters): to train adapters on it, "
+            "export it (python -m pretrain.export checkpoint=... output_dir=...) and start a new run with init_from=<that export>"
+        )
     same = ("seed", "fingerprint")
-    if saved is None or any(saved.get(key) != current[key] for key in same):
+    if any(saved.get(key) != current[key] for key in same):
         raise ValueError(
             f"{where}: its LoRA adapters were trained on the base {saved}, but this run's base is {current}; "
             "set init_from (and train.seed) to that base"

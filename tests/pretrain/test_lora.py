@@ -307,6 +307,8 @@ def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: P
     for changed in (base_identity(str(other), seed=0), base_identity(str(tied_llama), seed=1), base_identity(None, seed=0)):
         with pytest.raises(ValueError, match="its LoRA adapters were trained on the base"):
             check_same_base(trained, changed, tmp_path)
+    with pytest.raises(ValueError, match="was not written by a LoRA run"):  # resume=force onto a full-model checkpoint
+        check_same_base(None, trained, tmp_path)
 
 
 @pytest.mark.parametrize(
