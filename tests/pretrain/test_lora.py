@@ -155,6 +155,18 @@ def test_only_the_adapters_train_and_hold_optimizer_state(single_trainer) -> Non
     assert moments == 2 * trainer.trained_parameters == 2 * sum(params[name].numel() for name in trained)
 
 
+def test_bf16_trains_the_adapters_alone_and_tracks_fp32(single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path) -> None:
+    """train.precision=bf16 (DeepSpeed's bf16 optimizer over the adapters alone): the base
+    stays the imported one (rounded to bf16), the adapters move, the losses track fp32's."""
+    fp32_losses, _ = single
+    losses, trainer = train(lora_run(token_corpus, tied_llama, tmp_path, "train.precision=bf16", "train.max_steps=3"))
+    assert losses == pytest.approx(fp32_losses[:3], rel=2e-2)
+    params = dict(trainer.engine.module.named_parameters())
+    base = dict(imported(tied_llama).named_parameters())  # fp32; the bf16 module holds it rounded
+    assert all(torch.equal(params[name], base[name].to(params[name].dtype)) for name in base)
+    assert all(params[name].abs().max() > 0 for name in params if name.endswith(".lora.b"))
+
+
 @pytest.fixture(scope="module")
 def two_processes(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory, launch_runs) -> tuple[dict, Path]:
     workdir = tmp_path_factory.mktemp("lora-parallel")
