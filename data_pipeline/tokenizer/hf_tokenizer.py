@@ -56,16 +56,29 @@ class HFProcessor:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
-def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
-    """{"bos_token": id or None, ...} from the tokenizer's config files."""
+def tokenizer_settings(directory: Path) -> dict[str, Any]:
+    """``tokenizer_config.json`` with ``special_tokens_map.json`` over it (either may be missing)."""
     settings: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (directory / name).is_file():
             settings.update(json.loads((directory / name).read_text()))
-    ids: dict[str, Optional[int]] = {}
+    return settings
+
+
+def special_token_strings(directory: Path) -> dict[str, Optional[str]]:
+    """{"bos_token": "<s>" or None, ...} from the tokenizer's config files."""
+    settings = tokenizer_settings(directory)
+    strings: dict[str, Optional[str]] = {}
     for key in ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token"):
         token = settings.get(key)
-        token = token.get("content") if isinstance(token, dict) else token
+        strings[key] = token.get("content") if isinstance(token, dict) else token
+    return strings
+
+
+def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
+    """{"bos_token": id or None, ...} from the tokenizer's config files."""
+    ids: dict[str, Optional[int]] = {}
+    for key, token in special_token_strings(directory).items():
         ids[key] = None if token is None else tokenizer.token_to_id(token)
         if token is not None and ids[key] is None:
             raise ValueError(f"{directory}: {key}={token!r} is not in {TOKENIZER_JSON}'s vocabulary")
