@@ -55,6 +55,9 @@ class HFProcessor:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def start_ids(self, directory: Path) -> list[int]:
+        return prompt_start_ids(directory, self.tokenizer, self.special)
+
 
 def tokenizer_settings(directory: Path) -> dict[str, Any]:
     """``tokenizer_config.json`` with ``special_tokens_map.json`` over it (either may be missing)."""
@@ -83,6 +86,18 @@ def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
         if token is not None and ids[key] is None:
             raise ValueError(f"{directory}: {key}={token!r} is not in {TOKENIZER_JSON}'s vocabulary")
     return ids
+
+
+def prompt_start_ids(directory: Path, tokenizer: Any, special: SpecialTokens) -> list[int]:
+    """What the tokenizer itself puts before a text, as transformers' ``tokenizer(text)``
+    does: BOS when tokenizer_config.json sets ``add_bos_token`` (nothing when it is false),
+    else what tokenizer.json's post-processor adds in front."""
+    add_bos = tokenizer_settings(directory).get("add_bos_token")
+    if add_bos is not None:
+        return [special.bos_id] if add_bos else []
+    bare = tokenizer.encode("x", add_special_tokens=False).ids
+    full = tokenizer.encode("x", add_special_tokens=True).ids
+    return next((full[:start] for start in range(len(full) - len(bare) + 1) if full[start : start + len(bare)] == bare), [])
 
 
 def _sentinel_ids(tokenizer: Any) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ def evaluate_model(
     tokenizer: TextTokenizer,
     tasks: Sequence[TaskConfig],
     batch_size: int = 8,
-    start_token: StartToken = StartToken.eos,
+    start_token: StartToken = StartToken.auto,
 ) -> dict[str, float]:
     """Flat ``{"<task>/<metric>": value}`` of every task. The model is evaluated in eval
     mode and handed back in the mode it came in."""

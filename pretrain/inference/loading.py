@@ -32,7 +32,7 @@ class InferenceConfig:
     device: str = "auto"
     dtype: DType = DType.float32
     # What precedes every prompt or context (see StartToken).
-    start_token: StartToken = StartToken.eos
+    start_token: StartToken = StartToken.auto
 
 
 def tokenizer_dir(checkpoint: Path, override: Optional[str]) -> Path:
