@@ -55,8 +55,8 @@ class HFProcessor:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def start_ids(self, directory: Path) -> list[int]:
-        return prompt_start_ids(directory, self.tokenizer, self.special)
+    def start_ids(self) -> list[int]:
+        return prompt_start_ids(self.tokenizer)
 
 
 def tokenizer_settings(directory: Path) -> dict[str, Any]:
@@ -88,13 +88,10 @@ def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
     return ids
 
 
-def prompt_start_ids(directory: Path, tokenizer: Any, special: SpecialTokens) -> list[int]:
-    """What the tokenizer itself puts before a text, as transformers' ``tokenizer(text)``
-    does: BOS when tokenizer_config.json sets ``add_bos_token`` (nothing when it is false),
-    else what tokenizer.json's post-processor adds in front."""
-    add_bos = tokenizer_settings(directory).get("add_bos_token")
-    if add_bos is not None:
-        return [special.bos_id] if add_bos else []
+def prompt_start_ids(tokenizer: Any) -> list[int]:
+    """What the tokenizer itself puts before a text (BOS, or nothing): what ``tokenizer.json``'s
+    post-processor adds in front, as transformers' ``tokenizer(text)`` does (transformers 5
+    goes by the post-processor, whatever ``add_bos_token`` tokenizer_config.json sets)."""
     bare = tokenizer.encode("x", add_special_tokens=False).ids
     full = tokenizer.encode("x", add_special_tokens=True).ids
     return next((full[:start] for start in range(len(full) - len(bare) + 1) if full[start : start + len(bare)] == bare), [])

@@ -20,7 +20,7 @@ class StartToken(Choice):
     """What goes before a prompt. ``auto``: for a tokenizer of ours ``eos`` (in packed
     training a document follows the previous one's EOS, so EOS shows the model a document
     start); for a Hugging Face tokenizer (an imported model) what that tokenizer puts before
-    a text itself (BOS or nothing), as transformers does. ``bos`` suits shards tokenized
+    a text itself (BOS or nothing: its tokenizer.json post-processor), as transformers does. ``bos`` suits shards tokenized
     with add_bos=true only if they also lack the EOS before it; ``none`` adds nothing."""
 
     auto = "auto"
@@ -55,7 +55,7 @@ class TextTokenizer:
 
     def start_ids(self, start: StartToken) -> list[int]:
         if start is StartToken.auto:
-            return self.processor.start_ids(self.directory) if isinstance(self.processor, HFProcessor) else [self.special.eos_id]
+            return self.processor.start_ids() if isinstance(self.processor, HFProcessor) else [self.special.eos_id]
         return {StartToken.eos: [self.special.eos_id], StartToken.bos: [self.special.bos_id], StartToken.none: []}[start]
 
     def chat_template(self) -> ChatTemplate:

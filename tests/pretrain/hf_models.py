@@ -92,9 +92,9 @@ CHATML = (
 CHAT_WORDS = "river stone law court patient dose code loop merge tensor appeal clause what is the a of".split()
 
 
-def save_chat_tokenizer(directory: Path, add_bos_token: bool | None = None) -> Path:
-    """The chat tokenizer above (about 320 ids) in ``directory``; ``add_bos_token`` written to
-    tokenizer_config.json when given."""
+def save_chat_tokenizer(directory: Path, bos_prefix: bool = True) -> Path:
+    """The chat tokenizer above (320 ids) in ``directory``; ``bos_prefix``: its post-processor
+    starts every text with BOS (as Llama's does), else it adds nothing (as GPT-2's)."""
     import json
 
     import numpy as np
@@ -107,11 +107,10 @@ def save_chat_tokenizer(directory: Path, add_bos_token: bool | None = None) -> P
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
+    if bos_prefix:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "<|endoftext|>", "chat_template": CHATML}
-    if add_bos_token is not None:
-        config["add_bos_token"] = add_bos_token
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
