@@ -162,8 +162,11 @@ def run_module():
 
     repo = Path(__file__).resolve().parents[2]
 
+    # A process group this test process started must not be joined by the command's own.
+    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
     def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+        env = {**{k: v for k, v in os.environ.items() if k not in launch_env}, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
         return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
     return run
