@@ -118,10 +118,10 @@ class JinjaChatTemplate:
             spans.append((len(before), len(through)))
         return spans
 
-    def encode(self, messages: Sequence[Message], add_generation_prompt: bool = False, find_assistant: bool = True) -> EncodedChat:
+    def encode(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> EncodedChat:
         text = self.render(messages, add_generation_prompt)
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        spans = self._assistant_spans(messages, text) if find_assistant else []
+        spans = self._assistant_spans(messages, text)
         assistant = [any(start <= begin < stop for start, stop in spans) for begin, _ in encoding.offsets]
         return EncodedChat(list(encoding.ids), assistant)
 
@@ -133,12 +133,8 @@ class JinjaChatTemplate:
         except Exception:  # a template that refuses the probe: EOS alone ends a turn
             return set()
         tail = through[len(before) :].split("!", 1)[-1]
-        added = {token.content for token in self.tokenizer.get_added_tokens_decoder().values() if token.special}
-        return {token_id for token_id, token in zip(*self._ids_and_tokens(tail)) if token in added}
-
-    def _ids_and_tokens(self, text: str) -> tuple[list[int], list[str]]:
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        return list(encoding.ids), list(encoding.tokens)
+        special = {token_id for token_id, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
+        return {token_id for token_id in self.tokenizer.encode(tail, add_special_tokens=False).ids if token_id in special}
 
 
 def hf_chat_template_source(directory: Path) -> str | None:

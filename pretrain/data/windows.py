@@ -35,12 +35,14 @@ class LazyTokenShard:
 
     @property
     def mask(self) -> np.ndarray | None:
-        self.tokens  # opens the shard
-        assert self._shard is not None
-        return self._shard.mask
+        """The loss-mask bytes of a chat shard (None for plain token shards)."""
+        return self._open().mask
 
     @property
     def tokens(self) -> np.ndarray:
+        return self._open().tokens
+
+    def _open(self) -> TokenShard:
         if self._shard is None:
             self._shard = TokenShard(self.prefix, self.tokenizer_hash)
             if self._shard.num_tokens != self.num_tokens:
@@ -48,7 +50,7 @@ class LazyTokenShard:
                     f"{self.prefix}.json: {self._shard.num_tokens} tokens, but the split index lists {self.num_tokens}; "
                     "the shard was replaced after tokenization, re-tokenize"
                 )
-        return self._shard.tokens
+        return self._shard
 
 
 class PackedWindows:

@@ -42,7 +42,7 @@ def build_objective(cfg: ObjectiveConfig, special: SpecialTokens, seq_len: int, 
     if cfg.name is ObjectiveName.clm:
         return CausalLM(**common)
     if cfg.name is ObjectiveName.sft:
-        return SupervisedFineTuning(special, seq_len, seed)
+        return SupervisedFineTuning(**common)
     if cfg.name is ObjectiveName.mlm:
         return MaskedLM(
             **common,

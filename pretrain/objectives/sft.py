@@ -23,7 +23,9 @@ class SupervisedFineTuning(Objective):
     attention_mode = AttentionMode.causal
 
     def __init__(self, special: SpecialTokens, seq_len: int, seed: int, document_masking: bool = True) -> None:
-        # Conversations never see each other: document masking is always on.
+        if not document_masking:
+            raise ValueError("objective.document_masking=false: sft always keeps the conversations of a sample apart; "
+                             "use objective=sft (configs/objective/sft.yaml) and leave it true")
         super().__init__(special, seq_len, seed, document_masking=True)
 
     def window_length(self) -> int:

@@ -118,6 +118,8 @@ def test_chat_shards_and_objectives_must_agree(chat_setup: dict, token_corpus: P
         Trainer(load_train_config([*sft_overrides(chat_setup["shards"], tmp_path / "a", "model=tiny"), "objective=clm"]), process)
     with pytest.raises(ShardError, match="set train.seq_len=63"):
         Trainer(load_train_config([*sft_overrides(chat_setup["shards"], tmp_path / "b", "model=tiny"), "train.seq_len=31"]), process)
+    with pytest.raises(ValueError, match="objective.document_masking=false"):
+        Trainer(load_train_config([*sft_overrides(chat_setup["shards"], tmp_path / "d", "model=tiny"), "objective.document_masking=false"]), process)
     with pytest.raises(ShardError, match="plain token shards have no loss mask"):
         Trainer(load_train_config(sft_overrides(token_corpus, tmp_path / "c", "model=tiny", "train.seq_len=31")), process)
 
@@ -221,3 +223,16 @@ def test_our_tokenizer_has_the_default_chat_template(text_tokenizer: Path) -> No
     assert sum(encoded.assistant) == len(parts[2]) - 1  # the answer and its <|end|>, not the role token
     assert template.encode(messages[:2], add_generation_prompt=True).ids[-1] == token["assistant"]
     assert template.end_of_turn_ids == {token["end"]}
+
+
+def test_chat_prompts_files_are_read_with_one_line_errors(tmp_path: Path) -> None:
+    from pretrain.generation.prompts import gather_conversations
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"messages": QUESTIONS[1]}) + "\n" + json.dumps({"prompt": "the law?"}) + "\n")
+    assert gather_conversations("hi?", str(good)) == [[{"role": "user", "content": "hi?"}], QUESTIONS[1],
+                                                       [{"role": "user", "content": "the law?"}]]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps({"messages": [{"role": "bot", "content": "x"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: message 0 has role 'bot'; roles are system, user, assistant"):
+        gather_conversations(None, str(bad))
