@@ -22,25 +22,13 @@ from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import ChatConfig, TokenizeConfig
 from data_pipeline.tokenize.encode import id_hash_of, is_val
 from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, Layout
-from data_pipeline.tokenizer.chat_template import ASSISTANT, USER, ChatTemplateError, Message, check_messages, load_chat_template
+from data_pipeline.tokenizer.chat_template import ChatTemplateError, load_chat_template, record_messages
 from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
 
 
 def sample_tokens(chat: ChatConfig) -> int:
     """Tokens a stored sample holds: the seq_len inputs and one more for their targets."""
     return chat.seq_len + 1
-
-
-def conversation_of(record: Any) -> list[Message] | str:
-    """The messages of a record, or why it has none we can train on."""
-    if not isinstance(record, dict):
-        return f"a JSON {type(record).__name__}, not an object"
-    if "messages" not in record and isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
-        messages: Any = [{"role": USER, "content": record["prompt"]}, {"role": ASSISTANT, "content": record["completion"]}]
-    else:
-        messages = record.get("messages")
-    problem = check_messages(messages)
-    return problem if problem is not None else messages
 
 
 class SamplePacker:
@@ -67,7 +55,9 @@ class SamplePacker:
             return
         missing = self.length - self.used
         if missing:
-            self.writer.add_document(np.full(missing, self.pad_id), np.eye(1, missing, dtype=np.uint8)[0] * START_BIT)
+            bits = np.zeros(missing, dtype=np.uint8)
+            bits[0] = START_BIT  # the padding run is a document of its own
+            self.writer.add_document(np.full(missing, self.pad_id), bits)
         self.padding += missing
         self.samples += 1
         self.used = 0
@@ -97,7 +87,7 @@ def encode_chat_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: Tokeniz
             if isinstance(record, BadInput):
                 bad_input.add(record)
                 continue
-            messages = conversation_of(record)
+            messages = record_messages(record)
             if isinstance(messages, str):
                 bad_input.add(BadInput(unit.input_name, line, "bad_conversation", messages))
                 continue

@@ -179,3 +179,20 @@ def load_chat_template(files: TokenizerFiles | HFTokenizerFiles) -> ChatTemplate
         )
     variables = {key: value for key, value in special_token_strings(directory).items() if value is not None}
     return JinjaChatTemplate(source, Tokenizer.from_file(str(files.model_path)), variables, files.special_tokens.eos_id)
+
+
+def record_messages(record: Any, answer_key: str | None = "completion") -> list[Message] | str:
+    """The conversation of a JSON record: its "messages", else its "prompt" as a user message
+    (followed by its ``answer_key`` field as the assistant's answer, when one is named); or
+    why it has none."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    answered = answer_key is None or isinstance(record.get(answer_key), str)
+    if "messages" not in record and isinstance(record.get("prompt"), str) and answered:
+        messages: Any = [{"role": USER, "content": record["prompt"]}]
+        if answer_key is not None:
+            messages.append({"role": ASSISTANT, "content": record[answer_key]})
+    else:
+        messages = record.get("messages")
+    problem = check_messages(messages)
+    return problem if problem is not None else messages

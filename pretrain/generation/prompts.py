@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from data_pipeline.tokenizer.chat_template import USER, Message, check_messages
+from data_pipeline.tokenizer.chat_template import USER, Message, record_messages
 from pretrain.inference.jsonl import read_jsonl
 
 
@@ -41,12 +41,10 @@ def write_completions(path: str | Path, prompts: Sequence[str], completions: Seq
 
 def conversation_of(record: dict, where: str) -> list[Message]:
     """A record's ``messages``, or its ``prompt`` as one user message; an error naming ``where`` otherwise."""
-    if "messages" not in record and isinstance(record.get("prompt"), str):
-        return [{"role": USER, "content": record["prompt"]}]
-    problem = check_messages(record.get("messages"))
-    if problem is not None:
-        raise ValueError(f"{where}: {problem}")
-    return record["messages"]
+    messages = record_messages(record, answer_key=None)
+    if isinstance(messages, str):
+        raise ValueError(f"{where}: {messages}")
+    return messages
 
 
 def gather_conversations(prompt: Optional[str], prompts_file: Optional[str]) -> list[list[Message]]:
