@@ -18,8 +18,10 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
 from pretrain.background_save import BackgroundSaver
+from pretrain.model_config import ModelConfig
 from pretrain.parallel import rng
 
 COMPLETE_MARKER = "complete.json"
@@ -161,3 +163,21 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
     if not is_complete(path):
         raise FileNotFoundError(f"resume={resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
     return path
+
+def find_checkpoint(path: str | Path) -> Path:
+    """Accept a run directory (its newest complete checkpoint), a ``checkpoints/`` directory,
+    or one checkpoint directory."""
+    path = Path(path)
+    if is_complete(path):
+        return path
+    for root in (checkpoint_root(path), path):
+        latest = latest_complete(root)
+        if latest is not None:
+            return latest
+    raise FileNotFoundError(f"{path}: no complete checkpoint here (expected a run dir, its checkpoints/, or a step-N dir)")
+
+
+def model_config_from_metadata(metadata: dict[str, Any]) -> ModelConfig:
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), metadata["model"]))
+    assert isinstance(config, ModelConfig)
+    return config

@@ -10,28 +10,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from pretrain.checkpoint import checkpoint_root, is_complete, latest_complete, read_metadata
+from pretrain.checkpoint import find_checkpoint, model_config_from_metadata, read_metadata
 from pretrain.config import TrainConfig
 from pretrain.hf.init_from import load_initial_weights
 from pretrain.lora import base_identity, check_same_base, merged
 from pretrain.parallel.master_state import WEIGHT
 from pretrain.parallel.sharded_checkpoint import ShardedState
 from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """Accept a run directory (its newest complete checkpoint), a ``checkpoints/`` directory,
-    or one checkpoint directory."""
-    path = Path(path)
-    if is_complete(path):
-        return path
-    for root in (checkpoint_root(path), path):
-        latest = latest_complete(root)
-        if latest is not None:
-            return latest
-    raise FileNotFoundError(f"{path}: no complete checkpoint here (expected a run dir, its checkpoints/, or a step-N dir)")
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -68,12 +54,6 @@ def model_state_dict(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, to
         return saved
     lora = train_config_from_metadata(metadata).lora
     return merged(lora_base_weights(checkpoint, metadata), saved, lora.scaling)
-
-
-def model_config_from_metadata(metadata: dict[str, Any]) -> ModelConfig:
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), metadata["model"]))
-    assert isinstance(config, ModelConfig)
-    return config
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, SpecialTokens, dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from pretrain.generation.generator import Generator
-from pretrain.generation.prompts import gather_prompts, write_completions
+from pretrain.generation.prompts import gather_conversations, gather_prompts, write_chat_completions, write_completions
 from pretrain.generation.settings import GenerationSettings, Strategy
 from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import InferenceConfig, load_for_inference, non_causal_warning
@@ -18,10 +18,14 @@ from pretrain.inference.loading import InferenceConfig, load_for_inference, non_
 @dataclass
 class GenerateConfig(InferenceConfig, GenerationSettings):
     prompt: Optional[str] = None
-    # A text file (one prompt per line) or a .jsonl file ({"prompt": ...} per line).
+    # A text file (one prompt per line) or a .jsonl file ({"prompt": ...} per line; with chat
+    # also {"messages": [{"role", "content"}, ...]}).
     prompts_file: Optional[str] = None
-    # JSONL with {"prompt", "completion"} per prompt.
+    # JSONL with {"prompt", "completion"} per prompt (chat: {"messages"}, the answer appended).
     output_file: Optional[str] = None
+    # Answer as the assistant: render the prompt (a user message) or conversation with the
+    # tokenizer's chat template and stop at the end of the turn (docs/sft.md).
+    chat: bool = False
     # Prompts completed together.
     batch_size: int = 8
     # Print tokens as they come when a batch holds a single prompt (not with strategy=beam).
@@ -41,7 +45,8 @@ def print_header(index: int, total: int) -> None:
 def generate(config: GenerateConfig) -> list[str]:
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
-    prompts = gather_prompts(config.prompt, config.prompts_file)
+    prompts = gather_conversations(config.prompt, config.prompts_file) if config.chat else gather_prompts(config.prompt, config.prompts_file)
+    shown = [conversation[-1]["content"] + "\n" if config.chat else conversation for conversation in prompts]
     loaded = load_for_inference(config)
     warning = non_causal_warning(
         loaded.metadata, "generation runs it left to right with causal attention, which it was not trained for: "
@@ -49,7 +54,7 @@ def generate(config: GenerateConfig) -> list[str]:
     )
     if warning:
         print(warning, file=sys.stderr)
-    generator = Generator(loaded.model, loaded.tokenizer, config, config.start_token)
+    generator = Generator(loaded.model, loaded.tokenizer, config, config.start_token, chat=config.chat)
     streaming = config.stream and config.strategy is not Strategy.beam and min(config.batch_size, len(prompts)) == 1
     completions: list[str] = []
     batches = range(0, len(prompts), config.batch_size)
@@ -57,17 +62,17 @@ def generate(config: GenerateConfig) -> list[str]:
         batch = prompts[start : start + config.batch_size]
         if streaming:
             print_header(start, len(prompts))
-            print(batch[0], end="", flush=True)
+            print(shown[start], end="", flush=True)
         done = generator.complete(batch, print_streamed if streaming else None)
         if streaming:
             print()
         else:
-            for offset, (prompt, completion) in enumerate(zip(batch, done)):
+            for offset, completion in enumerate(done):
                 print_header(start + offset, len(prompts))
-                print(prompt + completion)
+                print(shown[start + offset] + completion)
         completions += done
     if config.output_file:
-        write_completions(config.output_file, prompts, completions)
+        (write_chat_completions if config.chat else write_completions)(config.output_file, prompts, completions)
     return completions
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 
 from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
-from pretrain.consolidate import model_config_from_metadata
+from pretrain.checkpoint import model_config_from_metadata
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 from pretrain.training.optim import lr_multiplier

@@ -74,7 +74,8 @@ class Trainer:
         self.objective = build_objective(cfg.objective, self.special, cfg.train.seq_len, cfg.train.seed)
         window = self.objective.window_length()
         tokenizer_hash = self.special.tokenizer_hash or None
-        train_sources = open_sources(paths, cfg.data.train_split, window, tokenizer_hash)
+        loss_mask = self.objective.name == "sft"  # chat shards: windows carry their loss masks
+        train_sources = open_sources(paths, cfg.data.train_split, window, tokenizer_hash, loss_mask)
         for path, source in zip(paths, train_sources):
             if len(source) == 0:
                 raise ShardError(
@@ -84,7 +85,7 @@ class Trainer:
         self.stream = TrainingStream(train_sources, weights, cfg.train.seed)
         # A Megatron pair has no validation split: it only trains.
         valid_paths = [p for p in paths if not is_megatron_prefix(p) and find_shards(p, cfg.data.valid_split)]
-        self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash))
+        self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash, loss_mask))
 
         self.grid = build_grid(self.layout)
         self.dp_rank = self.grid.get_data_parallel_rank()

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 META_FILENAME = "tokenizer_meta.json"
+# The control tokens of the default chat template (data_pipeline/tokenizer/chat_template.py),
+# which train_tokenizer reserves after the sentinels: by role, and the end of a turn.
+CHAT_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "end": "<|end|>"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ A shard is three files sharing a prefix (``<dir>/<split>-<NNNNN>``):
             entries, starting at 0 and ending at ``num_tokens``.
 - ``.json`` the manifest: format, dtype, vocabulary size, token and document counts, and
             the hash of the tokenizer that produced the ids.
+- ``.mask`` chat shards only (``tokenize format=chat``, manifest ``loss_mask: true``): one
+            uint8 per token, bit 0 (LOSS_BIT) set where the token is a training target
+            (an assistant token), bit 1 (START_BIT) where a conversation (or a padding run)
+            starts, so training keeps attention inside each conversation.
 
 The manifest is written last, by rename, so a shard without one was cut off mid-write
 and is never read. Reading is memory-mapped: slicing a window copies nothing.
@@ -18,7 +22,8 @@ of each shard then counts its two pieces as documents, the first piece without i
 documents' true ends are their EOS tokens, which is what training's packing and document
 masking go by. ``<dir>/<split>.shards.json`` (the split index) lists every shard's size, so
 a reader learns the sizes of thousands of shards from one small file and opens a shard only
-when it needs its tokens.
+when it needs its tokens. Chat shards hold whole samples of ``sample_tokens`` tokens each
+(the split index says how many), so a training window is exactly one stored sample.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ import numpy as np
 FORMAT_NAME = "packed-token-shard"
 FORMAT_VERSION = 1
 OFFSET_DTYPE = np.dtype("<u8")
+MASK_DTYPE = np.dtype("u1")
+LOSS_BIT, START_BIT = 1, 2  # the bits of a .mask byte
 SPLIT_INDEX_FORMAT = "token-split-index"
 # Tokens copied per write by add_packed: bounds the memory a shard of any size needs.
 _COPY_CHUNK = 1 << 24
@@ -61,6 +68,7 @@ class ShardManifest:
     tokenizer_hash: str
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
+    loss_mask: bool = False  # a .mask file goes with the .bin
 
     @classmethod
     def load(cls, path: Path) -> "ShardManifest":
@@ -82,7 +90,7 @@ class TokenShardWriter:
     """Streams documents into one shard; ``close()`` (or leaving the ``with``) publishes it.
     Tokens and offsets go to disk as they come: memory stays flat for a shard of any size."""
 
-    def __init__(self, prefix: str | Path, vocab_size: int, tokenizer_hash: str) -> None:
+    def __init__(self, prefix: str | Path, vocab_size: int, tokenizer_hash: str, loss_mask: bool = False) -> None:
         self.prefix = Path(prefix)
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
         self.vocab_size = vocab_size
@@ -93,6 +101,8 @@ class TokenShardWriter:
         self._bin = open(self._bin_tmp, "wb")
         self._idx = open(self._idx_tmp, "wb")
         self._idx.write(np.zeros(1, OFFSET_DTYPE).tobytes())
+        self._mask_tmp = self.prefix.with_suffix(".mask.tmp")
+        self._mask = open(self._mask_tmp, "wb") if loss_mask else None
         self.num_tokens = 0
         self.num_documents = 0
         self._closed = False
@@ -103,11 +113,21 @@ class TokenShardWriter:
                 f"token id out of range [0, {self.vocab_size}) in document {self.num_documents} of {self.prefix}"
             )
 
-    def add_document(self, ids: Sequence[int] | np.ndarray) -> None:
+    def _write_mask(self, mask: Sequence[int] | np.ndarray | None, length: int) -> None:
+        if (mask is None) != (self._mask is None):
+            raise ValueError(f"{self.prefix}: give a loss mask exactly when the writer was opened with loss_mask=True")
+        if self._mask is not None:
+            bits = np.asarray(mask, dtype=MASK_DTYPE)
+            if bits.shape != (length,):
+                raise ValueError(f"{self.prefix}: a mask of shape {bits.shape} for {length} tokens")
+            self._mask.write(bits.tobytes())
+
+    def add_document(self, ids: Sequence[int] | np.ndarray, mask: Sequence[int] | np.ndarray | None = None) -> None:
         array = np.asarray(ids)
         if array.ndim != 1:
             raise ValueError(f"a document is a 1-D sequence of ids, got shape {array.shape}")
         self._check_range(array)
+        self._write_mask(mask, len(array))
         self._bin.write(array.astype(self.dtype, copy=False).tobytes())
         self.num_tokens += int(array.size)
         self.num_documents += 1
@@ -117,10 +137,10 @@ class TokenShardWriter:
         for ids in documents:
             self.add_document(ids)
 
-    def add_packed(self, tokens: np.ndarray, document_ends: np.ndarray) -> None:
+    def add_packed(self, tokens: np.ndarray, document_ends: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Documents already back to back (a memory-mapped range of another shard):
         ``document_ends`` are the offsets into ``tokens`` where each ends, the last one
-        ``len(tokens)``. Copied a chunk at a time."""
+        ``len(tokens)``; ``mask`` their loss-mask bytes (chat shards). Copied a chunk at a time."""
         ends = np.asarray(document_ends, dtype=np.int64)
         if len(tokens) and (not len(ends) or ends[-1] != len(tokens) or np.any(np.diff(ends) < 0) or ends[0] < 0):
             raise ValueError(f"{self.prefix}: document ends {ends[:3]}... do not cover {len(tokens)} tokens in order")
@@ -128,6 +148,7 @@ class TokenShardWriter:
             chunk = np.asarray(tokens[start : start + _COPY_CHUNK])
             self._check_range(chunk)
             self._bin.write(chunk.astype(self.dtype, copy=False).tobytes())
+            self._write_mask(None if mask is None else mask[start : start + _COPY_CHUNK], len(chunk))
         self._idx.write((ends + self.num_tokens).astype(OFFSET_DTYPE).tobytes())
         self.num_tokens += len(tokens)
         self.num_documents += len(ends)
@@ -136,19 +157,21 @@ class TokenShardWriter:
         if self._closed:
             raise RuntimeError(f"{self.prefix}: writer already closed")
         self._closed = True
-        self._bin.close()
-        self._idx.close()
+        self._close_files()
         manifest = ShardManifest(
             dtype=self.dtype.name,
             vocab_size=self.vocab_size,
             num_tokens=self.num_tokens,
             num_documents=self.num_documents,
             tokenizer_hash=self.tokenizer_hash,
+            loss_mask=self._mask is not None,
         )
         json_tmp = self.prefix.with_suffix(".json.tmp")
         json_tmp.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         os.replace(self._bin_tmp, self.prefix.with_suffix(".bin"))
         os.replace(self._idx_tmp, self.prefix.with_suffix(".idx"))
+        if self._mask is not None:
+            os.replace(self._mask_tmp, self.prefix.with_suffix(".mask"))
         os.replace(json_tmp, self.prefix.with_suffix(".json"))  # last: marks completion
         return manifest
 
@@ -156,10 +179,14 @@ class TokenShardWriter:
         """Drop everything written so far; nothing is published."""
         if not self._closed:
             self._closed = True
-            self._bin.close()
-            self._idx.close()
-        for suffix in (".bin.tmp", ".idx.tmp", ".json.tmp"):
+            self._close_files()
+        for suffix in (".bin.tmp", ".idx.tmp", ".mask.tmp", ".json.tmp"):
             self.prefix.with_suffix(suffix).unlink(missing_ok=True)
+
+    def _close_files(self) -> None:
+        for stream in (self._bin, self._idx, self._mask):
+            if stream is not None:
+                stream.close()
 
     def __enter__(self) -> "TokenShardWriter":
         return self
@@ -193,6 +220,8 @@ class TokenShard:
             raise ShardError(f"{manifest_path}: dtype {dtype} does not fit vocab_size {self.manifest.vocab_size}")
         self.tokens = self._memmap(self.prefix.with_suffix(".bin"), dtype, self.manifest.num_tokens)
         self.offsets = self._memmap(self.prefix.with_suffix(".idx"), OFFSET_DTYPE, self.manifest.num_documents + 1)
+        # chat shards: the loss-mask bytes (LOSS_BIT, START_BIT); None for plain token shards
+        self.mask = self._memmap(self.prefix.with_suffix(".mask"), MASK_DTYPE, self.manifest.num_tokens) if self.manifest.loss_mask else None
         if self.offsets[0] != 0 or int(self.offsets[-1]) != self.manifest.num_tokens:
             raise ShardError(
                 f"{self.prefix}.idx: offsets run from {int(self.offsets[0])} to {int(self.offsets[-1])}, but the "
@@ -251,6 +280,8 @@ class SplitIndex:
     tokens_per_shard: int
     shards: list[dict]  # {"name": "train-00000", "num_tokens": ..., "num_documents": ...} in order
     format: str = SPLIT_INDEX_FORMAT
+    # chat shards: every sample is this many tokens (train.seq_len + 1), with a .mask; None: a token stream
+    sample_tokens: int | None = None
 
     @property
     def num_tokens(self) -> int:

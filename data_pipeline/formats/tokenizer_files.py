@@ -15,7 +15,7 @@ MODEL_FILENAME = "tokenizer.model"
 # Everything a tokenizer directory may hold: the metadata, the SentencePiece model and the
 # Hugging Face files (train_tokenizer's hf_export).
 # What transformers' AutoTokenizer needs, a subset of them.
-HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 TOKENIZER_FILES = (META_FILENAME, MODEL_FILENAME, *HF_TOKENIZER_FILES)
 
 

@@ -136,8 +136,8 @@ def _files_of(entry: str) -> list[str]:
     return found
 
 
-def read_unit(unit: InputUnit, config: ReaderConfig) -> Iterator[Document | BadInput]:
-    """Every document of one work unit, and a BadInput for each record or file problem."""
+def unit_records(unit: InputUnit, config: ReaderConfig) -> Iterator[tuple[int, Any]]:
+    """(line, decoded record or BadInput) of one work unit, with a BadInput for each file problem."""
     source = unit.source
     if unit.data_file is not None:
         records = _hf_records(source.path[len(HF_PREFIX):], unit.data_file, config)
@@ -145,17 +145,34 @@ def read_unit(unit: InputUnit, config: ReaderConfig) -> Iterator[Document | BadI
         records = _parquet_records(source.path, unit.start, unit.stop)
     else:
         records = _json_lines_records(unit, config)
-    parse = _RecordParser(unit.input_name, config)
     last_line = 0
     try:
         for last_line, record in records:
-            yield record if isinstance(record, BadInput) else parse(last_line, record)
+            yield last_line, record
     except STREAM_ERRORS + (ValueError,) as error:  # pyarrow and datasets raise ValueError subclasses
         detail = f"{type(error).__name__}: {error}; the records before this line were read"
-        yield BadInput(unit.input_name, last_line + 1, "corrupt_file", detail)
+        yield last_line + 1, BadInput(unit.input_name, last_line + 1, "corrupt_file", detail)
         return
     if last_line == 0 and unit.is_first_of_source:
-        yield BadInput(unit.input_name, 0, "empty_file", "the file holds no record")
+        yield 0, BadInput(unit.input_name, 0, "empty_file", "the file holds no record")
+
+
+def read_unit(unit: InputUnit, config: ReaderConfig) -> Iterator[Document | BadInput]:
+    """Every document of one work unit, and a BadInput for each record or file problem."""
+    parse = _RecordParser(unit.input_name, config)
+    for line, record in unit_records(unit, config):
+        yield record if isinstance(record, BadInput) else parse(line, record)
+
+
+def record_id(record: dict, id_paths: list[list[str]], input_name: str, line: int) -> str:
+    """The first of the id keys a record has ("meta.id" looks inside "meta"), else file:line."""
+    for path in id_paths:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return str(value)
+    return f"{input_name}:{line}"
 
 
 class _RecordParser:
@@ -183,13 +200,7 @@ class _RecordParser:
         return BadInput(self.input_name, line, reason, detail, json.dumps(record, ensure_ascii=True, default=str))
 
     def _id_of(self, record: dict, line: int) -> str:
-        for path in self.id_paths:
-            value: Any = record
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            if value is not None:
-                return str(value)
-        return f"{self.input_name}:{line}"
+        return record_id(record, self.id_paths, self.input_name, line)
 
     def _meta_of(self, record: dict) -> dict[str, Any]:
         meta = {key: value for key, value in record.items() if key not in (self.text_key, "id", "meta")}

@@ -38,7 +38,8 @@ from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles, load_tokenize
 from data_pipeline.io.readers import resolve_corpus_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 from data_pipeline.io.writers import atomic_write_text
-from data_pipeline.tokenize.config import RUNTIME_KEYS, TokenizeConfig
+from data_pipeline.tokenize.chat import encode_chat_unit, sample_tokens
+from data_pipeline.tokenize.config import FORMATS, OVERLONG, PACKINGS, RUNTIME_KEYS, TokenizeConfig
 from data_pipeline.tokenize.encode import encode_unit
 from data_pipeline.tokenize.layout import SPLITS, Layout
 from data_pipeline.tokenize.pack import pack_shard, plan_shards, split_streams
@@ -62,6 +63,14 @@ def validate(config: TokenizeConfig) -> None:
         problems.append(f"tokens_per_shard={config.tokens_per_shard}: need at least 1 (default 2^28 = 268435456)")
     if config.fingerprint_ngram is not None and config.fingerprint_ngram < 1:
         problems.append(f"fingerprint_ngram={config.fingerprint_ngram}: need >= 1 words per gram, or null for no fingerprint")
+    if config.format not in FORMATS:
+        problems.append(f"format={config.format}: choose one of {', '.join(FORMATS)}")
+    if config.chat.packing not in PACKINGS:
+        problems.append(f"chat.packing={config.chat.packing}: choose one of {', '.join(PACKINGS)}")
+    if config.chat.overlong not in OVERLONG:
+        problems.append(f"chat.overlong={config.chat.overlong}: choose one of {', '.join(OVERLONG)}")
+    if config.chat.seq_len < 1:
+        problems.append(f"chat.seq_len={config.chat.seq_len}: need at least 1 (the fine-tuning run's train.seq_len)")
     if config.executor.kind not in EXECUTOR_KINDS:
         problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
     if problems:
@@ -133,7 +142,9 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
 
     start = time.perf_counter()
     unit_config = replace(config, output_dir=str(layout.root))
-    encode = Stage("encode", units, partial(encode_unit, config=unit_config, tokenizer=tokenizer), layout.markers("encode"))
+    chat = config.format == "chat"
+    encode_function = encode_chat_unit if chat else encode_unit
+    encode = Stage("encode", units, partial(encode_function, config=unit_config, tokenizer=tokenizer), layout.markers("encode"))
     pending = set(encode.pending())
     ran_now = [unit in pending for unit in units]
     log.info("tokenizing %d units (%d already done) into %s", len(units), ran_now.count(False), layout.root)
@@ -142,12 +153,18 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
         log.info("%s: re-run the same command once they are done", message)
         return None
     stats = encode.stats()
-    streams, promoted = split_streams(units, stats, layout, config.val_fraction)
-    shards = {split: plan_shards(split, streams[split], config.tokens_per_shard) for split in SPLITS}
+    # Chat samples stay whole: no train conversation moves to an empty val split (it would
+    # cut a sample), and a shard holds a whole number of samples.
+    streams, promoted = split_streams(units, stats, layout, 0.0 if chat else config.val_fraction)
+    per_sample = sample_tokens(config.chat) if chat else None
+    tokens_per_shard = max(config.tokens_per_shard // per_sample, 1) * per_sample if per_sample else config.tokens_per_shard
+    shards = {split: plan_shards(split, streams[split], tokens_per_shard) for split in SPLITS}
     pack = Stage("pack", [shard for split in SPLITS for shard in shards[split]],
-                 partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash),
+                 partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash,
+                         loss_mask=chat),
                  layout.markers("pack"))
-    merge = fingerprint_stage(layout, stats) if config.fingerprint_ngram is not None else None
+    # Chat sets are fine-tuning data, not the pretraining corpus that evaluation is audited against.
+    merge = fingerprint_stage(layout, stats) if config.fingerprint_ngram is not None and not chat else None
     stages = [pack] if merge is None else [pack, merge]
     executor.run(stages)  # together: both need only the encode units, and Ray or Slurm start once
     for stage in stages:
@@ -155,12 +172,13 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
             log.info("%s: re-run the same command once they are done", message)
             return None
     for split in SPLITS:
-        SplitIndex(split, special.tokenizer_hash, config.tokens_per_shard, unit_stats(pack.marker_dir, shards[split])).save(layout.root)
+        SplitIndex(split, special.tokenizer_hash, tokens_per_shard, unit_stats(pack.marker_dir, shards[split]),
+                   sample_tokens=per_sample).save(layout.root)
     if merge is not None:
         publish_fingerprint(layout, merge, config.fingerprint_ngram)
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
     summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
-                                      config.tokens_per_shard, time.perf_counter() - start)
+                                      tokens_per_shard, time.perf_counter() - start)
     for document in promoted:
         summary.move_to_val(document.num_tokens)
     atomic_write_text(layout.summary, json.dumps(summary.to_json(), indent=1))

@@ -16,6 +16,27 @@ from data_pipeline.executors.config import ExecutorConfig
 DEFAULT_TOKENS_PER_SHARD = 2**28
 
 
+FORMATS = ("text", "chat")
+PACKINGS = ("pack", "pad")
+OVERLONG = ("truncate", "drop")
+
+
+@dataclass
+class ChatConfig:
+    """format=chat (docs/sft.md): conversations to samples of ``seq_len + 1`` tokens with a loss mask."""
+
+    # train.seq_len of the fine-tuning run that reads the shards (each sample stores its
+    # seq_len inputs and the one more token its targets need).
+    seq_len: int = 2048
+    # pack: whole conversations share a sample, in order, attention kept inside each (the rest
+    # of a sample that the next conversation does not fit is padding); pad: one per sample.
+    packing: str = "pack"
+    # A conversation longer than a sample: truncate (keep its start) or drop; counted either way.
+    overlong: str = "truncate"
+    # Train on every token of a conversation, not only the assistant's turns.
+    train_on_prompt: bool = False
+
+
 @dataclass
 class TokenizeConfig:
     input: str = MISSING  # files, a folder (its top level: a curation output_dir), a glob, or hf:<dataset>
@@ -23,6 +44,10 @@ class TokenizeConfig:
     # Hugging Face tokenizer directory (tokenizer.json; docs/hf.md).
     tokenizer: str = MISSING
     output_dir: str = MISSING
+    # text: documents ({"text"}); chat: conversations ({"messages": [{"role", "content"}, ...]}
+    # or {"prompt", "completion"}) rendered with the tokenizer's chat template (docs/sft.md).
+    format: str = "text"
+    chat: ChatConfig = field(default_factory=ChatConfig)
     # Worker processes on this machine (executor=local); 0 = all cores.
     workers: int = 0
     # Work units: an uncompressed JSON-lines file is cut into byte ranges and a parquet file

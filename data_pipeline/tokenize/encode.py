@@ -30,8 +30,12 @@ ENCODE_BATCH = 64
 HASH_RANGE = 2**64
 
 
+def id_hash_of(document_id: str) -> int:
+    return xxhash.xxh64_intdigest(document_id.encode("utf-8", "surrogatepass"))
+
+
 def id_hash(document: Document) -> int:
-    return xxhash.xxh64_intdigest(document.id.encode("utf-8", "surrogatepass"))
+    return id_hash_of(document.id)
 
 
 def is_val(hashed: int, val_fraction: float) -> bool:

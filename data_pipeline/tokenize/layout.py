@@ -1,6 +1,7 @@
 """Where every file of a tokenize run lives under output_dir.
 
   <split>-<NNNNN>.bin/.idx/.json    the token shards, tokens_per_shard tokens each but the last
+                                    (format=chat: also .mask, and whole samples per shard)
   <split>.shards.json               the split index: every shard's size (the loader reads only it)
   tokenizer.model, tokenizer_meta.json, ...   the tokenizer the shards were made with
   summary.json                      what the run did (tokens and documents per split, ...)

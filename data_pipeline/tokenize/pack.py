@@ -104,11 +104,14 @@ def document_ends(offsets: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.append(inside, stop) - start
 
 
-def pack_shard(unit: ShardUnit, output_dir: str, vocab_size: int, tokenizer_hash: str) -> dict[str, Any]:
-    """Write one output shard from its pieces; returns its size (the unit's marker)."""
-    with TokenShardWriter(Layout(output_dir).shard_prefix(unit.split, unit.index), vocab_size, tokenizer_hash) as writer:
+def pack_shard(unit: ShardUnit, output_dir: str, vocab_size: int, tokenizer_hash: str, loss_mask: bool = False) -> dict[str, Any]:
+    """Write one output shard from its pieces (and their loss masks: chat runs); returns its
+    size (the unit's marker)."""
+    prefix = Layout(output_dir).shard_prefix(unit.split, unit.index)
+    with TokenShardWriter(prefix, vocab_size, tokenizer_hash, loss_mask=loss_mask) as writer:
         for piece in unit.pieces:
             run = TokenShard(piece.run, tokenizer_hash)
             ends = document_ends(run.offsets, piece.start, piece.stop)
-            writer.add_packed(run.tokens[piece.start : piece.stop], ends)
+            mask = None if run.mask is None else run.mask[piece.start : piece.stop]
+            writer.add_packed(run.tokens[piece.start : piece.stop], ends, mask)
     return {"name": unit.key, "num_tokens": writer.num_tokens, "num_documents": writer.num_documents}

@@ -27,6 +27,8 @@ class TokenizeSummary:
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     bad_input: dict[str, Any] = field(default_factory=lambda: {"count": 0, "by_reason": {}, "events": []})
+    # format=chat: samples, padding tokens, loss (assistant) tokens and truncated conversations
+    chat: dict[str, int] | None = None
 
     @classmethod
     def collect(cls, unit_stats: Sequence[dict[str, Any]], ran_now: Sequence[bool], shards: dict[str, int],
@@ -43,6 +45,8 @@ class TokenizeSummary:
                 summary.new_bytes += stats["bytes"]
                 summary.cpu_seconds += stats["cpu_seconds"]
             bad_input.absorb(stats["bad_input"])
+            if "chat" in stats:
+                summary.chat = {key: (summary.chat or {}).get(key, 0) + value for key, value in stats["chat"].items()}
         summary.bad_input = bad_input.stats()
         return summary
 
@@ -70,7 +74,11 @@ class TokenizeSummary:
             f"{new_megabytes / cpu:.2f} MB, {self.new_tokens / cpu:,.0f} tokens; {self.num_bytes / max(tokens, 1):.2f} bytes/token",
             f"  {splits} (shards of {self.tokens_per_shard:,} tokens; val_fraction={self.val_fraction}: "
             f"{val_share:.2%} of the tokens)",
+            *([] if self.chat is None else [
+                f"  chat: {self.chat['samples']:,} samples, {self.chat['loss_tokens']:,} loss tokens, {self.chat['padding_tokens']:,} "
+                f"padding tokens; {self.chat['truncated']:,} conversations truncated"]),
             f"  {self.bad_input['count']} bad records skipped"
+            + "".join(f" ({reason}: {count})" for reason, count in sorted(self.bad_input["by_reason"].items()))
             + "".join(f"\n    {event['file']}:{event['line']}: {event['reason']}: {event['detail']}"
                       for event in self.bad_input["events"][:BAD_INPUT_EXAMPLES]),
         ]

@@ -55,21 +55,46 @@ class HFProcessor:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def start_ids(self) -> list[int]:
+        return prompt_start_ids(self.tokenizer)
 
-def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
-    """{"bos_token": id or None, ...} from the tokenizer's config files."""
+
+def tokenizer_settings(directory: Path) -> dict[str, Any]:
+    """``tokenizer_config.json`` with ``special_tokens_map.json`` over it (either may be missing)."""
     settings: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (directory / name).is_file():
             settings.update(json.loads((directory / name).read_text()))
-    ids: dict[str, Optional[int]] = {}
+    return settings
+
+
+def special_token_strings(directory: Path) -> dict[str, Optional[str]]:
+    """{"bos_token": "<s>" or None, ...} from the tokenizer's config files."""
+    settings = tokenizer_settings(directory)
+    strings: dict[str, Optional[str]] = {}
     for key in ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token"):
         token = settings.get(key)
-        token = token.get("content") if isinstance(token, dict) else token
+        strings[key] = token.get("content") if isinstance(token, dict) else token
+    return strings
+
+
+def _token_ids(directory: Path, tokenizer: Any) -> dict[str, Optional[int]]:
+    """{"bos_token": id or None, ...} from the tokenizer's config files."""
+    ids: dict[str, Optional[int]] = {}
+    for key, token in special_token_strings(directory).items():
         ids[key] = None if token is None else tokenizer.token_to_id(token)
         if token is not None and ids[key] is None:
             raise ValueError(f"{directory}: {key}={token!r} is not in {TOKENIZER_JSON}'s vocabulary")
     return ids
+
+
+def prompt_start_ids(tokenizer: Any) -> list[int]:
+    """What the tokenizer itself puts before a text (BOS, or nothing): what ``tokenizer.json``'s
+    post-processor adds in front, as transformers' ``tokenizer(text)`` does (transformers 5
+    goes by the post-processor, whatever ``add_bos_token`` tokenizer_config.json sets)."""
+    bare = tokenizer.encode("x", add_special_tokens=False).ids
+    full = tokenizer.encode("x", add_special_tokens=True).ids
+    return next((full[:start] for start in range(len(full) - len(bare) + 1) if full[start : start + len(bare)] == bare), [])
 
 
 def _sentinel_ids(tokenizer: Any) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import sentencepiece as spm
 from omegaconf import MISSING
 
 from data_pipeline.curate.config import ReaderConfig
-from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.special_tokens import CHAT_TOKENS, SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
 from data_pipeline.io.readers import BadInputTally
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
@@ -97,17 +97,18 @@ def sentencepiece_options(config: TokenizerConfig) -> dict:
         pad_piece=PAD,
         # Control symbols, not user-defined ones: a literal "<mask>" in text is then spelt
         # out in plain pieces, by SentencePiece and transformers alike.
-        control_symbols=[MASK, *(sentinel_piece(i) for i in range(config.num_sentinels))],
+        # The chat tokens of the default chat template come last, so the ids before them stay as they were.
+        control_symbols=[MASK, *(sentinel_piece(i) for i in range(config.num_sentinels)), *CHAT_TOKENS.values()],
         minloglevel=2,  # errors only: its warnings are about the unused .vocab listing
     )
 
 
 def check_config(config: TokenizerConfig) -> None:
-    minimum = 4 + 1 + config.num_sentinels + BYTE_PIECES + 1
+    minimum = 4 + 1 + config.num_sentinels + len(CHAT_TOKENS) + BYTE_PIECES + 1
     if config.vocab_size < minimum:
         raise ValueError(
             f"vocab_size={config.vocab_size} is too small: 4 special tokens, <mask>, {config.num_sentinels} "
-            f"sentinels and {BYTE_PIECES} byte pieces need {minimum - 1}; set vocab_size >= {minimum}"
+            f"sentinels, {len(CHAT_TOKENS)} chat tokens and {BYTE_PIECES} byte pieces need {minimum - 1}; set vocab_size >= {minimum}"
         )
     if config.input_sentence_size < 1:
         raise ValueError(f"input_sentence_size={config.input_sentence_size}: the sample needs texts; set it >= 1")

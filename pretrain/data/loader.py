@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.formats.token_shards import ShardError
 from pretrain.data.megatron import MegatronTokens, is_megatron_prefix
 from pretrain.data.order import BlendedOrder, ShuffledOrder
 from pretrain.data.windows import PackedWindows
@@ -80,13 +81,17 @@ class ValidationSet:
         return np.stack(rows).astype(np.int64)
 
 
-def open_source(path: str | Path, split: str, window: int, tokenizer_hash: str | None) -> PackedWindows:
+def open_source(path: str | Path, split: str, window: int, tokenizer_hash: str | None, loss_mask: bool = False) -> PackedWindows:
     """A directory of our token shards, or the prefix of a Megatron .bin/.idx pair (which has
-    no splits and carries no tokenizer hash: all of it is read, whatever ``split`` asks)."""
+    no splits and carries no tokenizer hash: all of it is read, whatever ``split`` asks).
+    ``loss_mask``: chat shards, whose windows carry their loss masks (objective=sft)."""
     if is_megatron_prefix(path):
+        if loss_mask:
+            raise ShardError(f"data.path={path}: a Megatron pair has no loss mask; objective=sft trains on `tokenize format=chat` output")
         return PackedWindows([MegatronTokens(path)], window)
-    return PackedWindows.open(path, split, window, tokenizer_hash)
+    return PackedWindows.open(path, split, window, tokenizer_hash, loss_mask)
 
 
-def open_sources(paths: list[str | Path], split: str, window: int, tokenizer_hash: str | None) -> list[PackedWindows]:
-    return [open_source(path, split, window, tokenizer_hash) for path in paths]
+def open_sources(paths: list[str | Path], split: str, window: int, tokenizer_hash: str | None,
+                 loss_mask: bool = False) -> list[PackedWindows]:
+    return [open_source(path, split, window, tokenizer_hash, loss_mask) for path in paths]

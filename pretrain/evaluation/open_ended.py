@@ -2,7 +2,9 @@
 with ROUGE-1/2/L/Lsum (F-measure, 0–1, the rouge-score package) and corpus BLEU (0–100,
 sacrebleu). ROUGE-Lsum treats lines as sentences: write multi-sentence texts one sentence
 per line ("\\n"), since splitting them would need nltk data that is not downloaded here.
-rouge-score's tokenizer keeps ASCII letters and digits only."""
+rouge-score's tokenizer keeps ASCII letters and digits only. With the task's ``chat: true``
+the prompt (a user message, or the record's "messages") is answered as the assistant, with the
+tokenizer's chat template (docs/sft.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +12,10 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from data_pipeline.tokenizer.chat_template import Message
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.tasks import TaskConfig
+from pretrain.generation.prompts import conversation_of
 from pretrain.generation.generator import Generator
 from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
@@ -22,19 +26,20 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 @dataclass(frozen=True)
 class Reference:
-    prompt: str
+    prompt: str | list[Message]  # chat: the conversation the answer continues
     references: tuple[str, ...]
 
 
-def read_references(path: str) -> list[Reference]:
+def read_references(path: str, chat: bool = False) -> list[Reference]:
     items = []
     for number, record in read_jsonl(path):
         references = record.get("references", [record["reference"]] if "reference" in record else None)
-        if not isinstance(record.get("prompt"), str) or not isinstance(references, list) or not references:
+        prompt = conversation_of(record, f"{path}:{number}") if chat else record.get("prompt")
+        if not isinstance(prompt, (str, list)) or not isinstance(references, list) or not references:
             raise ValueError(f'{path}:{number}: a record needs "prompt" and "reference" (a string) or "references" (a list)')
         if not all(isinstance(reference, str) for reference in references):
             raise ValueError(f"{path}:{number}: references must be strings")
-        items.append(Reference(record["prompt"], tuple(references)))
+        items.append(Reference(prompt, tuple(references)))
     if not items:
         raise ValueError(f"{path}: no prompts")
     return items
@@ -63,8 +68,8 @@ def rouge_and_bleu(predictions: Sequence[str], references: Sequence[Sequence[str
 def open_ended(
     model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
 ) -> dict[str, float]:
-    items = read_references(task.path)[: task.limit]
-    generator = Generator(model, tokenizer, task.generation, start_token)
+    items = read_references(task.path, task.chat)[: task.limit]
+    generator = Generator(model, tokenizer, task.generation, start_token, chat=task.chat)
     predictions: list[str] = []
     for first in tqdm(range(0, len(items), batch_size), desc=task.label, unit="batch", leave=False):
         predictions += generator.complete([item.prompt for item in items[first : first + batch_size]])

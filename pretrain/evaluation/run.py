@@ -37,7 +37,7 @@ def evaluate_model(
     tokenizer: TextTokenizer,
     tasks: Sequence[TaskConfig],
     batch_size: int = 8,
-    start_token: StartToken = StartToken.eos,
+    start_token: StartToken = StartToken.auto,
     training_data: Optional[TrainingData] = None,
 ) -> dict[str, float]:
     """Flat ``{"<task>/<metric>": value}`` of every task. The model is evaluated in eval

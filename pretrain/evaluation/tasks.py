@@ -46,6 +46,9 @@ class TaskConfig:
     example_delimiter: str = "\n\n"  # between few-shot examples
     # generation
     generation: GenerationSettings = field(default_factory=open_ended_generation)
+    # generation: answer each prompt (a user message) or {"messages": [...]} as the assistant,
+    # with the tokenizer's chat template, ending at the end of the turn (docs/sft.md)
+    chat: bool = False
 
     @property
     def label(self) -> str:
@@ -58,6 +61,8 @@ class TaskConfig:
             raise ValueError(f"task {self.label}: limit={self.limit} must be positive (or null for all)")
         if self.num_fewshot < 0:
             raise ValueError(f"task {self.label}: num_fewshot={self.num_fewshot} must be >= 0")
+        if self.chat and self.type is not TaskType.generation:
+            raise ValueError(f"task {self.label}: chat=true applies to type=generation tasks only")
         self.generation.validate()
 
 

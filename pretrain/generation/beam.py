@@ -52,15 +52,16 @@ Candidate = tuple[int, int, float]  # (beam row it extends, token, log-probabili
 
 
 def extend_beams(
-    candidates: list[Candidate], sequences: list[list[int]], finished: Hypotheses, beams: int, eos_id: int, stop: StopStrings
+    candidates: list[Candidate], sequences: list[list[int]], finished: Hypotheses, beams: int, end_ids: frozenset[int],
+    stop: StopStrings,
 ) -> list[Candidate]:
     """One prompt's next beams from its best candidates (best first); endings among the
     first ``beams`` candidates join ``finished``."""
     kept: list[Candidate] = []
     for rank, (row, token, log_prob) in enumerate(candidates):
-        if token == eos_id or stop.reached(sequences[row] + [token]):
+        if token in end_ids or stop.reached(sequences[row] + [token]):
             if rank < beams:  # an ending ranked below the beams would not have been one
-                ended = sequences[row] if token == eos_id else sequences[row] + [token]
+                ended = sequences[row] if token in end_ids else sequences[row] + [token]
                 finished.add(ended, log_prob, len(sequences[row]) + 1)
         elif len(kept) < beams:
             kept.append((row, token, log_prob))
@@ -68,9 +69,9 @@ def extend_beams(
 
 
 def beam_search(
-    state: DecodingState, settings: GenerationSettings, vocab_size: int, eos_id: int, stop: StopStrings
+    state: DecodingState, settings: GenerationSettings, vocab_size: int, end_ids: frozenset[int], stop: StopStrings
 ) -> list[list[int]]:
-    """The best completion (EOS left out) of each prompt in ``state``."""
+    """The best completion (its end token, EOS or end of turn, left out) of each prompt in ``state``."""
     prompts, beams = state.batch_size, settings.num_beams
     state.reorder(torch.arange(prompts).repeat_interleave(beams))
     # All beams of a prompt start out equal: only the first one may extend at step one.
@@ -93,13 +94,13 @@ def beam_search(
                     (prompt * beams + index // width, index % width, log_prob)
                     for log_prob, index in zip(top_log_probs[prompt].tolist(), top_ids[prompt].tolist())
                 ]
-                kept = extend_beams(candidates, sequences, finished[prompt], beams, eos_id, stop)
+                kept = extend_beams(candidates, sequences, finished[prompt], beams, end_ids, stop)
                 best = max((log_prob for _, _, log_prob in kept), default=float("-inf"))
                 done[prompt] = best == float("-inf") or finished[prompt].done(
                     best, step + 1, settings.max_new_tokens, settings.early_stopping
                 )
             # Rows of a finished prompt, or beyond its candidates, run on with anything.
-            next_beams += kept + [(prompt * beams, eos_id, float("-inf"))] * (beams - len(kept))
+            next_beams += kept + [(prompt * beams, min(end_ids), float("-inf"))] * (beams - len(kept))
         sequences = [sequences[row] + [token] for row, token, _ in next_beams]
         running = torch.tensor([log_prob for _, _, log_prob in next_beams])
         if all(done) or step == settings.max_new_tokens - 1:

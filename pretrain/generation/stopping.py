@@ -1,4 +1,5 @@
-"""When a completion is over: at EOS, or once its text contains a stop string."""
+"""When a completion is over: at an end token (EOS; in chat, the end of the turn too), or
+once its text contains a stop string."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -27,10 +28,10 @@ class StopStrings:
 
 
 class Completions:
-    """The tokens each row generated, EOS left out, and which rows are finished."""
+    """The tokens each row generated, the end token left out, and which rows are finished."""
 
-    def __init__(self, batch_size: int, eos_id: int, stop: StopStrings) -> None:
-        self.eos_id = eos_id
+    def __init__(self, batch_size: int, end_ids: frozenset[int], stop: StopStrings) -> None:
+        self.end_ids = end_ids
         self.stop = stop
         self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
         self.finished = torch.zeros(batch_size, dtype=torch.bool)
@@ -42,7 +43,7 @@ class Completions:
             if self.finished[row]:
                 continue
             taken.append(row)
-            if token == self.eos_id:
+            if token in self.end_ids:
                 self.finished[row] = True
                 continue
             self.tokens[row].append(token)

@@ -1,9 +1,11 @@
-"""``train init_from=DIR``: start a run from a Hugging Face checkpoint.
+"""``train init_from=DIR``: start a run from a Hugging Face checkpoint, or from another
+run of ours (a run directory or one of its checkpoints: e.g. fine-tuning a pretrained run).
 
-The model config comes from ``DIR/config.json``; after the model (or this rank's pipeline
-stage) is built, every rank copies in its slices of the weights. It is a start, not a
-resume: the optimizer and its warm-up start fresh, and a run that already has checkpoints
-resumes from them instead.
+The model config comes from ``DIR/config.json`` (or the run checkpoint's metadata); after the
+model (or this rank's pipeline stage) is built, every rank copies in its slices of the
+weights. It is a start, not a resume: only the weights are taken, the optimizer, its
+warm-up, the step and the data position start fresh, and a run that already has
+checkpoints resumes from them instead.
 """
 from __future__ import annotations
 
@@ -13,19 +15,38 @@ from typing import Optional
 
 from torch import nn
 
+from pretrain.checkpoint import read_metadata
 from pretrain.config import TrainConfig
+from pretrain.checkpoint import find_checkpoint, model_config_from_metadata
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
 from pretrain.lora import is_adapter
 from pretrain.model_config import ModelConfig
 from pretrain.parallel.pipeline import canonical_parameters
+from pretrain.parallel.sharded_checkpoint import load_weights
 from data_pipeline.formats.special_tokens import SpecialTokens
 
 
+def run_checkpoint(init_from: str) -> Optional[Path]:
+    """The checkpoint ``init_from`` names when it is one of our runs; None for a Hugging Face directory."""
+    if (Path(init_from) / "config.json").is_file():
+        return None
+    try:
+        return find_checkpoint(init_from)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"init_from={init_from}: neither a Hugging Face checkpoint (config.json) nor a run directory or checkpoint "
+            "of this project (checkpoints/step-N)"
+        ) from None
+
+
 def with_imported_model(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``model`` taken from ``init_from``'s config.json (unchanged without init_from)."""
+    """``cfg`` with ``model`` taken from ``init_from``'s config.json or run checkpoint (unchanged without init_from)."""
     if not cfg.init_from:
         return cfg
+    checkpoint = run_checkpoint(cfg.init_from)
+    if checkpoint is not None:
+        return replace(cfg, model=model_config_from_metadata(read_metadata(checkpoint)))
     model = model_config_from_hf(Path(cfg.init_from))
     if model.sliding_window is not None and cfg.train.seq_len > model.sliding_window:
         raise ValueError(
@@ -40,6 +61,14 @@ def with_grown_vocabulary(cfg: TrainConfig, model: ModelConfig, special: Special
     ``add_special_tokens=true`` appended past the checkpoint's embedding. Those rows keep
     the model's initialization, N(0, model.init_std); only special ids may need them, so a
     tokenizer that is simply larger than the checkpoint is still refused."""
+    if cfg.init_from and (checkpoint := run_checkpoint(cfg.init_from)) is not None:
+        trained_with = read_metadata(checkpoint)["tokenizer"].get("tokenizer_hash", "")
+        if trained_with != special.tokenizer_hash:
+            raise ValueError(
+                f"init_from={cfg.init_from} was trained with tokenizer {trained_with[:12] or '<none>'}, but data.path's is "
+                f"{special.tokenizer_hash[:12] or '<none>'}; tokenize the data with the run's tokenizer (<run dir>/tokenizer)"
+            )
+        return model
     if not cfg.init_from or special.vocab_size <= model.padded_vocab_size:
         return model
     new_ids = set(range(model.padded_vocab_size, special.vocab_size))
@@ -59,8 +88,11 @@ def load_initial_weights(cfg: TrainConfig, model: nn.Module, resuming: bool) -> 
     too, since checkpoints hold only the adapters."""
     if not cfg.init_from or (resuming and not cfg.lora.enabled):
         return None
-    weights = {name: param for name, param in canonical_parameters(model).items() if not is_adapter(name)}
-    return load_hf_weights(Path(cfg.init_from), cfg.model, weights)
+    params = {name: param for name, param in canonical_parameters(model).items() if not is_adapter(name)}
+    checkpoint = run_checkpoint(cfg.init_from)
+    if checkpoint is not None:
+        return ReadStats(tensors=len(params), elements=load_weights(checkpoint, params))
+    return load_hf_weights(Path(cfg.init_from), cfg.model, params)
 
 
 def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Path], stats: Optional[ReadStats]) -> str:
@@ -70,6 +102,8 @@ def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Pa
         return f"init_from={cfg.init_from} was ignored: resuming from this run's checkpoint {resume_path}"
     model = cfg.model
     read = "" if stats is None else f"; rank 0 read {stats.tensors} tensors, {stats.elements:,} values"
+    if (checkpoint := run_checkpoint(str(cfg.init_from))) is not None:
+        return f"initialized from the weights of {checkpoint} (model.* from its metadata{read}); the optimizer, step and data start fresh"
     vocabulary = f"vocabulary {model.vocab_size}"
     if built.padded_vocab_size > model.padded_vocab_size:
         vocabulary += f" grown to {built.padded_vocab_size} rows for the tokenizer's added tokens, new rows N(0, {built.init_std})"

@@ -9,7 +9,8 @@ import torch
 from omegaconf import MISSING
 
 from pretrain.choices import Choice
-from pretrain.consolidate import find_checkpoint, load_trained_model
+from pretrain.checkpoint import find_checkpoint
+from pretrain.consolidate import load_trained_model
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 
@@ -32,7 +33,7 @@ class InferenceConfig:
     device: str = "auto"
     dtype: DType = DType.float32
     # What precedes every prompt or context (see StartToken).
-    start_token: StartToken = StartToken.eos
+    start_token: StartToken = StartToken.auto
 
 
 def tokenizer_dir(checkpoint: Path, override: Optional[str]) -> Path:

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
+from data_pipeline.tokenizer.chat_template import ChatTemplate, load_chat_template
 from data_pipeline.tokenizer.hf_tokenizer import HFProcessor, load_tokenizer_files
 from pretrain.choices import Choice
 from data_pipeline.formats.special_tokens import SpecialTokens
@@ -16,10 +17,13 @@ WORD_BOUNDARY = "\u2581"  # SentencePiece's visible space
 
 
 class StartToken(Choice):
-    """What goes before a prompt. In packed training a document follows the previous one's
-    EOS, so ``eos`` shows the model a document start; ``bos`` suits shards tokenized with
-    add_bos=true only if they also lack the EOS before it; ``none`` adds nothing."""
+    """What goes before a prompt. ``auto``: for a tokenizer of ours ``eos`` (in packed
+    training a document follows the previous one's EOS, so EOS shows the model a document
+    start); for a Hugging Face tokenizer (an imported model) what that tokenizer puts before
+    a text itself (BOS or nothing: its tokenizer.json post-processor), as transformers does. ``bos`` suits shards tokenized
+    with add_bos=true only if they also lack the EOS before it; ``none`` adds nothing."""
 
+    auto = "auto"
     eos = "eos"
     bos = "bos"
     none = "none"
@@ -50,7 +54,13 @@ class TextTokenizer:
         return self.processor.decode(list(ids))
 
     def start_ids(self, start: StartToken) -> list[int]:
+        if start is StartToken.auto:
+            return self.processor.start_ids() if isinstance(self.processor, HFProcessor) else [self.special.eos_id]
         return {StartToken.eos: [self.special.eos_id], StartToken.bos: [self.special.bos_id], StartToken.none: []}[start]
+
+    def chat_template(self) -> ChatTemplate:
+        """The tokenizer's chat template (a Hugging Face tokenizer's own, else our default)."""
+        return load_chat_template(load_tokenizer_files(self.directory))
 
     def token_bytes(self) -> np.ndarray:
         """UTF-8 bytes of text each id stands for (0 for control tokens), for bits per byte."""

@@ -8,6 +8,7 @@ from pretrain.choices import Choice
 from pretrain.objectives.base import Batch, Objective
 from pretrain.objectives.clm import CausalLM
 from pretrain.objectives.mlm import MaskedLM
+from pretrain.objectives.sft import SupervisedFineTuning
 from pretrain.objectives.span import SpanCorruption
 from data_pipeline.formats.special_tokens import SpecialTokens
 
@@ -16,6 +17,7 @@ class ObjectiveName(Choice):
     clm = "clm"
     mlm = "mlm"
     span = "span"
+    sft = "sft"  # chat shards with a loss mask (docs/sft.md)
 
 
 @dataclass
@@ -24,7 +26,7 @@ class ObjectiveConfig:
     in their comment."""
 
     name: ObjectiveName = ObjectiveName.clm
-    # Keep attention inside each document of a packed window (clm, mlm).
+    # Keep attention inside each document of a packed window (clm, mlm; sft always does).
     document_masking: bool = False
     # mlm
     mask_rate: float = 0.15
@@ -39,6 +41,8 @@ def build_objective(cfg: ObjectiveConfig, special: SpecialTokens, seq_len: int, 
     common = dict(special=special, seq_len=seq_len, seed=seed, document_masking=cfg.document_masking)
     if cfg.name is ObjectiveName.clm:
         return CausalLM(**common)
+    if cfg.name is ObjectiveName.sft:
+        return SupervisedFineTuning(**common)
     if cfg.name is ObjectiveName.mlm:
         return MaskedLM(
             **common,

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pretrain.background_save import HostBuffers
-from pretrain.init import full_shape, shard_of
+from pretrain.init import fill_partition, full_shape, partition_range, shard_of
 from pretrain.parallel.master_state import WEIGHT, MasterState, state_keys
 from pretrain.parallel.pipeline import canonical_parameters
 
@@ -241,6 +241,25 @@ def load_shards(path: Path, state: MasterState, named_parameters: dict[str, nn.P
             device = param.ds_tensor.device if hasattr(param, "ds_tensor") else param.device
             values = {kind: saved.local(name, kind, param).to(device) for kind in (WEIGHT, *state.keys)}
             state.load(param, values)
+
+
+@torch.no_grad()
+def load_weights(path: Path, named_parameters: dict[str, nn.Parameter]) -> int:
+    """The weights alone, no optimizer state, into freshly built parameters (``train
+    init_from=RUN``): each its tensor-parallel slice, under ZeRO-3 its partition of it.
+    Returns the number of values this rank took."""
+    taken = 0
+    with ShardedState(path) as saved:
+        for name, param in named_parameters.items():
+            value = saved.local(name, WEIGHT, param).reshape(-1)
+            if hasattr(param, "ds_tensor"):
+                start, stop = partition_range(param)
+                value = value[start:stop]
+                fill_partition(param, value.to(param.ds_tensor.dtype))  # type: ignore[attr-defined]
+            else:
+                param.view(-1).copy_(value)
+            taken += value.numel()
+    return taken
 
 
 def prepare_training_state(

@@ -49,6 +49,37 @@ def token_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("tokens"))
 
 
+def write_chat_corpus(directory: Path, sample_tokens: int = 33, seed: int = 0) -> Path:
+    """Chat shards (as tokenize format=chat writes them) in the synthetic vocabulary: a prompt
+    of chain tokens, then an answer (the chain's continuation) that the loss mask marks;
+    conversations packed into samples of ``sample_tokens`` tokens (train.seq_len + 1)."""
+    from data_pipeline.formats.token_shards import LOSS_BIT, START_BIT, SplitIndex
+    from data_pipeline.tokenize.chat import SamplePacker
+
+    directory.mkdir(parents=True, exist_ok=True)
+    SPECIAL.save(directory)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 160), ("val", 20)):
+        with TokenShardWriter(shard_prefix(directory, split, 0), VOCAB, SPECIAL.tokenizer_hash, loss_mask=True) as writer:
+            packer = SamplePacker(writer, sample_tokens, SPECIAL.pad_id, pack=True)
+            for _ in range(count):
+                prompt, answer = int(rng.integers(2, 8)), int(rng.integers(2, 10))
+                chain = [int(rng.integers(40))]
+                for _ in range(prompt + answer - 1):
+                    chain.append((chain[-1] * 7 + 3) % 40)
+                bits = np.array([START_BIT] + [0] * (prompt - 1) + [LOSS_BIT] * answer, dtype=np.uint8)
+                packer.add([token + FIRST_ORDINARY for token in chain], bits)
+            packer.close_sample()
+        shard = {"name": f"{split}-00000", "num_tokens": writer.num_tokens, "num_documents": writer.num_documents}
+        SplitIndex(split, SPECIAL.tokenizer_hash, writer.num_tokens, [shard], sample_tokens=sample_tokens).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def chat_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_chat_corpus(tmp_path_factory.mktemp("chat_tokens"))
+
+
 # A tiny model trained on text, with a real SentencePiece tokenizer: what generation,
 # evaluation and export read (a run dir with checkpoints/ and tokenizer/).
 SYLLABLES = "ka to mi ne ru sa lo pe di fu ga hi jo ba ce".split()
@@ -131,8 +162,11 @@ def run_module():
 
     repo = Path(__file__).resolve().parents[2]
 
+    # A process group this test process started must not be joined by the command's own.
+    launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
     def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+        env = {**{k: v for k, v in os.environ.items() if k not in launch_env}, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
         return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
     return run

@@ -76,3 +76,41 @@ def launch_init_from_runs(runs: dict[str, list[str]], workdir: Path, processes: 
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
     return json.loads((workdir / "out.json").read_text())
+
+
+# A chat tokenizer as models on the Hub ship one: byte-level BPE, ChatML turn markers as
+# special tokens, a post-processor that starts every text with BOS, and a chat_template.
+# <|im_end|> has id 0: a model whose logits are all equal picks it first (greedy takes the
+# lowest id), which shows where generation stops.
+CHAT_SPECIALS = ["<|im_end|>", "<|endoftext|>", "<s>", "<|im_start|>"]
+CHATML = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role') }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHAT_WORDS = "river stone law court patient dose code loop merge tensor appeal clause what is the a of".split()
+
+
+def save_chat_tokenizer(directory: Path, bos_prefix: bool = True) -> Path:
+    """The chat tokenizer above (320 ids) in ``directory``; ``bos_prefix``: its post-processor
+    starts every text with BOS (as Llama's does), else it adds nothing (as GPT-2's)."""
+    import json
+
+    import numpy as np
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(CHAT_WORDS, size=30)) + "?" for _ in range(200)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    if bos_prefix:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "<|endoftext|>", "chat_template": CHATML}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return directory

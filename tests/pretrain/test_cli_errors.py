@@ -32,7 +32,7 @@ CASES = [
     (train_main, ["+train.max_step=10"], "unknown setting train.max_step", "did you mean train.max_steps?"),
     (train_main, ["train.eval_tasks=[{type: perplexity, pathh: x}]"], "pathh in train.eval_tasks", "did you mean path?"),
     (train_main, ["+train.eval_tasks=[{type: perplexity, pathh: x}]"], "pathh in train.eval_tasks", "did you mean path?"),
-    (train_main, ["objective=bert"], "objective=bert", "choose one of clm, mlm, span"),
+    (train_main, ["objective=bert"], "objective=bert", "choose one of clm, mlm, sft, span"),
     (train_main, ["model.n_layers=four"], "model.n_layers", "could not be converted to Integer"),
     (train_main, ["parallel.tp=3"], "parallel.tp", "launch a multiple of 3 processes"),
     (train_main, ["train.eval_tasks=[{type: perplexity"], "train.eval_tasks=[{type: perplexity", "quote lists"),

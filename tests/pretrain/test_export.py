@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pretrain.consolidate import consolidated_state_dict, find_checkpoint
+from pretrain.checkpoint import find_checkpoint
+from pretrain.consolidate import consolidated_state_dict
 from pretrain.export import ExportConfig, export
 from pretrain.hf.export_config import check_exportable
 from pretrain.model_config import Activation, ModelConfig, Norm, Position

@@ -175,7 +175,8 @@ def two_processes(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest
 
 
 def saved_adapters(run_dir: Path) -> dict[str, torch.Tensor]:
-    from pretrain.consolidate import consolidated_state_dict, find_checkpoint
+    from pretrain.checkpoint import find_checkpoint
+    from pretrain.consolidate import consolidated_state_dict
 
     return consolidated_state_dict(find_checkpoint(run_dir))
 

@@ -44,6 +44,8 @@ TWO_PROCESSES = {
     "tp2-span": ["parallel=tp2", "objective=span", *SGD],
     "pp2-span": ["parallel=pp2", "objective=span", *SGD],
 }
+# Fine-tuning on chat shards (loss mask, conversations kept apart) from a run's checkpoint.
+SFT_RUNS = {"zero3-sft": ["parallel=zero3"], "pp2-sft": ["parallel=pp2"], "tp2-sft": ["parallel=tp2"]}
 FOUR_PROCESSES = {
     "pp2xtp2": ["parallel=3d", "parallel.zero_stage=0", *SGD],
     "pp2xtp2-adamw": ["parallel=3d", *ADAMW],
@@ -104,24 +106,32 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
+def references(token_corpus: Path, chat_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
     losses = {}
     for name, overrides in REFERENCES.items():
         cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides)
         records = Trainer(cfg, process).fit()
         losses[name] = [record["loss"] for record in records]
         losses[f"{name} grad_norm"] = [record["grad_norm"] for record in records]
+    cfg = load_train_config(sft(chat_corpus, workdir, "single-sft", common))
+    losses["sft-sgd"] = [record["loss"] for record in Trainer(cfg, process).fit()]
     # The first leg of the single → 3d resharding run.
     cfg = load_train_config(common(token_corpus, workdir / "single-to-3d") + RESHARD + ["train.max_steps=3"])
     Trainer(cfg, process).fit()
     return losses
 
 
+def sft(chat_corpus: Path, workdir: Path, name: str, common) -> list[str]:
+    """objective=sft on the chat shards, starting from the weights of the single-process clm run."""
+    return [*common(chat_corpus, workdir / name), "objective=sft", f"init_from={workdir / 'single-clm-sgd'}", *SGD]
+
+
 @pytest.fixture(scope="module")
-def two_process_launch(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
+def two_process_launch(token_corpus: Path, chat_corpus: Path, workdir: Path, references: dict, common, launch_runs) -> dict:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
     runs.update({name: common(token_corpus, workdir / name) + overrides for name, (overrides, _) in OPTIONS.items()})
     runs.update({name: common(token_corpus, workdir / run_dir) + overrides for name, (run_dir, overrides) in DROPOUT_RESUME.items()})
+    runs.update({name: sft(chat_corpus, workdir, name, common) + overrides for name, overrides in SFT_RUNS.items()})
     return launch_runs(2, runs, workdir)
 
 
@@ -155,6 +165,11 @@ def test_two_process_layouts_match_one_process(name: str, two_process_runs: dict
     optimizer = next((o for o in ("adamw", "clip") if name.endswith(o)), "sgd")
     expected = references[f"{objective}-{optimizer}"]
     assert_parity(two_process_runs[name], expected, rel=1e-4 if adamw else 1e-5)
+
+
+@pytest.mark.parametrize("name", list(SFT_RUNS))
+def test_fine_tuning_under_each_layout_matches_one_process(name: str, two_process_runs: dict, references: dict) -> None:
+    assert_parity(two_process_runs[name], references["sft-sgd"], rel=1e-5)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
