@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrain.checkpoint import COMPLETE_MARKER, find_checkpoint
 from pretrain.choices import Choice
 from pretrain.init import full_shape, local_shape, set_local, shard_of
 from pretrain.parallel.tensor import mark_shard, summed_gradient
@@ -203,15 +204,18 @@ FINGERPRINT_BYTES = 2**20
 
 def base_identity(init_from: Optional[str], seed: int) -> dict[str, Any]:
     """What a LoRA run's checkpoints record of the base they belong to: the run's seed (the
-    weights it initialized) and, with ``init_from``, that directory and a fingerprint of its
+    weights it initialized) and, with ``init_from``, that directory (for a run of ours, its
+    newest complete checkpoint, whose ``complete.json`` is fingerprinted) and a fingerprint of its
     ``config.json`` and of each safetensors file's size, header (tensor names, shapes,
     dtypes) and first MiB of values: another model is caught, an edit deep inside a file
     is not (hashing every byte of a large model at each start would take minutes)."""
     if not init_from:
         return {"seed": seed, "init_from": None, "fingerprint": None}
     directory = Path(init_from).resolve()
+    if not (directory / "config.json").is_file():  # a run of ours: its checkpoint's record names it
+        directory = find_checkpoint(directory)
     digest = hashlib.sha256()
-    for path in [directory / "config.json", *sorted(directory.glob("*.safetensors"))]:
+    for path in [directory / "config.json", directory / COMPLETE_MARKER, *sorted(directory.glob("*.safetensors"))]:
         if path.is_file():
             with open(path, "rb") as stream:
                 header = int.from_bytes(stream.read(8), "little") if path.suffix == ".safetensors" else 0

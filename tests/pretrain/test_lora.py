@@ -324,6 +324,25 @@ def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: P
         check_same_base(None, trained, tmp_path)
 
 
+def test_a_run_base_is_named_by_its_newest_checkpoint(tmp_path: Path) -> None:
+    """init_from=RUN (a run of ours): the base is that run's newest complete checkpoint, and
+    another step of it is another base."""
+    from pretrain.lora import base_identity, check_same_base
+
+    def complete(step: int) -> None:
+        path = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
+        path.mkdir(parents=True)
+        (path / "complete.json").write_text(json.dumps({"step": step}))
+
+    complete(2)
+    trained = base_identity(str(tmp_path / "run"), seed=0)
+    assert trained["init_from"].endswith("step-00000002") and trained["fingerprint"] is not None
+    check_same_base(trained, base_identity(str(tmp_path / "run" / "checkpoints"), seed=0), tmp_path)
+    complete(4)  # the base run went on: its weights are no longer the adapters' base
+    with pytest.raises(ValueError, match="its LoRA adapters were trained on the base"):
+        check_same_base(trained, base_identity(str(tmp_path / "run"), seed=0), tmp_path)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
