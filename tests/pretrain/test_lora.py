@@ -108,6 +108,9 @@ LAYOUTS = {
     # The row-parallel adapters' part joins the reduce-scatter of the sequence shards.
     "tp2-sp": ["parallel=tp2", "parallel.sequence_parallel=true"],
     "pp2": ["parallel=pp2"],
+    # ZeRO-1/2 partition the optimizer state (and gradients) of the adapters alone.
+    "zero1": ["parallel=zero1"],
+    "zero2": ["parallel=zero2"],
     "zero3": ["parallel=zero3"],
 }
 
