@@ -34,6 +34,18 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+@pytest.fixture(autouse=True)
+def original_functional_linear() -> Iterator[None]:
+    """An in-process ZeRO-3 run leaves ``torch.nn.functional.linear`` replaced by DeepSpeed's
+    ``zero3_linear_wrap`` (its memory-efficient linear "persists unless manually reset"),
+    which changes what later tests in the same process compute (e.g. under autocast)."""
+    import torch.nn.functional as F
+
+    linear = F.linear
+    yield
+    F.linear = linear
+
+
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "squeue", "scontrol", "sinfo")
 HOW_TO_ENABLE = "run the tests as root after Debian's `apt-get install slurm-wlm munge` (as .ci/run does)"
 FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
