@@ -40,6 +40,13 @@ CASES = [
     (pretrain.evaluate.main, ["checkpoint=x", "tasks=[{type: perplexity, path: x, limt: 3}]"], "limt in tasks", "did you mean limit?"),
     (pretrain.evaluate.main, ["checkpoint=nowhere", "tasks=[{type: perplexity, path: x}]"], "nowhere", "no complete checkpoint"),
     (data_pipeline.train_tokenizer.main, ["vocab_siz=300"], "unknown setting vocab_siz", "did you mean vocab_size?"),
+    # LoRA's settings, checked before any process group starts
+    (train_main, ["lora.rank=-1"], "lora.rank=-1", "must be >= 0"),
+    (train_main, ["lora.rank=2", "lora.targets=[q,x]"], "lora.targets[1]", "expected one of [q, k, v, o, gate, up, down]"),
+    (train_main, ["lora.rank=2", "lora.targets=[]"], "lora.targets", "is empty"),
+    (train_main, ["lora.rank=2", "lora.targets=[q,q]"], "lora.targets", "names a linear twice"),
+    (train_main, ["lora.rank=2", "lora.dropout=1.0"], "lora.dropout=1.0", "must be in [0, 1)"),
+    (train_main, ["lora.rank=2", "model.activation=gelu", "lora.targets=[gate]"], "model.activation=gelu", "has no gate linear"),
 ]
 
 
