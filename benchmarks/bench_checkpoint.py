@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -74,16 +73,14 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
     from conftest import write_corpus  # the tests' generated corpus
+    from torchrun_workers import bench_overrides, torchrun_command, worker_environment
 
     work = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
     corpus = write_corpus(work / "tokens")
     nproc, layout = LAYOUTS[args.layout]
-    overrides = [f"data.path={corpus}", f"model={args.model}", *layout, "train.seq_len=32", "train.micro_batch_size=1",
-                 f"train.global_batch_size={nproc}", "train.save_every=0", "train.eval_every=0", "logging.progress_bar=false",
-                 "optim.grad_clip=0", *(["train.async_save=true"] if args.async_save else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__, "--worker", str(work / "run"), *overrides]
+    overrides = bench_overrides(corpus, args.model, layout, nproc) + (["train.async_save=true"] if args.async_save else [])
+    env = worker_environment()
+    command = torchrun_command(nproc, __file__, work / "run", overrides)
     try:
         subprocess.run(command, env=env, check=True)
     finally:

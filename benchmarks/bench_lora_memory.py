@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -64,19 +63,16 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
     from conftest import write_corpus  # the tests' generated corpus
+    from torchrun_workers import bench_overrides, torchrun_command, worker_environment
 
     work = Path(tempfile.mkdtemp(prefix="bench-lora-"))
     corpus = write_corpus(work / "tokens")
     nproc, layout = LAYOUTS[args.layout]
-    overrides = [f"data.path={corpus}", f"model={args.model}", *layout, "train.seq_len=32", "train.micro_batch_size=1",
-                 f"train.global_batch_size={nproc}", "train.max_steps=1", "train.save_every=0", "train.eval_every=0",
-                 "logging.progress_bar=false", "optim.grad_clip=0"]
+    overrides = [*bench_overrides(corpus, args.model, layout, nproc), "train.max_steps=1"]
     if args.layers:
         overrides.append(f"model.n_layers={args.layers}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
-               "--worker", str(work / "run"), *overrides]
+    env = worker_environment()
+    command = torchrun_command(nproc, __file__, work / "run", overrides)
     try:
         for extra in ([], LORA):
             subprocess.run([*command, *extra], env=env, check=True)
