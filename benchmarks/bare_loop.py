@@ -3,6 +3,7 @@ written the way a user would (nanoGPT style): the model on the device, bf16 auto
 fp32 weights when the run is bf16, torch's fused AdamW, plain cross-entropy, gradient
 clipping. The model is our GPT (``of_gpt``) or any module that maps a batch to logits
 (benchmarks/gpu/hf_llama.py: transformers' Llama of the same shape)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,10 +45,12 @@ class BareLoop:
         )
 
     @classmethod
-    def of_gpt(cls, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, precision: Precision) -> "BareLoop":
+    def of_gpt(cls, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, precision: Precision) -> BareLoop:
         """Our GPT, initialized as the trainer initializes it."""
         model = GPT(model_cfg, seed=cfg.train.seed).to(device)
-        return cls(model, lambda gpt, batch: gpt(batch.input_ids, batch.attention), cfg.optim, precision, cfg.train.compile)
+        return cls(
+            model, lambda gpt, batch: gpt(batch.input_ids, batch.attention), cfg.optim, precision, cfg.train.compile
+        )
 
     def step(self, batch: Batch) -> None:
         with self.autocast():

@@ -12,6 +12,7 @@ each (Linux: /proc/self/clear_refs, VmHWM), with large blocks returned to the sy
 free (MALLOC_MMAP_THRESHOLD_) so that it counts allocations, not what malloc keeps. Prints
 one JSON line per rank. CPU, gloo; uses the tests' generated corpus.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,19 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     fresh = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-load"]), process)
     path = sorted((Path(run_dir) / "checkpoints").glob("step-*"))[-1]
     load_s, load_added = _measured(lambda: fresh._resume(path))
-    print(json.dumps({"rank": process.rank, "save_s": round(save_s, 2), "written_s": round(written_s, 2),
-                      "save_added_gb": round(save_added / 2**30, 3),
-                      "load_s": round(load_s, 2), "load_added_gb": round(load_added / 2**30, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "rank": process.rank,
+                "save_s": round(save_s, 2),
+                "written_s": round(written_s, 2),
+                "save_added_gb": round(save_added / 2**30, 3),
+                "load_s": round(load_s, 2),
+                "load_added_gb": round(load_added / 2**30, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -78,7 +89,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
     corpus = write_corpus(work / "tokens")
     nproc, layout = LAYOUTS[args.layout]
-    overrides = bench_overrides(corpus, args.model, layout, nproc) + (["train.async_save=true"] if args.async_save else [])
+    overrides = bench_overrides(corpus, args.model, layout, nproc) + (
+        ["train.async_save=true"] if args.async_save else []
+    )
     env = worker_environment()
     command = torchrun_command(nproc, __file__, work / "run", overrides)
     try:

@@ -10,6 +10,7 @@ forests (near copies share band keys in many partitions: bench_scale.py at 4 M d
 
   .venv/bin/python benchmarks/bench_components.py --removed 500000 2000000 --copies 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,16 @@ def _run(way: str, pieces_path: str, rows: int, connection) -> None:
         steps = components.steps
         shutil.rmtree(scratch)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    connection.send({"way": way, "removed": removed, "peak_rss_mb": round(_peak_rss_mb(), 1),
-                     "rss_before_mb": round(base_rss, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "steps": steps})
+    connection.send(
+        {
+            "way": way,
+            "removed": removed,
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "rss_before_mb": round(base_rss, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "steps": steps,
+        }
+    )
 
 
 def measure(way: str, pieces_path: str, rows: int) -> dict:
@@ -95,7 +104,12 @@ def main() -> None:
             rows = sum(len(piece) for piece in pieces)
             del pieces
             for way in ("memory", "disk"):
-                print(json.dumps({"forest_rows": rows, "copies": args.copies, "rows": args.rows, **measure(way, path, args.rows)}), flush=True)
+                print(
+                    json.dumps(
+                        {"forest_rows": rows, "copies": args.copies, "rows": args.rows, **measure(way, path, args.rows)}
+                    ),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

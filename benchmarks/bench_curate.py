@@ -12,6 +12,7 @@ keep/drop decision agrees with datatrove's, with our default alpha-ratio rule an
 datatrove's (filters.gopher_quality.alpha_ratio_counts_punctuation=true), and lists the rules
 behind the disagreements. Never run it beside another benchmark on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,32 @@ def children_cpu_seconds() -> float:
 def run_curate(name: str, corpus: Path, out: Path, workers: int, overrides: list[str]) -> dict:
     output_dir = out / name
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "data_pipeline.curate", f"input={corpus / 'pile'}", f"output_dir={output_dir}",
-               f"workers={workers}", "progress=false", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.curate",
+        f"input={corpus / 'pile'}",
+        f"output_dir={output_dir}",
+        f"workers={workers}",
+        "progress=false",
+        *overrides,
+    ]
     cpu_before, start = children_cpu_seconds(), time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     wall, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu_before
     report = json.loads((output_dir / "report.json").read_text())
     megabytes = report["input"]["bytes"] / 1e6
     result = {
-        "run": name, "workers": workers, "overrides": overrides, "input_mb": round(megabytes, 1),
-        "docs_in": report["input"]["documents"], "docs_out": report["output"]["documents"],
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-        "mb_per_s": round(megabytes / wall, 2), "mb_per_cpu_s": round(megabytes / cpu, 2),
+        "run": name,
+        "workers": workers,
+        "overrides": overrides,
+        "input_mb": round(megabytes, 1),
+        "docs_in": report["input"]["documents"],
+        "docs_out": report["output"]["documents"],
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "mb_per_s": round(megabytes / wall, 2),
+        "mb_per_cpu_s": round(megabytes / cpu, 2),
         "removed": {stage["stage"]: stage["removed"] for stage in report["stages"]},
     }
     print(json.dumps(result), flush=True)
@@ -62,7 +77,11 @@ def run_curate(name: str, corpus: Path, out: Path, workers: int, overrides: list
 
 
 def corpus_ids(corpus: Path) -> list[str]:
-    return [json.loads(line)["meta"]["id"] for path in sorted((corpus / "pile").glob("*.jsonl.zst")) for line in iter_lines(str(path))]
+    return [
+        json.loads(line)["meta"]["id"]
+        for path in sorted((corpus / "pile").glob("*.jsonl.zst"))
+        for line in iter_lines(str(path))
+    ]
 
 
 def datatrove_kept_ids(kept_dir: Path) -> set[str]:
@@ -75,8 +94,12 @@ def datatrove_kept_ids(kept_dir: Path) -> set[str]:
 
 def our_decisions(output_dir: Path) -> tuple[set[str], dict[str, str]]:
     kept = {record["id"] for path in output_dir.glob("part-*.jsonl.zst") for record in iter_shard(path)}
-    reasons = {record["id"]: record["reason"] for path in (output_dir / "removed").glob("filter-*.jsonl.zst")
-               for record in iter_shard(path) if "id" in record}
+    reasons = {
+        record["id"]: record["reason"]
+        for path in (output_dir / "removed").glob("filter-*.jsonl.zst")
+        for record in iter_shard(path)
+        if "id" in record
+    }
     return kept, reasons
 
 
@@ -85,9 +108,15 @@ def agreement(name: str, output_dir: Path, all_ids: list[str], theirs: set[str])
     agree = sum((doc_id in ours) == (doc_id in theirs) for doc_id in all_ids)
     only_ours, only_theirs = ours - theirs, theirs - ours
     result = {
-        "agreement_with": name, "docs": len(all_ids), "agree": agree, "agreement": round(agree / len(all_ids), 4),
-        "kept_ours": len(ours), "kept_datatrove": len(theirs), "kept_by_both": len(ours & theirs),
-        "kept_only_by_us": len(only_ours), "kept_only_by_datatrove": len(only_theirs),
+        "agreement_with": name,
+        "docs": len(all_ids),
+        "agree": agree,
+        "agreement": round(agree / len(all_ids), 4),
+        "kept_ours": len(ours),
+        "kept_datatrove": len(theirs),
+        "kept_by_both": len(ours & theirs),
+        "kept_only_by_us": len(only_ours),
+        "kept_only_by_datatrove": len(only_theirs),
         # why we drop what datatrove keeps (for what datatrove drops, see its stats.json)
         "our_reasons_where_datatrove_keeps": dict(Counter(our_reasons.get(i, "?") for i in only_theirs).most_common(8)),
     }
@@ -106,8 +135,10 @@ def main() -> None:
     if not (args.corpus / "pile").is_dir():
         sys.exit(f"no corpus at {args.corpus} (expected {args.corpus}/pile/*.jsonl.zst); pass --corpus")
     plans = {
-        "filters_w1": (1, FILTERS_ONLY), "filters_w2": (2, FILTERS_ONLY),
-        "full_w1": (1, []), "full_w2": (2, []),
+        "filters_w1": (1, FILTERS_ONLY),
+        "filters_w2": (2, FILTERS_ONLY),
+        "full_w1": (1, []),
+        "full_w2": (2, []),
         "filters_w2_datatrove_alpha": (2, FILTERS_ONLY + DATATROVE_ALPHA_RULE),
     }
     results = [run_curate(name, args.corpus, args.out, *plans[name]) for name in args.runs.split(",")]

@@ -10,6 +10,7 @@
 3. Fingerprint grams (what an encode unit adds per train document): MB per CPU-second, and
    distinct 13-grams per MB of text (the fingerprint's size: 8 bytes each).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,16 @@ def write_items(path: Path, count: int) -> None:
     with open(path, "w") as stream:
         for _ in range(count):
             words = rng.choices(vocabulary, k=rng.randint(20, 50))
-            stream.write(json.dumps({"context": " ".join(words), "choices": [" ".join(rng.choices(vocabulary, k=5)) for _ in range(4)],
-                                     "label": 0}) + "\n")
+            stream.write(
+                json.dumps(
+                    {
+                        "context": " ".join(words),
+                        "choices": [" ".join(rng.choices(vocabulary, k=5)) for _ in range(4)],
+                        "label": 0,
+                    }
+                )
+                + "\n"
+            )
 
 
 def corpus_texts(corpus: Path, max_mb: float) -> Iterator[str]:
@@ -72,8 +81,10 @@ def main() -> None:
         before, start = peak_rss_mb(), time.process_time()
         meta = build_index(config, Path(scratch) / "index")
         on_disk = sum(path.stat().st_size for path in (Path(scratch) / "index").iterdir())
-        print(f"index: {args.items:,} items, {meta['grams']:,} grams in {time.process_time() - start:.1f} CPU-s, "
-              f"peak memory +{peak_rss_mb() - before:.0f} MB, {on_disk / 1e6:.1f} MB on disk")
+        print(
+            f"index: {args.items:,} items, {meta['grams']:,} grams in {time.process_time() - start:.1f} CPU-s, "
+            f"peak memory +{peak_rss_mb() - before:.0f} MB, {on_disk / 1e6:.1f} MB on disk"
+        )
         if not args.corpus.is_dir():
             print(f"no corpus at {args.corpus}: lookups not measured")
             return
@@ -81,15 +92,21 @@ def main() -> None:
         megabytes = sum(len(text.encode()) for text in texts) / 1e6
         decontaminator = Decontaminator(config, Path(scratch) / "index")
         start = time.process_time()
-        flagged = sum(decontaminator(Document(str(number), text, {}, "", 0)) is not None for number, text in enumerate(texts))
+        flagged = sum(
+            decontaminator(Document(str(number), text, {}, "", 0)) is not None for number, text in enumerate(texts)
+        )
         seconds = time.process_time() - start
-        print(f"lookups: {len(texts):,} documents, {megabytes:.1f} MB: {megabytes / seconds:.1f} MB per CPU-second, "
-              f"{flagged} flagged")
+        print(
+            f"lookups: {len(texts):,} documents, {megabytes:.1f} MB: {megabytes / seconds:.1f} MB per CPU-second, "
+            f"{flagged} flagged"
+        )
         start = time.process_time()
         grams = sorted_unique(np.concatenate([text_gram_hashes(text) for text in texts]))
         seconds = time.process_time() - start
-        print(f"fingerprint grams: {megabytes / seconds:.1f} MB per CPU-second (hash + unique); "
-              f"{len(grams) / megabytes:,.0f} distinct 13-grams per MB of text ({8 * len(grams) / megabytes / 1e6:.2f} bytes per byte)")
+        print(
+            f"fingerprint grams: {megabytes / seconds:.1f} MB per CPU-second (hash + unique); "
+            f"{len(grams) / megabytes:,.0f} distinct 13-grams per MB of text ({8 * len(grams) / megabytes / 1e6:.2f} bytes per byte)"
+        )
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ def hash_all(paths: list[str], params: MinHashParams, workers: int) -> list[Shar
         pool.join()  # reaped workers are what RUSAGE_CHILDREN counts
 
 
-def run(paths: list[str], params: MinHashParams, workers: int, min_jaccard: float, monitor_type: type) -> tuple[dict, list[list[str]]]:
+def run(
+    paths: list[str], params: MinHashParams, workers: int, min_jaccard: float, monitor_type: type
+) -> tuple[dict, list[list[str]]]:
     with monitor_type() as monitor:  # bench_common.PeakRSS: peak memory and the other processes' load
         wall_start, cpu_start = time.perf_counter(), cpu_seconds()
         shards = hash_all(paths, params, workers)
@@ -111,15 +113,26 @@ def run(paths: list[str], params: MinHashParams, workers: int, min_jaccard: floa
     return timing, list(clusters.values())
 
 
-FILTERS_OFF = [f"filters.{name}.enabled=false" for name in ("normalize", "gopher_repetition", "gopher_quality", "c4", "language")]
+FILTERS_OFF = [
+    f"filters.{name}.enabled=false" for name in ("normalize", "gopher_repetition", "gopher_quality", "c4", "language")
+]
 
 
 def run_pipeline(corpus: str, workers: int, out: str, monitor_type: type) -> tuple[dict, list[list[str]]]:
     """The curation command's dedup stages on the corpus's pile shards, as a user runs them."""
     output_dir = os.path.join(out, f"pipeline-w{workers}")
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "data_pipeline.curate", f"input={os.path.join(corpus, 'pile')}",
-               f"output_dir={output_dir}", f"workers={workers}", "progress=false", "output.write_removed=false", *FILTERS_OFF]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.curate",
+        f"input={os.path.join(corpus, 'pile')}",
+        f"output_dir={output_dir}",
+        f"workers={workers}",
+        "progress=false",
+        "output.write_removed=false",
+        *FILTERS_OFF,
+    ]
     with monitor_type() as monitor:
         wall_start, cpu_start = time.perf_counter(), cpu_seconds()
         subprocess.run(command, check=True, capture_output=True)
@@ -131,10 +144,16 @@ def run_pipeline(corpus: str, workers: int, out: str, monitor_type: type) -> tup
             clusters.setdefault(record["duplicate_of"], [record["duplicate_of"]]).append(record["id"])
     text_mb = report["input"]["bytes"] / 1e6
     timing = {
-        "workers": workers, "docs": report["input"]["documents"], "text_mb": round(text_mb, 1),
-        "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "mb_per_cpu_s": round(text_mb / cpu, 2),
-        "mb_per_wall_s": round(text_mb / wall, 2), "removed": sum(len(members) - 1 for members in clusters.values()),
-        "peak_rss_mb": monitor.peak_mb, "other_cores_avg": round(monitor.other_cores, 2),
+        "workers": workers,
+        "docs": report["input"]["documents"],
+        "text_mb": round(text_mb, 1),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "mb_per_cpu_s": round(text_mb / cpu, 2),
+        "mb_per_wall_s": round(text_mb / wall, 2),
+        "removed": sum(len(members) - 1 for members in clusters.values()),
+        "peak_rss_mb": monitor.peak_mb,
+        "other_cores_avg": round(monitor.other_cores, 2),
     }
     return timing, list(clusters.values())
 
@@ -144,14 +163,18 @@ def main() -> None:
     parser.add_argument("--corpus", default="../shared/corpus")
     parser.add_argument("--anchors", default="", help="directory of bench_common.py (default: CORPUS/../anchors)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--min-jaccard", type=float, default=0.6, help="verify band candidates on full signatures (0: off)")
+    parser.add_argument(
+        "--min-jaccard", type=float, default=0.6, help="verify band candidates on full signatures (0: off)"
+    )
     parser.add_argument("--ngram-size", type=int, default=MinHashParams.ngram_size)
     parser.add_argument("--bands", type=int, default=MinHashParams.num_bands)
     parser.add_argument("--rows", type=int, default=MinHashParams.rows_per_band)
     parser.add_argument("--seed", type=int, default=MinHashParams.seed)
     parser.add_argument("--collapse-digit-runs", action="store_true", help="datatrove's digit normalization")
     parser.add_argument("--out", default="bench-out/dedup", help="predicted clusters are written here")
-    parser.add_argument("--pipeline", action="store_true", help="run the curation command's sharded dedup stages (filters off)")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="run the curation command's sharded dedup stages (filters off)"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, args.anchors or os.path.join(os.path.dirname(os.path.abspath(args.corpus)), "anchors"))

@@ -4,6 +4,7 @@ that both see the same machine.
 
     python benchmarks/bench_fused_projections.py [--model tiny] [--seq-len 256] [--batch 8] [--rounds 15] [model.X=Y ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,18 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5, help="forward + backward passes per round and variant")
     parser.add_argument("overrides", nargs="*", help="more model settings, e.g. model.d_model=256")
     args = parser.parse_args()
-    overrides = ["data.path=unused", f"model={args.model}", f"model.max_seq_len={args.seq_len}", "model.vocab_size=128", *args.overrides]
+    overrides = [
+        "data.path=unused",
+        f"model={args.model}",
+        f"model.max_seq_len={args.seq_len}",
+        "model.vocab_size=128",
+        *args.overrides,
+    ]
     cfg = load_train_config(overrides).model
     model = GPT(cfg)
-    tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=torch.Generator().manual_seed(0)
+    )
     times: dict[str, list[float]] = {"fused": [], "separate": []}
     seconds_per_pass(model, tokens, 2)  # warm-up
     for _ in range(args.rounds):
@@ -51,7 +60,9 @@ def main() -> None:
         with mock.patch.object(pretrain.model, "fused_linear", separate_linears):
             times["separate"].append(seconds_per_pass(model, tokens, args.passes))
     ratios = [s / f for f, s in zip(times["fused"], times["separate"])]
-    print(f"model {args.model} {' '.join(args.overrides)}, seq {args.seq_len}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    print(
+        f"model {args.model} {' '.join(args.overrides)}, seq {args.seq_len}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} rounds"
+    )
     for name, values in times.items():
         print(f"{name:9}: {statistics.median(values) * 1e3:8.2f} ms per forward + backward (median)")
     print(f"speed-up  : {statistics.median(ratios):.3f}x (median of the rounds' separate / fused)")

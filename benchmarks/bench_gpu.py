@@ -13,6 +13,7 @@ memory, the ratio to the bare loop. A row that fails prints one line and the tab
 rows that would start past ``--budget-s`` are listed as skipped. docs/performance.md says
 what each number means.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ from gpu.launch import REPO, exit_on_sigterm, row_environment, run_row_process  
 from gpu.planner import one_device_cluster, predict  # noqa: E402
 from gpu.report import Record, Report, one_line, progress_line  # noqa: E402
 from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
+
 from pretrain.config import load_train_config  # noqa: E402
 from pretrain.model_stats import training_flops_per_token  # noqa: E402
 from pretrain.planning.cluster import ClusterConfig  # noqa: E402
@@ -44,9 +46,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--models", nargs="+", help="default: gpt-125m gpt-350m gpt-1.3b (cuda), tiny (cpu)")
-    parser.add_argument("--attention", nargs="+", choices=("clm", "span", "clm+docs"), help="only these rows (default: all)")
-    parser.add_argument("--steps", type=int, help="timed steps per row, after as many warm-up steps (default: 5 cuda, 2 cpu)")
-    parser.add_argument("--budget-s", type=float, default=450, help="the whole run, lane included: later rows are skipped")
+    parser.add_argument(
+        "--attention", nargs="+", choices=("clm", "span", "clm+docs"), help="only these rows (default: all)"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="timed steps per row, after as many warm-up steps (default: 5 cuda, 2 cpu)"
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=450, help="the whole run, lane included: later rows are skipped"
+    )
     parser.add_argument("--row-timeout-s", type=float, default=180, help="one row's process at most")
     parser.add_argument("--lane-timeout-s", type=float, default=200)
     parser.add_argument("--skip-lane", action="store_true", help="the table only (the lane passed in an earlier run)")
@@ -77,7 +85,9 @@ def run_lane(timeout_s: float) -> dict:
     started = time.perf_counter()
     command = [sys.executable, "-m", "pytest", "tests/gpu", "-x", "-q", "-p", "no:cacheprovider"]
     try:
-        done = subprocess.run(command, cwd=REPO, env=row_environment(), capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(
+            command, cwd=REPO, env=row_environment(), capture_output=True, text=True, timeout=timeout_s
+        )
         passed, output = done.returncode == 0, done.stdout + done.stderr
     except subprocess.TimeoutExpired as err:
         passed, output = False, f"{err.stdout or ''}\nthe GPU lane ran past --lane-timeout-s {timeout_s:.0f}"
@@ -110,8 +120,16 @@ def planned(setup: Setup, shape: Shape, corpus: Path, cluster: ClusterConfig) ->
         return {"error": one_line(err)}
 
 
-def measure(row: Row, shape: Shape, corpus: Path, work: Path, log: Path, timeout_s: float, cluster: ClusterConfig,
-            predictions: dict[Setup, dict]) -> Record:
+def measure(
+    row: Row,
+    shape: Shape,
+    corpus: Path,
+    work: Path,
+    log: Path,
+    timeout_s: float,
+    cluster: ClusterConfig,
+    predictions: dict[Setup, dict],
+) -> Record:
     """``predictions``: the planner's, or the config's error, for every setup."""
     started = time.perf_counter()
     if row.runner == PLANNER or "error" in predictions[row.setup]:
@@ -135,9 +153,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     gpu_name, gpu_memory = probe_gpu() if args.device == "cuda" else (None, None)
     cluster = one_device_cluster(gpu_name, gpu_memory)
-    report = Report(header={"device": gpu_name or "cpu", "cluster": cluster.name, "shape": dataclasses.asdict(args.shape)})
-    print(f"device: {report.header['device']}; cluster config {cluster.name}; seq {args.shape.seq_len}, {args.shape.precision}, "
-          f"vocab {args.shape.vocab}; {args.shape.steps} warm-up + {args.shape.steps} timed steps per row", flush=True)
+    report = Report(
+        header={"device": gpu_name or "cpu", "cluster": cluster.name, "shape": dataclasses.asdict(args.shape)}
+    )
+    print(
+        f"device: {report.header['device']}; cluster config {cluster.name}; seq {args.shape.seq_len}, {args.shape.precision}, "
+        f"vocab {args.shape.vocab}; {args.shape.steps} warm-up + {args.shape.steps} timed steps per row",
+        flush=True,
+    )
     if args.device == "cpu" or args.skip_lane:
         report.header["lane"] = {"passed": None, "summary": "skipped", "seconds": 0}
     else:
@@ -153,21 +176,33 @@ def main(argv: Optional[list[str]] = None) -> int:
         # The configs are checked and the planner's rows made first, all at once: arithmetic in
         # this process, whose memory then stays flat while the rows run in theirs.
         errors = {setup: config_error(setup, args.shape, corpus) for setup in args.setups}
-        predictions = {setup: {"error": error} if error else planned(setup, args.shape, corpus, cluster)
-                       for setup, error in errors.items()}
+        predictions = {
+            setup: {"error": error} if error else planned(setup, args.shape, corpus, cluster)
+            for setup, error in errors.items()
+        }
         for index, row in enumerate(rows(args.setups)):
             left = args.budget_s - (time.perf_counter() - started)
             if left < min(MIN_ROW_S, args.row_timeout_s) and row.runner != PLANNER:
                 record = Record.of(row, "skipped", note=f"past --budget-s {args.budget_s:.0f}")
             else:
                 label = f"{index:02d}-{row.setup.label.replace(' ', '-').replace('=', '')}-{row.runner}"
-                record = measure(row, args.shape, corpus, Path(tmp) / f"run{index}", logs / f"{label}.log",
-                                 min(args.row_timeout_s, left), cluster, predictions)
+                record = measure(
+                    row,
+                    args.shape,
+                    corpus,
+                    Path(tmp) / f"run{index}",
+                    logs / f"{label}.log",
+                    min(args.row_timeout_s, left),
+                    cluster,
+                    predictions,
+                )
             record.parent_rss_mib = resident_mib()
             report.add(record)
             report.write_json(args.out)
             print(progress_line(record), flush=True)
-    print(f"\n{report.markdown()}\n\nJSON: {args.out}; each row's output: {logs}/; total {time.perf_counter() - started:.0f} s")
+    print(
+        f"\n{report.markdown()}\n\nJSON: {args.out}; each row's output: {logs}/; total {time.perf_counter() - started:.0f} s"
+    )
     return 1 if any(r.status == "failed" for r in report.records) else 0
 
 

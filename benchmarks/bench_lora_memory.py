@@ -9,6 +9,7 @@ state it holds (every tensor in ``optimizer.state``: the moments, or their ZeRO 
 bytes of gradients held after the step's backward, and the resident memory after the step.
 CPU, gloo, fp32; uses the tests' generated corpus.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,14 @@ def worker(run_dir: str, overrides: list[str]) -> None:
     mode = "lora" if any(o.startswith("lora.") for o in overrides) else "full"
     trainer = Trainer(load_train_config([*overrides, f"run_dir={run_dir}-{mode}"]), process)
     trainer.train_step()
-    held = [p.ds_tensor if hasattr(p, "ds_tensor") else p for p in trainer.engine.module.parameters() if p.requires_grad]
+    held = [
+        p.ds_tensor if hasattr(p, "ds_tensor") else p for p in trainer.engine.module.parameters() if p.requires_grad
+    ]
     state = [value for values in trainer.optimizer.state.values() for value in values.values()]
     report = {
-        "mode": mode, "rank": process.rank, "model_parameters": trainer.num_parameters,
+        "mode": mode,
+        "rank": process.rank,
+        "model_parameters": trainer.num_parameters,
         "trained_parameters_on_rank": sum(t.numel() for t in held),
         "optimizer_state_gb": round(_tensor_bytes(state) / 2**30, 4),
         "rss_gb": round(_rss_gb(), 2),

@@ -18,6 +18,7 @@
    CPU-second.
 Never run it beside another benchmark on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,18 +84,33 @@ def run(command: list[str]) -> tuple[float, float, str]:
 def curate(name: str, inputs: list[Path], out: Path, overrides: list[str], category: dict[str, str]) -> dict:
     output_dir = out / name
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "data_pipeline.curate", "input=[" + ",".join(map(str, inputs)) + "]",
-               f"output_dir={output_dir}", "progress=false", *NO_DEDUP, *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.curate",
+        "input=[" + ",".join(map(str, inputs)) + "]",
+        f"output_dir={output_dir}",
+        "progress=false",
+        *NO_DEDUP,
+        *overrides,
+    ]
     wall, cpu, _ = run(command)
     report = json.loads((output_dir / "report.json").read_text())
-    kept = Counter(category[record["id"]] for path in output_dir.glob("part-*.jsonl.zst") for record in iter_shard(path))
+    kept = Counter(
+        category[record["id"]] for path in output_dir.glob("part-*.jsonl.zst") for record in iter_shard(path)
+    )
     total = Counter(category[record_id] for record_id in held_out_ids(inputs))
     result = {
-        "run": name, "overrides": overrides, "input_mb": round(report["input"]["bytes"] / 1e6, 1),
-        "docs_in": report["input"]["documents"], "docs_out": report["output"]["documents"],
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+        "run": name,
+        "overrides": overrides,
+        "input_mb": round(report["input"]["bytes"] / 1e6, 1),
+        "docs_in": report["input"]["documents"],
+        "docs_out": report["output"]["documents"],
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "kept_share": {name: round(kept[name] / total[name], 3) for name in sorted(total)},
-        "kept": dict(kept), "of": dict(total),
+        "kept": dict(kept),
+        "of": dict(total),
         "removed": {stage["stage"]: stage["removed"] for stage in report["stages"]},
     }
     print(json.dumps(result), flush=True)
@@ -111,14 +127,24 @@ def in_process_speed(model_path: Path, inputs: list[Path]) -> list[dict]:
     texts = [json.loads(line)["text"] for path in inputs for line in iter_lines(str(path))]
     megabytes = sum(len(text.encode("utf-8")) for text in texts) / 1e6
     results = []
-    for name, step in (("scoring", lambda text: model.score_text(text)),
-                       ("pii", PiiFormatter(PiiConfig())), ("pii_with_phone", PiiFormatter(PiiConfig(phone=True)))):
+    for name, step in (
+        ("scoring", lambda text: model.score_text(text)),
+        ("pii", PiiFormatter(PiiConfig())),
+        ("pii_with_phone", PiiFormatter(PiiConfig(phone=True))),
+    ):
         documents = [Document("x", text, {}, "bench", 1) for text in texts] if name.startswith("pii") else texts
         start = time.process_time()
         for document in documents:
             step(document)
         cpu = time.process_time() - start
-        results.append({"run": f"{name}_in_process", "input_mb": round(megabytes, 1), "cpu_s": round(cpu, 2), "mb_per_cpu_s": round(megabytes / cpu, 2)})
+        results.append(
+            {
+                "run": f"{name}_in_process",
+                "input_mb": round(megabytes, 1),
+                "cpu_s": round(cpu, 2),
+                "mb_per_cpu_s": round(megabytes / cpu, 2),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -128,9 +154,15 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-quality"))
     parser.add_argument("--result", type=Path, help="append the JSON results to this file")
-    parser.add_argument("--keep-fraction", type=float, default=0.6, help="for the keep_fraction run (the corpus is ~60%% English prose)")
+    parser.add_argument(
+        "--keep-fraction", type=float, default=0.6, help="for the keep_fraction run (the corpus is ~60%% English prose)"
+    )
     parser.add_argument("--train-options", nargs="*", default=[], help="extra train_quality overrides, e.g. epochs=3")
-    parser.add_argument("--reuse-model", action="store_true", help="keep OUT/quality.npz from an earlier run (training is deterministic)")
+    parser.add_argument(
+        "--reuse-model",
+        action="store_true",
+        help="keep OUT/quality.npz from an earlier run (training is deterministic)",
+    )
     parser.add_argument("--in-process-only", action="store_true", help="skip the curation runs (step 3)")
     args = parser.parse_args()
     shards = sorted((args.corpus / "pile").glob("shard-*.jsonl.zst"))
@@ -138,17 +170,40 @@ def main() -> None:
         sys.exit(f"no corpus at {args.corpus} (expected {args.corpus}/pile/shard-*.jsonl.zst); pass --corpus")
     training, held_out = shards[0::2], shards[1::2]
     category = categories(args.corpus)
-    results = [{"run": "split", "training_shards": len(training), "held_out_shards": len(held_out),
-                **split_training_set(args.corpus, training, category, args.out / "train")}]
+    results = [
+        {
+            "run": "split",
+            "training_shards": len(training),
+            "held_out_shards": len(held_out),
+            **split_training_set(args.corpus, training, category, args.out / "train"),
+        }
+    ]
     print(json.dumps(results[0]), flush=True)
 
     model = args.out / "quality.npz"
     if not (args.reuse_model and model.exists()):
-        wall, cpu, _ = run([sys.executable, "-m", "data_pipeline.train_quality", f"positives={args.out / 'train' / 'positives'}",
-                            f"negatives={args.out / 'train' / 'negatives'}", f"output={model}", *args.train_options])
-        results.append({"run": "train", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "options": args.train_options})
+        wall, cpu, _ = run(
+            [
+                sys.executable,
+                "-m",
+                "data_pipeline.train_quality",
+                f"positives={args.out / 'train' / 'positives'}",
+                f"negatives={args.out / 'train' / 'negatives'}",
+                f"output={model}",
+                *args.train_options,
+            ]
+        )
+        results.append(
+            {"run": "train", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "options": args.train_options}
+        )
     header = load_model(str(model)).header
-    results.append({"run": "model", "sha256": header["sha256"], **{key: header["training"].get(key) for key in ("heldout", "training")}})
+    results.append(
+        {
+            "run": "model",
+            "sha256": header["sha256"],
+            **{key: header["training"].get(key) for key in ("heldout", "training")},
+        }
+    )
     print(json.dumps(results[-1]), flush=True)
 
     quality = [f"filters.quality.model={model}"]
@@ -157,7 +212,10 @@ def main() -> None:
         ("heuristics", []),
         ("quality_only", HEURISTICS_OFF + quality + ["filters.quality.threshold=0.5"]),
         ("heuristics_then_quality", quality + ["filters.quality.threshold=0.5"]),
-        ("quality_only_keep_fraction", HEURISTICS_OFF + quality + [f"filters.quality.keep_fraction={args.keep_fraction}"]),
+        (
+            "quality_only_keep_fraction",
+            HEURISTICS_OFF + quality + [f"filters.quality.keep_fraction={args.keep_fraction}"],
+        ),
     ]
     if not args.in_process_only:
         runs = {name: curate(name, held_out, args.out, overrides, category) for name, overrides in plans}
@@ -165,8 +223,13 @@ def main() -> None:
         baseline = runs["baseline"]["cpu_s"]
         for name in ("heuristics", "quality_only"):
             extra = runs[name]["cpu_s"] - baseline
-            results.append({"run": f"{name}_filter_cost", "cpu_s_over_baseline": round(extra, 1),
-                            "mb_per_cpu_s": round(runs[name]["input_mb"] / extra, 2) if extra > 0 else None})
+            results.append(
+                {
+                    "run": f"{name}_filter_cost",
+                    "cpu_s_over_baseline": round(extra, 1),
+                    "mb_per_cpu_s": round(runs[name]["input_mb"] / extra, 2) if extra > 0 else None,
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
     results += in_process_speed(model, held_out)
     if args.result:

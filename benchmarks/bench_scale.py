@@ -10,6 +10,7 @@ are off: their memory is per document; the memory that could grow with the corpu
   .venv/bin/python benchmarks/bench_scale.py --docs 250000 1000000 --out bench-out/scale
   .venv/bin/python benchmarks/bench_scale.py --docs 1000000 --cluster-rows 50000   # clusters on disk
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,8 +103,13 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
     units = split_into_units(resolve_inputs(config.input), unit_mb, config.reader.hf)
     partitions = dedup_partitions(config.dedup, units)
     Layout(output_dir).make_dirs()
-    result = {"docs": docs, "corpus_mb": round(corpus.stat().st_size / 1e6, 1), "input_units": len(units),
-              "partitions": partitions, "stages": {}}
+    result = {
+        "docs": docs,
+        "corpus_mb": round(corpus.stat().st_size / 1e6, 1),
+        "input_units": len(units),
+        "partitions": partitions,
+        "stages": {},
+    }
     start = time.perf_counter()
     for stage in build_stages(config, units, 1, partitions):
         result["stages"][stage.name] = run_stage(stage, workers)
@@ -111,10 +117,16 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
     result["wall_s"] = round(time.perf_counter() - start, 1)
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
-    result["clusters_unit"] = json.loads((Layout(output_dir).markers("clusters") / "all.done.json").read_text())  # on disk? steps
-    result["clusters_unit"]["forest_rows"] = sum(json.loads(marker.read_text())["forest_rows"]
-                                                 for marker in Layout(output_dir).markers("buckets").glob("*.done.json"))
-    result["removed"] = {stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")}
+    result["clusters_unit"] = json.loads(
+        (Layout(output_dir).markers("clusters") / "all.done.json").read_text()
+    )  # on disk? steps
+    result["clusters_unit"]["forest_rows"] = sum(
+        json.loads(marker.read_text())["forest_rows"]
+        for marker in Layout(output_dir).markers("buckets").glob("*.done.json")
+    )
+    result["removed"] = {
+        stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")
+    }
     shutil.rmtree(output_dir)
     return result
 

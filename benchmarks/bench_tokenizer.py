@@ -12,6 +12,7 @@ process (wall time, CPU time of the process and its workers, peak memory):
 CPU time is reported beside wall time because the machine may be shared.
 Prints a Markdown table and writes results.json into --workdir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -145,8 +146,15 @@ def hf_encode(input_dir: Path, tokenizer_path: Path) -> None:
     tokens = 0
     for start in range(0, len(documents), HF_BATCH):
         tokens += sum(len(encoding.ids) for encoding in tokenizer.encode_batch(documents[start : start + HF_BATCH]))
-    print(json.dumps({"wall_seconds": time.perf_counter() - start_wall,
-                      "cpu_seconds": time.process_time() - start_cpu, "tokens": tokens}))
+    print(
+        json.dumps(
+            {
+                "wall_seconds": time.perf_counter() - start_wall,
+                "cpu_seconds": time.process_time() - start_cpu,
+                "tokens": tokens,
+            }
+        )
+    )
 
 
 def summary_tokens(stdout: str) -> int:
@@ -162,23 +170,46 @@ def run_benchmark(args: argparse.Namespace) -> None:
     print(f"corpus: {len(list(input_dir.iterdir()))} shards, {megabytes:.1f} MB of text", file=sys.stderr)
     python = sys.executable
     tokenizer_dir = workdir / "tokenizer"
-    train = measure("train_tokenizer", [python, "-m", "data_pipeline.train_tokenizer", f"input={input_dir}",
-                                        f"output_dir={tokenizer_dir}", f"vocab_size={args.vocab_size}"])
+    train = measure(
+        "train_tokenizer",
+        [
+            python,
+            "-m",
+            "data_pipeline.train_tokenizer",
+            f"input={input_dir}",
+            f"output_dir={tokenizer_dir}",
+            f"vocab_size={args.vocab_size}",
+        ],
+    )
     rows = [("SentencePiece BPE training (all cores)", train, None)]
     for workers in (1, 2):
         output_dir = workdir / f"tokens-{workers}"
         subprocess.run(["rm", "-rf", str(output_dir)], check=True)
-        run = measure(f"tokenize workers={workers}", [python, "-m", "data_pipeline.tokenize", f"input={input_dir}",
-                                                     f"tokenizer={tokenizer_dir}", f"output_dir={output_dir}",
-                                                     f"workers={workers}", "progress=false"])
+        run = measure(
+            f"tokenize workers={workers}",
+            [
+                python,
+                "-m",
+                "data_pipeline.tokenize",
+                f"input={input_dir}",
+                f"tokenizer={tokenizer_dir}",
+                f"output_dir={output_dir}",
+                f"workers={workers}",
+                "progress=false",
+            ],
+        )
         rows.append((f"`tokenize` command, workers={workers}", run, summary_tokens(run.stdout)))
     hf_path = workdir / "hf-bytelevel-bpe.json"
-    hf_training = measure("hf train", [python, __file__, "hf-train", str(input_dir), str(hf_path),
-                                       str(args.vocab_size)])
+    hf_training = measure(
+        "hf train", [python, __file__, "hf-train", str(input_dir), str(hf_path), str(args.vocab_size)]
+    )
     rows.append(("HF ByteLevel BPE training (all cores)", hf_training, None))
     for threads in (1, 2):
-        run = measure(f"hf encode threads={threads}", [python, __file__, "hf-encode", str(input_dir), str(hf_path)],
-                      env={"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"})
+        run = measure(
+            f"hf encode threads={threads}",
+            [python, __file__, "hf-encode", str(input_dir), str(hf_path)],
+            env={"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"},
+        )
         encoded = json.loads(run.stdout)
         timed = Measurement(run.name, encoded["wall_seconds"], encoded["cpu_seconds"], run.peak_rss_mb, "")
         rows.append((f"HF `encode_batch` (text in memory), threads={threads}", timed, encoded["tokens"]))
@@ -186,15 +217,19 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def report(rows: list[tuple[str, Measurement, int | None]], megabytes: float, workdir: Path) -> None:
-    print(f"| what ({megabytes:.0f} MB of text) | wall s | CPU s | peak RSS MB | MB/s | tokens/s | MB per CPU-s "
-          "| tokens per CPU-s | bytes/token |")
+    print(
+        f"| what ({megabytes:.0f} MB of text) | wall s | CPU s | peak RSS MB | MB/s | tokens/s | MB per CPU-s "
+        "| tokens per CPU-s | bytes/token |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     results = []
     for label, run, tokens in rows:
         if tokens:
-            speed = (f"{megabytes / run.wall_seconds:.2f} | {tokens / run.wall_seconds / 1e6:.2f} M | "
-                     f"{megabytes / run.cpu_seconds:.2f} | {tokens / run.cpu_seconds / 1e6:.2f} M | "
-                     f"{megabytes * 1e6 / tokens:.2f}")
+            speed = (
+                f"{megabytes / run.wall_seconds:.2f} | {tokens / run.wall_seconds / 1e6:.2f} M | "
+                f"{megabytes / run.cpu_seconds:.2f} | {tokens / run.cpu_seconds / 1e6:.2f} M | "
+                f"{megabytes * 1e6 / tokens:.2f}"
+            )
         else:
             speed = " | | | | "
         print(f"| {label} | {run.wall_seconds:.1f} | {run.cpu_seconds:.1f} | {run.peak_rss_mb:.0f} | {speed} |")

@@ -11,6 +11,7 @@ Reports wall time, CPU time of the process and its workers (wait4), peak memory 
 largest process (ru_maxrss) and of the process tree together (polled from /proc).
 Prints a Markdown table and writes results.json into --workdir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import zstandard
-
 from bench_tokenizer import REPO, measure
 
 sys.path.insert(0, str(REPO))
@@ -65,13 +65,25 @@ def main() -> None:
     for megabytes in args.megabytes:
         input_dir = args.workdir / f"input-{megabytes:g}"
         documents, text_bytes = write_input(args.corpus, megabytes, input_dir / "input.jsonl.zst")
-        run = measure(f"train {megabytes:g} MB", [
-            sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={input_dir}",
-            f"output_dir={args.workdir / f'tokenizer-{megabytes:g}'}", f"vocab_size={args.vocab_size}",
-            f"input_sentence_size={WHOLE_INPUT_TEXTS}", "sample_units_factor=null", "hf_export=false",
-        ])
-        print(f"| {text_bytes / 1e6:.0f} | {documents} | {run.wall_seconds:.1f} | {run.cpu_seconds:.1f} | "
-              f"{run.peak_rss_mb:.0f} | {run.peak_tree_rss_mb:.0f} |", flush=True)
+        run = measure(
+            f"train {megabytes:g} MB",
+            [
+                sys.executable,
+                "-m",
+                "data_pipeline.train_tokenizer",
+                f"input={input_dir}",
+                f"output_dir={args.workdir / f'tokenizer-{megabytes:g}'}",
+                f"vocab_size={args.vocab_size}",
+                f"input_sentence_size={WHOLE_INPUT_TEXTS}",
+                "sample_units_factor=null",
+                "hf_export=false",
+            ],
+        )
+        print(
+            f"| {text_bytes / 1e6:.0f} | {documents} | {run.wall_seconds:.1f} | {run.cpu_seconds:.1f} | "
+            f"{run.peak_rss_mb:.0f} | {run.peak_tree_rss_mb:.0f} |",
+            flush=True,
+        )
         results.append({**asdict(run), "text_bytes": text_bytes, "documents": documents})
         (args.workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -9,6 +9,7 @@
    the samples/s training consumes. Target: at least 50x.
 The token data is generated (a Markov chain over 40 ids), so nothing needs downloading.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
-from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 from bare_loop import BareLoop  # noqa: E402
+from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 
 from pretrain.config import load_train_config  # noqa: E402
 from pretrain.parallel.process_groups import init_distributed  # noqa: E402
@@ -63,11 +64,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=4, docs_per_shard=400)
         overrides = [
-            f"data.path={corpus}", f"model={args.model}", f"train.seq_len={args.seq_len}", f"model.max_seq_len={args.seq_len}",
-            f"train.micro_batch_size={args.batch}", f"train.global_batch_size={args.batch}",
-            f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.eval_every=0",
-            "train.save_every=0", "logging.progress_bar=false",
-            "optim.warmup_steps=0", "resume=never",
+            f"data.path={corpus}",
+            f"model={args.model}",
+            f"train.seq_len={args.seq_len}",
+            f"model.max_seq_len={args.seq_len}",
+            f"train.micro_batch_size={args.batch}",
+            f"train.global_batch_size={args.batch}",
+            f"train.max_steps={args.steps}",
+            f"train.log_every={args.steps}",
+            "train.eval_every=0",
+            "train.save_every=0",
+            "logging.progress_bar=false",
+            "optim.warmup_steps=0",
+            "resume=never",
         ]
         Trainer(load_train_config([*overrides, f"run_dir={tmp}/warm-up"]), process).fit()
         framework, bare = [], []
@@ -78,13 +87,19 @@ def main() -> None:
         loader = loader_samples_per_s(trainer, 200)
     consumed = np.median(framework) / args.seq_len
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device}; model {args.model}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds")
+    print(
+        f"device: {device}; model {args.model}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds"
+    )
     print(f"pretrain.train : {np.median(framework):10.0f} tokens/s (median; rounds {[round(x) for x in framework]})")
     print(f"bare torch loop: {np.median(bare):10.0f} tokens/s (median; rounds {[round(x) for x in bare]})")
     # Each round runs the two back to back: their ratio cancels the machine's drift between rounds.
     ratios = [f / b for f, b in zip(framework, bare)]
-    print(f"ratio          : {np.median(ratios):10.3f}  (median of the rounds' ratios {[round(r, 3) for r in ratios]}; target >= 0.95)")
-    print(f"data loader    : {loader:10.0f} samples/s = {loader / consumed:.0f}x what training consumes (target >= 50x)")
+    print(
+        f"ratio          : {np.median(ratios):10.3f}  (median of the rounds' ratios {[round(r, 3) for r in ratios]}; target >= 0.95)"
+    )
+    print(
+        f"data loader    : {loader:10.0f} samples/s = {loader / consumed:.0f}x what training consumes (target >= 50x)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ training steps after two warm-up steps by its own CPU time: tokens per step over
 rank's CPU seconds per step is what an idle machine would do, even while other jobs share
 this one. Target: within 30 % of the prediction (docs/plan.md, BENCHMARKS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ class Case:
 
 
 def cpu_cases() -> list[Case]:
-    shape = ["train.seq_len=256", "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16",
-             "model.vocab_size=256"]  # the generated corpus's
+    shape = [
+        "train.seq_len=256",
+        "model.max_seq_len=256",
+        "train.micro_batch_size=8",
+        "train.global_batch_size=16",
+        "model.vocab_size=256",
+    ]  # the generated corpus's
     models = {"tiny": ["model=tiny"], "small": SMALL}
     return [
         Case(f"{model} {preset}", procs, (*overrides, f"parallel={preset}", *shape))
@@ -66,8 +72,13 @@ def gpu_cases() -> list[Case]:
     ]
 
 
-COMMON = ["train.eval_every=0", "train.save_every=0", "logging.progress_bar=false",
-          "optim.warmup_steps=0", "resume=never"]
+COMMON = [
+    "train.eval_every=0",
+    "train.save_every=0",
+    "logging.progress_bar=false",
+    "optim.warmup_steps=0",
+    "resume=never",
+]
 
 
 def cluster_for(case: Case, name: str | None) -> ClusterConfig:
@@ -89,8 +100,17 @@ def command(case: Case, corpus: Path, run_dir: Path, steps: int) -> list[str]:
     if case.processes == 1:
         launcher = [sys.executable]
     log_every = max(1, steps // 3)
-    return [*launcher, "-m", "pretrain.train", f"data.path={corpus}", f"run_dir={run_dir}", *case.overrides, *COMMON,
-            f"train.max_steps={steps}", f"train.log_every={log_every}"]
+    return [
+        *launcher,
+        "-m",
+        "pretrain.train",
+        f"data.path={corpus}",
+        f"run_dir={run_dir}",
+        *case.overrides,
+        *COMMON,
+        f"train.max_steps={steps}",
+        f"train.log_every={log_every}",
+    ]
 
 
 def _launch(command: list[str]) -> None:
@@ -111,8 +131,22 @@ def measure_cpu(case: Case, corpus: Path, run_dir: Path, steps: int) -> float:
     """Tokens per CPU-second of the slowest rank, over ``steps`` steps after a warm-up."""
     overrides = [f"data.path={corpus}", f"run_dir={run_dir}", *case.overrides, *COMMON]
     out = run_dir.parent / f"{run_dir.name}-cpu.json"
-    _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.processes}",
-             __file__, "--worker", str(out), "--steps", str(steps), "--overrides", json.dumps(overrides)])
+    _launch(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={case.processes}",
+            __file__,
+            "--worker",
+            str(out),
+            "--steps",
+            str(steps),
+            "--overrides",
+            json.dumps(overrides),
+        ]
+    )
     cfg = load_train_config(overrides)
     return cfg.train.global_batch_size * cfg.train.seq_len / max(json.loads(out.read_text()))
 
@@ -153,7 +187,9 @@ def main() -> None:
     cases = gpu_cases() if gpu else cpu_cases()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=4, docs_per_shard=400)
-        print(f"| case | processes | predicted tokens/s | measured tokens/s | measured / predicted | predicted GB | measured peak GB |")
+        print(
+            "| case | processes | predicted tokens/s | measured tokens/s | measured / predicted | predicted GB | measured peak GB |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for index, case in enumerate(cases):
             tokens, gb = predict(case, corpus, cluster_for(case, args.cluster))
@@ -166,8 +202,10 @@ def main() -> None:
                 measured, peak = measure_gpu(case, corpus, run_dir, args.steps)
             else:
                 measured, peak = measure_cpu(case, corpus, run_dir, args.steps), float("nan")
-            print(f"| {case.name} | {case.processes} | {tokens:.0f} | {measured:.0f} | {measured / tokens:.2f} | {gb:.2f} | {peak:.2f} |",
-                  flush=True)
+            print(
+                f"| {case.name} | {case.processes} | {tokens:.0f} | {measured:.0f} | {measured / tokens:.2f} | {gb:.2f} | {peak:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

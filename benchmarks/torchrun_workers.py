@@ -1,6 +1,7 @@
 """The torchrun plumbing shared by the multi-rank memory benchmarks (bench_checkpoint,
 bench_lora_memory): a tiny-sequence run of a real model on the tests' corpus, one process per
 rank, each rank measuring itself."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,18 @@ LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_P
 
 def bench_overrides(corpus: Path, model: str, layout: list[str], nproc: int) -> list[str]:
     """One micro-batch of 32 tokens per rank: the model's state dominates the memory."""
-    return [f"data.path={corpus}", f"model={model}", *layout, "train.seq_len=32", "train.micro_batch_size=1",
-            f"train.global_batch_size={nproc}", "train.save_every=0", "train.eval_every=0", "logging.progress_bar=false",
-            "optim.grad_clip=0"]
+    return [
+        f"data.path={corpus}",
+        f"model={model}",
+        *layout,
+        "train.seq_len=32",
+        "train.micro_batch_size=1",
+        f"train.global_batch_size={nproc}",
+        "train.save_every=0",
+        "train.eval_every=0",
+        "logging.progress_bar=false",
+        "optim.grad_clip=0",
+    ]
 
 
 def worker_environment() -> dict[str, str]:
@@ -27,5 +37,14 @@ def worker_environment() -> dict[str, str]:
 
 def torchrun_command(nproc: int, script: str, run_dir: Path, overrides: list[str]) -> list[str]:
     """``script --worker RUN_DIR OVERRIDES`` on ``nproc`` ranks of one node."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script,
-            "--worker", str(run_dir), *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        script,
+        "--worker",
+        str(run_dir),
+        *overrides,
+    ]

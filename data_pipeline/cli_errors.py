@@ -11,6 +11,7 @@ rank 0 only and exits with status 1: no traceback, no Hydra banner. ``HYDRA_FULL
     if __name__ == "__main__":
         run_command(main)       # errors of Hydra's config composition (misspelt keys, ...)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,6 @@ from omegaconf.errors import (
     OmegaConfBaseException,
     ValidationError,
 )
-
 
 DEBUG_FLAG = "--debug"
 _asked_for_traceback = False

@@ -1,4 +1,5 @@
 """The unit that flows through curation: one document with its id, metadata and origin."""
+
 from __future__ import annotations
 
 from typing import Any

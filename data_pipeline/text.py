@@ -5,6 +5,7 @@ is a word, any other non-space character is a punctuation token of its own. That
 spaCy's blank English tokenizer (which datatrove uses) at ~45x its speed (23 vs 0.5 MB per
 CPU-second on the benchmark corpus).
 """
+
 from __future__ import annotations
 
 import re

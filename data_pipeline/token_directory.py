@@ -1,5 +1,6 @@
 """Open the token shards of a tokenize output directory for training, refusing any that
 were made with another tokenizer than the one training uses."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Decoder-only GPT pretraining under DeepSpeed: model, objectives, data, training loop."""
+
 from pretrain.parallel.process_groups import choose_accelerator_quietly, default_cuda_allocator
 
 choose_accelerator_quietly()  # before any module of the package imports deepspeed

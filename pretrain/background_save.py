@@ -8,6 +8,7 @@ every rank's thread has written its file, rank 0 marks the checkpoint complete, 
 killed mid-write leaves a directory without ``complete.json`` that is never resumed from.
 At most one checkpoint is in flight: the next save, and the end of training, wait for it.
 """
+
 from __future__ import annotations
 
 import threading

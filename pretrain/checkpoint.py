@@ -7,6 +7,7 @@ resolved config and the tokenizer metadata. A directory without ``complete.json`
 off mid-write and is never resumed from. With ``train.async_save`` the ranks write in
 the background and meet for ``complete.json`` there (``pretrain.background_save``).
 """
+
 from __future__ import annotations
 
 import json
@@ -109,7 +110,9 @@ def _start_checkpoint(run_dir: str | Path, step: int) -> Path:
     return path
 
 
-def _mark_complete(path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None) -> None:
+def _mark_complete(
+    path: Path, step: int, metadata: dict[str, Any], keep_last: int, group: Optional[Any] = None
+) -> None:
     """Collective over ``group``: once every rank has written its part, rank 0 writes
     ``complete.json`` and prunes old checkpoints."""
     dist.barrier(group=group)
@@ -164,6 +167,7 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:
         raise FileNotFoundError(f"resume={resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
     return path
 
+
 def find_checkpoint(path: str | Path) -> Path:
     """Accept a run directory (its newest complete checkpoint), a ``checkpoints/`` directory,
     or one checkpoint directory."""
@@ -174,7 +178,9 @@ def find_checkpoint(path: str | Path) -> Path:
         latest = latest_complete(root)
         if latest is not None:
             return latest
-    raise FileNotFoundError(f"{path}: no complete checkpoint here (expected a run dir, its checkpoints/, or a step-N dir)")
+    raise FileNotFoundError(
+        f"{path}: no complete checkpoint here (expected a run dir, its checkpoints/, or a step-N dir)"
+    )
 
 
 def model_config_from_metadata(metadata: dict[str, Any]) -> ModelConfig:

@@ -1,4 +1,5 @@
 """Base class of the enumerated settings in configs."""
+
 from enum import Enum
 
 

@@ -4,18 +4,19 @@
 experiment) on top of :class:`TrainConfig`. Because the schema is typed and closed, a
 misspelt key or a value of the wrong type in an override is an error naming the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from pretrain.choices import Choice
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, DictConfig, OmegaConf
 
+from pretrain.choices import Choice
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.lora import LoraConfig
 from pretrain.model_config import ModelConfig

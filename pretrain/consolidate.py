@@ -2,6 +2,7 @@
 and export load. No DeepSpeed engine and no process group are needed. A LoRA run's
 checkpoint holds its adapters alone: its model is the base it names, rebuilt as training
 built it, with the adapters merged in."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,14 +11,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.checkpoint import find_checkpoint, model_config_from_metadata, read_metadata
 from pretrain.config import TrainConfig
 from pretrain.hf.init_from import load_initial_weights
 from pretrain.lora import base_identity, check_same_base, merged
+from pretrain.model import GPT
 from pretrain.parallel.master_state import WEIGHT
 from pretrain.parallel.sharded_checkpoint import ShardedState
-from pretrain.model import GPT
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -56,7 +57,9 @@ def model_state_dict(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, to
     return merged(lora_base_weights(checkpoint, metadata), saved, lora.scaling)
 
 
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, SpecialTokens, dict[str, Any]]:
+def load_trained_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GPT, SpecialTokens, dict[str, Any]]:
     """The trained model (eval mode, fp32), its tokenizer's special tokens and the checkpoint
     metadata, from a run dir or checkpoint dir."""
     checkpoint = find_checkpoint(path)

@@ -1,5 +1,6 @@
 """``<run_dir>/curves.png``: loss (training and validation) and learning rate against step,
 drawn from ``metrics.jsonl``. Also ``python -m pretrain.curves RUN_DIR``."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ def plot_training_curves(run_dir: str | Path) -> Path:
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics}: not found; give a training run directory (run_dir of pretrain.train)")
     # A resumed run logs again the steps after its checkpoint: the last record of a step wins.
-    by_step = {record["step"]: record for record in map(json.loads, filter(str.strip, metrics.read_text().splitlines()))}
+    by_step = {
+        record["step"]: record for record in map(json.loads, filter(str.strip, metrics.read_text().splitlines()))
+    }
     records = [by_step[step] for step in sorted(by_step)]
     if not records:
         raise ValueError(f"{metrics} holds no records yet")
@@ -27,7 +30,9 @@ def plot_training_curves(run_dir: str | Path) -> Path:
     loss_axis.plot([r["step"] for r in records], [r["loss"] for r in records], label="training loss")
     evaluated = [r for r in records if "val_loss" in r]
     if evaluated:
-        loss_axis.plot([r["step"] for r in evaluated], [r["val_loss"] for r in evaluated], "o-", label="validation loss")
+        loss_axis.plot(
+            [r["step"] for r in evaluated], [r["val_loss"] for r in evaluated], "o-", label="validation loss"
+        )
     loss_axis.set_ylabel("loss (nats / token)")
     loss_axis.legend()
     loss_axis.grid(alpha=0.3)

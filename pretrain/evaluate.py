@@ -1,5 +1,6 @@
 """``python -m pretrain.evaluate checkpoint=<run dir or checkpoint> tasks='[{type: perplexity, path: DIR}]'``:
 perplexity, multiple choice and open-ended tasks. Options: configs/evaluate.yaml and docs/evaluation.md."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,12 +33,18 @@ def evaluate(config: EvaluateConfig) -> dict[str, float]:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     loaded = load_for_inference(config)
     tasks = with_window_length(config.tasks, loaded.metadata["config"]["train"]["seq_len"])
-    training_data = TrainingData(loaded.metadata["config"].get("data", {}))  # the run's token dirs: their n-gram fingerprints
-    metrics = evaluate_model(loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token, training_data)
+    training_data = TrainingData(
+        loaded.metadata["config"].get("data", {})
+    )  # the run's token dirs: their n-gram fingerprints
+    metrics = evaluate_model(
+        loaded.model, loaded.tokenizer, tasks, config.batch_size, config.start_token, training_data
+    )
     default_output = loaded.checkpoint.parent.parent / "eval" / f"{loaded.checkpoint.name}.json"
     output = Path(config.output_file) if config.output_file else default_output
     settings = {task.label: OmegaConf.to_container(OmegaConf.structured(task), enum_to_str=True) for task in tasks}
-    write_results(output, metrics, settings, {"checkpoint": str(loaded.checkpoint), "step": loaded.metadata.get("step")})
+    write_results(
+        output, metrics, settings, {"checkpoint": str(loaded.checkpoint), "step": loaded.metadata.get("step")}
+    )
     print(format_table(metrics))
     print(f"results: {output}")
     return metrics

@@ -4,6 +4,7 @@ run was imported from) with its tokenizer. A LoRA run exports its adapters merge
 base (``lora=merge``) or the base and, in ``output_dir/adapter``, the adapters in peft's
 format (``lora=adapter``).
 Options: configs/export.yaml, docs/evaluation.md and docs/lora.md."""
+
 from __future__ import annotations
 
 import logging
@@ -63,14 +64,17 @@ def export(config: ExportConfig) -> Path:
     metadata = read_metadata(checkpoint)
     model_cfg = model_config_from_metadata(metadata)
     warning = non_causal_warning(
-        metadata, "the export holds its weights, but LlamaForCausalLM (and our own loader) run them with causal "
-        "attention, so their predictions are not what it learned: use the weights, not the causal model"
+        metadata,
+        "the export holds its weights, but LlamaForCausalLM (and our own loader) run them with causal "
+        "attention, so their predictions are not what it learned: use the weights, not the causal model",
     )
     if warning:
         log.warning(warning)
     apart = config.lora is LoraExport.adapter
     if apart and not is_lora_checkpoint(metadata):
-        raise ValueError(f"lora=adapter: {checkpoint} was not trained with LoRA (lora.rank=0); export it with lora=merge")
+        raise ValueError(
+            f"lora=adapter: {checkpoint} was not trained with LoRA (lora.rank=0); export it with lora=merge"
+        )
     if apart and not config.hf:
         raise ValueError("lora=adapter writes the adapters for peft onto the Hugging Face base; set hf=true")
     tokenizer = load_tokenizer(checkpoint, config.tokenizer, metadata)
@@ -81,7 +85,9 @@ def export(config: ExportConfig) -> Path:
     write_export(output_dir, state, model_cfg, tokenizer, header, config.hf)
     if apart:
         adapters = cast(consolidated_state_dict(checkpoint), dtype)
-        write_adapter(output_dir / ADAPTER_DIR, adapters, train_config_from_metadata(metadata).lora, str(output_dir.resolve()))
+        write_adapter(
+            output_dir / ADAPTER_DIR, adapters, train_config_from_metadata(metadata).lora, str(output_dir.resolve())
+        )
     log.info("exported %s to %s", checkpoint, output_dir)
     return output_dir
 

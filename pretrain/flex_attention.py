@@ -8,6 +8,7 @@ The masks are causal or bidirectional, optionally with a prefix that every posit
 (prefix-LM) and optionally confined to documents. This module knows nothing of the model:
 ``pretrain.model`` decides when to use it.
 """
+
 from __future__ import annotations
 
 from functools import cache

@@ -14,6 +14,7 @@ The weight gradients come from one GEMM and are split from it, so the separate p
 dropped too (optimizers and ZeRO drop a layer's gradients together), and gradients must be
 replaced, never resized in place.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -41,7 +42,7 @@ class _ConcatenatedLinear(torch.autograd.Function):
         n = len(weights)
         grad_rows = grad.reshape(-1, grad.shape[-1])  # (tokens, all output features)
         # Frozen weights (LoRA's base) get no gradient: the GEMM would be wasted work.
-        needs_weights, needs_biases = any(ctx.needs_input_grad[2:2 + n]), any(ctx.needs_input_grad[2 + n:])
+        needs_weights, needs_biases = any(ctx.needs_input_grad[2 : 2 + n]), any(ctx.needs_input_grad[2 + n :])
         grad_weights = (grad_rows.T @ x.reshape(-1, x.shape[-1])).split(sizes) if needs_weights else (None,) * n
         grad_biases = (grad_rows.sum(0).split(sizes) if needs_biases else (None,) * n) if ctx.with_bias else ()
         return grad_x, None, *grad_weights, *grad_biases

@@ -1,5 +1,6 @@
 """``python -m pretrain.generate checkpoint=<run dir or checkpoint> prompt="..."``: complete
 prompts with a trained model. Options: configs/generate.yaml and docs/evaluation.md."""
+
 from __future__ import annotations
 
 import sys
@@ -45,12 +46,17 @@ def print_header(index: int, total: int) -> None:
 def generate(config: GenerateConfig) -> list[str]:
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
-    prompts = gather_conversations(config.prompt, config.prompts_file) if config.chat else gather_prompts(config.prompt, config.prompts_file)
+    prompts = (
+        gather_conversations(config.prompt, config.prompts_file)
+        if config.chat
+        else gather_prompts(config.prompt, config.prompts_file)
+    )
     shown = [conversation[-1]["content"] + "\n" if config.chat else conversation for conversation in prompts]
     loaded = load_for_inference(config)
     warning = non_causal_warning(
-        loaded.metadata, "generation runs it left to right with causal attention, which it was not trained for: "
-        "expect text of little meaning"
+        loaded.metadata,
+        "generation runs it left to right with causal attention, which it was not trained for: "
+        "expect text of little meaning",
     )
     if warning:
         print(warning, file=sys.stderr)

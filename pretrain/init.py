@@ -15,6 +15,7 @@ keeping only the slice's values). Under
 only the partitions are filled. Values are always drawn on the CPU, also for parameters that
 live on a GPU, since a CUDA generator's stream differs from the CPU's.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,9 @@ DRAW_PIECE = 2**20
 CPU = torch.device("cpu")
 
 
-def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, device: torch.device = CPU) -> torch.Tensor:
+def initial_value(
+    name: str, shape: torch.Size, cfg: ModelConfig, seed: int, device: torch.device = CPU
+) -> torch.Tensor:
     """GPT-2 style: unit norm weights, zero biases, N(0, init_std) elsewhere, with residual
     output projections scaled by 1/sqrt(2 · n_layers) so depth does not grow the residual
     stream's variance."""
@@ -69,7 +72,12 @@ def initial_value(name: str, shape: torch.Size, cfg: ModelConfig, seed: int, dev
 
 
 def initial_slice(
-    name: str, shape: torch.Size, split: tuple[int, int, int] | None, cfg: ModelConfig, seed: int, device: torch.device = CPU
+    name: str,
+    shape: torch.Size,
+    split: tuple[int, int, int] | None,
+    cfg: ModelConfig,
+    seed: int,
+    device: torch.device = CPU,
 ) -> torch.Tensor:
     """The tensor-parallel slice ``split`` = (dim, rank, size) of the initial value of the
     whole tensor of ``shape`` (the whole tensor for None), exactly as cut from it. Drawn

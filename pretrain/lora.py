@@ -16,6 +16,7 @@ linear is: for a column-parallel linear (output features split) ``B`` is split b
 reduction (``B`` is linear, so the sum over ranks is ``B A x``). The whole factor sees only
 this rank's part of the product, so its gradient is summed over the tensor-parallel group.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,13 @@ class LoraTarget(Choice):
 
 # Where each target lives in a Block.
 TARGET_MODULES = {
-    LoraTarget.q: "attn.wq", LoraTarget.k: "attn.wk", LoraTarget.v: "attn.wv", LoraTarget.o: "attn.wo",
-    LoraTarget.gate: "mlp.gate", LoraTarget.up: "mlp.up", LoraTarget.down: "mlp.down",
+    LoraTarget.q: "attn.wq",
+    LoraTarget.k: "attn.wk",
+    LoraTarget.v: "attn.wv",
+    LoraTarget.o: "attn.wo",
+    LoraTarget.gate: "mlp.gate",
+    LoraTarget.up: "mlp.up",
+    LoraTarget.down: "mlp.down",
 }
 
 
@@ -84,7 +90,9 @@ class LoraConfig:
         if len(set(self.targets)) != len(self.targets):
             raise ValueError(f"lora.targets={[str(t) for t in self.targets]} names a linear twice")
         if LoraTarget.gate in self.targets and not gated_mlp:
-            raise ValueError("lora.targets has gate, but model.activation=gelu has no gate linear; drop it from lora.targets")
+            raise ValueError(
+                "lora.targets has gate, but model.activation=gelu has no gate linear; drop it from lora.targets"
+            )
 
 
 class FeatureShardDropout(nn.Dropout):
@@ -188,7 +196,9 @@ def merged(base: dict[str, Tensor], adapters: dict[str, Tensor], scaling: float)
         if is_adapter(name) and name.endswith(".a"):
             target = base_weight_name(name)
             b = adapters[name[:-1] + "b"]
-            weights[target] = (weights[target].float() + scaling * (b.float() @ adapters[name].float())).to(weights[target].dtype)
+            weights[target] = (weights[target].float() + scaling * (b.float() @ adapters[name].float())).to(
+                weights[target].dtype
+            )
     return weights
 
 

@@ -1,4 +1,5 @@
 """The training loss."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -24,7 +25,9 @@ def sample_mean_loss(token_losses: Tensor, loss_mask: Tensor) -> Tensor:
 VOCAB_CHUNK = 8192
 
 
-def _all_reduce(x: Tensor, group: Optional[dist.ProcessGroup], op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
+def _all_reduce(
+    x: Tensor, group: Optional[dist.ProcessGroup], op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM
+) -> Tensor:
     if group is not None:
         dist.all_reduce(x, op=op, group=group)
     return x

@@ -6,12 +6,12 @@ vocabulary-parallel versions of the same shapes, and the attention and MLP only 
 many heads and how much width land on this rank. The pipeline lays out the same
 ``Embedding``, ``Block`` and ``OutputHead`` modules as stages.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass
-from pretrain.choices import Choice
 from typing import TYPE_CHECKING, ContextManager, NamedTuple, Optional
 
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint, noop_context_fn
 
+from pretrain.choices import Choice
 from pretrain.flex_attention import BlockMask, block_mask, flex_attend
 from pretrain.fused_linear import fused_linear, with_adapter
 from pretrain.init import materialize
@@ -188,7 +189,9 @@ class RotaryTables(NamedTuple):
     sin: Tensor
 
 
-def rotary_tables(positions: Tensor, head_dim: int, theta: float, scaling: Optional[RopeScaling] = None) -> RotaryTables:
+def rotary_tables(
+    positions: Tensor, head_dim: int, theta: float, scaling: Optional[RopeScaling] = None
+) -> RotaryTables:
     """The tables for ``positions``, (seq,) or (batch, seq)."""
     inv_freq = rope_frequencies(head_dim, theta, scaling, positions.device)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (..., seq, half)
@@ -417,7 +420,9 @@ class GPT(nn.Module):
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
         spec = attention or AttentionSpec()
         if cache is None:
-            mask, is_causal = attention_inputs(spec, seq_len, input_ids.device, self.cfg.attn_dropout if self.training else 0.0)
+            mask, is_causal = attention_inputs(
+                spec, seq_len, input_ids.device, self.cfg.attn_dropout if self.training else 0.0
+            )
         else:
             mask, is_causal = cache.extend(spec, seq_len, input_ids.device)
         x = self.embed(input_ids, positions)
@@ -425,7 +430,15 @@ class GPT(nn.Module):
         for index, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
                 x = checkpoint(
-                    block, x, positions, mask, is_causal, None, rope, use_reentrant=False, context_fn=self.layers.checkpoint_contexts
+                    block,
+                    x,
+                    positions,
+                    mask,
+                    is_causal,
+                    None,
+                    rope,
+                    use_reentrant=False,
+                    context_fn=self.layers.checkpoint_contexts,
                 )
             else:
                 x = block(x, positions, mask, is_causal, None if cache is None else cache.layers[index], rope)

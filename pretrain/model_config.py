@@ -1,10 +1,12 @@
 """The model's shape and options: one dataclass, also the Hydra schema of ``configs/model/``."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pretrain.choices import Choice
 from typing import Optional
+
+from pretrain.choices import Choice
 
 
 class Activation(Choice):

@@ -1,4 +1,5 @@
 """Parameter counts and training FLOPs per token, the numbers behind MFU."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -2,6 +2,7 @@
 cluster=h100-80gb cluster.nodes=16 [output=plan.jsonl]``: every parallel layout of the model
 on the cluster with its memory per GPU and its speed, best first, and the overrides of the
 best one. Options: configs/plan.yaml; the model behind the numbers: docs/plan.md."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,19 +33,25 @@ class PlanConfig:
 
 def plan(config: PlanConfig) -> list[LayoutPlan]:
     if config.cluster.nodes < 1 or config.cluster.gpus_per_node < 1:
-        raise ValueError(f"cluster.nodes={config.cluster.nodes} and cluster.gpus_per_node={config.cluster.gpus_per_node} must be at least 1")
+        raise ValueError(
+            f"cluster.nodes={config.cluster.nodes} and cluster.gpus_per_node={config.cluster.gpus_per_node} must be at least 1"
+        )
     if config.train.seq_len > config.model.max_seq_len:
         raise ValueError(f"train.seq_len={config.train.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}")
     config.model.validate()
     base = dataclasses.replace(TrainConfig(), model=config.model, train=config.train, optim=config.optim)
     plans = Planner(config.cluster).search(base)
     cluster = config.cluster
-    print(f"{config.model.name} ({config.model.n_layers} layers, d_model {config.model.d_model}), "
-          f"{config.train.global_batch_size} × {config.train.seq_len} tokens per step, on {cluster.nodes} × "
-          f"{cluster.gpus_per_node} {cluster.name}: {len(plans)} valid layouts, {sum(p.memory.fits for p in plans)} fit")
+    print(
+        f"{config.model.name} ({config.model.n_layers} layers, d_model {config.model.d_model}), "
+        f"{config.train.global_batch_size} × {config.train.seq_len} tokens per step, on {cluster.nodes} × "
+        f"{cluster.gpus_per_node} {cluster.name}: {len(plans)} valid layouts, {sum(p.memory.fits for p in plans)} fit"
+    )
     if not plans:
-        raise ValueError(f"no valid layout of {config.model.name} on {cluster.world_size} devices: check train.global_batch_size "
-                         "and cluster.gpus_per_node against the model's heads and layers")
+        raise ValueError(
+            f"no valid layout of {config.model.name} on {cluster.world_size} devices: check train.global_batch_size "
+            "and cluster.gpus_per_node against the model's heads and layers"
+        )
     print(format_table(plans[: config.top]))
     best = plans[0]
     print()

@@ -1,4 +1,5 @@
 """Defaults that fit the run, and warnings for settings that would silently do nothing."""
+
 from __future__ import annotations
 
 from dataclasses import replace

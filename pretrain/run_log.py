@@ -1,5 +1,6 @@
 """``<run_dir>/train.log``: a text copy of what the console shows (rank 0), plus the errors
 of every rank, so that resume notices, parameter counts and failures outlive the terminal."""
+
 from __future__ import annotations
 
 import time

@@ -7,6 +7,7 @@ resume is refused naming each of them; ``resume=force`` continues anyway and the
 recorded in ``<run_dir>/config_changes.jsonl``. The settings in :data:`FREE_SETTINGS` (and the
 conditional ones below) may change freely; the README ("Checkpoints and resume") lists them.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from typing import Any, Optional
 
 import torch
 
-from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
 from pretrain.checkpoint import model_config_from_metadata
+from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
 from pretrain.training.optim import lr_multiplier

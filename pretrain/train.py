@@ -1,5 +1,6 @@
 """``python -m pretrain.train [overrides]``: train a GPT (alone, under torchrun, or under
 the deepspeed launcher). See configs/train.yaml and the README."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +12,9 @@ from omegaconf import DictConfig
 
 from data_pipeline.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
-from pretrain.parallel.process_groups import entry_arguments, init_distributed
 from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
+from pretrain.parallel.process_groups import entry_arguments, init_distributed
 from pretrain.planning.preflight import preflight
 from pretrain.run_defaults import fit_micro_batch
 from pretrain.run_log import log_errors_to

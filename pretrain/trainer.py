@@ -1,6 +1,7 @@
 """``Trainer(cfg, process).fit()``: builds a run (data, model, DeepSpeed engine, step,
 hooks) from the config and trains it. The step lives in ``training/step.py``, the loop and
 its hooks in ``training/loop.py`` and ``training/hooks.py``."""
+
 from __future__ import annotations
 
 import math
@@ -29,11 +30,11 @@ from pretrain.lora import adapter_parameter_count, attach_adapters, base_identit
 from pretrain.model import DENSE, GPT
 from pretrain.model_stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
-from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
-from pretrain.parallel.master_state import applied_updates
-from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
-from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
 from pretrain.parallel import rng
+from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
+from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
+from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
+from pretrain.parallel.master_state import applied_updates
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
@@ -63,11 +64,15 @@ class Trainer:
         paths, weights = data_sources(cfg.data)
         tokenizer = tokenizer_dir(cfg.data, paths)
         self.special = SpecialTokens.load(tokenizer)
-        model_cfg = cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
+        model_cfg = (
+            cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
+        )
         model_cfg = with_grown_vocabulary(cfg, model_cfg, self.special)
         config_changes = check_resume(start, cfg, model_cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
         if model_cfg.vocab_size < self.special.vocab_size:
-            raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}")
+            raise ValueError(
+                f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}"
+            )
         if cfg.train.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"train.seq_len={cfg.train.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}")
         self.model_cfg = model_cfg
@@ -85,7 +90,9 @@ class Trainer:
         self.stream = TrainingStream(train_sources, weights, cfg.train.seed)
         # A Megatron pair has no validation split: it only trains.
         valid_paths = [p for p in paths if not is_megatron_prefix(p) and find_shards(p, cfg.data.valid_split)]
-        self.validation = ValidationSet(open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash, loss_mask))
+        self.validation = ValidationSet(
+            open_sources(valid_paths, cfg.data.valid_split, window, tokenizer_hash, loss_mask)
+        )
 
         self.grid = build_grid(self.layout)
         self.dp_rank = self.grid.get_data_parallel_rank()
@@ -98,8 +105,14 @@ class Trainer:
         self.layers = TensorParallelLayers(tp_group, sequence_parallel) if self.layout.tp > 1 else DENSE
         self.loss = StepLoss(self.layers)
         self.eval_tasks = (
-            EvalTasks(cfg.train.eval_tasks, tokenizer, seq_len=cfg.train.seq_len, layout=self.layout, zero_stage=cfg.parallel.zero_stage,
-                      data=cfg.data)
+            EvalTasks(
+                cfg.train.eval_tasks,
+                tokenizer,
+                seq_len=cfg.train.seq_len,
+                layout=self.layout,
+                zero_stage=cfg.parallel.zero_stage,
+                data=cfg.data,
+            )
             if cfg.train.eval_tasks
             else None
         )
@@ -112,11 +125,15 @@ class Trainer:
         with torch.device("meta"):  # the whole model's size, whatever this rank holds of it
             whole = GPT(model_cfg)
             self.num_parameters = count_parameters(whole)
-            self.trained_parameters = adapter_parameter_count(whole, cfg.lora) if cfg.lora.enabled else self.num_parameters
+            self.trained_parameters = (
+                adapter_parameter_count(whole, cfg.lora) if cfg.lora.enabled else self.num_parameters
+            )
         self.optimizer = build_optimizer(model, cfg.optim, process.device)
         self.loss.guard = self.optimizer
         checkpoint_bytes = bytes_per_parameter(self.optimizer) * self.trained_parameters
-        check_run_dir(self.run_dir, checkpoint_bytes if Schedule.of(cfg.train).writes_checkpoints else 0, cfg.train.keep_last)
+        check_run_dir(
+            self.run_dir, checkpoint_bytes if Schedule.of(cfg.train).writes_checkpoints else 0, cfg.train.keep_last
+        )
         self.background_saver = BackgroundSaver() if cfg.train.async_save else None
         start_step = read_metadata(start)["step"] if start is not None else 0
         self.logger = MetricsLogger(
@@ -169,7 +186,9 @@ class Trainer:
         else:
             model = self._build_pipeline()
         if cfg.lora.enabled:
-            attach_adapters(model, cfg.lora, cfg.train.seed, self.grid.get_slice_parallel_group() if self.layout.tp > 1 else None)
+            attach_adapters(
+                model, cfg.lora, cfg.train.seed, self.grid.get_slice_parallel_group() if self.layout.tp > 1 else None
+            )
         return model
 
     def _build_pipeline(self) -> torch.nn.Module:
@@ -221,7 +240,12 @@ class Trainer:
         rng.seed(base, self.grid.get_slice_parallel_rank())
 
     def _layout_record(self) -> dict[str, int]:
-        return {"tp": self.layout.tp, "pp": self.layout.pp, "dp": self.layout.dp, "zero_stage": self.cfg.parallel.zero_stage}
+        return {
+            "tp": self.layout.tp,
+            "pp": self.layout.pp,
+            "dp": self.layout.dp,
+            "zero_stage": self.cfg.parallel.zero_stage,
+        }
 
     def _resume(self, path: Path) -> None:
         metadata = read_metadata(path)
@@ -250,7 +274,9 @@ class Trainer:
         else:
             # The saved RNG states belong to the old ranks: start fresh streams for this step.
             self._seed_dropout(self.step)
-            self.logger.message(f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}")
+            self.logger.message(
+                f"{path} was saved with layout {metadata.get('layout')}; resharded to {self._layout_record()}"
+            )
         self.resumed_from = path
 
     # -- one optimizer step -------------------------------------------------------------
@@ -259,7 +285,9 @@ class Trainer:
         gradient norm, when asked for). The loss it returns is this rank's (the mean over
         ranks costs a collective, so it is taken once per log line, in ``_record``)."""
         started = time.perf_counter()
-        samples, batches = self.step_batches(self.consumed_samples, prefetch_next=self.step + 1 < self.cfg.train.max_steps)
+        samples, batches = self.step_batches(
+            self.consumed_samples, prefetch_next=self.step + 1 < self.cfg.train.max_steps
+        )
         if self.sample_log is not None:
             self.sample_log.write(self.step + 1, samples)
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): the guard
@@ -270,7 +298,9 @@ class Trainer:
         self.step += 1
         self.consumed_samples += self.plan.global_batch
         self.skips.add(self.step, skipped)
-        return StepResult(loss=output.loss, skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started)
+        return StepResult(
+            loss=output.loss, skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started
+        )
 
     @property
     def skipped_steps(self) -> int:
@@ -324,7 +354,9 @@ class Trainer:
             return prepare_training_state(path, self.engine, self.optimizer, self.grid, host_buffers)
 
         metadata = self._checkpoint_metadata()
-        return save_checkpoint(self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver)
+        return save_checkpoint(
+            self.run_dir, self.step, metadata, self.cfg.train.keep_last, prepare_state, self.background_saver
+        )
 
     def wait_for_save(self) -> None:
         """Block until the checkpoint being written in the background, if any, is complete."""

@@ -1,6 +1,7 @@
 """Fixtures for every test folder: CUDA hidden from the CPU suite, and a single-node Slurm cluster
 (munge, slurmctld, slurmd) for the tests of the Slurm launch paths, configured and run entirely
 inside a temporary directory."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,16 @@ def original_functional_linear() -> Iterator[None]:
 
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "squeue", "scontrol", "sinfo")
 HOW_TO_ENABLE = "run the tests as root after Debian's `apt-get install slurm-wlm munge` (as .ci/run does)"
-FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
+FINISHED_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+}
 # The node offers more CPUs than a 2-core CI machine has, so that a two-task job and a
 # 3-task array run side by side (slurmd accepts this with SlurmdParameters=config_overrides).
 NODE_CPUS = 4
@@ -127,8 +137,16 @@ class SlurmCluster:
         key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)  # munged refuses a key that others can read
-        self._daemon("munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge}/socket",
-                     f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/seed", f"--log-file={munge}/munged.log")
+        self._daemon(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={munge}/socket",
+            f"--pid-file={munge}/munged.pid",
+            f"--seed-file={munge}/seed",
+            f"--log-file={munge}/munged.log",
+        )
         self._wait_until(lambda: (munge / "socket").exists(), "munged did not create its socket")
         self._daemon("slurmctld", "-D", "-i", "-f", str(self.conf))
         self._daemon("slurmd", "-D", "-f", str(self.conf))
@@ -170,14 +188,20 @@ class SlurmCluster:
 
     def states(self, job_id: str) -> list[str]:
         """The state of each task of a job (one for a plain job, one per element of an array)."""
-        done = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], env=self.env(), capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            ["scontrol", "--oneliner", "show", "job", job_id],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return [field.split("=", 1)[1] for field in done.stdout.split() if field.startswith("JobState=")]
 
     def wait(self, job_id: str, timeout: float = 240) -> list[str]:
         """Wait for every task of a job to finish; their final states."""
-        self._wait_until(lambda: set(self.states(job_id)) <= FINISHED_STATES, f"job {job_id} still running",
-                         timeout=timeout)
+        self._wait_until(
+            lambda: set(self.states(job_id)) <= FINISHED_STATES, f"job {job_id} still running", timeout=timeout
+        )
         return self.states(job_id)
 
     def wait_until_idle(self, timeout: float = 240) -> None:
@@ -190,8 +214,11 @@ class SlurmCluster:
 
     def _daemon(self, *command: str) -> None:
         with open(self.root / f"{command[0]}.out", "w") as log:
-            self.daemons.append(subprocess.Popen([_program(command[0]), *command[1:]], stdout=log,
-                                                 stderr=subprocess.STDOUT, env=self.env()))
+            self.daemons.append(
+                subprocess.Popen(
+                    [_program(command[0]), *command[1:]], stdout=log, stderr=subprocess.STDOUT, env=self.env()
+                )
+            )
 
     def _node_is_idle(self) -> bool:
         done = subprocess.run(["sinfo", "--noheader", "--format=%T"], env=self.env(), capture_output=True, text=True)

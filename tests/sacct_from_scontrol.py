@@ -5,6 +5,7 @@ the real sacct has nothing to read; submitit (Hydra's Slurm launcher) polls sacc
 states. This answers the same question from ``scontrol show job``, which knows every job of
 the session (MinJobAge keeps finished ones), in sacct's pipe-separated format.
 """
+
 from __future__ import annotations
 
 import subprocess

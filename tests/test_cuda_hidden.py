@@ -1,4 +1,5 @@
 """The CPU suite hides CUDA from itself and from every process it starts (tests/conftest.py)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ def test_the_suite_and_its_subprocesses_see_no_cuda() -> None:
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # inherited by every child
     assert not torch.cuda.is_available()
     child = subprocess.run(
-        [sys.executable, "-c", "import os, torch; print(os.environ['CUDA_VISIBLE_DEVICES'] == '', torch.cuda.is_available())"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import os, torch; print(os.environ['CUDA_VISIBLE_DEVICES'] == '', torch.cuda.is_available())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert child.stdout.split() == ["True", "False"]
 

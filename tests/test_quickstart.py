@@ -1,5 +1,6 @@
 """The README's main command, end to end, on the bundled sample plus corrupted shards: bad
 input is counted, nothing else is lost, and every step leaves its output."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,11 +25,16 @@ def test_quickstart_runs_the_whole_journey_despite_bad_shards(tmp_path: Path) ->
     pile = (corpus / "pile-00000.jsonl.zst").read_bytes()
     (corpus / "truncated.jsonl.zst").write_bytes(pile[: len(pile) // 2])
     with gzip.open(corpus / "broken-lines.json.gz", "wt") as handle:
-        handle.write('{"text": "A good document that is far too short for the filters."}\nnot json at all\n{"no_text": 1}\n')
+        handle.write(
+            '{"text": "A good document that is far too short for the filters."}\nnot json at all\n{"no_text": 1}\n'
+        )
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "pretrain.quickstart", "--out", str(out), "--steps", "12", "--corpus", str(corpus)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -38,8 +44,15 @@ def test_quickstart_runs_the_whole_journey_despite_bad_shards(tmp_path: Path) ->
     assert files_with_errors == {"truncated.jsonl.zst", "broken-lines.json.gz"}, events
     assert report["bad_input"]["records"] >= 3  # the truncation, the non-JSON line, the record without text
     assert report["output"]["documents"] > 400  # the good shards all came through
-    for produced in ("curated/report.png", "tokenizer/tokenizer.model", "tokens/train-00000.bin", "train/curves.png",
-                     "train/metrics.jsonl", "eval.json", "samples.jsonl"):
+    for produced in (
+        "curated/report.png",
+        "tokenizer/tokenizer.model",
+        "tokens/train-00000.bin",
+        "train/curves.png",
+        "train/metrics.jsonl",
+        "eval.json",
+        "samples.jsonl",
+    ):
         assert (out / produced).exists(), produced
     sample = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert sample["prompt"].startswith("It is a truth") and sample["completion"]

@@ -4,6 +4,7 @@ sample). Only sizes shrink, by overrides appended to each command (fewer steps a
 a smaller model); placeholders (RAW, DIR, TOK, TOKENS, RUN, HF, runs/quickstart/tokens)
 become directories of the test. The launch/ scripts and Slurm lines are covered by
 tests/pretrain/test_launch.py."""
+
 from __future__ import annotations
 
 import io
@@ -21,15 +22,28 @@ import zstandard
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SHARD = REPO / "data_pipeline" / "sample_corpus" / "pile-00000.jsonl.zst"
 PLACEHOLDER = re.compile(r"(?<![\w/.-])(RAW|DIR|TOK|TOKENS|RUN|HF|runs/quickstart/tokens)(?![\w/.-])")
-DIRECTORIES = {"RAW": "raw", "DIR": "curated", "TOK": "tokenizer", "TOKENS": "tokens", "RUN": "run", "HF": "hf",
-               "runs/quickstart/tokens": "tokens"}
+DIRECTORIES = {
+    "RAW": "raw",
+    "DIR": "curated",
+    "TOK": "tokenizer",
+    "TOKENS": "tokens",
+    "RUN": "run",
+    "HF": "hf",
+    "runs/quickstart/tokens": "tokens",
+}
 TINY_MODEL = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.n_kv_heads=1"]
 SHRINK = {
     "data_pipeline.curate": ["workers=1"],
     "data_pipeline.train_quality": ["buckets=4096"],
     "data_pipeline.train_tokenizer": ["vocab_size=600", "num_threads=1", "workers=1"],
     "data_pipeline.tokenize": ["workers=1"],
-    "pretrain.train": ["train.max_steps=2", "train.seq_len=32", "train.global_batch_size=8", "train.eval_batches=1", *TINY_MODEL],
+    "pretrain.train": [
+        "train.max_steps=2",
+        "train.seq_len=32",
+        "train.global_batch_size=8",
+        "train.eval_batches=1",
+        *TINY_MODEL,
+    ],
     "pretrain.generate": ["max_new_tokens=4"],
 }
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -78,8 +92,15 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     pipeline, training = pipeline_commands(readme), training_commands(readme)
     assert [shlex.split(c)[2] for c in pipeline] == [
-        "data_pipeline.curate", "data_pipeline.train_quality", "data_pipeline.train_tokenizer", "data_pipeline.tokenize",
-        "pretrain.train", "pretrain.plan", "pretrain.evaluate", "pretrain.generate", "pretrain.export",
+        "data_pipeline.curate",
+        "data_pipeline.train_quality",
+        "data_pipeline.train_tokenizer",
+        "data_pipeline.tokenize",
+        "pretrain.train",
+        "pretrain.plan",
+        "pretrain.evaluate",
+        "pretrain.generate",
+        "pretrain.export",
     ]
     assert len(training) >= 4 and any(" -m data.path=" in c for c in training)  # the examples, the plain run, a sweep
     write_raw_corpus(tmp_path / "raw", documents=80)
@@ -87,13 +108,17 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     outputs = {}
     for command in pipeline + training:
-        done = subprocess.run(as_run_here(command, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            as_run_here(command, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
         outputs[command] = done.stdout + done.stderr
 
     # The token directory carries the tokenizer, so the run made with data.path alone holds it
     # and evaluate, generate and export (which ran above) found it.
-    assert (tmp_path / "tokens" / "tokenizer.model").exists() and (tmp_path / "run" / "tokenizer" / "tokenizer.model").exists()
+    assert (tmp_path / "tokens" / "tokenizer.model").exists() and (
+        tmp_path / "run" / "tokenizer" / "tokenizer.model"
+    ).exists()
     tokenize_output = next(text for command, text in outputs.items() if "data_pipeline.tokenize" in command)
     validation_docs = int(re.search(r"val ([\d,]+) docs", tokenize_output).group(1).replace(",", ""))
     assert validation_docs > 0  # 80 documents at the default val_fraction still give a validation split
@@ -102,11 +127,19 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     assert "layout tp 1 × pp 1 × dp 1" in (tmp_path / "run" / "train.log").read_text()
     assert stat.S_IMODE((tmp_path / "hf" / "model.safetensors").stat().st_mode) & 0o044 == 0o044  # shareable
     # The plain run's silent gap (a warmup longer than its shrunk max_steps) was said.
-    assert "optim.warmup_steps=100 exceeds train.max_steps=2" in (tmp_path / "runs" / "tiny-clm" / "train.log").read_text()
+    assert (
+        "optim.warmup_steps=100 exceeds train.max_steps=2" in (tmp_path / "runs" / "tiny-clm" / "train.log").read_text()
+    )
     # A re-run of tokenize finds every unit done and still reports what the shards hold.
     tokenize = next(command for command in pipeline if "data_pipeline.tokenize" in command)
-    rerun = subprocess.run(as_run_here(tokenize, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        as_run_here(tokenize, tmp_path), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert re.search(r"\(1 already done\): [\d,]+ documents, [1-9][\d,]* tokens", rerun.stdout), rerun.stdout
-    for run_dir in (tmp_path / "runs" / "tiny-clm", tmp_path / "runs" / "gpt-125m", tmp_path / "runs" / "lr-sweep" / "0",
-                    tmp_path / "runs" / "lr-sweep" / "1"):
+    for run_dir in (
+        tmp_path / "runs" / "tiny-clm",
+        tmp_path / "runs" / "gpt-125m",
+        tmp_path / "runs" / "lr-sweep" / "0",
+        tmp_path / "runs" / "lr-sweep" / "1",
+    ):
         assert (run_dir / "checkpoints" / "step-00000002" / "complete.json").exists(), run_dir

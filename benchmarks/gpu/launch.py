@@ -1,6 +1,7 @@
 """Runs one row's process (benchmarks/gpu/row_process.py) with a time limit: its output goes
 to a log file (not into this process's memory), its answer is the ``RESULT`` line, and
 whatever goes wrong (an error, a crash, the time limit) comes back as one line."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,15 @@ from pathlib import Path
 ROW_PROCESS = Path(__file__).resolve().parent / "row_process.py"
 REPO = ROW_PROCESS.parents[2]
 # A row is one process of its own, not a rank of whatever launched the benchmark.
-LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT")
+LAUNCH_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RESTART_COUNT",
+)
 
 
 def exit_on_sigterm() -> None:
@@ -30,7 +39,7 @@ def row_environment() -> dict[str, str]:
 
 def last_result(log: Path) -> dict | None:
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1][len("RESULT "):]) if lines else None
+    return json.loads(lines[-1][len("RESULT ") :]) if lines else None
 
 
 def last_line(log: Path) -> str:
@@ -44,8 +53,9 @@ def run_row_process(spec: dict, corpus: Path, run_dir: Path, log: Path, timeout_
     command = [sys.executable, str(ROW_PROCESS), json.dumps(spec), str(corpus), str(run_dir)]
     with log.open("w") as out:
         # A session of its own: on the time limit the whole group goes (compile workers too).
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=row_environment(), cwd=REPO,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=row_environment(), cwd=REPO, start_new_session=True
+        )
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

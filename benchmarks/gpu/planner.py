@@ -1,6 +1,7 @@
 """The planner's prediction for a row's config (pretrain/planning; docs/plan.md): tokens/s and
 the fullest rank's memory on one device of the run's cluster config, so the first GPU run
 also checks the planner. Arithmetic only: it runs in the benchmark's own process."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """The benchmark's answer: one record per row, printed as one markdown table and written as
 one JSON file (rewritten after every row, so a run cut short keeps what it measured)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,19 @@ from typing import Optional
 
 from gpu.rows import BARE, Row
 
-COLUMNS = ("model", "attention", "compile", "runner", "tokens/s", "TFLOP/s", "MFU", "peak GiB", "vs bare", "seconds", "note")
+COLUMNS = (
+    "model",
+    "attention",
+    "compile",
+    "runner",
+    "tokens/s",
+    "TFLOP/s",
+    "MFU",
+    "peak GiB",
+    "vs bare",
+    "seconds",
+    "note",
+)
 
 
 @dataclass
@@ -29,7 +42,7 @@ class Record:
     parent_rss_mib: Optional[float] = None  # this benchmark's own resident memory after the row
 
     @classmethod
-    def of(cls, row: Row, status: str, **values: object) -> "Record":
+    def of(cls, row: Row, status: str, **values: object) -> Record:
         setup = row.setup
         return cls(setup.model, setup.attention, setup.compile, row.runner, status, **values)  # type: ignore[arg-type]
 
@@ -52,7 +65,11 @@ class Report:
 
     def _fill_ratios(self) -> None:
         """Each row over the bare loop of our GPT with the same configuration."""
-        bare = {(r.model, r.attention, r.compile): r.tokens_per_s for r in self.records if r.runner == BARE and r.tokens_per_s}
+        bare = {
+            (r.model, r.attention, r.compile): r.tokens_per_s
+            for r in self.records
+            if r.runner == BARE and r.tokens_per_s
+        }
         for record in self.records:
             base = bare.get((record.model, record.attention, record.compile))
             record.vs_bare = None if base is None or record.tokens_per_s is None else record.tokens_per_s / base
@@ -79,10 +96,17 @@ def _number(value: Optional[float], form: str) -> str:
 
 def cells(record: Record) -> list[str]:
     return [
-        record.model, record.attention, "on" if record.compile else "off", record.runner,
-        _number(record.tokens_per_s, ".0f"), _number(record.tflops, ".3g"),
-        "-" if record.mfu is None else f"{100 * record.mfu:.1f}%", _number(record.peak_gib, ".2f"),
-        _number(record.vs_bare, ".2f"), _number(record.seconds, ".0f"), record.note.replace("|", "/"),
+        record.model,
+        record.attention,
+        "on" if record.compile else "off",
+        record.runner,
+        _number(record.tokens_per_s, ".0f"),
+        _number(record.tflops, ".3g"),
+        "-" if record.mfu is None else f"{100 * record.mfu:.1f}%",
+        _number(record.peak_gib, ".2f"),
+        _number(record.vs_bare, ".2f"),
+        _number(record.seconds, ".0f"),
+        record.note.replace("|", "/"),
     ]
 
 
@@ -92,4 +116,6 @@ def progress_line(record: Record) -> str:
     if record.status != "ok":
         return f"{first}: {record.status}: {record.note}"
     mfu = "" if record.mfu is None else f", MFU {100 * record.mfu:.1f}%"
-    return f"{first}: {record.tokens_per_s:.0f} tokens/s, {record.tflops:.3g} TFLOP/s{mfu}, peak {record.peak_gib:.2f} GiB"
+    return (
+        f"{first}: {record.tokens_per_s:.0f} tokens/s, {record.tflops:.3g} TFLOP/s{mfu}, peak {record.peak_gib:.2f} GiB"
+    )

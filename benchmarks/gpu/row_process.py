@@ -6,6 +6,7 @@
 Its last output line is ``RESULT {json}``: tokens/s and peak memory (GiB: the device's
 allocations on a GPU, the process's resident set on CPU), or the error in one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,9 @@ def sample_batches(cfg: TrainConfig, special: SpecialTokens, device: torch.devic
     return [make(stream.sample(p).windows, p) for p in positions]
 
 
-def timed_tokens_per_s(step: Callable[[Batch], None], batches: list[Batch], steps: int, synchronize: Callable[[], None]) -> float:
+def timed_tokens_per_s(
+    step: Callable[[Batch], None], batches: list[Batch], steps: int, synchronize: Callable[[], None]
+) -> float:
     """Warm-up steps (compilation), then the timed ones between two waits for the device."""
     for index in range(steps):
         step(batches[index % len(batches)])
@@ -68,6 +71,7 @@ def timed_tokens_per_s(step: Callable[[Batch], None], batches: list[Batch], step
 
 def run_bare(cfg: TrainConfig, runner: str, steps: int) -> float:
     from bare_loop import BareLoop
+
     from pretrain.parallel.deepspeed_config import resolve_precision
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

@@ -1,6 +1,7 @@
 """What benchmarks/gpu.sh measures: training configurations, each run by several runners,
 in the order they run (the most telling first, so a run cut short by its time budget still
 answers the main question: gpt-1.3b, seq 2048, bf16, one GPU)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -59,9 +60,12 @@ class Row:
         return {**asdict(self.setup), "runner": self.runner, "shape": asdict(shape)}
 
 
-GPU = Shape(seq_len=2048, vocab=32000, precision="bf16", steps=5,
-            micro_batch={"gpt-125m": 16, "gpt-350m": 16, "gpt-1.3b": 8})  # fit 80 GB without activation checkpointing
-CPU = Shape(seq_len=128, vocab=256, precision="fp32", steps=2, micro_batch={"tiny": 4})  # the generated corpus's vocabulary
+GPU = Shape(
+    seq_len=2048, vocab=32000, precision="bf16", steps=5, micro_batch={"gpt-125m": 16, "gpt-350m": 16, "gpt-1.3b": 8}
+)  # fit 80 GB without activation checkpointing
+CPU = Shape(
+    seq_len=128, vocab=256, precision="fp32", steps=2, micro_batch={"tiny": 4}
+)  # the generated corpus's vocabulary
 
 
 def gpu_setups(models: list[str]) -> list[Setup]:
@@ -72,14 +76,22 @@ def gpu_setups(models: list[str]) -> list[Setup]:
     big, small = [m for m in models if m == "gpt-1.3b"], [m for m in models if m != "gpt-1.3b"]
     setups = [Setup(m, compile=c) for m in big for c in (True, False)]
     setups += [Setup(m) for m in small]
-    setups += [Setup(m, objective, masking, compile=True) for m in small for objective, masking in (("span", False), ("clm", True))]
+    setups += [
+        Setup(m, objective, masking, compile=True)
+        for m in small
+        for objective, masking in (("span", False), ("clm", True))
+    ]
     setups += [Setup(m, compile=True) for m in small]
     return setups
 
 
 def cpu_setups(models: list[str]) -> list[Setup]:
     """The same code on CPU, compile off (compiling takes minutes on a small CPU)."""
-    return [Setup(m, objective, masking) for m in models for objective, masking in (("clm", False), ("span", False), ("clm", True))]
+    return [
+        Setup(m, objective, masking)
+        for m in models
+        for objective, masking in (("clm", False), ("span", False), ("clm", True))
+    ]
 
 
 def rows(setups: list[Setup]) -> Iterator[Row]:
@@ -97,10 +109,25 @@ def train_overrides(setup: Setup, shape: Shape, corpus: Path, run_dir: Path) -> 
     the warm-up steps and after the timed ones; no checkpoint, no evaluation."""
     micro = micro_batch(shape, setup.model)
     return [
-        f"data.path={corpus}", f"run_dir={run_dir}", f"model={setup.model}", f"model.vocab_size={shape.vocab}",
-        f"train.seq_len={shape.seq_len}", f"model.max_seq_len={shape.seq_len}", f"train.precision={shape.precision}",
-        f"train.micro_batch_size={micro}", f"train.global_batch_size={micro}", f"train.compile={str(setup.compile).lower()}",
-        f"objective={setup.objective}", f"objective.document_masking={str(setup.document_masking).lower()}",
-        f"train.max_steps={2 * shape.steps}", f"train.log_every={shape.steps}", "train.eval_every=0", "train.eval_batches=0",
-        "train.save_every=0", "train.save_at_end=false", "logging.progress_bar=false", "optim.warmup_steps=0", "resume=never",
+        f"data.path={corpus}",
+        f"run_dir={run_dir}",
+        f"model={setup.model}",
+        f"model.vocab_size={shape.vocab}",
+        f"train.seq_len={shape.seq_len}",
+        f"model.max_seq_len={shape.seq_len}",
+        f"train.precision={shape.precision}",
+        f"train.micro_batch_size={micro}",
+        f"train.global_batch_size={micro}",
+        f"train.compile={str(setup.compile).lower()}",
+        f"objective={setup.objective}",
+        f"objective.document_masking={str(setup.document_masking).lower()}",
+        f"train.max_steps={2 * shape.steps}",
+        f"train.log_every={shape.steps}",
+        "train.eval_every=0",
+        "train.eval_batches=0",
+        "train.save_every=0",
+        "train.save_at_end=false",
+        "logging.progress_bar=false",
+        "optim.warmup_steps=0",
+        "resume=never",
     ]

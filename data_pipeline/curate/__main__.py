@@ -1,4 +1,5 @@
 """``python -m data_pipeline.curate``: see data_pipeline/curate/cli.py."""
+
 from data_pipeline.cli_errors import run_command
 from data_pipeline.curate.cli import main
 

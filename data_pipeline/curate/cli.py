@@ -15,6 +15,7 @@ completion marker, so a rerun redoes only the units without one:
 With dedup and the quality cut off, filter writes the clean shards itself and report follows it.
 Options: configs/curate.yaml, data_pipeline/curate/config.py and docs/curation.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets
 from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit, has_write_stage
 from data_pipeline.curate.layout import Layout
 from data_pipeline.curate.partitions import AUTO, dedup_partitions
-from data_pipeline.curate.quality_stage import STAGE as QUALITY, quality_cut, quality_unit, ranks_by_quality
+from data_pipeline.curate.quality_stage import STAGE as QUALITY
+from data_pipeline.curate.quality_stage import quality_cut, quality_unit, ranks_by_quality
 from data_pipeline.curate.report import build_report, format_summary
 from data_pipeline.curate.report_chart import plot_curation_report
 from data_pipeline.curate.write_stage import write_unit
@@ -69,7 +71,9 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"filters.normalize.unicode_form={form}: choose NFC, NFKC, NFD, NFKD or null")
     marks = config.filters.c4.terminal_punctuation
     if not marks or "" in marks:  # none ends every line; an empty mark ends every line
-        problems.append(f"filters.c4.terminal_punctuation={list(marks)}: give one or more non-empty end marks, e.g. [.,?,!,'\"']")
+        problems.append(
+            f"filters.c4.terminal_punctuation={list(marks)}: give one or more non-empty end marks, e.g. [.,?,!,'\"']"
+        )
     if not 0 <= config.filters.language.min_score <= 1:
         problems.append(f"filters.language.min_score={config.filters.language.min_score}: need a score in [0, 1]")
     minhash = config.dedup.minhash
@@ -77,7 +81,9 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
     partitions = config.dedup.partitions
     if partitions != AUTO and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
-        problems.append(f"dedup.partitions={partitions}: give a number >= 1, or auto (one per dedup.partition_mb of input)")
+        problems.append(
+            f"dedup.partitions={partitions}: give a number >= 1, or auto (one per dedup.partition_mb of input)"
+        )
     if config.dedup.partition_mb <= 0:
         problems.append(f"dedup.partition_mb={config.dedup.partition_mb}: need > 0")
     if config.dedup.cluster_rows < 1:
@@ -85,18 +91,26 @@ def validate(config: CurateConfig) -> None:
     if config.stage in ("buckets", "clusters") and not dedup_enabled(config):
         problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: there is no dedup to run")
     if config.stage == QUALITY and not ranks_by_quality(config):
-        problems.append(f"stage={QUALITY} without filters.quality.keep_fraction: the quality filter decides in the filter stage")
+        problems.append(
+            f"stage={QUALITY} without filters.quality.keep_fraction: the quality filter decides in the filter stage"
+        )
     if config.stage == "write" and not has_write_stage(config):
-        problems.append("stage=write without dedup or filters.quality.keep_fraction: stage=filter writes the clean shards")
+        problems.append(
+            "stage=write without dedup or filters.quality.keep_fraction: stage=filter writes the clean shards"
+        )
     problems += _filter_file_problems(config)
     if config.executor.kind not in EXECUTOR_KINDS:
         problems.append(f"executor={config.executor.kind}: choose one of {', '.join(EXECUTOR_KINDS)}")
     several_tasks = (config.num_tasks or 1) > 1
     if several_tasks and config.stage == "all":
-        problems.append(f"num_tasks={config.num_tasks} with stage=all: tasks run one stage at a time (stage=filter, ...); "
-                        "or let executor=slurm submit every stage as a job array")
+        problems.append(
+            f"num_tasks={config.num_tasks} with stage=all: tasks run one stage at a time (stage=filter, ...); "
+            "or let executor=slurm submit every stage as a job array"
+        )
     if several_tasks and config.executor.kind != "local":
-        problems.append(f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks")
+        problems.append(
+            f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks"
+        )
     problems += config.decontaminate.problems()
     for path in config.decontaminate.tasks:  # read here, before the run claims output_dir with the file's digest
         try:
@@ -112,7 +126,9 @@ def _filter_file_problems(config: CurateConfig) -> list[str]:
     problems = []
     quality = config.filters.quality
     if not quality.enabled and (quality.threshold is not None or quality.keep_fraction is not None):
-        problems.append("filters.quality.threshold and keep_fraction need filters.quality.model=<file from data_pipeline.train_quality>")
+        problems.append(
+            "filters.quality.threshold and keep_fraction need filters.quality.model=<file from data_pipeline.train_quality>"
+        )
     if quality.threshold is not None and quality.keep_fraction is not None:
         problems.append("filters.quality: give threshold or keep_fraction, not both")
     if quality.threshold is not None and not 0 <= quality.threshold <= 1:
@@ -120,7 +136,10 @@ def _filter_file_problems(config: CurateConfig) -> list[str]:
     if quality.keep_fraction is not None and not 0 < quality.keep_fraction <= 1:
         problems.append(f"filters.quality.keep_fraction={quality.keep_fraction}: need a fraction in (0, 1]")
     c4 = config.filters.c4
-    for needed, read, name in ((quality.enabled, cached_model, quality.model), (c4.enabled and c4.bad_words is not None, load_bad_words, c4.bad_words)):
+    for needed, read, name in (
+        (quality.enabled, cached_model, quality.model),
+        (c4.enabled and c4.bad_words is not None, load_bad_words, c4.bad_words),
+    ):
         try:
             if needed:
                 read(name)
@@ -134,19 +153,43 @@ def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, par
     `partitions`: the key partitions of dedup (curate/partitions.py)."""
     layout = Layout(config.output_dir)
     permutations = config.dedup.minhash.num_bands * config.dedup.minhash.rows_per_band if config.dedup.near else 0
-    stages = [Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))]
+    stages = [
+        Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))
+    ]
     if dedup_enabled(config):
         unit_indices = [unit.index for unit in units]
         stages += [
-            Stage("buckets", [PartitionUnit(p) for p in range(partitions)],
-                  partial(buckets_unit, config=config, units=unit_indices, permutations=permutations), layout.markers("buckets")),
-            Stage("clusters", [SingleUnit()], partial(clusters_unit, config=config, partitions=partitions), layout.markers("clusters")),
+            Stage(
+                "buckets",
+                [PartitionUnit(p) for p in range(partitions)],
+                partial(buckets_unit, config=config, units=unit_indices, permutations=permutations),
+                layout.markers("buckets"),
+            ),
+            Stage(
+                "clusters",
+                [SingleUnit()],
+                partial(clusters_unit, config=config, partitions=partitions),
+                layout.markers("clusters"),
+            ),
         ]
     if ranks_by_quality(config):
-        stages.append(Stage(QUALITY, [SingleUnit()], partial(quality_unit, config=config, units=units), layout.markers(QUALITY)))
+        stages.append(
+            Stage(QUALITY, [SingleUnit()], partial(quality_unit, config=config, units=units), layout.markers(QUALITY))
+        )
     if has_write_stage(config):
-        stages.append(Stage("write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")))
-    stages.append(Stage("report", [SingleUnit()], partial(report_unit, config=config, units=units, sources=sources), layout.markers("report")))
+        stages.append(
+            Stage(
+                "write", units, partial(write_unit, config=config, permutations=permutations), layout.markers("write")
+            )
+        )
+    stages.append(
+        Stage(
+            "report",
+            [SingleUnit()],
+            partial(report_unit, config=config, units=units, sources=sources),
+            layout.markers("report"),
+        )
+    )
     return stages
 
 
@@ -178,10 +221,19 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     if config.dedup.partitions == AUTO and partitions:
         log.info("dedup.partitions=auto: %d (one per %g MB of input text)", partitions, config.dedup.partition_mb)
     # a model file rewritten under the same name is another run
-    model = {"quality_model_sha256": cached_model(config.filters.quality.model).header["sha256"]} if config.filters.quality.enabled else {}
+    model = (
+        {"quality_model_sha256": cached_model(config.filters.quality.model).header["sha256"]}
+        if config.filters.quality.enabled
+        else {}
+    )
     task_files = task_digests(config.decontaminate.tasks)
     layout.claim(
-        config, RUNTIME_KEYS, inputs=[str(unit) for unit in units], dedup_partitions=partitions, decontaminate_tasks=task_files, **model
+        config,
+        RUNTIME_KEYS,
+        inputs=[str(unit) for unit in units],
+        dedup_partitions=partitions,
+        decontaminate_tasks=task_files,
+        **model,
     )
     if config.decontaminate.tasks:
         build_index(config.decontaminate, layout.decontaminate)
@@ -193,7 +245,9 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
         position = names.index(config.stage)
         for earlier in stages[:position]:
             if message := earlier.missing_message():
-                raise RuntimeError(f"stage={config.stage} needs the earlier stages finished: {message}; run stage={earlier.name} first")
+                raise RuntimeError(
+                    f"stage={config.stage} needs the earlier stages finished: {message}; run stage={earlier.name} first"
+                )
         chosen = [stages[position]]
     task = resolve_task(config.task_index, config.num_tasks)
     build_executor(config.executor, config.workers, config.progress, task, layout.work).run(chosen)
@@ -215,4 +269,3 @@ def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config: CurateConfig = OmegaConf.to_object(cfg)
     run_curation(config)
-

@@ -9,6 +9,7 @@ are the ``+filters/c4=datatrove`` setting, configs/filters/c4/datatrove.yaml). N
 lossless for whitespace by default: indentation, tabs and in-line spaces stay. A threshold set
 to null switches that one rule off; ``enabled: false`` switches a whole stage off.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ clusters  one unit: the partitions' forests merged, in memory up to dedup.cluste
           else on disk in bounded memory (dedup/disk_components.py), then each input unit's
           removal list (removed document, survivor), survivor = earliest document
 """
+
 from __future__ import annotations
 
 import io
@@ -52,10 +53,14 @@ def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int
     layout = Layout(config.output_dir)
     store = KeyStore(layout.keys, permutations)
     dedup = config.dedup
-    found, candidates = partition_pairs(store, units, partition.index, dedup.near, dedup.exact, dedup.minhash.min_jaccard)
+    found, candidates = partition_pairs(
+        store, units, partition.index, dedup.near, dedup.exact, dedup.minhash.min_jaccard
+    )
     clusters = forest(np.concatenate([np.empty((0, 2), dtype=np.uint64), *found.values()]))
     atomic_write_bytes(layout.forest(partition.key), _serialized(lambda buffer: np.save(buffer, clusters)))
-    return {"near_candidates": candidates, "forest_rows": len(clusters)} | {f"{kind}_pairs": len(pairs) for kind, pairs in found.items()}
+    return {"near_candidates": candidates, "forest_rows": len(clusters)} | {
+        f"{kind}_pairs": len(pairs) for kind, pairs in found.items()
+    }
 
 
 def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
@@ -69,18 +74,29 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
     if total_rows <= budget:
         merged = merged_forest(np.load(path) for path in forests)
         units = unit_of(merged[:, 0])
-        starts = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1]))) if len(units) else np.empty(0, dtype=np.int64)
+        starts = (
+            np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1])))
+            if len(units)
+            else np.empty(0, dtype=np.int64)
+        )
         for start, stop in zip(starts.tolist(), starts[1:].tolist() + [len(units)]):
             _publish_removals(layout, unit_key(units[start]), merged[start:stop])
-        return {"removed": int(len(merged)), "units_with_removals": int(len(starts)), "on_disk": False, "disk_steps": 0,
-                "disk_partitions": 0}
+        return {
+            "removed": int(len(merged)),
+            "units_with_removals": int(len(starts)),
+            "on_disk": False,
+            "disk_steps": 0,
+            "disk_partitions": 0,
+        }
     try:
         return _clusters_on_disk(layout, forests, total_rows, budget)
     finally:  # the scratch can be tens of GB: never left behind, also when the unit fails
         shutil.rmtree(layout.components, ignore_errors=True)
 
 
-def _clusters_on_disk(layout: Layout, forests: dict[Path, tuple[tuple[int, ...], int]], total_rows: int, budget: int) -> dict[str, Any]:
+def _clusters_on_disk(
+    layout: Layout, forests: dict[Path, tuple[tuple[int, ...], int]], total_rows: int, budget: int
+) -> dict[str, Any]:
     """`forests`: each forest file's shape and where its data begins."""
     components = DiskComponents(layout.components, budget, edges=total_rows)
     for path, (_, data_start) in forests.items():
@@ -97,8 +113,13 @@ def _clusters_on_disk(layout: Layout, forests: dict[Path, tuple[tuple[int, ...],
     for path in unit_files:
         rows = np.fromfile(path, dtype=np.uint64).reshape(-1, 2)
         _publish_removals(layout, path.stem, rows[np.argsort(rows[:, 0])])
-    return {"removed": removed, "units_with_removals": len(unit_files), "on_disk": True, "disk_steps": components.steps,
-            "disk_partitions": components.partitions}
+    return {
+        "removed": removed,
+        "units_with_removals": len(unit_files),
+        "on_disk": True,
+        "disk_steps": components.steps,
+        "disk_partitions": components.partitions,
+    }
 
 
 def _npy_layout(path: Path) -> tuple[tuple[int, ...], int]:

@@ -2,22 +2,24 @@
 dedup keys, written in batches, when dedup is on) and the removed documents with their reasons.
 
 It returns the unit's stats, which the executor stores as the unit's completion marker."""
+
 from __future__ import annotations
 
 from contextlib import ExitStack
 from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.decontaminate.filter import decontamination_filters
-from data_pipeline.filters.chain import build_filters
-from data_pipeline.filters.base import Filter
 from data_pipeline.curate.layout import Layout
 from data_pipeline.curate.quality_stage import ranks_by_quality
+from data_pipeline.decontaminate.filter import decontamination_filters
 from data_pipeline.dedup.keys import UnitKeyWriter
+from data_pipeline.document import Document
+from data_pipeline.filters.base import Filter
+from data_pipeline.filters.chain import build_filters
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit
 from data_pipeline.io.units import InputUnit
-from data_pipeline.document import Document
 from data_pipeline.io.writers import ShardWriter, output_writer
+
 
 def dedup_enabled(config: CurateConfig) -> bool:
     return config.dedup.exact or config.dedup.near
@@ -33,7 +35,13 @@ def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[
     layout = Layout(config.output_dir)
     filters = build_filters(config.filters) + decontamination_filters(config.decontaminate, layout.decontaminate)
     bad_input = BadInputTally(config.strict)
-    stats: dict[str, Any] = {"source": unit.input_name, "documents_in": 0, "bytes_in": 0, "documents_out": 0, "bytes_out": 0}
+    stats: dict[str, Any] = {
+        "source": unit.input_name,
+        "documents_in": 0,
+        "bytes_in": 0,
+        "documents_out": 0,
+        "bytes_out": 0,
+    }
     with ExitStack() as stack:
         keys = None
         if has_write_stage(config):  # one unsplit file, read back row by row by the write stage
@@ -51,7 +59,13 @@ def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[
                 bad_input.add(item)
                 if removed is not None:
                     removed.write(
-                        {"reason": f"bad_input:{item.reason}", "file": item.file, "line": item.line, "detail": item.detail, "raw": item.raw}
+                        {
+                            "reason": f"bad_input:{item.reason}",
+                            "file": item.file,
+                            "line": item.line,
+                            "detail": item.detail,
+                            "raw": item.raw,
+                        }
                     )
                 continue
             stats["documents_in"] += 1
@@ -76,7 +90,7 @@ def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[
 
 
 def _first_removal(filters: list[Filter], doc: Document) -> str | None:
-    """"<filter>:<rule>" of the first filter that removes doc, or None if all keep it."""
+    """ "<filter>:<rule>" of the first filter that removes doc, or None if all keep it."""
     for document_filter in filters:
         reason = document_filter(doc)
         if reason is not None:

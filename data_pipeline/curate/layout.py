@@ -1,20 +1,21 @@
 """Where every file of a curation run lives under output_dir.
 
-  part-<unit>-<k>.jsonl.zst               the clean shards, in unit order
-  report.json, report.png                 counts of everything (see docs/curation.md)
-  removed/filter-<unit>-<k>...            documents the filters removed and unreadable records
-  removed/dedup-<unit>-<k>...             duplicates, each with the id it duplicates
-  removed/duplicate_map-<unit>-<k>...     removed id -> kept id, for every duplicate
-  _work/run.json                          the config and inputs this output_dir belongs to
-  _work/done/<stage>/<unit>.done.json     a unit's stats: its completion marker (the executor's)
-  _work/filter/<unit>-0000.jsonl.zst      documents that passed the filters, waiting for dedup
-  _work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
-  _work/buckets/<partition>.npy           (removed, survivor) codes of one key partition's clusters
-  _work/decontaminate/                   the n-gram index of decontaminate.tasks
-  _work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
-  _work/components/                       on-disk connected components' scratch (clusters unit)
-  _work/slurm/                            submitit's scripts and logs (executor=slurm)
+part-<unit>-<k>.jsonl.zst               the clean shards, in unit order
+report.json, report.png                 counts of everything (see docs/curation.md)
+removed/filter-<unit>-<k>...            documents the filters removed and unreadable records
+removed/dedup-<unit>-<k>...             duplicates, each with the id it duplicates
+removed/duplicate_map-<unit>-<k>...     removed id -> kept id, for every duplicate
+_work/run.json                          the config and inputs this output_dir belongs to
+_work/done/<stage>/<unit>.done.json     a unit's stats: its completion marker (the executor's)
+_work/filter/<unit>-0000.jsonl.zst      documents that passed the filters, waiting for dedup
+_work/keys/<unit>/                      dedup keys: ids, exact hashes, signatures, sorted runs
+_work/buckets/<partition>.npy           (removed, survivor) codes of one key partition's clusters
+_work/decontaminate/                   the n-gram index of decontaminate.tasks
+_work/clusters/<unit>.npy               (removed document, survivor) codes of one unit
+_work/components/                       on-disk connected components' scratch (clusters unit)
+_work/slurm/                            submitit's scripts and logs (executor=slurm)
 """
+
 from __future__ import annotations
 
 from pathlib import Path

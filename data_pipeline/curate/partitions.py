@@ -12,6 +12,7 @@ data file (sized as stored) count ``COMPRESSION_RATIO`` times their size. At ~57
 The number is fixed when the run starts and recorded in ``_work/run.json``: a rerun over the
 same output_dir whose inputs now give another number is refused (work_dir.WorkDir.claim), so
 a half-done run never changes its partitioning."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """The quality stage, one unit, with ``filters.quality.keep_fraction``: the filter units' score
 histograms summed, and the score bin above which the top keep_fraction of the scored documents
 lie (filters/quality.py). Its marker holds the cut; the write stage applies it."""
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,17 @@ def ranks_by_quality(config: CurateConfig) -> bool:
 
 def quality_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit]) -> dict[str, Any]:
     layout = Layout(config.output_dir)
-    histogram = merge_histograms([stats["filters"]["quality"]["histogram"] for stats in unit_stats(layout.markers("filter"), units)])
+    histogram = merge_histograms(
+        [stats["filters"]["quality"]["histogram"] for stats in unit_stats(layout.markers("filter"), units)]
+    )
     keep_fraction = config.filters.quality.keep_fraction
     cut = pick_threshold_bin(histogram, keep_fraction)
     return {
-        "keep_fraction": keep_fraction, "threshold_bin": cut, "threshold_score": bin_floor_score(cut),
-        "documents_scored": sum(histogram.values()), "documents_kept": sum(count for b, count in histogram.items() if b >= cut),
+        "keep_fraction": keep_fraction,
+        "threshold_bin": cut,
+        "threshold_score": bin_floor_score(cut),
+        "documents_scored": sum(histogram.values()),
+        "documents_kept": sum(count for b, count in histogram.items() if b >= cut),
     }
 
 

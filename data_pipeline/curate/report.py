@@ -1,5 +1,6 @@
 """report.json and the summary table: what came in, what went out, and what each stage
 removed and why. Built from the stats files of the stages, so any task can build it."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -12,7 +13,9 @@ from data_pipeline.filters.chain import FILTER_ORDER
 MAX_BAD_INPUT_EVENTS = 1000
 
 
-def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str, Any]] | None, sources: int) -> dict[str, Any]:
+def build_report(
+    filter_stats: list[dict[str, Any]], write_stats: list[dict[str, Any]] | None, sources: int
+) -> dict[str, Any]:
     """From every input unit's filter stats and, with dedup, write stats (in unit order)."""
     stages = _filter_stages(filter_stats)
     documents_after_filters = sum(stats["documents_out"] for stats in filter_stats)
@@ -26,8 +29,22 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
             documents_after_filters -= below
         if "exact" in write_stats[0]["removed"]:
             exact, near = removed_in_write["exact"], removed_in_write["near"]
-            stages.append({"stage": "dedup_exact", "documents_in": documents_after_filters, "removed": exact, "reasons": {"exact": exact}})
-            stages.append({"stage": "dedup_near", "documents_in": documents_after_filters - exact, "removed": near, "reasons": {"near": near}})
+            stages.append(
+                {
+                    "stage": "dedup_exact",
+                    "documents_in": documents_after_filters,
+                    "removed": exact,
+                    "reasons": {"exact": exact},
+                }
+            )
+            stages.append(
+                {
+                    "stage": "dedup_near",
+                    "documents_in": documents_after_filters - exact,
+                    "removed": near,
+                    "reasons": {"near": near},
+                }
+            )
     else:
         write_stats = filter_stats
     documents_out = sum(stats["documents_out"] for stats in write_stats)
@@ -45,12 +62,20 @@ def build_report(filter_stats: list[dict[str, Any]], write_stats: list[dict[str,
         },
         "stages": stages,
         # what normalization changed (documents per step): by default encoding, never whitespace
-        "normalize_changes": _sum_counters(stats["filters"].get("normalize", {}).get("changed", {}) for stats in filter_stats),
-        "pii_replacements": _sum_counters(stats["filters"].get("pii", {}).get("replaced", {}) for stats in filter_stats),
-        "c4_lines_removed": _sum_counters(stats["filters"].get("c4", {}).get("lines_removed", {}) for stats in filter_stats),
+        "normalize_changes": _sum_counters(
+            stats["filters"].get("normalize", {}).get("changed", {}) for stats in filter_stats
+        ),
+        "pii_replacements": _sum_counters(
+            stats["filters"].get("pii", {}).get("replaced", {}) for stats in filter_stats
+        ),
+        "c4_lines_removed": _sum_counters(
+            stats["filters"].get("c4", {}).get("lines_removed", {}) for stats in filter_stats
+        ),
         "bad_input": _bad_input(filter_stats),
     }
-    decontaminated = [stats["filters"]["decontaminated"] for stats in filter_stats if "decontaminated" in stats["filters"]]
+    decontaminated = [
+        stats["filters"]["decontaminated"] for stats in filter_stats if "decontaminated" in stats["filters"]
+    ]
     if decontaminated:
         report["decontamination"] = decontamination_report(decontaminated)
     removed = sum(stage["removed"] for stage in stages)
@@ -73,7 +98,9 @@ def _filter_stages(filter_stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if runs:
             reasons = _sum_counters(run["removed"] for run in runs)
             documents_in = sum(run["seen"] for run in runs)
-            stages.append({"stage": name, "documents_in": documents_in, "removed": sum(reasons.values()), "reasons": reasons})
+            stages.append(
+                {"stage": name, "documents_in": documents_in, "removed": sum(reasons.values()), "reasons": reasons}
+            )
     return stages
 
 
@@ -102,8 +129,12 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"{stage['stage']:<18}{stage['documents_in']:>10,}{stage['removed']:>10,}{share:>8.1%}  {top}")
     lines.append("-" * 78)
     source, output = report["input"], report["output"]
-    lines.append(f"in:  {source['documents']:,} documents, {_megabytes(source['bytes'])} from {source['sources']} sources")
-    lines.append(f"out: {output['documents']:,} documents, {_megabytes(output['bytes'])} in {len(output['shards'])} shards")
+    lines.append(
+        f"in:  {source['documents']:,} documents, {_megabytes(source['bytes'])} from {source['sources']} sources"
+    )
+    lines.append(
+        f"out: {output['documents']:,} documents, {_megabytes(output['bytes'])} in {len(output['shards'])} shards"
+    )
     bad = report["bad_input"]
     if bad["records"]:
         reasons = ", ".join(f"{reason} {count}" for reason, count in bad["by_reason"].items())

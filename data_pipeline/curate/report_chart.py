@@ -1,5 +1,6 @@
 """``<output_dir>/report.png``: documents removed by each curation stage, drawn from
 ``report.json``."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 shards, leaving out the documents under the quality stage's cut (with filters.quality.keep_fraction)
 and the duplicates that the clusters stage named (they go to removed/ with the id they
 duplicate, and to the duplicate map)."""
+
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -12,7 +13,8 @@ import numpy as np
 from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.filter_stage import dedup_enabled
 from data_pipeline.curate.layout import Layout
-from data_pipeline.curate.quality_stage import STAGE as QUALITY, quality_cut, ranks_by_quality
+from data_pipeline.curate.quality_stage import STAGE as QUALITY
+from data_pipeline.curate.quality_stage import quality_cut, ranks_by_quality
 from data_pipeline.dedup.keys import KeyStore, row_of
 from data_pipeline.filters.quality import SCORE_KEY, score_bin
 from data_pipeline.io.units import InputUnit
@@ -47,7 +49,9 @@ def write_unit(unit: InputUnit, config: CurateConfig, permutations: int) -> dict
         removed = below_cut = None
         if config.output.write_removed:
             removed = stack.enter_context(ShardWriter(layout.removed_prefix("dedup", unit.key))) if dedup else None
-            below_cut = stack.enter_context(ShardWriter(layout.removed_prefix(QUALITY, unit.key))) if cut is not None else None
+            below_cut = (
+                stack.enter_context(ShardWriter(layout.removed_prefix(QUALITY, unit.key))) if cut is not None else None
+            )
         row = 0
         for shard in filtered_shards:
             for record in iter_shard(shard):

@@ -1,5 +1,6 @@
 """``decontaminate.*`` of ``configs/curate.yaml``: which evaluation tasks to keep out of the
 training data, and how (docs/curation.md, "Decontamination")."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,5 +40,7 @@ class DecontaminateConfig:
             problems.append(f"decontaminate.max_examples={self.max_examples}: need >= 0")
         names = [Path(path).stem for path in self.tasks]
         if len(set(names)) < len(names):
-            problems.append(f"decontaminate.tasks={list(self.tasks)}: two task files share a name; the report names tasks by file name")
+            problems.append(
+                f"decontaminate.tasks={list(self.tasks)}: two task files share a name; the report names tasks by file name"
+            )
         return problems

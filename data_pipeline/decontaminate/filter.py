@@ -8,6 +8,7 @@ word's first character to its last word's last character; a document left withou
 removed. Brown et al. 2020 (appendix C) cut the grams and a 200-character window around them;
 the window is left out here so that redaction removes only benchmark text.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -81,9 +82,16 @@ class Decontaminator(Filter):
         return None
 
     def stats(self) -> dict[str, Any]:
-        tasks = {task["name"]: {"documents": self.documents_hit[task["name"]], "items": sorted(self.items_hit[task["name"]]),
-                                "examples": self.examples[task["name"]], "task_items": task["items"], "too_short": task["too_short"]}
-                 for task in self.index.meta["tasks"]}
+        tasks = {
+            task["name"]: {
+                "documents": self.documents_hit[task["name"]],
+                "items": sorted(self.items_hit[task["name"]]),
+                "examples": self.examples[task["name"]],
+                "task_items": task["items"],
+                "too_short": task["too_short"],
+            }
+            for task in self.index.meta["tasks"]
+        }
         return {**super().stats(), "tasks": tasks, "redacted": self.redacted}
 
 

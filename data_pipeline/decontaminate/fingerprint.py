@@ -17,6 +17,7 @@ tokens at ~4.2 bytes of text per token (twice the uint16 tokens). A gram absent 
 is reported present with probability (distinct grams) / 2^64: ~3e-11 at a billion tokens, so
 an item of 50 grams is wrongly called contaminated about once in 10^9 items.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,7 +108,10 @@ def merge_range(unit: HashRange, folder: str) -> dict[str, Any]:
     pieces = []
     for path in unit.runs:
         run = np.memmap(path, dtype=np.uint64, mode="r") if Path(path).stat().st_size else np.empty(0, dtype=np.uint64)
-        first, last = np.searchsorted(run, np.uint64(unit.low)), len(run) if unit.high >= 2**64 else np.searchsorted(run, np.uint64(unit.high))
+        first, last = (
+            np.searchsorted(run, np.uint64(unit.low)),
+            len(run) if unit.high >= 2**64 else np.searchsorted(run, np.uint64(unit.high)),
+        )
         pieces.append(np.asarray(run[first:last]))
     merged = sorted_unique(np.concatenate([np.empty(0, dtype=np.uint64), *pieces]))
     path = range_file(Path(folder), unit)
@@ -138,10 +142,12 @@ class Fingerprint:
         self.meta = json.loads((token_dir / FINGERPRINT_META).read_text())
         self.n: int = self.meta["ngram"]
         path = token_dir / FINGERPRINT_FILE
-        self.hashes = np.memmap(path, dtype=np.uint64, mode="r") if path.stat().st_size else np.empty(0, dtype=np.uint64)
+        self.hashes = (
+            np.memmap(path, dtype=np.uint64, mode="r") if path.stat().st_size else np.empty(0, dtype=np.uint64)
+        )
 
     @staticmethod
-    def find(token_dir: str | Path) -> "Fingerprint | None":
+    def find(token_dir: str | Path) -> Fingerprint | None:
         token_dir = Path(token_dir)
         return Fingerprint(token_dir) if (token_dir / FINGERPRINT_META).is_file() else None
 

@@ -10,6 +10,7 @@ A unit maps the arrays (the operating system pages in what lookups touch and sha
 the processes of one machine), so a unit's memory does not grow with the task set
 (BENCHMARKS.md: 100k items).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,13 @@ def build_index(config: DecontaminateConfig, directory: Path) -> dict:
     hashes, items, lines, tasks, lengths = [], [], [], [], {config.ngram}
     for path in config.tasks:
         task_items = read_task_items(path)
-        task = {"name": Path(path).stem, "path": str(path), "first_item": len(lines), "items": len(task_items), "too_short": 0}
+        task = {
+            "name": Path(path).stem,
+            "path": str(path),
+            "first_item": len(lines),
+            "items": len(task_items),
+            "too_short": 0,
+        }
         for item in task_items:
             length, grams = item_gram_hashes(item.text, config.ngram, config.min_words)
             task["too_short"] += length == 0
@@ -63,7 +70,13 @@ def build_index(config: DecontaminateConfig, directory: Path) -> dict:
     np.save(scratch / "hashes.npy", all_hashes[order])
     np.save(scratch / "items.npy", np.concatenate([np.empty(0, dtype=np.uint32), *items])[order])
     np.save(scratch / "lines.npy", np.asarray(lines, dtype=np.uint32))
-    meta = {"ngram": config.ngram, "min_words": config.min_words, "lengths": sorted(lengths), "grams": len(all_hashes), "tasks": tasks}
+    meta = {
+        "ngram": config.ngram,
+        "min_words": config.min_words,
+        "lengths": sorted(lengths),
+        "grams": len(all_hashes),
+        "tasks": tasks,
+    }
     (scratch / "index.json").write_text(json.dumps(meta, indent=1))
     try:
         scratch.rename(directory)

@@ -12,6 +12,7 @@ arithmetic, vectorized in numpy: n multiply-adds per document, whatever its leng
 the result and its length with splitmix64's finalizer, so that grams of different lengths never
 share a hash by construction and the hashes are spread evenly (sorted arrays stay balanced).
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,9 @@ def words_with_spans(text: str) -> tuple[list[str], np.ndarray]:
 
 
 def word_hashes(words: Iterable[str]) -> np.ndarray:
-    return np.fromiter((xxhash.xxh64_intdigest(word.encode("utf-8", "surrogatepass")) for word in words), dtype=np.uint64)
+    return np.fromiter(
+        (xxhash.xxh64_intdigest(word.encode("utf-8", "surrogatepass")) for word in words), dtype=np.uint64
+    )
 
 
 def _mix(values: np.ndarray, length: int) -> np.ndarray:

@@ -10,6 +10,7 @@ answer: the right choice (``choices[label]``, ``label`` also read as ``gold`` or
 choices are left out: they are not the benchmark's text a model could have memorized as an
 answer. Any other file is one item: its whole text (pretrain.evaluate's perplexity text file).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,7 +49,14 @@ def record_text(record: dict[str, Any]) -> str:
     """The item's text (empty when the record has none of the fields read)."""
     parts = [part for name in QUESTION_FIELDS for part in _strings(record.get(name))]
     choices = _choices(record)
-    label = next((record[name] for name in LABEL_FIELDS if isinstance(record.get(name), int) and not isinstance(record[name], bool)), None)
+    label = next(
+        (
+            record[name]
+            for name in LABEL_FIELDS
+            if isinstance(record.get(name), int) and not isinstance(record[name], bool)
+        ),
+        None,
+    )
     if choices and label is not None and 0 <= label < len(choices):
         parts.append(choices[label])
     else:

@@ -2,6 +2,7 @@
 (documents sharing a band key, or an exact hash), verify band candidates on the signatures (read
 by row). Memory follows the partition's share of the records, not the corpus nor the number of
 input units."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ def _pairs_of_groups(records: np.ndarray, key_fields: tuple[str, str]) -> np.nda
     return np.unique(np.asarray(records["doc"], dtype=np.uint64)[rows], axis=0)
 
 
-def partition_pairs(store: KeyStore, units: list[int], partition: int, near: bool, exact: bool, min_jaccard: float) -> tuple[dict[str, np.ndarray], int]:
+def partition_pairs(
+    store: KeyStore, units: list[int], partition: int, near: bool, exact: bool, min_jaccard: float
+) -> tuple[dict[str, np.ndarray], int]:
     """Verified near-duplicate pairs and exact-duplicate pairs of one partition, and the number
     of band candidates that were verified."""
     found, candidates = {}, np.empty((0, 2), dtype=np.uint64)

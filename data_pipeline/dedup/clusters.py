@@ -33,7 +33,9 @@ def verified(pairs: np.ndarray, signatures_of: Callable[[np.ndarray], np.ndarray
     keep = np.empty(len(pairs), dtype=bool)
     for start in range(0, len(pairs), _VERIFY_CHUNK):
         chunk = pairs[start : start + _VERIFY_CHUNK]
-        keep[start : start + len(chunk)] = estimate_jaccard(signatures_of(chunk[:, 0]), signatures_of(chunk[:, 1])) >= min_jaccard
+        keep[start : start + len(chunk)] = (
+            estimate_jaccard(signatures_of(chunk[:, 0]), signatures_of(chunk[:, 1])) >= min_jaccard
+        )
     return pairs[keep]
 
 

@@ -7,6 +7,7 @@ A shard of the pairs reduces to its forest: one (removed, survivor) row per remo
 the shard's clusters. The union of the shards' forests has the same clusters and the same
 smallest documents as the union of their pairs, so clusters can be found per shard and the
 (smaller) forests merged afterwards, with the same result as over all pairs at once."""
+
 from __future__ import annotations
 
 from typing import Iterable

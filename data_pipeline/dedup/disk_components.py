@@ -29,6 +29,7 @@ This runs as a single work unit with bounded memory. Each step's partitions are 
 the number of steps depends on the data and the executors run a fixed list of stages, so that
 is left for later.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,7 +66,9 @@ def read_chunks(path: Path, rows: int, width: int, header: int = 0) -> Iterator[
     total = (path.stat().st_size - header) // (8 * width)
     for start in range(0, total, rows):
         count = min(rows, total - start)
-        yield np.fromfile(path, dtype=np.uint64, count=count * width, offset=header + start * width * 8).reshape(count, width)
+        yield np.fromfile(path, dtype=np.uint64, count=count * width, offset=header + start * width * 8).reshape(
+            count, width
+        )
 
 
 class _NeighbourTable:
@@ -79,7 +82,11 @@ class _NeighbourTable:
         lowest, highest = np.concatenate((self.lowest, lowest)), np.concatenate((self.highest, highest))
         order = np.argsort(nodes, kind="stable")
         nodes, lowest, highest = nodes[order], lowest[order], highest[order]
-        starts = np.flatnonzero(np.concatenate(([True], nodes[1:] != nodes[:-1]))) if len(nodes) else np.empty(0, dtype=np.int64)
+        starts = (
+            np.flatnonzero(np.concatenate(([True], nodes[1:] != nodes[:-1])))
+            if len(nodes)
+            else np.empty(0, dtype=np.int64)
+        )
         self.nodes = nodes[starts]
         self.lowest = np.minimum.reduceat(lowest, starts) if len(starts) else lowest
         self.highest = np.maximum.reduceat(highest, starts) if len(starts) else highest

@@ -6,6 +6,7 @@ folder holds, row by row, its ids (UTF-8 blob + offsets), exact hashes (16 bytes
 signatures (read by row by the buckets stage), and sorted runs of records for the buckets
 stage, each ordered by (partition, key, document) with an index of where each partition starts:
 band records (band, key, doc) partitioned by band key, exact records (hash, doc) by hash."""
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,9 @@ def minhash_params(config: DedupConfig) -> MinHashParams:
 class RunWriter:
     """Buffers records and writes them as sorted runs ``<kind>-NNNN.npy`` + ``.index.npy``."""
 
-    def __init__(self, folder: Path, kind: str, partitions: int, partition_field: str, sort_fields: tuple[str, ...]) -> None:
+    def __init__(
+        self, folder: Path, kind: str, partitions: int, partition_field: str, sort_fields: tuple[str, ...]
+    ) -> None:
         self.folder, self.kind, self.partitions = folder, kind, partitions
         self.partition_field, self.sort_fields = partition_field, sort_fields
         self.buffered: list[np.ndarray] = []
@@ -85,7 +88,9 @@ class UnitKeyWriter:
         shutil.rmtree(self.staging, ignore_errors=True)  # a crashed attempt's leftovers
         self.staging.mkdir(parents=True)
         self.hasher = MinHasher(minhash_params(config)) if config.near else None
-        self.files = {name: open(self.staging / name, "wb") for name in ("ids.bin", "ids.offsets", "exact.bin", "minhash.bin")}
+        self.files = {
+            name: open(self.staging / name, "wb") for name in ("ids.bin", "ids.offsets", "exact.bin", "minhash.bin")
+        }
         self.files["ids.offsets"].write(np.zeros(1, np.uint64).tobytes())
         self.bands = RunWriter(self.staging, "bands", partitions, "key", ("band", "key", "doc"))
         self.exact_runs = RunWriter(self.staging, "exact", partitions, "high", ("high", "low", "doc"))
@@ -176,10 +181,14 @@ class UnitKeys:
         return np.frombuffer(data, dtype=np.uint64).reshape(len(rows), self.permutations)
 
     def exact(self, rows: np.ndarray) -> np.ndarray:
-        return np.frombuffer(_read_rows(self.folder / "exact.bin", rows, _EXACT_BYTES), dtype=np.uint8).reshape(len(rows), _EXACT_BYTES)
+        return np.frombuffer(_read_rows(self.folder / "exact.bin", rows, _EXACT_BYTES), dtype=np.uint8).reshape(
+            len(rows), _EXACT_BYTES
+        )
 
     def ids(self, rows: np.ndarray) -> list[str]:
-        offsets = np.frombuffer(_read_rows(self.folder / "ids.offsets", np.stack((rows, rows + 1), axis=1).ravel(), 8), dtype=np.uint64)
+        offsets = np.frombuffer(
+            _read_rows(self.folder / "ids.offsets", np.stack((rows, rows + 1), axis=1).ravel(), 8), dtype=np.uint64
+        )
         with open(self.folder / "ids.bin", "rb") as blob:
             found = []
             for start, stop in offsets.reshape(-1, 2).tolist():
@@ -187,7 +196,7 @@ class UnitKeys:
                 found.append(blob.read(stop - start).decode("utf-8", "surrogatepass"))
             return found
 
-    def partition_slices(self, kind: str, partition: int) -> list["RunSlice"]:
+    def partition_slices(self, kind: str, partition: int) -> list[RunSlice]:
         """Where one partition's records lie in every sorted run of `kind` (a contiguous slice of each)."""
         slices = []
         for path in sorted(self.folder.glob(f"{kind}-[0-9][0-9][0-9][0-9].npy")):

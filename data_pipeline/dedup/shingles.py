@@ -69,7 +69,9 @@ def _compress(code_points: np.ndarray, doc_starts: np.ndarray, keep: np.ndarray)
     return code_points[keep], doc_starts - np.searchsorted(dropped, doc_starts)
 
 
-def _collapse_digit_runs(code_points: np.ndarray, classes: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _collapse_digit_runs(
+    code_points: np.ndarray, classes: np.ndarray, doc_starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     is_digit = classes == DIGIT
     continues_run = np.zeros_like(is_digit)
     continues_run[1:] = is_digit[1:] & is_digit[:-1]
@@ -160,7 +162,9 @@ class ShingleHasher:
         shingles[~is_full_ngram_slot] = mix64(short_doc_sums[is_short] ^ salts)
         return shingles, doc_offsets
 
-    def _weighted_sums(self, words: np.ndarray, words_per_doc: np.ndarray, first_word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _weighted_sums(
+        self, words: np.ndarray, words_per_doc: np.ndarray, first_word: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """sum_k weight_k * words[i + k] over the n words from each i (valid where they are all in
         one document), and for each document of m < n words the same sum over its m words."""
         padded = np.concatenate((words, np.zeros(self.ngram_size, dtype=np.uint64)))

@@ -1,4 +1,5 @@
 """The executor that ``executor.kind`` names."""
+
 from __future__ import annotations
 
 from pathlib import Path

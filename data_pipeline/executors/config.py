@@ -1,4 +1,5 @@
 """How work units run: ``executor=local|slurm|ray`` (configs/executor/*.yaml) and each one's settings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """executor=local: every stage in turn, its pending units on `workers` processes here."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -4,6 +4,7 @@
 forever for the lost task's result. Here each worker owns a pipe and is given one item at a
 time; the parent waits on the pipes *and* the processes' sentinels, so a death is seen at
 once and reported with the item it was working on."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -25,8 +26,10 @@ class UnitFailedError(RuntimeError):
 def death_cause(exitcode: int | None) -> str:
     """Why a process ended, in words a user can act on."""
     if exitcode == -signal.SIGKILL:
-        return ("killed by SIGKILL: most likely the out-of-memory killer (see `dmesg` or the job's memory "
-                "limit); use fewer workers, a smaller unit_size_mb or more memory per task")
+        return (
+            "killed by SIGKILL: most likely the out-of-memory killer (see `dmesg` or the job's memory "
+            "limit); use fewer workers, a smaller unit_size_mb or more memory per task"
+        )
     if exitcode is not None and exitcode < 0:
         return f"killed by signal {signal.Signals(-exitcode).name}"
     return f"exited with code {exitcode} without reporting a result"
@@ -58,7 +61,9 @@ def run_unordered(
                 index = worker.index
                 outcome = worker.receive()
                 if outcome is None:
-                    raise UnitFailedError(f"{describe(items[index])}: the worker process {death_cause(worker.process.exitcode)}")
+                    raise UnitFailedError(
+                        f"{describe(items[index])}: the worker process {death_cause(worker.process.exitcode)}"
+                    )
                 ok, payload = outcome
                 if not ok:
                     _raise_remote(*payload, describe(items[index]))

@@ -1,5 +1,6 @@
 """executor=ray: every pending unit of a stage as a Ray task, the stages one after the other,
 on the cluster at executor.ray.address or on a local Ray started (and stopped) here."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -2,6 +2,7 @@
 one (``afterok``), with per-stage resources. An array task takes every n-th pending unit of
 its stage and runs them on cpus_per_task local worker processes; markers make a resubmission
 redo only what is missing."""
+
 from __future__ import annotations
 
 import logging
@@ -22,11 +23,15 @@ def stage_resources(config: SlurmConfig, stage: str) -> dict[str, Any]:
     overrides = dict(config.stages.get(stage) or {})
     unknown = sorted(set(overrides) - set(_RESOURCE_KEYS))
     if unknown:
-        raise ValueError(f"executor.slurm.stages.{stage}: unknown setting {unknown[0]}; choose from {', '.join(_RESOURCE_KEYS)}")
+        raise ValueError(
+            f"executor.slurm.stages.{stage}: unknown setting {unknown[0]}; choose from {', '.join(_RESOURCE_KEYS)}"
+        )
     return resources | overrides
 
 
-def submitit_parameters(resources: dict[str, Any], stage: str, additional: dict[str, Any], dependency: str | None) -> dict[str, Any]:
+def submitit_parameters(
+    resources: dict[str, Any], stage: str, additional: dict[str, Any], dependency: str | None
+) -> dict[str, Any]:
     """submitit's AutoExecutor parameters for a stage (slurm_* ones reach sbatch only)."""
     parameters: dict[str, Any] = {
         "name": f"curate-{stage}",
@@ -67,7 +72,9 @@ class SlurmExecutor:
                 continue
             resources = stage_resources(self.config, stage.name)
             dependency = f"afterok:{array_id(submitted[-1][1])}" if chained and submitted else None
-            executor.update_parameters(**submitit_parameters(resources, stage.name, self.config.additional_parameters, dependency))
+            executor.update_parameters(
+                **submitit_parameters(resources, stage.name, self.config.additional_parameters, dependency)
+            )
             tasks = min(len(todo), int(resources["max_array_tasks"]))
             shares = [todo[task::tasks] for task in range(tasks)]
             jobs = executor.map_array(run_units, [stage] * tasks, shares, [int(resources["cpus_per_task"])] * tasks)

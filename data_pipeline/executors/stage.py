@@ -1,6 +1,7 @@
 """A stage: a list of independent work units and the function that does one. The executor
 owns completion: after a unit's function returns, its stats are written as the unit's marker
 (atomically), and a rerun skips every unit that has one."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """This task's share of a stage's units, when array jobs are submitted by hand."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """What every staged command keeps under its output_dir's ``_work/``: the run the folder
 belongs to (``run.json``) and the executor's completion markers (``done/<stage>/``)."""
+
 from __future__ import annotations
 
 import json

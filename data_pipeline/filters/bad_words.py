@@ -6,6 +6,7 @@ project (public domain, like the rest of the project's own text); the list C4 us
 (github.com/LDNOOBW/List-of-Dirty-Naughty-Obscene-and-Otherwise-Bad-Words, CC-BY-4.0), which
 users fetch themselves and point to: ``filters.c4.bad_words=/path/to/LDNOOBW/en``. A list is one
 word or phrase a line; blank lines and lines starting with ``#`` are skipped."""
+
 from __future__ import annotations
 
 import importlib.resources
@@ -29,8 +30,10 @@ def load_bad_words(spec: str) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"filters.c4.bad_words={spec}: cannot read {path} ({type(error).__name__}: {error}); "
-                         "give a UTF-8 file with one word a line, or 'default' for the bundled list") from None
+        raise ValueError(
+            f"filters.c4.bad_words={spec}: cannot read {path} ({type(error).__name__}: {error}); "
+            "give a UTF-8 file with one word a line, or 'default' for the bundled list"
+        ) from None
     words = [line.strip().lower() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not words:
         raise ValueError(f"filters.c4.bad_words={spec}: {path} holds no word (one word or phrase a line)")

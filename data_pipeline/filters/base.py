@@ -1,4 +1,5 @@
 """What every filter is: one job, a name, and counters of what it removed and why."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -11,6 +11,7 @@ its last line is kept (a page every line of which passes comes out unchanged, ``
 The bad-words rule (off by default; section 2.2: pages with a word of the "List of Dirty,
 Naughty, Obscene, and Otherwise Bad Words") runs last, on the kept text; bad_words.py reads the
 list."""
+
 from __future__ import annotations
 
 import re
@@ -18,9 +19,9 @@ from collections import Counter
 from typing import Any
 
 from data_pipeline.curate.config import C4Config
-from data_pipeline.filters.base import Filter, falls_short
 from data_pipeline.document import Document
 from data_pipeline.filters.bad_words import bad_words_pattern
+from data_pipeline.filters.base import Filter, falls_short
 from data_pipeline.text import count_sentences
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)

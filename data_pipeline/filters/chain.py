@@ -1,4 +1,5 @@
 """The formatters and document filters, in the order the pipeline runs them."""
+
 from __future__ import annotations
 
 from data_pipeline.curate.config import FiltersConfig

@@ -1,10 +1,11 @@
 """Gopher quality rules: Rae et al. 2021, "Scaling Language Models: Methods, Analysis &
 Insights from Training Gopher", appendix A1.1 (MassiveText quality filters)."""
+
 from __future__ import annotations
 
 from data_pipeline.curate.config import GopherQualityConfig
-from data_pipeline.filters.base import Filter, exceeds, falls_short
 from data_pipeline.document import Document
+from data_pipeline.filters.base import Filter, exceeds, falls_short
 from data_pipeline.text import count_words_with_letter, is_word
 
 BULLETS = ("•", "-", "*", "‣", "◦", "●")
@@ -44,9 +45,13 @@ class GopherQualityFilter(Filter):
         if exceeds(sum(map(text.count, ELLIPSES)) / per_token, config.max_symbol_word_ratio):
             return "ellipsis_ratio"
         lines = text.splitlines() or [""]
-        if exceeds(sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines), config.max_bullet_lines_ratio):
+        if exceeds(
+            sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines), config.max_bullet_lines_ratio
+        ):
             return "bullet_lines"
-        if exceeds(sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines), config.max_ellipsis_lines_ratio):
+        if exceeds(
+            sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines), config.max_ellipsis_lines_ratio
+        ):
             return "ellipsis_lines"
         counted = tokens if config.alpha_ratio_counts_punctuation else words
         if falls_short(count_words_with_letter(text) / max(len(counted), 1), config.min_alpha_words_ratio):

@@ -4,13 +4,14 @@ paragraphs, most frequent n-grams, duplicated n-grams), as fractions of the docu
 n-grams are counted with numpy over 64-bit token hashes, not as joined strings: that makes
 the nine n-gram passes cheap enough to run on every document.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from data_pipeline.curate.config import GopherRepetitionConfig
-from data_pipeline.filters.base import Filter, exceeds
 from data_pipeline.document import Document
+from data_pipeline.filters.base import Filter, exceeds
 from data_pipeline.text import split_nonempty_lines, split_paragraphs
 
 # odd multiplier of the rolling n-gram hash (uint64 arithmetic wraps around)

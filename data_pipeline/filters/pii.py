@@ -3,6 +3,7 @@ become fixed placeholders. It never removes a document; it counts the replacemen
 for the curation report. Like datatrove's PIIFormatter and Dolma's PII tagger, it matches
 patterns and validates the candidates (IPv4 octets <= 255, IPv6 through the ipaddress module),
 so version strings, times and C++ scopes stay as they are."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -10,6 +10,7 @@ the document's metadata (``quality_score``) and decides by either
   set is the same for any number of units and workers; memory is one histogram (at most
   ``SCORE_BINS`` counts) per unit.
 """
+
 from __future__ import annotations
 
 import math

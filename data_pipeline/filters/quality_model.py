@@ -15,6 +15,7 @@ Model file (``.npz``, read without pickle; the format is checked on load):
   embeddings  float32 (buckets, dim)
   output      float32 (dim + 1,): the weights, then the bias
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,7 @@ def feature_rows(token_hashes: np.ndarray, buckets: int, word_ngrams: int) -> tu
     hashes = [token_hashes]
     ngram = token_hashes
     for n in range(2, word_ngrams + 1):
-        ngram = mix64(ngram[:-1] * _NGRAM_MULTIPLIER + token_hashes[n - 1:])
+        ngram = mix64(ngram[:-1] * _NGRAM_MULTIPLIER + token_hashes[n - 1 :])
         hashes.append(ngram)
     features = np.concatenate(hashes) % np.uint64(buckets)
     if not len(features):
@@ -113,17 +114,30 @@ def arrays_sha256(embeddings: np.ndarray, output: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def save_model(path: str | Path, embeddings: np.ndarray, output: np.ndarray, word_ngrams: int, seed: int, training: dict[str, Any]) -> dict[str, Any]:
+def save_model(
+    path: str | Path, embeddings: np.ndarray, output: np.ndarray, word_ngrams: int, seed: int, training: dict[str, Any]
+) -> dict[str, Any]:
     """Write the model file (atomically: a half-written file never carries the final name)."""
     header = {
-        "format": FORMAT, "version": VERSION, "buckets": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
-        "word_ngrams": word_ngrams, "seed": seed, "training": training, "sha256": arrays_sha256(embeddings, output),
+        "format": FORMAT,
+        "version": VERSION,
+        "buckets": int(embeddings.shape[0]),
+        "dim": int(embeddings.shape[1]),
+        "word_ngrams": word_ngrams,
+        "seed": seed,
+        "training": training,
+        "sha256": arrays_sha256(embeddings, output),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as file:  # a file object: np.savez would append ".npz" to a name
-        np.savez(file, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), embeddings=embeddings, output=output)
+        np.savez(
+            file,
+            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+            embeddings=embeddings,
+            output=output,
+        )
     partial.replace(path)
     return header
 
@@ -140,12 +154,18 @@ def load_model(path: str) -> QualityModel:
             header = json.loads(arrays["header"].tobytes().decode())
             embeddings, output = arrays["embeddings"], arrays["output"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as error:
-        raise ValueError(f"filters.quality.model={path}: not a quality model file ({type(error).__name__}: {error}); {fix}") from None
+        raise ValueError(
+            f"filters.quality.model={path}: not a quality model file ({type(error).__name__}: {error}); {fix}"
+        ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
         raise ValueError(f"filters.quality.model={path}: not a {FORMAT} file of version {VERSION}; {fix}")
-    shapes_match = embeddings.ndim == 2 and embeddings.dtype == np.float32 and output.shape == (embeddings.shape[1] + 1,)
+    shapes_match = (
+        embeddings.ndim == 2 and embeddings.dtype == np.float32 and output.shape == (embeddings.shape[1] + 1,)
+    )
     if not shapes_match or header.get("sha256") != arrays_sha256(embeddings, output):
-        raise ValueError(f"filters.quality.model={path}: the weights do not match the header's sha256 (a damaged or edited file); {fix}")
+        raise ValueError(
+            f"filters.quality.model={path}: the weights do not match the header's sha256 (a damaged or edited file); {fix}"
+        )
     return QualityModel(embeddings, output, int(header["word_ngrams"]), header)
 
 

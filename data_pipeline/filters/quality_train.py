@@ -11,6 +11,7 @@ are printed and stored in the model's header. Same inputs, settings and seed: th
 for byte. Memory: the training documents' distinct feature rows (~8 bytes each; ~2,000 per
 7 kB document) plus the table (buckets x dim x 4 bytes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,11 @@ class Examples:
 
 
 def validate(config: TrainQualityConfig) -> None:
-    problems = [f"{name}={getattr(config, name)}: need >= 1" for name in ("buckets", "dim", "word_ngrams", "epochs") if getattr(config, name) < 1]
+    problems = [
+        f"{name}={getattr(config, name)}: need >= 1"
+        for name in ("buckets", "dim", "word_ngrams", "epochs")
+        if getattr(config, name) < 1
+    ]
     if config.lr <= 0:
         problems.append(f"lr={config.lr}: need > 0")
     if not 0 <= config.heldout_fraction < 1:
@@ -95,11 +100,20 @@ def load_examples(config: TrainQualityConfig) -> tuple[Examples, Examples]:
             examples.labels.append(label)
             count += 1
         if bad_input.by_reason:
-            log.warning("%s: %d unreadable records skipped (%s)", setting, sum(bad_input.by_reason.values()), dict(bad_input.by_reason))
+            log.warning(
+                "%s: %d unreadable records skipped (%s)",
+                setting,
+                sum(bad_input.by_reason.values()),
+                dict(bad_input.by_reason),
+            )
         if not count:
-            raise ValueError(f"{setting}={getattr(config, setting)}: no document read; point it to files of JSON lines with a 'text' field")
+            raise ValueError(
+                f"{setting}={getattr(config, setting)}: no document read; point it to files of JSON lines with a 'text' field"
+            )
     if len(set(training.labels)) < 2:
-        raise ValueError(f"heldout_fraction={config.heldout_fraction} leaves no training document of one set; lower it or add documents")
+        raise ValueError(
+            f"heldout_fraction={config.heldout_fraction} leaves no training document of one set; lower it or add documents"
+        )
     return training, heldout
 
 
@@ -127,15 +141,18 @@ def train(examples: Examples, config: TrainQualityConfig) -> tuple[np.ndarray, n
 def evaluate(examples: Examples, embeddings: np.ndarray, output: np.ndarray) -> dict[str, Any]:
     """Precision, recall and accuracy at score >= 0.5, and the mean log loss."""
     labels = np.array(examples.labels, dtype=bool)
-    logits = np.array([
-        float((shares @ embeddings[rows]) @ output[:-1] + output[-1]) if len(rows) else float(output[-1])
-        for rows, shares in zip(examples.rows, examples.shares)
-    ])
+    logits = np.array(
+        [
+            float((shares @ embeddings[rows]) @ output[:-1] + output[-1]) if len(rows) else float(output[-1])
+            for rows, shares in zip(examples.rows, examples.shares)
+        ]
+    )
     predicted = logits >= 0
     true_positives = int((predicted & labels).sum())
     loss = np.logaddexp(0, -logits[labels]).sum() + np.logaddexp(0, logits[~labels]).sum()
     return {
-        "documents": int(len(labels)), "positives": int(labels.sum()),
+        "documents": int(len(labels)),
+        "positives": int(labels.sum()),
         "precision": round(true_positives / max(int(predicted.sum()), 1), 4),
         "recall": round(true_positives / max(int(labels.sum()), 1), 4),
         "accuracy": round(float((predicted == labels).mean()) if len(labels) else math.nan, 4),
@@ -155,10 +172,14 @@ def train_quality(config: TrainQualityConfig) -> dict[str, Any]:
     settings = {name: getattr(config, name) for name in ("positives", "negatives", "epochs", "lr", "heldout_fraction")}
     header = save_model(config.output, embeddings, output, config.word_ngrams, config.seed, {**settings, **metrics})
     for name, result in metrics.items():
-        print(f"{name}: {result['documents']:,} documents ({result['positives']:,} positive): precision {result['precision']:.3f}, "
-              f"recall {result['recall']:.3f}, accuracy {result['accuracy']:.3f} at score >= 0.5")
-    print(f"model: {config.output} ({config.buckets:,} x {config.dim} table, sha256 {header['sha256'][:12]}; "
-          f"{time.perf_counter() - start:.1f} s)")
+        print(
+            f"{name}: {result['documents']:,} documents ({result['positives']:,} positive): precision {result['precision']:.3f}, "
+            f"recall {result['recall']:.3f}, accuracy {result['accuracy']:.3f} at score >= 0.5"
+        )
+    print(
+        f"model: {config.output} ({config.buckets:,} x {config.dim} table, sha256 {header['sha256'][:12]}; "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
     return header
 
 

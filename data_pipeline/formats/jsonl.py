@@ -1,5 +1,6 @@
 """Reading JSONL input files: prompts and evaluation tasks (pretrain), and the task files
 that decontamination indexes (data_pipeline/decontaminate)."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); the file holds one JSON object per line") from None
+                raise ValueError(
+                    f"{path}:{number}: not valid JSON ({err.msg}); the file holds one JSON object per line"
+                ) from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record

@@ -4,6 +4,7 @@ A tokenizer directory holds ``tokenizer.model`` and ``tokenizer_meta.json``; the
 the only thing the training side needs to know about special tokens. Objectives never
 hard-code ids: they read them from a :class:`SpecialTokens`.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ class SpecialTokens:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SpecialTokens":
+    def load(cls, path: str | Path) -> SpecialTokens:
         """Load from a tokenizer directory or from the metadata file itself."""
         path = Path(path)
         if path.is_dir():
@@ -74,7 +75,7 @@ class SpecialTokens:
         return cls(**data)
 
     @classmethod
-    def synthetic(cls, vocab_size: int, num_sentinels: int = 100) -> "SpecialTokens":
+    def synthetic(cls, vocab_size: int, num_sentinels: int = 100) -> SpecialTokens:
         """Ids laid out like our SentencePiece tokenizer (specials first), for tests and
         for training on token shards that came without a tokenizer."""
         first_sentinel = 5

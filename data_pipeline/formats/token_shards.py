@@ -25,6 +25,7 @@ a reader learns the sizes of thousands of shards from one small file and opens a
 when it needs its tokens. Chat shards hold whole samples of ``sample_tokens`` tokens each
 (the split index says how many), so a training window is exactly one stored sample.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,15 +72,19 @@ class ShardManifest:
     loss_mask: bool = False  # a .mask file goes with the .bin
 
     @classmethod
-    def load(cls, path: Path) -> "ShardManifest":
+    def load(cls, path: Path) -> ShardManifest:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ShardError(f"{path}: manifest is not valid JSON ({err}); re-run tokenization for this shard") from None
+            raise ShardError(
+                f"{path}: manifest is not valid JSON ({err}); re-run tokenization for this shard"
+            ) from None
         if data.get("format") != FORMAT_NAME:
             raise ShardError(f"{path}: not a {FORMAT_NAME} manifest (format={data.get('format')!r})")
         if data.get("version") != FORMAT_VERSION:
-            raise ShardError(f"{path}: format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+            raise ShardError(
+                f"{path}: format version {data.get('version')} is not supported (expected {FORMAT_VERSION})"
+            )
         try:
             return cls(**data)
         except TypeError as err:
@@ -188,7 +193,7 @@ class TokenShardWriter:
             if stream is not None:
                 stream.close()
 
-    def __enter__(self) -> "TokenShardWriter":
+    def __enter__(self) -> TokenShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -221,7 +226,11 @@ class TokenShard:
         self.tokens = self._memmap(self.prefix.with_suffix(".bin"), dtype, self.manifest.num_tokens)
         self.offsets = self._memmap(self.prefix.with_suffix(".idx"), OFFSET_DTYPE, self.manifest.num_documents + 1)
         # chat shards: the loss-mask bytes (LOSS_BIT, START_BIT); None for plain token shards
-        self.mask = self._memmap(self.prefix.with_suffix(".mask"), MASK_DTYPE, self.manifest.num_tokens) if self.manifest.loss_mask else None
+        self.mask = (
+            self._memmap(self.prefix.with_suffix(".mask"), MASK_DTYPE, self.manifest.num_tokens)
+            if self.manifest.loss_mask
+            else None
+        )
         if self.offsets[0] != 0 or int(self.offsets[-1]) != self.manifest.num_tokens:
             raise ShardError(
                 f"{self.prefix}.idx: offsets run from {int(self.offsets[0])} to {int(self.offsets[-1])}, but the "
@@ -298,7 +307,7 @@ class SplitIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, directory: str | Path, split: str) -> "SplitIndex | None":
+    def load(cls, directory: str | Path, split: str) -> SplitIndex | None:
         """The split's index, or None when the directory has none (shards written one by one)."""
         path = split_index_path(directory, split)
         if not path.exists():
@@ -322,4 +331,6 @@ def shard_sizes(directory: str | Path, split: str) -> list[tuple[Path, int]]:
     index = SplitIndex.load(directory, split)
     if index is not None:
         return [(Path(directory) / shard["name"], int(shard["num_tokens"])) for shard in index.shards]
-    return [(prefix, ShardManifest.load(prefix.with_suffix(".json")).num_tokens) for prefix in find_shards(directory, split)]
+    return [
+        (prefix, ShardManifest.load(prefix.with_suffix(".json")).num_tokens) for prefix in find_shards(directory, split)
+    ]

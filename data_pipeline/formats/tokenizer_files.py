@@ -1,4 +1,5 @@
 """A trained tokenizer on disk: ``tokenizer.model`` with its ``tokenizer_meta.json``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,18 @@ def file_sha256(path: Path) -> str:
 # What of the trainer's settings the model reads when it encodes; the rest (input paths,
 # thread count, sample size ...) records how it was trained, not what it does.
 ENCODING_TRAINER_FIELDS = (
-    "model_type", "byte_fallback", "treat_whitespace_as_suffix", "unk_surface",
-    "unk_id", "bos_id", "eos_id", "pad_id", "unk_piece", "bos_piece", "eos_piece", "pad_piece",
+    "model_type",
+    "byte_fallback",
+    "treat_whitespace_as_suffix",
+    "unk_surface",
+    "unk_id",
+    "bos_id",
+    "eos_id",
+    "pad_id",
+    "unk_piece",
+    "bos_piece",
+    "eos_piece",
+    "pad_piece",
 )
 
 
@@ -66,7 +77,7 @@ class TokenizerFiles:
     special_tokens: SpecialTokens
 
     @classmethod
-    def load(cls, path: str | Path) -> "TokenizerFiles":
+    def load(cls, path: str | Path) -> TokenizerFiles:
         """From a tokenizer directory or its ``tokenizer.model``; the metadata must match the model."""
         path = Path(path).expanduser()
         model_path = path / MODEL_FILENAME if path.is_dir() else path

@@ -2,6 +2,7 @@
 
 A compressed file that is cut short or corrupt raises one of STREAM_ERRORS once the lines
 before the damage have been yielded."""
+
 from __future__ import annotations
 
 import gzip

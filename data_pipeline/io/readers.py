@@ -5,6 +5,7 @@ Nothing is dropped silently: a record that cannot be read becomes a ``BadInput``
 file, the line and the reason, and reading goes on with the next line (or, when the
 compressed stream itself is broken, with the next file).
 """
+
 from __future__ import annotations
 
 import glob
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from data_pipeline.curate.config import ReaderConfig
-from data_pipeline.io.lines import STREAM_ERRORS, iter_line_range, iter_lines
 from data_pipeline.document import Document
+from data_pipeline.io.lines import STREAM_ERRORS, iter_line_range, iter_lines
 
 if TYPE_CHECKING:  # units.py builds on InputSource below
     from data_pipeline.io.units import InputUnit
@@ -66,7 +67,9 @@ class BadInputTally:
 
     def add(self, bad: BadInput) -> None:
         if self.strict:
-            raise BadInputError(f"{bad} (strict=true stops at the first bad record; strict=false counts and skips them)")
+            raise BadInputError(
+                f"{bad} (strict=true stops at the first bad record; strict=false counts and skips them)"
+            )
         self.by_reason[bad.reason] += 1
         if len(self.events) < MAX_BAD_INPUT_EVENTS:
             self.events.append({"file": bad.file, "line": bad.line, "reason": bad.reason, "detail": bad.detail})
@@ -113,10 +116,16 @@ def resolve_corpus_inputs(spec: str) -> list[InputSource]:
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         return resolve_inputs(spec)
-    files = sorted(str(path.resolve()) for path in folder.iterdir() if path.is_file() and path.name.endswith(CORPUS_FOLDER_SUFFIXES))
+    files = sorted(
+        str(path.resolve())
+        for path in folder.iterdir()
+        if path.is_file() and path.name.endswith(CORPUS_FOLDER_SUFFIXES)
+    )
     if not files:
-        raise ValueError(f"input={spec}: no file ending in {', '.join(CORPUS_FOLDER_SUFFIXES)} at the folder's top level; "
-                         "point input to a folder of shards or a glob such as 'data/clean/*.jsonl.zst'")
+        raise ValueError(
+            f"input={spec}: no file ending in {', '.join(CORPUS_FOLDER_SUFFIXES)} at the folder's top level; "
+            "point input to a folder of shards or a glob such as 'data/clean/*.jsonl.zst'"
+        )
     return resolve_inputs(files)
 
 
@@ -140,7 +149,7 @@ def unit_records(unit: InputUnit, config: ReaderConfig) -> Iterator[tuple[int, A
     """(line, decoded record or BadInput) of one work unit, with a BadInput for each file problem."""
     source = unit.source
     if unit.data_file is not None:
-        records = _hf_records(source.path[len(HF_PREFIX):], unit.data_file, config)
+        records = _hf_records(source.path[len(HF_PREFIX) :], unit.data_file, config)
     elif source.path.endswith(".parquet"):
         records = _parquet_records(source.path, unit.start, unit.stop)
     else:
@@ -253,5 +262,7 @@ def _hf_records(name: str, data_file: str, config: ReaderConfig) -> Iterator[tup
     import datasets
 
     hf = config.hf
-    stream = datasets.load_dataset(name, name=hf.name, split=hf.split, data_files={hf.split: [data_file]}, streaming=True)
+    stream = datasets.load_dataset(
+        name, name=hf.name, split=hf.split, data_files={hf.split: [data_file]}, streaming=True
+    )
     yield from enumerate(stream, start=1)

@@ -7,6 +7,7 @@
 
 Units are numbered in the global order (input file, then position), which is the order of
 the documents for dedup's "earliest survives" rule."""
+
 from __future__ import annotations
 
 import os
@@ -82,12 +83,14 @@ def split_into_units(sources: list[InputSource], unit_size_mb: float, hf: Huggin
     return units
 
 
-def _slices(source: InputSource, max_bytes: int, hf: HuggingFaceConfig) -> list[tuple[int, int | None, str | None, str]]:
+def _slices(
+    source: InputSource, max_bytes: int, hf: HuggingFaceConfig
+) -> list[tuple[int, int | None, str | None, str]]:
     if source.path.startswith(HF_PREFIX):
-        files = hf_data_files(source.path[len(HF_PREFIX):], hf)
+        files = hf_data_files(source.path[len(HF_PREFIX) :], hf)
         folder = os.path.commonprefix(files)
         folder = folder[: folder.rfind("/") + 1]  # paths and hf:// URLs alike
-        return [(0, None, file, f"{source.name}/{file[len(folder):]}") for file in files]
+        return [(0, None, file, f"{source.name}/{file[len(folder) :]}") for file in files]
     if source.path.endswith(".parquet"):
         return [(first, last, None, "") for first, last in _row_group_runs(source.path, max_bytes)]
     if source.path.endswith(SPLITTABLE_SUFFIXES):
@@ -120,5 +123,7 @@ def hf_data_files(name: str, hf: HuggingFaceConfig) -> list[str]:
     builder = datasets.load_dataset_builder(name, name=hf.name, data_files=hf.data_files)
     files = (builder.config.data_files or {}).get(hf.split)
     if not files:
-        raise ValueError(f"input=hf:{name}: no data files for split {hf.split!r} (reader.hf.split, reader.hf.data_files)")
+        raise ValueError(
+            f"input=hf:{name}: no data files for split {hf.split!r} (reader.hf.split, reader.hf.data_files)"
+        )
     return sorted(str(f) for f in files)

@@ -1,5 +1,6 @@
 """JSON-lines writers: zstd-compressed shards that roll over at a size, and that appear under
 their final name only once complete (a crash leaves a ``.tmp`` file, never a short shard)."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,7 @@ class ShardWriter:
         self._finish_shard()
         return self.paths
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, *_: Any) -> None:

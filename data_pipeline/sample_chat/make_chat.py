@@ -8,6 +8,7 @@ in the same conversation, a system message now and then, and some records in the
 {"prompt", "completion"} form. Small enough that the SFT recipe of docs/sft.md trains on it
 in a few CPU minutes, regular enough that a tiny model visibly learns to answer.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,15 @@ NUMBERS = "zero one two three four five six seven eight nine".split()
 # (question templates, answer template) per fact; {town} and the fact's value fill them in.
 FACTS = {
     "river": (["Which river runs through {town}?", "What river flows past {town}?"], "The river of {town} is {value}."),
-    "roofs": (["What colour are the roofs in {town}?", "Which colour are the roofs of {town}?"], "The roofs in {town} are {value}."),
+    "roofs": (
+        ["What colour are the roofs in {town}?", "Which colour are the roofs of {town}?"],
+        "The roofs in {town} are {value}.",
+    ),
     "food": (["What food is {town} known for?", "What should I eat in {town}?"], "{town} is known for its {value}."),
-    "bridges": (["How many bridges does {town} have?", "How many bridges cross the river in {town}?"], "{town} has {value} bridges."),
+    "bridges": (
+        ["How many bridges does {town} have?", "How many bridges cross the river in {town}?"],
+        "{town} has {value} bridges.",
+    ),
 }
 SYSTEM = ["You are a helpful guide to the towns of the valley.", "Answer in one short sentence."]
 

@@ -7,6 +7,7 @@ the development corpus), adds documents the curation filters should drop, and pl
 and near copies for the deduplication to find. Two shards are Pile-style ``.jsonl.zst``, one
 C4-style ``.json.gz``, so the quickstart reads both formats.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,16 +22,28 @@ import zstandard
 PUBLIC_DOMAIN = {"austen": 110, "kjv-bible": 450}  # documents kept per source
 
 JUNK = [
-    ("word-list", "\n".join(f"{w}" for w in "apple banana cherry damson elder fig grape hazel ivy juniper kale lime mango".split() * 8)),
+    (
+        "word-list",
+        "\n".join(
+            f"{w}" for w in "apple banana cherry damson elder fig grape hazel ivy juniper kale lime mango".split() * 8
+        ),
+    ),
     ("code", "def f(x):\n    return {k: v for k, v in x.items() if v}\n\nclass A:\n    pass\n" * 20),
     ("lorem", "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40),
-    ("javascript", "Please enable JavaScript to view this page.\nThis site uses cookies. Read our privacy policy.\n" * 15),
+    (
+        "javascript",
+        "Please enable JavaScript to view this page.\nThis site uses cookies. Read our privacy policy.\n" * 15,
+    ),
     ("repetition", "Buy cheap watches now. Best deals today.\n" * 60),
     ("catalog", "\n".join(f"item-{i:04d} | SKU {i * 7919 % 10000:04d} | $ {i % 97}.99" for i in range(200))),
     ("bullets", "\n".join(f"- point {i}" for i in range(120))),
     ("short", "Hello there."),
     ("symbols", "#### ### ## # ... ... ... !!! ??? ***\n" * 30),
-    ("other-language", "Der schnelle braune Fuchs springt über den faulen Hund. Es war einmal ein König, der hatte drei Töchter. " * 20),
+    (
+        "other-language",
+        "Der schnelle braune Fuchs springt über den faulen Hund. Es war einmal ein König, der hatte drei Töchter. "
+        * 20,
+    ),
 ]
 
 
@@ -66,7 +79,16 @@ def main(pile_dir: str, out_dir: str) -> None:
     for index, original in enumerate(originals):
         text = original["text"] if index < 15 else near_copy(original["text"], rng)
         kind = "exact" if index < 15 else "near"
-        documents.append({"text": text, "meta": {"pile_set_name": original["meta"]["pile_set_name"], "id": f"copy-{kind}-{index}", "copy_of": original["meta"]["id"]}})
+        documents.append(
+            {
+                "text": text,
+                "meta": {
+                    "pile_set_name": original["meta"]["pile_set_name"],
+                    "id": f"copy-{kind}-{index}",
+                    "copy_of": original["meta"]["id"],
+                },
+            }
+        )
     rng.shuffle(documents)
     out = Path(out_dir)
     third = len(documents) // 3
@@ -75,7 +97,11 @@ def main(pile_dir: str, out_dir: str) -> None:
         (out / f"pile-{shard:05d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=19).compress(payload))
     with gzip.open(out / "c4-00000.json.gz", "wt", encoding="utf-8") as handle:
         for d in documents[2 * third :]:
-            record = {"text": d["text"], "url": f"https://example.org/{d['meta']['id']}", "timestamp": "2019-04-01T00:00:00Z"}
+            record = {
+                "text": d["text"],
+                "url": f"https://example.org/{d['meta']['id']}",
+                "timestamp": "2019-04-01T00:00:00Z",
+            }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

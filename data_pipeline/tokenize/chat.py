@@ -8,6 +8,7 @@ own. A conversation starts a document (START_BIT), so training keeps attention i
 the loss covers its assistant tokens (every token with ``train_on_prompt``), never its first
 token, which nothing in the conversation predicts, and never padding. Malformed or
 overlong conversations are counted by reason, with file and line (summary.py)."""
+
 from __future__ import annotations
 
 import time
@@ -64,12 +65,18 @@ class SamplePacker:
 
 
 def loss_bits(assistant: list[bool], train_on_prompt: bool) -> np.ndarray:
-    bits = np.asarray(assistant, dtype=np.uint8) * LOSS_BIT if not train_on_prompt else np.full(len(assistant), LOSS_BIT, np.uint8)
+    bits = (
+        np.asarray(assistant, dtype=np.uint8) * LOSS_BIT
+        if not train_on_prompt
+        else np.full(len(assistant), LOSS_BIT, np.uint8)
+    )
     bits[0] = START_BIT  # the first token is no target: nothing before it in the conversation
     return bits
 
 
-def encode_chat_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFiles | HFTokenizerFiles) -> dict[str, Any]:
+def encode_chat_unit(
+    unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFiles | HFTokenizerFiles
+) -> dict[str, Any]:
     """Encode one input unit's conversations into its runs; returns its stats (the unit's marker)."""
     start_cpu = time.process_time()
     chat, layout, special = config.chat, Layout(config.output_dir), tokenizer.special_tokens
@@ -77,10 +84,20 @@ def encode_chat_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: Tokeniz
     length = sample_tokens(chat)
     id_paths = [key.split(".") for key in config.reader.id_keys]
     bad_input = BadInputTally(config.strict)
-    stats: dict[str, Any] = {"unit": str(unit), "bytes": 0, "documents": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
-                             "smallest_train_hashes": [], "chat": {"truncated": 0, "loss_tokens": 0}}
-    writers = {split: TokenShardWriter(layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash, loss_mask=True)
-               for split in SPLITS}
+    stats: dict[str, Any] = {
+        "unit": str(unit),
+        "bytes": 0,
+        "documents": dict.fromkeys(SPLITS, 0),
+        "tokens": dict.fromkeys(SPLITS, 0),
+        "smallest_train_hashes": [],
+        "chat": {"truncated": 0, "loss_tokens": 0},
+    }
+    writers = {
+        split: TokenShardWriter(
+            layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash, loss_mask=True
+        )
+        for split in SPLITS
+    }
     packers = {split: SamplePacker(writers[split], length, special.pad_id, chat.packing == "pack") for split in SPLITS}
     try:
         for line, record in unit_records(unit, config.reader):
@@ -100,15 +117,33 @@ def encode_chat_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: Tokeniz
             ids = encoded.ids
             if len(ids) > length:
                 if chat.overlong == "drop" or not (bits[:length] & LOSS_BIT).any():
-                    bad_input.add(BadInput(unit.input_name, line, "too_long", f"{len(ids)} tokens > chat.seq_len + 1 = {length}"
-                                           + ("" if chat.overlong == "drop" else "; nothing to train on in its first part")))
+                    bad_input.add(
+                        BadInput(
+                            unit.input_name,
+                            line,
+                            "too_long",
+                            f"{len(ids)} tokens > chat.seq_len + 1 = {length}"
+                            + ("" if chat.overlong == "drop" else "; nothing to train on in its first part"),
+                        )
+                    )
                     continue
                 ids, bits = ids[:length], bits[:length]
                 stats["chat"]["truncated"] += 1
             if not (bits & LOSS_BIT).any():
-                bad_input.add(BadInput(unit.input_name, line, "no_assistant_turn", "nothing to train on (set chat.train_on_prompt=true to train on it all)"))
+                bad_input.add(
+                    BadInput(
+                        unit.input_name,
+                        line,
+                        "no_assistant_turn",
+                        "nothing to train on (set chat.train_on_prompt=true to train on it all)",
+                    )
+                )
                 continue
-            split = VAL if is_val(id_hash_of(record_id(record, id_paths, unit.input_name, line)), config.val_fraction) else TRAIN
+            split = (
+                VAL
+                if is_val(id_hash_of(record_id(record, id_paths, unit.input_name, line)), config.val_fraction)
+                else TRAIN
+            )
             packers[split].add(ids, bits)
             stats["documents"][split] += 1
             stats["chat"]["loss_tokens"] += int((bits & LOSS_BIT).astype(bool).sum())
@@ -122,7 +157,10 @@ def encode_chat_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: Tokeniz
         raise
     for writer in writers.values():
         writer.close()
-    stats["chat"].update(samples=sum(packer.samples for packer in packers.values()), padding_tokens=sum(p.padding for p in packers.values()))
+    stats["chat"].update(
+        samples=sum(packer.samples for packer in packers.values()),
+        padding_tokens=sum(p.padding for p in packers.values()),
+    )
     stats["bad_input"] = bad_input.stats()
     stats["cpu_seconds"] = time.process_time() - start_cpu
     return stats

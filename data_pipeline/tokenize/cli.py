@@ -13,6 +13,7 @@ is printed and kept in summary.json. A rerun redoes only the units without a mar
 the Hugging Face files), so that training with ``data.path=<output_dir>`` alone checks the
 shards against it and keeps it for evaluation, generation and export.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-
-from data_pipeline.decontaminate.fingerprint import FINGERPRINT_FILE, FINGERPRINT_META, merge_range, plan_ranges, publish
+from data_pipeline.decontaminate.fingerprint import (
+    FINGERPRINT_FILE,
+    FINGERPRINT_META,
+    merge_range,
+    plan_ranges,
+    publish,
+)
 from data_pipeline.executors.build import build_executor
 from data_pipeline.executors.config import EXECUTOR_KINDS
 from data_pipeline.executors.stage import Stage, unit_stats
 from data_pipeline.executors.tasks import Task
 from data_pipeline.formats.token_shards import SplitIndex, find_shards
-from data_pipeline.tokenizer.hf_added_tokens import write_grown_tokenizer
-from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
+from data_pipeline.formats.tokenizer_files import TokenizerFiles, copy_tokenizer_files
 from data_pipeline.io.readers import resolve_corpus_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 from data_pipeline.io.writers import atomic_write_text
@@ -44,7 +49,8 @@ from data_pipeline.tokenize.encode import encode_unit
 from data_pipeline.tokenize.layout import SPLITS, Layout
 from data_pipeline.tokenize.pack import pack_shard, plan_shards, split_streams
 from data_pipeline.tokenize.summary import TokenizeSummary
-from data_pipeline.formats.tokenizer_files import TokenizerFiles, copy_tokenizer_files
+from data_pipeline.tokenizer.hf_added_tokens import write_grown_tokenizer
+from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
 from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,9 @@ def validate(config: TokenizeConfig) -> None:
     if config.tokens_per_shard < 1:
         problems.append(f"tokens_per_shard={config.tokens_per_shard}: need at least 1 (default 2^28 = 268435456)")
     if config.fingerprint_ngram is not None and config.fingerprint_ngram < 1:
-        problems.append(f"fingerprint_ngram={config.fingerprint_ngram}: need >= 1 words per gram, or null for no fingerprint")
+        problems.append(
+            f"fingerprint_ngram={config.fingerprint_ngram}: need >= 1 words per gram, or null for no fingerprint"
+        )
     if config.format not in FORMATS:
         problems.append(f"format={config.format}: choose one of {', '.join(FORMATS)}")
     if config.chat.packing not in PACKINGS:
@@ -94,12 +102,16 @@ def shard_tokenizer(config: TokenizeConfig, scratch: Path) -> TokenizerFiles | H
 def claim_output_dir(layout: Layout, config: TokenizeConfig, tokenizer_hash: str, units: list[InputUnit]) -> None:
     """Resume only what the same settings, tokenizer and inputs started."""
     if not layout.run_file.exists() and any(find_shards(layout.root, split) for split in SPLITS):
-        raise ValueError(f"output_dir={config.output_dir} holds token shards of another run (or of an earlier version of "
-                         "tokenize); use a new output_dir, or delete this one to start over")
+        raise ValueError(
+            f"output_dir={config.output_dir} holds token shards of another run (or of an earlier version of "
+            "tokenize); use a new output_dir, or delete this one to start over"
+        )
     layout.claim(config, RUNTIME_KEYS, tokenizer_hash=tokenizer_hash, inputs=[str(unit) for unit in units])
 
 
-def prepare_output_dir(config: TokenizeConfig, layout: Layout, units: list[InputUnit]) -> TokenizerFiles | HFTokenizerFiles:
+def prepare_output_dir(
+    config: TokenizeConfig, layout: Layout, units: list[InputUnit]
+) -> TokenizerFiles | HFTokenizerFiles:
     """Claim output_dir and give it the tokenizer; returns that copy (what the units load)."""
     # A grown tokenizer is made aside, so that output_dir keeps its own until the claim agrees.
     with tempfile.TemporaryDirectory() as scratch:
@@ -118,14 +130,18 @@ def fingerprint_stage(layout: Layout, stats: list[dict[str, Any]]) -> Stage:
     range of the hash space per unit (decontaminate/fingerprint.py)."""
     runs = [layout.fingerprint / name for unit_stats in stats for name in unit_stats["fingerprint"]["runs"]]
     ranges = plan_ranges(runs, sum(unit_stats["fingerprint"]["hashes"] for unit_stats in stats))
-    return Stage("fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint"))
+    return Stage(
+        "fingerprint", ranges, partial(merge_range, folder=str(layout.fingerprint)), layout.markers("fingerprint")
+    )
 
 
 def publish_fingerprint(layout: Layout, merge: Stage, n: int) -> None:
     if (layout.root / FINGERPRINT_META).exists():  # published by an earlier run of this command
         return
     meta = publish(layout.root, layout.fingerprint, list(merge.units), n)
-    log.info("n-gram fingerprint of the train split: %s distinct %d-grams in %s", f"{meta['hashes']:,}", n, FINGERPRINT_FILE)
+    log.info(
+        "n-gram fingerprint of the train split: %s distinct %d-grams in %s", f"{meta['hashes']:,}", n, FINGERPRINT_FILE
+    )
 
 
 def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
@@ -144,7 +160,9 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     unit_config = replace(config, output_dir=str(layout.root))
     chat = config.format == "chat"
     encode_function = encode_chat_unit if chat else encode_unit
-    encode = Stage("encode", units, partial(encode_function, config=unit_config, tokenizer=tokenizer), layout.markers("encode"))
+    encode = Stage(
+        "encode", units, partial(encode_function, config=unit_config, tokenizer=tokenizer), layout.markers("encode")
+    )
     pending = set(encode.pending())
     ran_now = [unit in pending for unit in units]
     log.info("tokenizing %d units (%d already done) into %s", len(units), ran_now.count(False), layout.root)
@@ -157,12 +175,22 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     # cut a sample), and a shard holds a whole number of samples.
     streams, promoted = split_streams(units, stats, layout, 0.0 if chat else config.val_fraction)
     per_sample = sample_tokens(config.chat) if chat else None
-    tokens_per_shard = max(config.tokens_per_shard // per_sample, 1) * per_sample if per_sample else config.tokens_per_shard
+    tokens_per_shard = (
+        max(config.tokens_per_shard // per_sample, 1) * per_sample if per_sample else config.tokens_per_shard
+    )
     shards = {split: plan_shards(split, streams[split], tokens_per_shard) for split in SPLITS}
-    pack = Stage("pack", [shard for split in SPLITS for shard in shards[split]],
-                 partial(pack_shard, output_dir=str(layout.root), vocab_size=special.vocab_size, tokenizer_hash=special.tokenizer_hash,
-                         loss_mask=chat),
-                 layout.markers("pack"))
+    pack = Stage(
+        "pack",
+        [shard for split in SPLITS for shard in shards[split]],
+        partial(
+            pack_shard,
+            output_dir=str(layout.root),
+            vocab_size=special.vocab_size,
+            tokenizer_hash=special.tokenizer_hash,
+            loss_mask=chat,
+        ),
+        layout.markers("pack"),
+    )
     # Chat sets are fine-tuning data, not the pretraining corpus that evaluation is audited against.
     merge = fingerprint_stage(layout, stats) if config.fingerprint_ngram is not None and not chat else None
     stages = [pack] if merge is None else [pack, merge]
@@ -172,13 +200,24 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
             log.info("%s: re-run the same command once they are done", message)
             return None
     for split in SPLITS:
-        SplitIndex(split, special.tokenizer_hash, tokens_per_shard, unit_stats(pack.marker_dir, shards[split]),
-                   sample_tokens=per_sample).save(layout.root)
+        SplitIndex(
+            split,
+            special.tokenizer_hash,
+            tokens_per_shard,
+            unit_stats(pack.marker_dir, shards[split]),
+            sample_tokens=per_sample,
+        ).save(layout.root)
     if merge is not None:
         publish_fingerprint(layout, merge, config.fingerprint_ngram)
     shutil.rmtree(layout.runs, ignore_errors=True)  # every shard is out of them now
-    summary = TokenizeSummary.collect(stats, ran_now, {split: len(shards[split]) for split in SPLITS}, config.val_fraction,
-                                      tokens_per_shard, time.perf_counter() - start)
+    summary = TokenizeSummary.collect(
+        stats,
+        ran_now,
+        {split: len(shards[split]) for split in SPLITS},
+        config.val_fraction,
+        tokens_per_shard,
+        time.perf_counter() - start,
+    )
     for document in promoted:
         summary.move_to_val(document.num_tokens)
     atomic_write_text(layout.summary, json.dumps(summary.to_json(), indent=1))

@@ -1,4 +1,5 @@
 """The options of ``python -m data_pipeline.tokenize`` (configs/tokenize.yaml)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@ batch; the runs are published (renamed) when the unit ends, then the executor's 
 The split of a document comes from a hash of its id: stable across reruns, unit sizes and
 worker counts. The unit's stats (its marker) say how many tokens each run holds, which is
 all stage 2 needs to place every unit's tokens in the split's one stream."""
+
 from __future__ import annotations
 
 import heapq
@@ -15,15 +16,14 @@ from typing import Any, Iterable, Iterator
 import xxhash
 
 from data_pipeline.decontaminate.fingerprint import FingerprintRunWriter
-from data_pipeline.io.readers import BadInputTally
 from data_pipeline.document import Document
 from data_pipeline.formats.token_shards import TokenShardWriter
-from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
-from data_pipeline.io.readers import BadInput, read_unit
+from data_pipeline.formats.tokenizer_files import TokenizerFiles
+from data_pipeline.io.readers import BadInput, BadInputTally, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import TokenizeConfig
 from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, Layout
-from data_pipeline.formats.tokenizer_files import TokenizerFiles
+from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
 
 # Records per encode call: amortises the call overhead, keeps memory small.
 ENCODE_BATCH = 64
@@ -56,18 +56,28 @@ def keep_smallest(heap: list[tuple[int, int, int]], entry: tuple[int, int, int])
         heapq.heapreplace(heap, entry)
 
 
-def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFiles | HFTokenizerFiles) -> dict[str, Any]:
+def encode_unit(
+    unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFiles | HFTokenizerFiles
+) -> dict[str, Any]:
     """Encode one input unit into its runs; returns its stats (the unit's marker)."""
     start_cpu = time.process_time()
     layout = Layout(config.output_dir)
     processor = tokenizer.processor()
     special = tokenizer.special_tokens
     bad_input = BadInputTally(config.strict)
-    stats: dict[str, Any] = {"unit": str(unit), "bytes": 0, "documents": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
-                             # the train documents of smallest id hash: [hash, first token, end token] in the run
-                             "smallest_train_hashes": []}
+    stats: dict[str, Any] = {
+        "unit": str(unit),
+        "bytes": 0,
+        "documents": dict.fromkeys(SPLITS, 0),
+        "tokens": dict.fromkeys(SPLITS, 0),
+        # the train documents of smallest id hash: [hash, first token, end token] in the run
+        "smallest_train_hashes": [],
+    }
     smallest: list[tuple[int, int, int]] = []  # a heap of (-hash, start, stop): the largest of them on top
-    writers = {split: TokenShardWriter(layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash) for split in SPLITS}
+    writers = {
+        split: TokenShardWriter(layout.run_prefix(split, unit.index), special.vocab_size, special.tokenizer_hash)
+        for split in SPLITS
+    }
     fingerprint = None
     if config.fingerprint_ngram is not None:  # from the text: tokens have no words
         fingerprint = FingerprintRunWriter(layout.fingerprint / f"run-{unit.index:05d}", config.fingerprint_ngram)
@@ -79,8 +89,13 @@ def encode_unit(unit: InputUnit, config: TokenizeConfig, tokenizer: TokenizerFil
                     bad_input.add(item)
                 else:
                     documents.append(item)
-            encoded = processor.encode([document.text for document in documents], add_bos=config.add_bos, add_eos=True,
-                                       num_threads=1, return_type="numpy")  # parallelism comes from the units
+            encoded = processor.encode(
+                [document.text for document in documents],
+                add_bos=config.add_bos,
+                add_eos=True,
+                num_threads=1,
+                return_type="numpy",
+            )  # parallelism comes from the units
             for document, ids in zip(documents, encoded):
                 hashed = id_hash(document)
                 split = VAL if is_val(hashed, config.val_fraction) else TRAIN

@@ -1,17 +1,18 @@
 """Where every file of a tokenize run lives under output_dir.
 
-  <split>-<NNNNN>.bin/.idx/.json    the token shards, tokens_per_shard tokens each but the last
-                                    (format=chat: also .mask, and whole samples per shard)
-  <split>.shards.json               the split index: every shard's size (the loader reads only it)
-  tokenizer.model, tokenizer_meta.json, ...   the tokenizer the shards were made with
-  summary.json                      what the run did (tokens and documents per split, ...)
-  _work/run.json                    the settings and input units this output_dir belongs to
-  _work/done/<stage>/<unit>.done.json   a unit's stats: its completion marker (the executor's)
-  _work/runs/<split>-<unit>.*       stage 1's token runs, one per input unit and split (removed at the end)
-  _work/fingerprint/                stage 1's n-gram runs and their merged hash ranges (removed at the end)
-  train.ngrams.u64, .json           the train split's n-gram fingerprint (decontaminate/fingerprint.py)
-  _work/slurm/                      submitit's scripts and logs (executor=slurm)
+<split>-<NNNNN>.bin/.idx/.json    the token shards, tokens_per_shard tokens each but the last
+                                  (format=chat: also .mask, and whole samples per shard)
+<split>.shards.json               the split index: every shard's size (the loader reads only it)
+tokenizer.model, tokenizer_meta.json, ...   the tokenizer the shards were made with
+summary.json                      what the run did (tokens and documents per split, ...)
+_work/run.json                    the settings and input units this output_dir belongs to
+_work/done/<stage>/<unit>.done.json   a unit's stats: its completion marker (the executor's)
+_work/runs/<split>-<unit>.*       stage 1's token runs, one per input unit and split (removed at the end)
+_work/fingerprint/                stage 1's n-gram runs and their merged hash ranges (removed at the end)
+train.ngrams.u64, .json           the train split's n-gram fingerprint (decontaminate/fingerprint.py)
+_work/slurm/                      submitit's scripts and logs (executor=slurm)
 """
+
 from __future__ import annotations
 
 from pathlib import Path

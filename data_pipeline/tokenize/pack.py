@@ -2,6 +2,7 @@
 order) cut into shards of exactly ``tokens_per_shard`` tokens, the last one shorter. Shard k
 copies its token range out of the runs (memory-mapped) with the document ends inside it,
 so the shards do not depend on how many units or workers made the runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,20 +52,31 @@ class ShardUnit:
         return self.key
 
 
-def split_streams(units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: Layout,
-                  val_fraction: float) -> tuple[dict[str, list[Segment]], list[Segment]]:
+def split_streams(
+    units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: Layout, val_fraction: float
+) -> tuple[dict[str, list[Segment]], list[Segment]]:
     """Each split's stream as run segments in unit order, from the units' markers; and the
     train documents given to an empty val split, if any."""
-    streams = {split: [Segment(layout.run_prefix(split, unit.index), 0, unit_stats["tokens"][split])
-                       for unit, unit_stats in zip(units, stats)] for split in SPLITS}
+    streams = {
+        split: [
+            Segment(layout.run_prefix(split, unit.index), 0, unit_stats["tokens"][split])
+            for unit, unit_stats in zip(units, stats)
+        ]
+        for split in SPLITS
+    }
     documents = sum(sum(unit_stats["documents"].values()) for unit_stats in stats)
     val_documents = sum(unit_stats["documents"][VAL] for unit_stats in stats)
     promoted: list[Segment] = []
     if val_fraction > 0 and val_documents == 0 and documents >= MIN_DOCUMENTS_FOR_VAL:
         # the smallest hashes, the earliest document among equal ones: the same for any units
-        candidates = sorted((hashed, position, start, stop) for position, unit_stats in enumerate(stats)
-                            for hashed, start, stop in unit_stats["smallest_train_hashes"])
-        chosen = sorted(candidate[1:] for candidate in candidates[: min(VAL_FALLBACK_DOCUMENTS, documents // MIN_DOCUMENTS_FOR_VAL)])
+        candidates = sorted(
+            (hashed, position, start, stop)
+            for position, unit_stats in enumerate(stats)
+            for hashed, start, stop in unit_stats["smallest_train_hashes"]
+        )
+        chosen = sorted(
+            candidate[1:] for candidate in candidates[: min(VAL_FALLBACK_DOCUMENTS, documents // MIN_DOCUMENTS_FOR_VAL)]
+        )
         promoted = [Segment(streams[TRAIN][position].run, start, stop) for position, start, stop in chosen]
         streams[VAL] = promoted
         for position in sorted({position for position, _, _ in chosen}, reverse=True):
@@ -104,7 +116,9 @@ def document_ends(offsets: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.append(inside, stop) - start
 
 
-def pack_shard(unit: ShardUnit, output_dir: str, vocab_size: int, tokenizer_hash: str, loss_mask: bool = False) -> dict[str, Any]:
+def pack_shard(
+    unit: ShardUnit, output_dir: str, vocab_size: int, tokenizer_hash: str, loss_mask: bool = False
+) -> dict[str, Any]:
     """Write one output shard from its pieces (and their loss masks: chat runs); returns its
     size (the unit's marker)."""
     prefix = Layout(output_dir).shard_prefix(unit.split, unit.index)

@@ -1,5 +1,6 @@
 """What a tokenize run did: documents, tokens and shards per split, throughput of the units
 run this time, and the bad input records skipped (with file and line)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -31,9 +32,23 @@ class TokenizeSummary:
     chat: dict[str, int] | None = None
 
     @classmethod
-    def collect(cls, unit_stats: Sequence[dict[str, Any]], ran_now: Sequence[bool], shards: dict[str, int],
-                val_fraction: float, tokens_per_shard: int, wall_seconds: float) -> "TokenizeSummary":
-        summary = cls(len(unit_stats), ran_now.count(False), val_fraction, tokens_per_shard, shards=dict(shards), wall_seconds=wall_seconds)
+    def collect(
+        cls,
+        unit_stats: Sequence[dict[str, Any]],
+        ran_now: Sequence[bool],
+        shards: dict[str, int],
+        val_fraction: float,
+        tokens_per_shard: int,
+        wall_seconds: float,
+    ) -> TokenizeSummary:
+        summary = cls(
+            len(unit_stats),
+            ran_now.count(False),
+            val_fraction,
+            tokens_per_shard,
+            shards=dict(shards),
+            wall_seconds=wall_seconds,
+        )
         bad_input = BadInputTally(strict=False)
         for stats, now in zip(unit_stats, ran_now):
             for split in SPLITS:
@@ -64,8 +79,10 @@ class TokenizeSummary:
         documents, tokens = sum(self.documents.values()), sum(self.tokens.values())
         wall, cpu = max(self.wall_seconds, 1e-9), max(self.cpu_seconds, 1e-9)
         new_megabytes = self.new_bytes / 1e6
-        splits = "; ".join(f"{split} {self.documents[split]:,} docs / {self.tokens[split]:,} tokens in {self.shards[split]} shards"
-                           for split in SPLITS)
+        splits = "; ".join(
+            f"{split} {self.documents[split]:,} docs / {self.tokens[split]:,} tokens in {self.shards[split]} shards"
+            for split in SPLITS
+        )
         val_share = self.tokens[VAL] / max(tokens, 1)
         lines = [
             f"tokenized {self.units} units ({self.units_done_before} already done): {documents:,} documents, {tokens:,} tokens, "
@@ -74,14 +91,23 @@ class TokenizeSummary:
             f"{new_megabytes / cpu:.2f} MB, {self.new_tokens / cpu:,.0f} tokens; {self.num_bytes / max(tokens, 1):.2f} bytes/token",
             f"  {splits} (shards of {self.tokens_per_shard:,} tokens; val_fraction={self.val_fraction}: "
             f"{val_share:.2%} of the tokens)",
-            *([] if self.chat is None else [
-                f"  chat: {self.chat['samples']:,} samples, {self.chat['loss_tokens']:,} loss tokens, {self.chat['padding_tokens']:,} "
-                f"padding tokens; {self.chat['truncated']:,} conversations truncated"]),
+            *(
+                []
+                if self.chat is None
+                else [
+                    f"  chat: {self.chat['samples']:,} samples, {self.chat['loss_tokens']:,} loss tokens, {self.chat['padding_tokens']:,} "
+                    f"padding tokens; {self.chat['truncated']:,} conversations truncated"
+                ]
+            ),
             f"  {self.bad_input['count']} bad records skipped"
             + "".join(f" ({reason}: {count})" for reason, count in sorted(self.bad_input["by_reason"].items()))
-            + "".join(f"\n    {event['file']}:{event['line']}: {event['reason']}: {event['detail']}"
-                      for event in self.bad_input["events"][:BAD_INPUT_EXAMPLES]),
+            + "".join(
+                f"\n    {event['file']}:{event['line']}: {event['reason']}: {event['detail']}"
+                for event in self.bad_input["events"][:BAD_INPUT_EXAMPLES]
+            ),
         ]
         if not self.documents[VAL]:
-            lines.append("  warning: the val split is empty (raise val_fraction): training will report no validation loss")
+            lines.append(
+                "  warning: the val split is empty (raise val_fraction): training will report no validation loss"
+            )
         return "\n".join(lines)

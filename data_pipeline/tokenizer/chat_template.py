@@ -15,6 +15,7 @@ chat evaluation tasks.
 The assistant tokens of a turn are those its rendering adds after the generation prompt,
 up to the next turn: its content and end-of-turn marker (what the model must learn to say).
 """
+
 from __future__ import annotations
 
 import json
@@ -91,9 +92,12 @@ class JinjaChatTemplate:
     def __init__(self, source: str, tokenizer: Any, variables: dict[str, Any], eos_id: int) -> None:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        environment = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         environment.filters["tojson"] = lambda value, indent=None, ensure_ascii=False, sort_keys=False: json.dumps(
-            value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+            value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys
+        )
         environment.globals["raise_exception"] = _raise_exception
         self.template = environment.from_string(source)
         self.tokenizer = tokenizer
@@ -101,7 +105,9 @@ class JinjaChatTemplate:
         self.end_of_turn_ids = frozenset({eos_id, *self._turn_end_ids()})
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
-        return self.template.render(messages=list(messages), add_generation_prompt=add_generation_prompt, **self.variables)
+        return self.template.render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **self.variables
+        )
 
     def _assistant_spans(self, messages: Sequence[Message], text: str) -> list[tuple[int, int]]:
         """[start, stop) characters of each assistant turn in the rendered ``text``."""
@@ -134,7 +140,9 @@ class JinjaChatTemplate:
             return set()
         tail = through[len(before) :].split("!", 1)[-1]
         special = {token_id for token_id, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
-        return {token_id for token_id in self.tokenizer.encode(tail, add_special_tokens=False).ids if token_id in special}
+        return {
+            token_id for token_id in self.tokenizer.encode(tail, add_special_tokens=False).ids if token_id in special
+        }
 
 
 def hf_chat_template_source(directory: Path) -> str | None:
@@ -153,14 +161,14 @@ def hf_chat_template_source(directory: Path) -> str | None:
 def check_messages(messages: Any) -> str | None:
     """Why ``messages`` is not a conversation this module renders, or None."""
     if not isinstance(messages, list) or not messages:
-        return "no \"messages\" list (or \"prompt\" and \"completion\" strings)"
+        return 'no "messages" list (or "prompt" and "completion" strings)'
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            return f"message {index} is not an object with a \"role\""
+            return f'message {index} is not an object with a "role"'
         if message["role"] not in ROLES:
             return f"message {index} has role {message['role']!r}; roles are {', '.join(ROLES)}"
         if not isinstance(message.get("content"), str) or not message["content"].strip():
-            return f"message {index} ({message['role']}) has empty or missing \"content\""
+            return f'message {index} ({message["role"]}) has empty or missing "content"'
     return None
 
 

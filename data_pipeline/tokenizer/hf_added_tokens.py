@@ -7,6 +7,7 @@ The new tokens are appended after the tokenizer's vocabulary (ids ``vocab_size``
 ``AutoTokenizer`` then gives the same ids, and ``HFTokenizerFiles.load`` finds them. Training
 with ``init_from`` grows the checkpoint's embedding (and head) to cover them (docs/hf.md).
 """
+
 from __future__ import annotations
 
 import json

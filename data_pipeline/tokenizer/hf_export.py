@@ -3,6 +3,7 @@
 
 transformers is a dev extra: without it the export is skipped with a warning.
 """
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ tokenizer without BOS or pad uses EOS for them (documents end with EOS either wa
 tokenizers have no mask token or sentinels (``<extra_id_N>``): CLM only, MLM and span
 corruption refuse, unless tokenize's ``add_special_tokens=true`` appended them.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from data_pipeline.tokenizer.train import sentinel_piece
-from data_pipeline.formats.tokenizer_files import HF_TOKENIZER_FILES, MODEL_FILENAME, TokenizerFiles, copy_tokenizer_files, file_sha256
 from data_pipeline.formats.special_tokens import META_FILENAME, SpecialTokens
+from data_pipeline.formats.tokenizer_files import (
+    HF_TOKENIZER_FILES,
+    MODEL_FILENAME,
+    TokenizerFiles,
+    copy_tokenizer_files,
+    file_sha256,
+)
+from data_pipeline.tokenizer.train import sentinel_piece
 
 TOKENIZER_JSON = "tokenizer.json"
 
@@ -38,8 +45,12 @@ class HFProcessor:
         self.special = special
 
     def encode(
-        self, input: str | Sequence[str], add_bos: bool = False, add_eos: bool = False,
-        num_threads: Optional[int] = None, return_type: Optional[str] = None,
+        self,
+        input: str | Sequence[str],
+        add_bos: bool = False,
+        add_eos: bool = False,
+        num_threads: Optional[int] = None,
+        return_type: Optional[str] = None,
     ) -> Any:
         """Ids of a text, or of each of a list of texts; the tokenizer's own post-processing
         (a BOS it may add) is off, BOS and EOS are added as asked, as for SentencePiece."""
@@ -94,7 +105,9 @@ def prompt_start_ids(tokenizer: Any) -> list[int]:
     goes by the post-processor, whatever ``add_bos_token`` tokenizer_config.json sets)."""
     bare = tokenizer.encode("x", add_special_tokens=False).ids
     full = tokenizer.encode("x", add_special_tokens=True).ids
-    return next((full[:start] for start in range(len(full) - len(bare) + 1) if full[start : start + len(bare)] == bare), [])
+    return next(
+        (full[:start] for start in range(len(full) - len(bare) + 1) if full[start : start + len(bare)] == bare), []
+    )
 
 
 def _sentinel_ids(tokenizer: Any) -> tuple[int, ...]:
@@ -114,14 +127,16 @@ class HFTokenizerFiles:
     special_tokens: SpecialTokens
 
     @classmethod
-    def load(cls, directory: Path) -> "HFTokenizerFiles":
+    def load(cls, directory: Path) -> HFTokenizerFiles:
         from tokenizers import Tokenizer
 
         model_path = directory / TOKENIZER_JSON
         tokenizer = Tokenizer.from_file(str(model_path))
         ids = _token_ids(directory, tokenizer)
         if ids["eos_token"] is None:
-            raise ValueError(f"{directory}: tokenizer_config.json sets no eos_token; every document ends with EOS, so set one")
+            raise ValueError(
+                f"{directory}: tokenizer_config.json sets no eos_token; every document ends with EOS, so set one"
+            )
         eos = ids["eos_token"]
         special = SpecialTokens(
             vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),

@@ -6,6 +6,7 @@ resolved config in ``<output_dir>/.hydra``: nothing lands in the current directo
 an ``output_dir`` nothing is written at all, and the command stops on the missing value
 with a short error instead of failing inside Hydra's run-directory setup.
 """
+
 from __future__ import annotations
 
 import logging

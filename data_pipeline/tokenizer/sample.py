@@ -17,6 +17,7 @@ anywhere. Documents are fed whole (newlines included, so pieces such as ".\\n\\n
 learned); one longer than SentencePiece's ``max_sentence_length`` would be skipped by it, so
 it is cut into pieces at line ends instead.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -86,7 +87,9 @@ def choose_units(units: list[InputUnit], min_bytes: Optional[float], seed: int) 
     ``min_bytes`` (all of them for None), returned in input order."""
     if min_bytes is None:
         return units
-    order = sorted(units, key=lambda unit: xxhash.xxh64_intdigest(f"{unit.input_name}\0{unit.start}".encode(), seed=seed))
+    order = sorted(
+        units, key=lambda unit: xxhash.xxh64_intdigest(f"{unit.input_name}\0{unit.start}".encode(), seed=seed)
+    )
     chosen, total = [], 0
     for unit in order:
         if total >= min_bytes:
@@ -133,7 +136,13 @@ def unit_sample(unit: InputUnit, settings: SampleSettings) -> dict[str, Any]:
         for piece, text in enumerate(cut_text(item.text, text_bytes, settings.max_bytes)):
             texts += 1
             keep_smallest(heap, (-key, -piece, text), settings.size)
-    return {"heap": heap, "documents": documents, "texts": texts, "num_bytes": num_bytes, "bad_input": bad_input.stats()}
+    return {
+        "heap": heap,
+        "documents": documents,
+        "texts": texts,
+        "num_bytes": num_bytes,
+        "bad_input": bad_input.stats(),
+    }
 
 
 @dataclass
@@ -191,6 +200,9 @@ class TrainingSample:
             log.warning(
                 "the sample has %d of input_sentence_size=%d texts from %d of %d input units; raise "
                 "sample_units_factor (or set it to null) to read more of the input",
-                len(heap), settings.size, len(chosen), len(self.units),
+                len(heap),
+                settings.size,
+                len(chosen),
+                len(self.units),
             )
         return heap

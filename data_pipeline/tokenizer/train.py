@@ -4,6 +4,7 @@
 Writes ``tokenizer.model``, ``tokenizer_meta.json`` (the special token ids the objectives
 read) and, when transformers is installed, the files ``AutoTokenizer`` loads offline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,8 +114,10 @@ def check_config(config: TokenizerConfig) -> None:
     if config.input_sentence_size < 1:
         raise ValueError(f"input_sentence_size={config.input_sentence_size}: the sample needs texts; set it >= 1")
     if config.sample_units_factor is not None and config.sample_units_factor <= 0:
-        raise ValueError(f"sample_units_factor={config.sample_units_factor}: set it > 0 (4 reads 4× the sample), "
-                         "or null to read every input unit")
+        raise ValueError(
+            f"sample_units_factor={config.sample_units_factor}: set it > 0 (4 reads 4× the sample), "
+            "or null to read every input unit"
+        )
     if config.workers < 0:
         raise ValueError(f"workers={config.workers}: set it >= 1, or 0 for all cores")
 
@@ -134,8 +137,12 @@ def vocabulary_too_large(err: RuntimeError, vocab_size: int) -> ValueError | Non
 def report_bad_input(bad_input: BadInputTally) -> None:
     stats = bad_input.stats()
     if stats["count"]:
-        listed = "\n  ".join(f"{event['file']}:{event['line']}: {event['reason']}: {event['detail']}" for event in stats["events"])
-        log.warning("skipped %d bad records (strict=true fails on them instead); the first ones:\n  %s", stats["count"], listed)
+        listed = "\n  ".join(
+            f"{event['file']}:{event['line']}: {event['reason']}: {event['detail']}" for event in stats["events"]
+        )
+        log.warning(
+            "skipped %d bad records (strict=true fails on them instead); the first ones:\n  %s", stats["count"], listed
+        )
 
 
 def read_special_tokens(model_path: Path, num_sentinels: int) -> SpecialTokens:
@@ -157,9 +164,13 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     units = input_units(config.input, config.reader.hf)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    settings = SampleSettings(config.input_sentence_size, config.max_sentence_length, config.seed, config.strict, config.reader)
+    settings = SampleSettings(
+        config.input_sentence_size, config.max_sentence_length, config.seed, config.strict, config.reader
+    )
     stream = TrainingSample(units, settings, config.workers or os.cpu_count() or 1, config.sample_units_factor)
-    log.info("training a %d-piece BPE tokenizer on a sample of up to %d texts", config.vocab_size, config.input_sentence_size)
+    log.info(
+        "training a %d-piece BPE tokenizer on a sample of up to %d texts", config.vocab_size, config.input_sentence_size
+    )
     start = time.perf_counter()
     try:
         spm.SentencePieceTrainer.train(
@@ -180,8 +191,13 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
         export_transformers_tokenizer(output_dir, special_tokens)
     log.info(
         "read %d documents (%.1f MB, %d training texts) from %d of %d input units; trained in %.1f s; wrote %s",
-        stream.documents, stream.num_bytes / 1e6, stream.texts, stream.units_read, len(units),
-        time.perf_counter() - start, output_dir,
+        stream.documents,
+        stream.num_bytes / 1e6,
+        stream.texts,
+        stream.units_read,
+        len(units),
+        time.perf_counter() - start,
+        output_dir,
     )
     return special_tokens
 

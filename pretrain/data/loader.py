@@ -1,4 +1,5 @@
 """From global sample positions to the token windows each rank trains on."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,17 +82,22 @@ class ValidationSet:
         return np.stack(rows).astype(np.int64)
 
 
-def open_source(path: str | Path, split: str, window: int, tokenizer_hash: str | None, loss_mask: bool = False) -> PackedWindows:
+def open_source(
+    path: str | Path, split: str, window: int, tokenizer_hash: str | None, loss_mask: bool = False
+) -> PackedWindows:
     """A directory of our token shards, or the prefix of a Megatron .bin/.idx pair (which has
     no splits and carries no tokenizer hash: all of it is read, whatever ``split`` asks).
     ``loss_mask``: chat shards, whose windows carry their loss masks (objective=sft)."""
     if is_megatron_prefix(path):
         if loss_mask:
-            raise ShardError(f"data.path={path}: a Megatron pair has no loss mask; objective=sft trains on `tokenize format=chat` output")
+            raise ShardError(
+                f"data.path={path}: a Megatron pair has no loss mask; objective=sft trains on `tokenize format=chat` output"
+            )
         return PackedWindows([MegatronTokens(path)], window)
     return PackedWindows.open(path, split, window, tokenizer_hash, loss_mask)
 
 
-def open_sources(paths: list[str | Path], split: str, window: int, tokenizer_hash: str | None,
-                 loss_mask: bool = False) -> list[PackedWindows]:
+def open_sources(
+    paths: list[str | Path], split: str, window: int, tokenizer_hash: str | None, loss_mask: bool = False
+) -> list[PackedWindows]:
     return [open_source(path, split, window, tokenizer_hash, loss_mask) for path in paths]

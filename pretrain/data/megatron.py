@@ -13,6 +13,7 @@ end-of-document token only with ``--append-eod``; without it documents run into 
 other, as they also do in Megatron's own GPT dataset: we read them the same way and say so
 in a start-up warning (checked on the first documents).
 """
+
 from __future__ import annotations
 
 import struct
@@ -49,7 +50,9 @@ class MegatronTokens:
         self.num_tokens = int(lengths.sum(dtype=np.int64))
         self.num_sequences = len(lengths)
         if not _back_to_back(lengths, pointers, dtype.itemsize):
-            raise ShardError(f"{index_path}: sequences are not stored back to back in the .bin; rewrite it with Megatron's builder")
+            raise ShardError(
+                f"{index_path}: sequences are not stored back to back in the .bin; rewrite it with Megatron's builder"
+            )
         self._lengths, self._pointers, self._documents = lengths, pointers, documents
         data_path = Path(f"{prefix}.bin")
         needed = self.num_tokens * dtype.itemsize
@@ -59,7 +62,11 @@ class MegatronTokens:
                 f"{data_path}: {'missing' if size < 0 else f'{size} bytes'}, but {index_path} indexes {needed} bytes; "
                 "the pair is incomplete, copy or rebuild the .bin"
             )
-        self.tokens = np.memmap(data_path, dtype=dtype, mode="r", shape=(self.num_tokens,)) if self.num_tokens else np.empty(0, dtype)
+        self.tokens = (
+            np.memmap(data_path, dtype=dtype, mode="r", shape=(self.num_tokens,))
+            if self.num_tokens
+            else np.empty(0, dtype)
+        )
 
     def documents_without_eos(self, eos_id: int, first: int = 1000) -> int:
         """How many of the first ``first`` documents do not end with ``eos_id`` (a sample:
@@ -75,19 +82,25 @@ class MegatronTokens:
         with open(path, "rb") as stream:
             head = stream.read(len(MAGIC) + _HEADER.size)
         if len(head) < len(MAGIC) + _HEADER.size or not head.startswith(MAGIC):
-            raise ShardError(f"{path}: not a Megatron MMIDIDX index (bad or short header); give the prefix of a .bin/.idx pair")
+            raise ShardError(
+                f"{path}: not a Megatron MMIDIDX index (bad or short header); give the prefix of a .bin/.idx pair"
+            )
         version, code, sequences, document_entries = _HEADER.unpack_from(head, len(MAGIC))
         if version != 1:
             raise ShardError(f"{path}: MMIDIDX version {version} is not supported (expected 1)")
         if code not in TOKEN_DTYPES:
-            raise ShardError(f"{path}: dtype code {code} is not an integer token type; re-run Megatron's preprocess_data")
+            raise ShardError(
+                f"{path}: dtype code {code} is not an integer token type; re-run Megatron's preprocess_data"
+            )
         start = len(MAGIC) + _HEADER.size
         try:
             lengths = _array(path, "<i4", start, sequences)
             pointers = _array(path, "<i8", start + 4 * sequences, sequences)
             documents = _array(path, "<i8", start + 12 * sequences, document_entries)
         except ValueError:
-            raise ShardError(f"{path}: shorter than its {sequences} sequences need; the index is cut off, rebuild it") from None
+            raise ShardError(
+                f"{path}: shorter than its {sequences} sequences need; the index is cut off, rebuild it"
+            ) from None
         return lengths, pointers, documents, np.dtype(TOKEN_DTYPES[code]).newbyteorder("<")
 
 

@@ -4,6 +4,7 @@
 rank can compute which sample sits at any position without talking to the others, so a
 resumed run (on any number of ranks) continues exactly where the last one stopped.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Where a run's training data and tokenizer are, checked before anything is built."""
+
 from __future__ import annotations
 
 from pathlib import Path

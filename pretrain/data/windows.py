@@ -14,6 +14,7 @@ bytes (objective=sft reads both).
 A split of thousands of shards opens lazily: the sizes come from the split index (one small
 file, data_pipeline/formats/token_shards.py), and a shard is memory-mapped on first use.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,9 @@ class LazyTokenShard:
 
 
 class PackedWindows:
-    def __init__(self, shards: list, window: int, loss_mask: bool = False) -> None:  # each with num_tokens and tokens (and mask)
+    def __init__(
+        self, shards: list, window: int, loss_mask: bool = False
+    ) -> None:  # each with num_tokens and tokens (and mask)
         if window < 2:
             raise ValueError(f"window must hold at least 2 tokens, got {window}")
         self.shards = shards
@@ -64,8 +67,9 @@ class PackedWindows:
         self._starts = np.concatenate(([0], np.cumsum(counts)))
 
     @classmethod
-    def open(cls, directory: str | Path, split: str, window: int, tokenizer_hash: str | None = None,
-             loss_mask: bool = False) -> "PackedWindows":
+    def open(
+        cls, directory: str | Path, split: str, window: int, tokenizer_hash: str | None = None, loss_mask: bool = False
+    ) -> PackedWindows:
         index = SplitIndex.load(directory, split)
         if index is not None and tokenizer_hash and index.tokenizer_hash != tokenizer_hash:
             raise ShardError(
@@ -76,7 +80,9 @@ class PackedWindows:
         sizes = shard_sizes(directory, split)
         if not sizes:
             raise ShardError(f"{directory}: no complete '{split}-*' token shards; run data_pipeline.tokenize first")
-        return cls([LazyTokenShard(prefix, num_tokens, tokenizer_hash) for prefix, num_tokens in sizes], window, loss_mask)
+        return cls(
+            [LazyTokenShard(prefix, num_tokens, tokenizer_hash) for prefix, num_tokens in sizes], window, loss_mask
+        )
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -99,12 +105,18 @@ def check_chat_samples(directory: str | Path, index: SplitIndex | None, window: 
     """Chat shards are for objective=sft (and it for them), with samples of exactly ``window`` tokens."""
     sample_tokens = None if index is None else index.sample_tokens
     if loss_mask and sample_tokens is None:
-        raise ShardError(f"data.path={directory}: plain token shards have no loss mask; objective=sft trains on the output of "
-                         "`data_pipeline.tokenize format=chat` (docs/sft.md)")
+        raise ShardError(
+            f"data.path={directory}: plain token shards have no loss mask; objective=sft trains on the output of "
+            "`data_pipeline.tokenize format=chat` (docs/sft.md)"
+        )
     if not loss_mask and sample_tokens is not None:
-        raise ShardError(f"data.path={directory}: chat shards (tokenize format=chat) hold padded conversations; train them "
-                         "with objective=sft")
+        raise ShardError(
+            f"data.path={directory}: chat shards (tokenize format=chat) hold padded conversations; train them "
+            "with objective=sft"
+        )
     if loss_mask and sample_tokens != window:
-        raise ShardError(f"data.path={directory}: chat samples of {sample_tokens} tokens (tokenized with chat.seq_len="
-                         f"{sample_tokens - 1}), but train.seq_len={window - 1}; set train.seq_len={sample_tokens - 1} or "
-                         f"re-tokenize with chat.seq_len={window - 1}")
+        raise ShardError(
+            f"data.path={directory}: chat samples of {sample_tokens} tokens (tokenized with chat.seq_len="
+            f"{sample_tokens - 1}), but train.seq_len={window - 1}; set train.seq_len={sample_tokens - 1} or "
+            f"re-tokenize with chat.seq_len={window - 1}"
+        )

@@ -7,6 +7,7 @@ question and the right answer). An item of fewer than n words has no n-gram and 
 
 Reported beside every score (but perplexity over token shards): ``<task>/contamination`` (the
 fraction of contaminated items; NaN, shown as "unknown", when the run's data has no fingerprint) and the score on the clean items alone (``<task>/clean_<metric>``)."""
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,9 @@ def training_paths(data: Any) -> list[str]:
     """The token directories of a run's ``data`` config (the dataclass or its saved dict)."""
     get = data.get if isinstance(data, Mapping) else (lambda key: getattr(data, key, None))
     sources = get("sources") or []
-    return ([get("path")] if get("path") else []) + [source["path"] if isinstance(source, Mapping) else source.path for source in sources]
+    return ([get("path")] if get("path") else []) + [
+        source["path"] if isinstance(source, Mapping) else source.path for source in sources
+    ]
 
 
 class TrainingData:
@@ -41,8 +44,12 @@ class TrainingData:
         self.fingerprints: Optional[list[Fingerprint]] = found if found and all(found) else None  # type: ignore[assignment]
         self._clean: dict[str, Optional[np.ndarray]] = {}  # by task label: in-loop evaluation checks each task once
         if self.fingerprints is None:
-            log.warning("contamination: unknown (no %s beside the token shards of %s; tokenize with data_pipeline.tokenize "
-                     "to get one)", FINGERPRINT_META, ", ".join(self.paths) or "the run's data")
+            log.warning(
+                "contamination: unknown (no %s beside the token shards of %s; tokenize with data_pipeline.tokenize "
+                "to get one)",
+                FINGERPRINT_META,
+                ", ".join(self.paths) or "the run's data",
+            )
 
     @staticmethod
     def audits(task: TaskConfig) -> bool:
@@ -60,11 +67,15 @@ class TrainingData:
             if task.type is not TaskType.perplexity:  # its limit counts windows, not items
                 texts = texts[: task.limit]
             fingerprints = self.fingerprints
-            self._clean[task.label] = np.asarray([not any(print_.overlaps(text) for print_ in fingerprints) for text in texts], dtype=bool)
+            self._clean[task.label] = np.asarray(
+                [not any(print_.overlaps(text) for print_ in fingerprints) for text in texts], dtype=bool
+            )
         return self._clean[task.label]
 
 
-def clean_metrics(score: Callable[..., dict[str, float]], clean: Sequence[bool], *columns: Sequence[Any]) -> dict[str, float]:
+def clean_metrics(
+    score: Callable[..., dict[str, float]], clean: Sequence[bool], *columns: Sequence[Any]
+) -> dict[str, float]:
     """``score`` of the clean items alone (each column: one value per item), as clean_<metric>."""
     kept = [[value for value, keep in zip(column, clean) if keep] for column in columns]
     if not kept or not kept[0]:

@@ -2,16 +2,17 @@
 after the context. ``acc`` compares summed log-likelihoods; ``acc_norm`` divides them by the
 choice's length in characters first, as lm-evaluation-harness does, so that long choices
 are not penalised for their length alone."""
+
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import continuation_log_probs
 from pretrain.evaluation.tasks import TaskConfig
-from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 
@@ -27,7 +28,11 @@ def read_questions(path: str) -> list[Question]:
     questions = []
     for number, record in read_jsonl(path):
         context, choices, label = record.get("context"), record.get("choices"), record.get("label")
-        if not isinstance(context, str) or not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        if (
+            not isinstance(context, str)
+            or not isinstance(choices, list)
+            or not all(isinstance(c, str) for c in choices)
+        ):
             raise ValueError(f'{path}:{number}: a record needs "context" (a string) and "choices" (a list of strings)')
         if label is None:
             raise ValueError(f'{path}:{number}: no "label"; give the index of the right choice, in [0, {len(choices)})')
@@ -73,11 +78,20 @@ def accuracy(log_likelihoods: Sequence[Sequence[float]], questions: Sequence[Que
         normalized = [score / max(len(choice), 1) for score, choice in zip(scores, question.choices)]
         correct += max(range(len(scores)), key=scores.__getitem__) == question.label
         correct_norm += max(range(len(normalized)), key=normalized.__getitem__) == question.label
-    return {"acc": correct / len(questions), "acc_norm": correct_norm / len(questions), "examples": float(len(questions))}
+    return {
+        "acc": correct / len(questions),
+        "acc_norm": correct_norm / len(questions),
+        "examples": float(len(questions)),
+    }
 
 
 def multiple_choice(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
+    model: GPT,
+    tokenizer: TextTokenizer,
+    task: TaskConfig,
+    batch_size: int,
+    start_token: StartToken,
+    clean: Optional[Sequence[bool]] = None,
 ) -> dict[str, float]:
     every_question = read_questions(task.path)
     questions = every_question[: task.limit]

@@ -5,6 +5,7 @@ per line ("\\n"), since splitting them would need nltk data that is not download
 rouge-score's tokenizer keeps ASCII letters and digits only. With the task's ``chat: true``
 the prompt (a user message, or the record's "messages") is answered as the assistant, with the
 tokenizer's chat template (docs/sft.md)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,12 +13,12 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from data_pipeline.formats.jsonl import read_jsonl
 from data_pipeline.tokenizer.chat_template import Message
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.tasks import TaskConfig
-from pretrain.generation.prompts import conversation_of
 from pretrain.generation.generator import Generator
-from data_pipeline.formats.jsonl import read_jsonl
+from pretrain.generation.prompts import conversation_of
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 
@@ -36,7 +37,9 @@ def read_references(path: str, chat: bool = False) -> list[Reference]:
         references = record.get("references", [record["reference"]] if "reference" in record else None)
         prompt = conversation_of(record, f"{path}:{number}") if chat else record.get("prompt")
         if not isinstance(prompt, (str, list)) or not isinstance(references, list) or not references:
-            raise ValueError(f'{path}:{number}: a record needs "prompt" and "reference" (a string) or "references" (a list)')
+            raise ValueError(
+                f'{path}:{number}: a record needs "prompt" and "reference" (a string) or "references" (a list)'
+            )
         if not all(isinstance(reference, str) for reference in references):
             raise ValueError(f"{path}:{number}: references must be strings")
         items.append(Reference(prompt, tuple(references)))
@@ -66,7 +69,12 @@ def rouge_and_bleu(predictions: Sequence[str], references: Sequence[Sequence[str
 
 
 def open_ended(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
+    model: GPT,
+    tokenizer: TextTokenizer,
+    task: TaskConfig,
+    batch_size: int,
+    start_token: StartToken,
+    clean: Optional[Sequence[bool]] = None,
 ) -> dict[str, float]:
     items = read_references(task.path, task.chat)[: task.limit]
     generator = Generator(model, tokenizer, task.generation, start_token, chat=task.chat)

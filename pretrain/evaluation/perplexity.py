@@ -1,4 +1,5 @@
 """Perplexity and bits per byte of validation token shards or of a text file."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from data_pipeline.formats.jsonl import read_jsonl
 from data_pipeline.formats.token_shards import ShardError, TokenShard, find_shards
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import StreamScore, score_streams
 from pretrain.evaluation.tasks import TaskConfig
-from data_pipeline.formats.jsonl import read_jsonl
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
 
@@ -31,7 +32,7 @@ def text_streams(task: TaskConfig, tokenizer: TextTokenizer, start_token: StartT
         texts = []
         for number, record in read_jsonl(task.path):
             if not isinstance(record.get("text"), str):
-                raise ValueError(f"{task.path}:{number}: a perplexity record needs a \"text\" string")
+                raise ValueError(f'{task.path}:{number}: a perplexity record needs a "text" string')
             texts.append(record["text"])
     else:
         texts = [Path(task.path).read_text(encoding="utf-8")]
@@ -40,16 +41,25 @@ def text_streams(task: TaskConfig, tokenizer: TextTokenizer, start_token: StartT
 
 
 def perplexity(
-    model: GPT, tokenizer: TextTokenizer, task: TaskConfig, batch_size: int, start_token: StartToken, clean: Optional[Sequence[bool]] = None
+    model: GPT,
+    tokenizer: TextTokenizer,
+    task: TaskConfig,
+    batch_size: int,
+    start_token: StartToken,
+    clean: Optional[Sequence[bool]] = None,
 ) -> dict[str, float]:
     seq_len = task.seq_len or model.cfg.max_seq_len
     if not 1 <= seq_len <= model.cfg.max_seq_len:
-        raise ValueError(f"task {task.label}: seq_len={seq_len} must be in [1, model.max_seq_len={model.cfg.max_seq_len}]")
+        raise ValueError(
+            f"task {task.label}: seq_len={seq_len} must be in [1, model.max_seq_len={model.cfg.max_seq_len}]"
+        )
     is_shards = Path(task.path).is_dir()
     streams = shard_streams(task, tokenizer) if is_shards else text_streams(task, tokenizer, start_token)
 
     def scores(chosen: Sequence[np.ndarray]) -> dict[str, float]:
-        return stream_metrics(score_streams(model, chosen, seq_len, batch_size, tokenizer.token_bytes(), task.limit, desc=task.label))
+        return stream_metrics(
+            score_streams(model, chosen, seq_len, batch_size, tokenizer.token_bytes(), task.limit, desc=task.label)
+        )
 
     metrics = scores(streams)
     if metrics["tokens"] == 0:

@@ -1,4 +1,5 @@
 """Evaluation results: a JSON file for tools and a table for people."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ def write_results(path: Path, metrics: dict[str, float], tasks: dict[str, Any], 
     evaluating a task again replaces only its own. ``tasks``: each task's settings by label."""
     earlier = json.loads(path.read_text()) if path.exists() else {}
     merged_tasks = {**earlier.get("tasks", {}), **tasks}
-    merged_metrics = {key: value for key, value in earlier.get("metrics", {}).items() if key.rsplit("/", 1)[0] not in tasks}
+    merged_metrics = {
+        key: value for key, value in earlier.get("metrics", {}).items() if key.rsplit("/", 1)[0] not in tasks
+    }
     merged_metrics.update(metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

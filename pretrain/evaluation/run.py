@@ -1,5 +1,6 @@
 """Run evaluation tasks on a model: the one function both ``python -m pretrain.evaluate``
 and a training loop call."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence

@@ -1,5 +1,6 @@
 """Log-likelihoods under the model, in batches: of whole token streams (perplexity) and of
 continuations given a context (multiple choice)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ def score_streams(
     for first in tqdm(range(0, len(windows), batch_size), desc=desc, unit="batch", leave=False):
         batch = windows[first : first + batch_size]
         for length in sorted({end - start for _, start, end in batch}, reverse=True):
-            rows = np.stack([stream[start:end] for stream, start, end in batch if end - start == length]).astype(np.int64)
+            rows = np.stack([stream[start:end] for stream, start, end in batch if end - start == length]).astype(
+                np.int64
+            )
             ids = torch.from_numpy(rows).to(device)
             logits = model(ids[:, :-1]).float()
             score.nll += float(F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))

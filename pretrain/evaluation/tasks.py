@@ -1,4 +1,5 @@
 """What to evaluate: one :class:`TaskConfig` per task (also the Hydra schema of ``tasks``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace

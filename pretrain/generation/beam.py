@@ -5,6 +5,7 @@ extensions, those ending the text (EOS or a stop string) become finished hypothe
 best others the next beams. A hypothesis scores log-probability / length ** length_penalty,
 its length counting generated tokens (an EOS included).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,7 +53,11 @@ Candidate = tuple[int, int, float]  # (beam row it extends, token, log-probabili
 
 
 def extend_beams(
-    candidates: list[Candidate], sequences: list[list[int]], finished: Hypotheses, beams: int, end_ids: frozenset[int],
+    candidates: list[Candidate],
+    sequences: list[list[int]],
+    finished: Hypotheses,
+    beams: int,
+    end_ids: frozenset[int],
     stop: StopStrings,
 ) -> list[Candidate]:
     """One prompt's next beams from its best candidates (best first); endings among the

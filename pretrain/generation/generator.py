@@ -1,4 +1,5 @@
 """Prompts in, completions out: the one entry to every decoding strategy."""
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,11 @@ class Generator:
     rendered with the tokenizer's chat template, ended at the end of the assistant's turn)."""
 
     def __init__(
-        self, model: GPT, tokenizer: TextTokenizer, settings: GenerationSettings, start_token: StartToken = StartToken.auto,
+        self,
+        model: GPT,
+        tokenizer: TextTokenizer,
+        settings: GenerationSettings,
+        start_token: StartToken = StartToken.auto,
         chat: bool = False,
     ) -> None:
         settings.validate()
@@ -95,7 +100,9 @@ class Generator:
                 on_token(row, token)
         return completions.tokens
 
-    def complete(self, prompts: Sequence[str] | Sequence[Sequence[Message]], on_text: Optional[OnText] = None) -> list[str]:
+    def complete(
+        self, prompts: Sequence[str] | Sequence[Sequence[Message]], on_text: Optional[OnText] = None
+    ) -> list[str]:
         """Each prompt's (with chat: each conversation's next turn), cut before the first stop string."""
         on_token = None
         if on_text is not None:

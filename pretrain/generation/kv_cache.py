@@ -5,6 +5,7 @@ the new tokens only.
 positions over every stored one, and each attention layer appends its new keys and values
 to its :class:`LayerCache`. Storage is allocated once for ``capacity`` positions.
 """
+
 from __future__ import annotations
 
 from typing import Optional

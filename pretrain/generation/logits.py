@@ -1,4 +1,5 @@
 """From next-token logits to the scores a decoding strategy picks from; all (batch, vocab)."""
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,9 @@ def seen_tokens(tokens: Tensor, real: Tensor, vocab: int) -> Tensor:
     return seen.scatter_(1, tokens, real)
 
 
-def next_token_scores(logits: Tensor, tokens: Tensor, real: Tensor, vocab_size: int, settings: GenerationSettings) -> Tensor:
+def next_token_scores(
+    logits: Tensor, tokens: Tensor, real: Tensor, vocab_size: int, settings: GenerationSettings
+) -> Tensor:
     """Filtered logits of the next token, given each row's tokens so far (``real`` marks
     which of them are not padding). Sampling filters apply to strategy=sample only."""
     logits = mask_padding_ids(logits.float(), vocab_size)

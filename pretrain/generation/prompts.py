@@ -1,4 +1,5 @@
 """Prompts (or, for chat, conversations) from the command line or a file, completions to a JSONL file."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def read_prompts_file(path: str | Path) -> list[str]:
         prompts = []
         for number, record in read_jsonl(path):
             if not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{path}:{number}: a record needs a \"prompt\" string")
+                raise ValueError(f'{path}:{number}: a record needs a "prompt" string')
             prompts.append(record["prompt"])
         return prompts
     with open(path, encoding="utf-8") as stream:
@@ -54,7 +55,9 @@ def gather_conversations(prompt: Optional[str], prompts_file: Optional[str]) -> 
     if prompts_file and str(prompts_file).endswith(".jsonl"):
         if not Path(prompts_file).is_file():
             raise FileNotFoundError(f"prompts_file={prompts_file}: no such file")
-        conversations += [conversation_of(record, f"{prompts_file}:{number}") for number, record in read_jsonl(prompts_file)]
+        conversations += [
+            conversation_of(record, f"{prompts_file}:{number}") for number, record in read_jsonl(prompts_file)
+        ]
     elif prompts_file:
         conversations += [[{"role": USER, "content": line}] for line in read_prompts_file(prompts_file)]
     if not conversations:
@@ -62,7 +65,9 @@ def gather_conversations(prompt: Optional[str], prompts_file: Optional[str]) -> 
     return conversations
 
 
-def write_chat_completions(path: str | Path, conversations: Sequence[list[Message]], completions: Sequence[str]) -> None:
+def write_chat_completions(
+    path: str | Path, conversations: Sequence[list[Message]], completions: Sequence[str]
+) -> None:
     """Each conversation with the assistant's new turn appended, as {"messages": [...]} lines."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as stream:

@@ -1,4 +1,5 @@
 """Greedy decoding and sampling: one token per row per step, chosen from that row's scores."""
+
 from __future__ import annotations
 
 from typing import Iterator

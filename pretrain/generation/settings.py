@@ -1,4 +1,5 @@
 """How to generate: the decoding strategy and its knobs (also a Hydra schema)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ class GenerationSettings:
         if self.strategy is Strategy.beam and self.num_beams < 1:
             raise ValueError(f"num_beams={self.num_beams}: beam search needs at least 1 beam")
         if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0; for deterministic output use strategy=greedy")
+            raise ValueError(
+                f"temperature={self.temperature} must be > 0; for deterministic output use strategy=greedy"
+            )
         if self.top_k < 0:
             raise ValueError(f"top_k={self.top_k} must be >= 0 (0 switches it off)")
         if not 0 < self.top_p <= 1:

@@ -6,6 +6,7 @@ last column. Padding is kept out of sight by document ids (padding is document 0
 document 1) and each row's positions count from its first real token, so a padded prompt
 gets exactly the logits it would get alone.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -64,7 +65,9 @@ class DecodingState:
     def reorder(self, rows: Tensor) -> None:
         """Row i becomes old row ``rows[i]`` (beam search keeps, repeats and drops rows)."""
         rows = rows.to(self.tokens.device)
-        self.tokens, self.real, self.positions = (t.index_select(0, rows) for t in (self.tokens, self.real, self.positions))
+        self.tokens, self.real, self.positions = (
+            t.index_select(0, rows) for t in (self.tokens, self.real, self.positions)
+        )
         self.logits = self.logits.index_select(0, rows)
         if self.doc_ids is not None:
             self.doc_ids = self.doc_ids.index_select(0, rows)

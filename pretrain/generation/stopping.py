@@ -1,5 +1,6 @@
 """When a completion is over: at an end token (EOS; in chat, the end of the turn too), or
 once its text contains a stop string."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -6,12 +6,13 @@ with grouped-query attention and optional tied embeddings; they differ in which 
 have and in Mistral's sliding window. LayerNorm, the GELU MLP and learned absolute positions
 have no counterpart. Dropout is not carried over (an export is for inference).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
 from data_pipeline.formats.special_tokens import SpecialTokens
+from pretrain.model_config import Activation, ModelConfig, Norm, Position
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -38,7 +39,9 @@ def biases(cfg: ModelConfig) -> tuple[bool, bool, bool]:
 
 
 def _refuse(setting: str, reason: str) -> None:
-    raise ValueError(f"{setting} cannot be exported to Hugging Face: {reason}; export the safetensors weights alone with hf=false")
+    raise ValueError(
+        f"{setting} cannot be exported to Hugging Face: {reason}; export the safetensors weights alone with hf=false"
+    )
 
 
 def check_exportable(cfg: ModelConfig) -> None:
@@ -72,7 +75,7 @@ def rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def hf_config(cfg: ModelConfig, special: SpecialTokens) -> "PretrainedConfig":
+def hf_config(cfg: ModelConfig, special: SpecialTokens) -> PretrainedConfig:
     """The Hugging Face config of our model. Its vocabulary is the padded one (the embedding
     rows); the tokenizer keeps the real one, and the padding ids are never produced by it."""
     from transformers import AutoConfig

@@ -5,6 +5,7 @@ embeddings), Mistral (sliding window recorded; training refuses sequences longer
 and Qwen2 (biases on q, k, v only). Every field of ``config.json`` is either mapped, checked
 to hold the one value we express, or known metadata: anything else is an error naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,19 +22,53 @@ ARCHITECTURES = {model_type: architecture for architecture, model_type in MODEL_
 # Fields that describe the file or inference, not the network; read elsewhere (token ids)
 # or irrelevant to training.
 METADATA = {
-    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "use_cache", "_name_or_path",
-    "bos_token_id", "eos_token_id", "pad_token_id", "output_attentions", "output_hidden_states", "return_dict",
-    "id2label", "label2id", "problem_type", "chunk_size_feed_forward", "is_encoder_decoder", "tokenizer_class",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "_name_or_path",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "tokenizer_class",
     # Llama 2's pretraining_tp only split its matmuls in Meta's training (same result).
     "pretraining_tp",
 }
 COMMON = {
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-    "head_dim", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling",
-    "rope_parameters", "tie_word_embeddings", "attention_dropout", "initializer_range",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "attention_dropout",
+    "initializer_range",
 }
 REQUIRED = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
 )
 FAMILY_FIELDS = {
     "llama": {"attention_bias", "mlp_bias"},
@@ -49,7 +84,9 @@ class UnsupportedConfig(ValueError):
 def read_hf_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"init_from={directory}: no {CONFIG_FILENAME}; point it to a Hugging Face model directory")
+        raise FileNotFoundError(
+            f"init_from={directory}: no {CONFIG_FILENAME}; point it to a Hugging Face model directory"
+        )
     return json.loads(path.read_text())
 
 
@@ -116,7 +153,9 @@ def model_config_from_hf(directory: Path) -> ModelConfig:
     _check_fields(config, model_type, path)
     missing = [field for field in REQUIRED if config.get(field) is None]
     if missing:
-        raise UnsupportedConfig(f"{path}: {missing[0]} is missing; a {model_type} config.json must set {', '.join(REQUIRED)}")
+        raise UnsupportedConfig(
+            f"{path}: {missing[0]} is missing; a {model_type} config.json must set {', '.join(REQUIRED)}"
+        )
     heads, d_model = int(config["num_attention_heads"]), int(config["hidden_size"])
     if config.get("head_dim") not in (None, d_model // heads):
         raise _refuse(path, "head_dim", config["head_dim"], f"hidden_size / num_attention_heads = {d_model // heads}")

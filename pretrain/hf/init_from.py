@@ -7,6 +7,7 @@ weights. It is a start, not a resume: only the weights are taken, the optimizer,
 warm-up, the step and the data position start fresh, and a run that already has
 checkpoints resumes from them instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -15,16 +16,15 @@ from typing import Optional
 
 from torch import nn
 
-from pretrain.checkpoint import read_metadata
+from data_pipeline.formats.special_tokens import SpecialTokens
+from pretrain.checkpoint import find_checkpoint, model_config_from_metadata, read_metadata
 from pretrain.config import TrainConfig
-from pretrain.checkpoint import find_checkpoint, model_config_from_metadata
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
 from pretrain.lora import is_adapter
 from pretrain.model_config import ModelConfig
 from pretrain.parallel.pipeline import canonical_parameters
 from pretrain.parallel.sharded_checkpoint import load_weights
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def run_checkpoint(init_from: str) -> Optional[Path]:

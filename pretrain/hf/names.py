@@ -1,4 +1,5 @@
 """Our parameter names ↔ the Hugging Face Llama-family names (Llama, Mistral and Qwen2 share them)."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """LoRA adapters in the format of Hugging Face's ``peft`` (``adapter_config.json`` and
 ``adapter_model.safetensors``), which ``peft.PeftModel.from_pretrained`` loads onto the
 exported base model."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ tensor-parallel shard), named as in the whole ``GPT`` (``blocks.3.attn.wq.weight
 ``pretrain.parallel.pipeline.canonical_parameters``). safetensors' ``get_slice`` reads just
 those bytes from the (memory-mapped) files, so no rank ever holds the whole model.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,12 +59,16 @@ def check_names(cfg: ModelConfig, stored: set[str], directory: Path) -> None:
         expected = {hf_name(name) for name, _ in GPT(cfg).named_parameters()}
     missing = sorted(expected - stored)
     if missing:
-        raise KeyError(f"init_from={directory}: tensor {missing[0]} is missing ({len(missing)} in all); config.json and the weights disagree")
+        raise KeyError(
+            f"init_from={directory}: tensor {missing[0]} is missing ({len(missing)} in all); config.json and the weights disagree"
+        )
     spare = {name for name in stored - expected if not name.endswith(IGNORED_SUFFIXES)}
     if cfg.tie_embeddings:
         spare.discard("lm_head.weight")
     if spare:
-        raise KeyError(f"init_from={directory}: tensor {sorted(spare)[0]} has no place in the model ({len(spare)} in all)")
+        raise KeyError(
+            f"init_from={directory}: tensor {sorted(spare)[0]} has no place in the model ({len(spare)} in all)"
+        )
 
 
 def _local_index(param: nn.Parameter) -> list[slice]:
@@ -117,7 +122,9 @@ def load_hf_weights(directory: Path, cfg: ModelConfig, params: dict[str, nn.Para
             if name in GROWABLE and expected[0] > cfg.padded_vocab_size:  # see with_grown_vocabulary
                 expected[0] = cfg.padded_vocab_size
             if shape != expected:
-                raise ValueError(f"{path}: tensor {stored_name} has shape {shape}, but config.json gives the model {expected}")
+                raise ValueError(
+                    f"{path}: tensor {stored_name} has shape {shape}, but config.json gives the model {expected}"
+                )
             value = _read_local(stored, param, shape[0])
             storage = param.ds_tensor if hasattr(param, "ds_tensor") else param.view(-1)  # type: ignore[attr-defined]
             storage[: value.numel()].copy_(value.to(storage.dtype))

@@ -9,6 +9,7 @@
   and the transformers tokenizer files, for ``AutoModelForCausalLM`` and
   ``AutoTokenizer.from_pretrained(output_dir)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from data_pipeline.tokenizer.hf_tokenizer import copy_hf_tokenizer, is_hf_tokenizer
-from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME
+from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
+from data_pipeline.tokenizer.hf_tokenizer import copy_hf_tokenizer, is_hf_tokenizer
 from pretrain.hf.export_config import check_exportable, hf_config
 from pretrain.hf.names import hf_state_dict
 from pretrain.inference.tokenizer import TextTokenizer
 from pretrain.model_config import ModelConfig
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 CONSOLIDATED_FILENAME = "consolidated.safetensors"
 HF_WEIGHTS_FILENAME = "model.safetensors"

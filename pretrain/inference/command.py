@@ -4,6 +4,7 @@ Each command has a root config ``configs/<name>.yaml`` built on its dataclass (r
 ``<name>_schema``), so a misspelt option is an error. Those root configs keep Hydra from
 writing anything: the run directory is the current one, with no ``.hydra`` and no log file.
 """
+
 from __future__ import annotations
 
 import logging

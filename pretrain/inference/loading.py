@@ -1,4 +1,5 @@
 """A trained model and its tokenizer, from a run directory or one checkpoint directory."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import MISSING
 
-from pretrain.choices import Choice
 from pretrain.checkpoint import find_checkpoint
+from pretrain.choices import Choice
 from pretrain.consolidate import load_trained_model
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
 from pretrain.model import GPT
@@ -58,7 +59,10 @@ def load_tokenizer(checkpoint: Path, override: Optional[str], metadata: dict[str
 
 
 # What an objective other than clm trained the model for, and so what a causal use gives.
-OBJECTIVE_ATTENTION = {"mlm": "bidirectional attention, filling in masked tokens", "span": "prefix-LM attention, restoring corrupted spans"}
+OBJECTIVE_ATTENTION = {
+    "mlm": "bidirectional attention, filling in masked tokens",
+    "span": "prefix-LM attention, restoring corrupted spans",
+}
 
 
 def non_causal_warning(metadata: dict[str, Any], what_you_get: str) -> Optional[str]:
@@ -66,7 +70,9 @@ def non_causal_warning(metadata: dict[str, Any], what_you_get: str) -> Optional[
     objective = metadata["config"]["objective"]["name"]
     if objective not in OBJECTIVE_ATTENTION:
         return None
-    return f"warning: this model was trained with objective={objective} ({OBJECTIVE_ATTENTION[objective]}); {what_you_get}"
+    return (
+        f"warning: this model was trained with objective={objective} ({OBJECTIVE_ATTENTION[objective]}); {what_you_get}"
+    )
 
 
 def resolve_device(name: str) -> torch.device:

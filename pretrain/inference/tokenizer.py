@@ -1,5 +1,6 @@
 """The tokenizer a run was trained with, as text ↔ ids for inference: our SentencePiece model,
 or a Hugging Face ``tokenizer.json`` (through ``data_pipeline.tokenizer.hf_tokenizer.HFProcessor``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,10 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.tokenizer.chat_template import ChatTemplate, load_chat_template
 from data_pipeline.tokenizer.hf_tokenizer import HFProcessor, load_tokenizer_files
 from pretrain.choices import Choice
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 WORD_BOUNDARY = "\u2581"  # SentencePiece's visible space
 
@@ -30,13 +31,15 @@ class StartToken(Choice):
 
 
 class TextTokenizer:
-    def __init__(self, processor: spm.SentencePieceProcessor | HFProcessor, special: SpecialTokens, directory: Path) -> None:
+    def __init__(
+        self, processor: spm.SentencePieceProcessor | HFProcessor, special: SpecialTokens, directory: Path
+    ) -> None:
         self.processor = processor
         self.special = special
         self.directory = directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TextTokenizer":
+    def load(cls, directory: str | Path) -> TextTokenizer:
         files = load_tokenizer_files(directory)
         return cls(files.processor(), files.special_tokens, files.model_path.parent)
 
@@ -56,7 +59,9 @@ class TextTokenizer:
     def start_ids(self, start: StartToken) -> list[int]:
         if start is StartToken.auto:
             return self.processor.start_ids() if isinstance(self.processor, HFProcessor) else [self.special.eos_id]
-        return {StartToken.eos: [self.special.eos_id], StartToken.bos: [self.special.bos_id], StartToken.none: []}[start]
+        return {StartToken.eos: [self.special.eos_id], StartToken.bos: [self.special.bos_id], StartToken.none: []}[
+            start
+        ]
 
     def chat_template(self) -> ChatTemplate:
         """The tokenizer's chat template (a Hugging Face tokenizer's own, else our default)."""

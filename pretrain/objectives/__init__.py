@@ -1,16 +1,17 @@
 """Training objectives: each turns token windows into inputs, labels, loss mask and the
 attention mode (see :class:`pretrain.objectives.base.Batch`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pretrain.choices import Choice
 
+from data_pipeline.formats.special_tokens import SpecialTokens
+from pretrain.choices import Choice
 from pretrain.objectives.base import Batch, Objective
 from pretrain.objectives.clm import CausalLM
 from pretrain.objectives.mlm import MaskedLM
 from pretrain.objectives.sft import SupervisedFineTuning
 from pretrain.objectives.span import SpanCorruption
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 class ObjectiveName(Choice):

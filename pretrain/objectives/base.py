@@ -1,4 +1,5 @@
 """What every objective produces, and the pieces they share."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -7,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pretrain.model import AttentionMode, AttentionSpec
 from data_pipeline.formats.special_tokens import SpecialTokens
+from pretrain.model import AttentionMode, AttentionSpec
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Causal language modelling: predict every next token."""
+
 from __future__ import annotations
 
 import torch

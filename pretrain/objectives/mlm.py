@@ -2,14 +2,15 @@
 tokens; of those, replace ``mask_token_fraction`` by the mask token, ``random_token_fraction``
 by a random token and leave the rest unchanged; predict the originals with bidirectional
 attention, scoring only the chosen positions."""
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.model import AttentionMode
 from pretrain.objectives.base import Batch, Objective, sample_generator
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 class MaskedLM(Objective):
@@ -61,9 +62,7 @@ class MaskedLM(Objective):
         action = torch.rand(tokens.shape, generator=generator)
         to_mask = chosen & (action < self.mask_token_fraction)
         to_random = chosen & ~to_mask & (action < self.mask_token_fraction + self.random_token_fraction)
-        random_ids = self._ordinary_ids[
-            torch.randint(len(self._ordinary_ids), tokens.shape, generator=generator)
-        ]
+        random_ids = self._ordinary_ids[torch.randint(len(self._ordinary_ids), tokens.shape, generator=generator)]
         corrupted = torch.where(to_mask, self.special.mask_id, tokens)
         corrupted = torch.where(to_random, random_ids, corrupted)
         return corrupted, chosen

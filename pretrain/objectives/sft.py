@@ -7,13 +7,14 @@ START_BIT: a conversation starts). The loss is the mean over each sample's targe
 then over samples (pretrain/loss.py), so with ``chat.packing=pad`` every conversation
 weighs the same, whatever its length (Ouyang et al. 2022 train on the demonstrations'
 tokens alone; docs/sft.md)."""
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from data_pipeline.formats.token_shards import LOSS_BIT, START_BIT
 from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.token_shards import LOSS_BIT, START_BIT
 from pretrain.model import AttentionMode, AttentionSpec
 from pretrain.objectives.base import Batch, Objective
 
@@ -24,8 +25,10 @@ class SupervisedFineTuning(Objective):
 
     def __init__(self, special: SpecialTokens, seq_len: int, seed: int, document_masking: bool = True) -> None:
         if not document_masking:
-            raise ValueError("objective.document_masking=false: sft always keeps the conversations of a sample apart; "
-                             "use objective=sft (configs/objective/sft.yaml) and leave it true")
+            raise ValueError(
+                "objective.document_masking=false: sft always keeps the conversations of a sample apart; "
+                "use objective=sft (configs/objective/sft.yaml) and leave it true"
+            )
         super().__init__(special, seq_len, seed, document_masking=True)
 
     def window_length(self) -> int:

@@ -10,14 +10,15 @@ Attention is prefix-LM (bidirectional over the corrupted input, causal over the 
 the loss covers the target tokens only. Both parts together always hold ``n + 2 · spans``
 tokens, so every sample has the same length and nothing is padded.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.model import AttentionMode
 from pretrain.objectives.base import Batch, Objective, sample_generator
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:

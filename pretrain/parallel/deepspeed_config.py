@@ -1,4 +1,5 @@
 """The DeepSpeed config, generated from the Hydra config (never a second file to keep in step)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,9 @@ def zero_optimization(parallel: ParallelConfig) -> dict[str, Any]:
     """ZeRO's stage and communication settings, all from ``parallel.*``."""
     for name in ("reduce_bucket_size", "allgather_bucket_size"):
         if getattr(parallel, name) <= 0:
-            raise ValueError(f"parallel.{name}={getattr(parallel, name)}: a bucket holds at least one element; e.g. 200000000")
+            raise ValueError(
+                f"parallel.{name}={getattr(parallel, name)}: a bucket holds at least one element; e.g. 200000000"
+            )
     return {
         "stage": parallel.zero_stage,
         "overlap_comm": parallel.overlap_comm,

@@ -1,5 +1,6 @@
 """The parallel layout: checked against the config before any process group exists, then
 turned into DeepSpeed's topology and process groups."""
+
 from __future__ import annotations
 
 import contextlib
@@ -59,11 +60,17 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
     if par.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"parallel.zero_stage={par.zero_stage}: DeepSpeed ZeRO stages are 0, 1, 2 and 3")
     kv_heads = model.n_kv_heads if model.n_kv_heads is not None else model.n_heads
-    for name, value in (("model.n_heads", model.n_heads), ("model.n_kv_heads", kv_heads), ("the MLP width", model.ffn_dim)):
+    for name, value in (
+        ("model.n_heads", model.n_heads),
+        ("model.n_kv_heads", kv_heads),
+        ("the MLP width", model.ffn_dim),
+    ):
         if value % par.tp:
             raise ValueError(f"{name}={value} is not divisible by parallel.tp={par.tp}; choose a tp that divides it")
     if model.pad_vocab_multiple % par.tp:
-        raise ValueError(f"model.pad_vocab_multiple={model.pad_vocab_multiple} must be a multiple of parallel.tp={par.tp}")
+        raise ValueError(
+            f"model.pad_vocab_multiple={model.pad_vocab_multiple} must be a multiple of parallel.tp={par.tp}"
+        )
     if model.n_layers < par.pp:
         raise ValueError(f"model.n_layers={model.n_layers} is less than parallel.pp={par.pp}: each stage needs a layer")
     if par.pp > 1 and par.checkpoint_interval < 1:
@@ -83,7 +90,9 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
 def _check_sequence_parallel(cfg: TrainConfig) -> None:
     par = cfg.parallel
     if par.tp < 2:
-        raise ValueError(f"parallel.sequence_parallel=true needs parallel.tp > 1 (it is {par.tp}); set parallel.sequence_parallel=false")
+        raise ValueError(
+            f"parallel.sequence_parallel=true needs parallel.tp > 1 (it is {par.tp}); set parallel.sequence_parallel=false"
+        )
     if par.pp > 1:
         # DeepSpeed's pipeline engine splits the activations it sends between stages over the
         # tensor-parallel ranks, taking them to be the same on each; sequence shards are not.
@@ -101,7 +110,7 @@ def _check_sequence_parallel(cfg: TrainConfig) -> None:
 def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
     """DeepSpeed's process grid (pipe × data × model axes); every rank builds every group,
     in the same order, as torch.distributed requires."""
-    from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology, PipelineParallelGrid
+    from deepspeed.runtime.pipe.topology import PipelineParallelGrid, PipeModelDataParallelTopology
 
     topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.dp)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole topology

@@ -5,6 +5,7 @@ wrappers' ``loss_scale_config``), not in the state our checkpoints hold. Without
 fp16 run starts again at 2^16 and skips updates on overflow until the scale has come back
 down: steps an uninterrupted run would have taken. The scale is the same on every rank (the
 overflow check is all-reduced), so it travels in the checkpoint's metadata."""
+
 from __future__ import annotations
 
 from typing import Any, Optional

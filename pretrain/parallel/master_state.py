@@ -15,6 +15,7 @@ A :class:`Fragment` is what one rank owns of one parameter: a contiguous range o
 flattened tensor-parallel slice. Data-parallel replicas of ZeRO 0 own nothing (rank 0 of
 the data-parallel group speaks for them), so each value is saved exactly once per stage.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-
 
 WEIGHT = "param"
 
@@ -175,7 +175,9 @@ def _flat_groups(wrapper: Any) -> list[tuple[list[nn.Parameter], Tensor]]:
     if wrapper is None:
         return []
     params = getattr(wrapper, "bit16_groups", None) or getattr(wrapper, "bf16_groups", None)
-    flats = getattr(wrapper, "single_partition_of_fp32_groups", None) or getattr(wrapper, "fp32_groups_flat_partition", None)
+    flats = getattr(wrapper, "single_partition_of_fp32_groups", None) or getattr(
+        wrapper, "fp32_groups_flat_partition", None
+    )
     return list(zip(params, flats)) if params and flats else []
 
 

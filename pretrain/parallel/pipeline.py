@@ -9,6 +9,7 @@ Parameter names inside a stage are the block's own; ``canonical_parameters``
 maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
 initialization and the sharded checkpoint use.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -18,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
-from pretrain.init import materialize
 from pretrain.flex_attention import BlockMask
+from pretrain.init import materialize
 from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_inputs
 from pretrain.model_config import ModelConfig
 
@@ -47,8 +48,14 @@ def _storage_key(tensor: Optional[Tensor]) -> Optional[tuple]:
     """The same for a tensor and its detached views, until either is written in place."""
     if tensor is None:
         return None
-    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape,
-            tensor.stride(), tensor._version)
+    return (
+        tensor.device,
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tensor.shape,
+        tensor.stride(),
+        tensor._version,
+    )
 
 
 class StageMasks:
@@ -161,11 +168,15 @@ def build_pipeline(
     else:
         specs.append(LayerSpec(EmbeddingStage, cfg, layers, seed))
     masks = StageMasks(size=grid.get_pipe_parallel_world_size())
-    specs += [LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids, masks) for index in range(cfg.n_layers)]
+    specs += [
+        LayerSpec(BlockStage, cfg, layers, seed, index, mode, uses_doc_ids, masks) for index in range(cfg.n_layers)
+    ]
     if cfg.tie_embeddings:
         specs.append(LayerSpec(FinalNormStage, cfg, layers, seed))
         specs.append(
-            TiedLayerSpec("embed", EmbeddingStage, cfg, layers, seed, forward_fn=_tied_logits, tied_weight_attr="tokens.weight")
+            TiedLayerSpec(
+                "embed", EmbeddingStage, cfg, layers, seed, forward_fn=_tied_logits, tied_weight_attr="tokens.weight"
+            )
         )
     else:
         specs.append(LayerSpec(HeadStage, cfg, layers, seed))

@@ -1,5 +1,6 @@
 """Process-group set-up that works the same alone, under torchrun and under the deepspeed
 launcher, on CPU (gloo) and GPU (nccl)."""
+
 from __future__ import annotations
 
 import importlib
@@ -104,7 +105,12 @@ def _init_process_group(backend: str, device: torch.device) -> None:
     attempt = (store.add("pretrain/arrivals", 1) - 1) // world_size
     prefixed = torch.distributed.PrefixStore(f"pretrain-attempt-{attempt}", store)
     torch.distributed.init_process_group(
-        backend, store=prefixed, rank=rank, world_size=world_size, timeout=constants.default_pg_timeout, device_id=device_id
+        backend,
+        store=prefixed,
+        rank=rank,
+        world_size=world_size,
+        timeout=constants.default_pg_timeout,
+        device_id=device_id,
     )
 
 

@@ -14,6 +14,7 @@ and the CPU's without one) because DeepSpeed's activation checkpointing, which t
 recompute uses, saves and restores that tracker with the default generators; for torch's
 checkpoint (the non-pipelined model's), :func:`recompute_contexts` does the same.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,9 @@ def seed(base: int, tp_rank: int) -> None:
 def fork() -> ContextManager[None]:
     """Draw from this rank's tensor-parallel stream inside the block."""
     if STREAM not in get_cuda_rng_tracker().get_states():
-        raise RuntimeError("dropout in a tensor-parallel region needs its stream: call pretrain.parallel.rng.seed first")
+        raise RuntimeError(
+            "dropout in a tensor-parallel region needs its stream: call pretrain.parallel.rng.seed first"
+        )
     return get_cuda_rng_tracker().fork(STREAM)
 
 

@@ -13,6 +13,7 @@ reader needs from its pieces, one parameter at a time: a rank reads only the par
 holds, and only the saved tensor-parallel slice that matches its own when the split is the
 same.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,7 +140,7 @@ class ShardedState:
         self._files = contextlib.ExitStack()
         self._open: dict[str, _ShardReader] = {}
 
-    def __enter__(self) -> "ShardedState":
+    def __enter__(self) -> ShardedState:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -148,7 +149,7 @@ class ShardedState:
     def names(self) -> list[str]:
         return list(self.pieces)
 
-    def _file(self, name: str) -> "_ShardReader":
+    def _file(self, name: str) -> _ShardReader:
         if name not in self._open:
             self._open[name] = _ShardReader(self._files.enter_context(open(self.directory / name, "rb")))
         return self._open[name]
@@ -161,10 +162,14 @@ class ShardedState:
         flat = torch.empty(math.prod(shape), dtype=torch.float32)
         covered = 0
         for piece in pieces:
-            flat[piece["start"] : piece["start"] + piece["numel"]] = self._file(piece["file"]).get_tensor(f"{kind}/{name}")
+            flat[piece["start"] : piece["start"] + piece["numel"]] = self._file(piece["file"]).get_tensor(
+                f"{kind}/{name}"
+            )
             covered += piece["numel"]
         if covered != flat.numel():
-            raise ValueError(f"{self.directory}: the pieces of {kind}/{name} cover {covered} of {flat.numel()} values; incomplete checkpoint")
+            raise ValueError(
+                f"{self.directory}: the pieces of {kind}/{name} cover {covered} of {flat.numel()} values; incomplete checkpoint"
+            )
         return flat.view(shape)
 
     def full(self, name: str, kind: str) -> Tensor:
@@ -173,7 +178,9 @@ class ShardedState:
         split = pieces[0]["split"]
         if split is None:
             return self._slice(name, kind, None, pieces)
-        parts = [self._slice(name, kind, split, [p for p in pieces if p["split"]["rank"] == r]) for r in range(split["size"])]
+        parts = [
+            self._slice(name, kind, split, [p for p in pieces if p["split"]["rank"] == r]) for r in range(split["size"])
+        ]
         return torch.cat(parts, dim=split["dim"])
 
     def local(self, name: str, kind: str, param: nn.Parameter) -> Tensor:
@@ -181,7 +188,11 @@ class ShardedState:
         when the tensor-parallel split is the same as when saved."""
         pieces = self._pieces(name, kind)
         saved, wanted = pieces[0]["split"], _split_of(param)
-        if saved is not None and wanted is not None and (saved["dim"], saved["size"]) == (wanted["dim"], wanted["size"]):
+        if (
+            saved is not None
+            and wanted is not None
+            and (saved["dim"], saved["size"]) == (wanted["dim"], wanted["size"])
+        ):
             return self._slice(name, kind, saved, [p for p in pieces if p["split"]["rank"] == wanted["rank"]])
         return shard_of(self.full(name, kind), param)
 

@@ -26,6 +26,7 @@ rank; attention dropout, on this rank's heads, draws from the rank's own stream
 Every sharded parameter records ``tp_split_dim``, ``tp_rank`` and ``tp_size``, which is all
 that initialization and checkpoint consolidation need to know about the layout.
 """
+
 from __future__ import annotations
 
 from typing import Callable, ContextManager, Optional
@@ -56,7 +57,9 @@ def _conjugate_pair(name: str, forward: Collective, backward: Collective) -> typ
     def run_backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[no-untyped-def]
         return backward(grad, ctx.group), None
 
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(run_forward), "backward": staticmethod(run_backward)})
+    return type(
+        name, (torch.autograd.Function,), {"forward": staticmethod(run_forward), "backward": staticmethod(run_backward)}
+    )
 
 
 def _identity(x: Tensor, group: dist.ProcessGroup) -> Tensor:

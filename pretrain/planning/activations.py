@@ -8,6 +8,7 @@ parallelism t and sbh/t·(34 + 5as/h) with sequence parallelism; tests/pretrain/
 checks both. Our default model saves a different set (RMSNorm, SwiGLU, GQA, fused
 attention that keeps no s² matrix), which the same count covers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     # Each norm keeps its input; torch's RMSNorm is composed of ops that also keep x·rstd.
     per_norm = h * e * (2 if cfg.norm is Norm.rmsnorm else 1)
     norms = 2 * per_norm * replicated
-    linear_inputs = 2 * h * e * (replicated if at.sharded_linear_inputs else 1.0) + (q / t) * e  # QKV and MLP input (the norms' outputs), output projection's input
+    linear_inputs = (
+        2 * h * e * (replicated if at.sharded_linear_inputs else 1.0) + (q / t) * e
+    )  # QKV and MLP input (the norms' outputs), output projection's input
     qkv = (q + 2 * kv) / t * e  # what the score and value products keep
     if at.fused_attention:
         core = (q / t) * e + (cfg.n_heads / t) * FP32  # output and logsumexp per head

@@ -3,6 +3,7 @@
 Every constant of the roofline model lives here, so that a plan for another machine is a
 config file, not a code change (docs/plan.md explains each one).
 """
+
 from __future__ import annotations
 
 import os

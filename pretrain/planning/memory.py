@@ -9,11 +9,12 @@ reduces the gradients of stage 1 into partitions as well (measured:
 tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
 stage 1 keeps them whole.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
 from pretrain.parallel.layout import Layout
@@ -53,7 +54,11 @@ def state_bytes(cfg: TrainConfig, precision: Precision) -> StateBytes:
 
 
 def model_state_bytes(
-    params: int, partition: int, zero_stage: int, sizes: StateBytes, gradients_sharded_from: int = GRADIENTS_SHARDED_FROM
+    params: int,
+    partition: int,
+    zero_stage: int,
+    sizes: StateBytes,
+    gradients_sharded_from: int = GRADIENTS_SHARDED_FROM,
 ) -> tuple[int, int, int]:
     """(weights, gradients, optimizer) bytes of a rank that holds ``params`` elements of the
     model and owns a ZeRO partition of ``partition`` elements of them."""
@@ -103,16 +108,19 @@ class ZeroBuffers:
     sub_group_size: int
 
 
-
-@lru_cache(maxsize=None)
+@cache
 def zero_buffers(zero_stage: int) -> ZeroBuffers:
     """DeepSpeed's defaults for the stage, read from DeepSpeed's own config class."""
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
     ds = DeepSpeedZeroConfig(stage=zero_stage)
     return ZeroBuffers(
-        ds.reduce_bucket_size, bool(ds.overlap_comm), ds.contiguous_gradients, ds.prefetch_bucket_size,
-        ds.param_persistence_threshold, ds.sub_group_size,
+        ds.reduce_bucket_size,
+        bool(ds.overlap_comm),
+        ds.contiguous_gradients,
+        ds.prefetch_bucket_size,
+        ds.param_persistence_threshold,
+        ds.sub_group_size,
     )
 
 
@@ -157,7 +165,12 @@ def bf16_optimizer(cfg: TrainConfig, precision: Precision) -> bool:
 
 
 def _buffer_bytes(
-    cfg: TrainConfig, layout: Layout, stage: StageParameters, sizes: StateBytes, buffers: ZeroBuffers, precision: Precision
+    cfg: TrainConfig,
+    layout: Layout,
+    stage: StageParameters,
+    sizes: StateBytes,
+    buffers: ZeroBuffers,
+    precision: Precision,
 ) -> int:
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage

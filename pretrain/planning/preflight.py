@@ -2,6 +2,7 @@
 configured layout and exits; otherwise a start whose predicted memory per device exceeds the
 device is refused with the numbers, before any process group exists (``memory_check=false``
 starts anyway)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,11 +12,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.config import CONFIG_DIR, TrainConfig
 from pretrain.planning.cluster import GIB, ClusterConfig
 from pretrain.planning.report import format_breakdown
 from pretrain.planning.search import LayoutPlan, Planner
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 CLUSTER_DIR = CONFIG_DIR / "cluster"
 FALLBACK_GPU = "h100-80gb"  # speed constants for a GPU no cluster config names

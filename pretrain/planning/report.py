@@ -1,5 +1,6 @@
 """A plan for people (a table, the recommended layout's breakdown and overrides) and for
 programs (one JSON object per layout)."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,25 @@ def write_jsonl(plans: Iterable[LayoutPlan], path: Path) -> None:
             out.write(json.dumps(plan_record(plan)) + "\n")
 
 
-COLUMNS = ("#", "tp", "pp", "dp", "zero", "micro", "recompute", "weights", "grads", "optim", "activ", "buffers",
-           "total GB", "fits", "step s", "tokens/s", "MFU")
+COLUMNS = (
+    "#",
+    "tp",
+    "pp",
+    "dp",
+    "zero",
+    "micro",
+    "recompute",
+    "weights",
+    "grads",
+    "optim",
+    "activ",
+    "buffers",
+    "total GB",
+    "fits",
+    "step s",
+    "tokens/s",
+    "MFU",
+)
 
 
 def format_table(plans: list[LayoutPlan], first: int = 1) -> str:
@@ -62,12 +80,27 @@ def format_table(plans: list[LayoutPlan], first: int = 1) -> str:
     for index, plan in enumerate(plans, start=first):
         r = plan_record(plan)
         m = r["memory_gb"]
-        rows.append((
-            str(index), str(r["tp"]), str(r["pp"]), str(r["dp"]), str(r["zero_stage"]), str(r["micro_batch_size"]),
-            "yes" if r["activation_checkpointing"] else "no", f"{m['weights']:.2f}", f"{m['gradients']:.2f}",
-            f"{m['optimizer']:.2f}", f"{m['activations']:.2f}", f"{m['buffers']:.2f}", f"{m['total']:.2f}",
-            "yes" if r["fits"] else "NO", f"{r['step_s']:.3g}", f"{r['tokens_per_s']:.4g}", f"{r['mfu']:.1%}",
-        ))
+        rows.append(
+            (
+                str(index),
+                str(r["tp"]),
+                str(r["pp"]),
+                str(r["dp"]),
+                str(r["zero_stage"]),
+                str(r["micro_batch_size"]),
+                "yes" if r["activation_checkpointing"] else "no",
+                f"{m['weights']:.2f}",
+                f"{m['gradients']:.2f}",
+                f"{m['optimizer']:.2f}",
+                f"{m['activations']:.2f}",
+                f"{m['buffers']:.2f}",
+                f"{m['total']:.2f}",
+                "yes" if r["fits"] else "NO",
+                f"{r['step_s']:.3g}",
+                f"{r['tokens_per_s']:.4g}",
+                f"{r['mfu']:.1%}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
 

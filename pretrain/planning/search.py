@@ -1,4 +1,5 @@
 """Every layout of a model on a cluster, with its memory and speed, best first."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +65,9 @@ class Planner:
         ranks = tuple(rank_memory(cfg, layout, precision, stages, index) for index in range(layout.pp))
         if not self.cluster.untouched_memory_counts:  # DeepSpeed's buckets are allocated empty
             ranks = tuple(dataclasses.replace(rank, buffers=0) for rank in ranks)
-        memory = MemoryPlan(ranks=ranks, device_bytes=self.cluster.device_memory_bytes(), margin=self.cluster.memory_margin)
+        memory = MemoryPlan(
+            ranks=ranks, device_bytes=self.cluster.device_memory_bytes(), margin=self.cluster.memory_margin
+        )
         element = FP32 if precision is Precision.fp32 else 2
         speed = estimate_speed(cfg, layout, self.cluster, stages, list(ranks), element)
         return LayoutPlan(config=cfg, layout=layout, precision=precision, memory=memory, speed=speed)
@@ -82,7 +85,9 @@ class Planner:
                     for micro in [m for m in _divisors(per_rank) if m <= MAX_MICRO_BATCH]:
                         for recompute in (False, True):
                             parallel = ParallelConfig(name="plan", tp=tp, pp=pp, zero_stage=zero)
-                            train = dataclasses.replace(base.train, micro_batch_size=micro, activation_checkpointing=recompute)
+                            train = dataclasses.replace(
+                                base.train, micro_batch_size=micro, activation_checkpointing=recompute
+                            )
                             configs.append(dataclasses.replace(base, parallel=parallel, train=train))
         return configs
 

@@ -6,6 +6,7 @@ Tensor parallelism splits the same layers the trainer's ``TensorParallelLayers``
 (column-parallel outputs, row-parallel inputs, the vocabulary); the pipeline cuts the same
 list of layers ``build_pipeline`` hands to DeepSpeed, with DeepSpeed's own partitioning.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -100,6 +101,4 @@ def stage_parameters(
             return [_describe([GPT(cfg, layers)], optim, first=True, last=True)]
         modules = _pipeline_layers(cfg, layers)
     bounds = _stage_bounds(modules, pp, partition_method)
-    return [
-        _describe(modules[bounds[s] : bounds[s + 1]], optim, first=s == 0, last=s == pp - 1) for s in range(pp)
-    ]
+    return [_describe(modules[bounds[s] : bounds[s + 1]], optim, first=s == 0, last=s == pp - 1) for s in range(pp)]

@@ -4,6 +4,7 @@ reduction over the link its group spans, and the optimizer update at memory band
 Communication is not overlapped with compute (an upper bound on the step). docs/plan.md
 states each formula.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,11 @@ def _flops_per_token(cfg: TrainConfig, stage: StageParameters) -> float:
 
 
 def estimate_speed(
-    cfg: TrainConfig, layout: Layout, cluster: ClusterConfig, stages: list[StageParameters], ranks: list[RankMemory],
+    cfg: TrainConfig,
+    layout: Layout,
+    cluster: ClusterConfig,
+    stages: list[StageParameters],
+    ranks: list[RankMemory],
     activation_bytes: int,
 ) -> SpeedPlan:
     train = cfg.train
@@ -74,7 +79,9 @@ def estimate_speed(
     slowest_compute, slowest_micro_s, tensor_parallel = 0.0, 0.0, 0.0
     for stage in stages:
         compute = micro_tokens * _flops_per_token(cfg, stage) / layout.tp / rate
-        all_reduces = stage.layers * TP_ALL_REDUCES_PER_LAYER * recompute + stage.first + 4 * stage.last if layout.tp > 1 else 0
+        all_reduces = (
+            stage.layers * TP_ALL_REDUCES_PER_LAYER * recompute + stage.first + 4 * stage.last if layout.tp > 1 else 0
+        )
         tp_s = all_reduces * (ring_seconds(hidden, layout.tp, tp_link, all_reduce=True) + latency)
         p2p = 2 * hidden / (pp_link * GB) if layout.pp > 1 else 0.0
         if compute + tp_s + p2p > slowest_micro_s:

@@ -1,5 +1,6 @@
 """Model inputs on the device: from sampled windows (objective applied) to ``Batch``es, the
 next step's prepared on a background thread while this one runs."""
+
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor

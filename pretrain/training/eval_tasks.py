@@ -1,4 +1,5 @@
 """``train.eval_tasks``: the tasks of pretrain.evaluate, run at every evaluation of training."""
+
 from __future__ import annotations
 
 import time
@@ -23,7 +24,16 @@ PASSED, FAILED = b"passed", b"failed"
 class EvalTasks:
     """They run on the whole model in one process (the main rank)."""
 
-    def __init__(self, tasks: list[TaskConfig], tokenizer: Path, *, seq_len: int, layout: Layout, zero_stage: int, data: Any = None) -> None:
+    def __init__(
+        self,
+        tasks: list[TaskConfig],
+        tokenizer: Path,
+        *,
+        seq_len: int,
+        layout: Layout,
+        zero_stage: int,
+        data: Any = None,
+    ) -> None:
         if layout.pp > 1 or layout.tp > 1 or zero_stage == 3:
             raise ValueError(
                 "train.eval_tasks need the whole model on one rank: not with parallel.pp > 1, parallel.tp > 1 or "

@@ -1,5 +1,6 @@
 """What the training loop does after a step, besides training: evaluation, the log line and
 checkpoints (see ``loop.Hook``)."""
+
 from __future__ import annotations
 
 import time
@@ -61,7 +62,9 @@ class LoggingHook:
     hooks before it measured; the training curves at the end (``curves_of``: the run dir,
     on the main rank)."""
 
-    def __init__(self, logger: MetricsLogger, record: Callable[[LogWindow], dict], *, curves_of: Optional[Path]) -> None:
+    def __init__(
+        self, logger: MetricsLogger, record: Callable[[LogWindow], dict], *, curves_of: Optional[Path]
+    ) -> None:
         self.logger = logger
         self.record = record
         self.curves_of = curves_of
@@ -86,7 +89,9 @@ class CheckpointHook:
     """Checkpoints every ``train.save_every`` steps and at the end (unless
     ``train.save_at_end=false``); the end waits for a background save to complete."""
 
-    def __init__(self, save: Callable[[], Path], wait: Callable[[], None], schedule: Schedule, *, last_saved: int) -> None:
+    def __init__(
+        self, save: Callable[[], Path], wait: Callable[[], None], schedule: Schedule, *, last_saved: int
+    ) -> None:
         self.save = save
         self.wait = wait
         self.schedule = schedule

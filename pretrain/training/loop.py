@@ -1,5 +1,6 @@
 """The training loop: optimizer steps until ``train.max_steps``, with hooks after each step
 (evaluation, logging, checkpoints) in the style of OLMo-core's callbacks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class Schedule:
     save_at_end: bool = True
 
     @classmethod
-    def of(cls, train: TrainLoopConfig) -> "Schedule":
+    def of(cls, train: TrainLoopConfig) -> Schedule:
         return cls(train.max_steps, train.log_every, train.eval_every, train.save_every, train.save_at_end)
 
     def evaluates(self, step: int) -> bool:

@@ -1,5 +1,6 @@
 """Training metrics: console (progress bar on a terminal), ``<run_dir>/metrics.jsonl``,
 ``<run_dir>/train.log`` and wandb."""
+
 from __future__ import annotations
 
 import json

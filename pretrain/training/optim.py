@@ -1,5 +1,6 @@
 """Optimizer with weight-decay groups, the learning-rate schedule, and the guard that keeps
 non-finite steps out of the weights."""
+
 from __future__ import annotations
 
 import math
@@ -184,5 +185,7 @@ def lr_multiplier(step: int, cfg: OptimConfig, max_steps: int) -> float:
     return 1.0 - (1.0 - floor) * progress
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, cfg, max_steps))

@@ -1,4 +1,5 @@
 """The run directory's checks at start-up: writable, with room for the checkpoints."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,7 +20,9 @@ def check_run_dir(run_dir: Path, bytes_per_checkpoint: int, keep_last: int) -> N
             pass
     except OSError as err:
         raise PermissionError(f"run_dir={run_dir} is not writable ({err.strerror}); choose another run_dir") from None
-    existing = sum(f.stat().st_size for c in complete_checkpoints(checkpoint_root(run_dir)) for f in c.rglob("*") if f.is_file())
+    existing = sum(
+        f.stat().st_size for c in complete_checkpoints(checkpoint_root(run_dir)) for f in c.rglob("*") if f.is_file()
+    )
     needed = (max(keep_last, 1) + 1) * bytes_per_checkpoint - existing
     free = shutil.disk_usage(run_dir).free
     if free < needed:

@@ -1,8 +1,10 @@
 """``train.sample_log``: which samples each step trained on, one file per data-parallel rank."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from pretrain.data.loader import SampleBatch
 
 
@@ -12,7 +14,9 @@ class SampleLog:
     Records past the step training resumes from are dropped, so the logs always describe
     exactly the steps the model holds."""
 
-    def __init__(self, run_dir: Path, *, dp_rank: int, dp_size: int, writer: bool, is_main: bool, resume_step: int) -> None:
+    def __init__(
+        self, run_dir: Path, *, dp_rank: int, dp_size: int, writer: bool, is_main: bool, resume_step: int
+    ) -> None:
         directory = run_dir / "samples"
         directory.mkdir(parents=True, exist_ok=True)
         mine = directory / f"dp-rank-{dp_rank:05d}.jsonl"
@@ -35,4 +39,3 @@ class SampleLog:
 def _truncate(path: Path, last_step: int) -> None:
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
     path.write_text("".join(line + "\n" for line in kept))
-

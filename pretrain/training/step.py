@@ -1,5 +1,6 @@
 """One optimizer step over this rank's micro-batches, dense or pipelined, behind one
 interface (``TrainStep``), so the loop never asks which layout it runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ class DenseStep:
             return None
 
         def sum_of_squares(group: list[torch.nn.Parameter]) -> torch.Tensor:
-            return torch.stack([p.grad.float().square().sum() for p in group] or [torch.zeros((), device=self.device)]).sum()
+            return torch.stack(
+                [p.grad.float().square().sum() for p in group] or [torch.zeros((), device=self.device)]
+            ).sum()
 
         sharded = sum_of_squares([p for p in params if getattr(p, "tp_split_dim", None) is not None])
         if self.tp_group is not None:
@@ -150,7 +153,9 @@ class PipelinedStep:
 
     def train(self, batches: list[Batch], *, with_grad_norm: bool) -> StepOutput:
         loss = self.engine.train_batch(data_iter=_stage_batches(batches))
-        return StepOutput(loss=loss.detach().double(), grad_norm=deepspeed_grad_norm(self.engine) if with_grad_norm else None)
+        return StepOutput(
+            loss=loss.detach().double(), grad_norm=deepspeed_grad_norm(self.engine) if with_grad_norm else None
+        )
 
     def validation_loss(self, batches: list[Batch]) -> float:
         return float(self.engine.eval_batch(data_iter=_stage_batches(batches), num_micro_batches=len(batches)))
@@ -159,5 +164,6 @@ class PipelinedStep:
 def _stage_batches(batches: list[Batch]) -> Iterator[tuple]:
     """What the first stage takes as inputs and the last as loss targets."""
     return iter(
-        (stage_inputs(b.input_ids, b.attention.prefix_len, b.attention.doc_ids), (b.labels, b.loss_mask)) for b in batches
+        (stage_inputs(b.input_ids, b.attention.prefix_len, b.attention.doc_ids), (b.labels, b.loss_mask))
+        for b in batches
     )

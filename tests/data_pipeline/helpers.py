@@ -1,4 +1,5 @@
 """Helpers shared by the data pipeline tests (pytest's importlib mode cannot import conftest)."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """``tokenize format=chat``: conversations rendered exactly as transformers' apply_chat_template,
 a loss mask that covers exactly the assistant tokens, packing or padding into whole samples,
 and every malformed or overlong conversation counted with its file and line."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,10 @@ def conversations(count: int, seed: int = 0) -> list[list[dict]]:
     for _ in range(count):
         messages = [{"role": "system", "content": words(2, 5)}] if rng.random() < 0.3 else []
         for _ in range(int(rng.integers(1, 4))):
-            messages += [{"role": "user", "content": words(2, 8) + "?"}, {"role": "assistant", "content": words(1, 10) + "."}]
+            messages += [
+                {"role": "user", "content": words(2, 8) + "?"},
+                {"role": "assistant", "content": words(1, 10) + "."},
+            ]
         result.append(messages)
     return result
 
@@ -45,7 +49,9 @@ def hf(chat_tokenizer: Path):
 
 
 def hf_ids(hf, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    return list(hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)["input_ids"])
+    return list(
+        hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)["input_ids"]
+    )
 
 
 def write_chats(path: Path, chats: list[list[dict]], extra_lines: tuple[str, ...] = ()) -> Path:
@@ -58,18 +64,30 @@ def write_chats(path: Path, chats: list[list[dict]], extra_lines: tuple[str, ...
     return path
 
 
-def run_chat(tmp_path: Path, tokenizer: Path, chats: list[list[dict]], extra_lines: tuple[str, ...] = (), **chat: object):
+def run_chat(
+    tmp_path: Path, tokenizer: Path, chats: list[list[dict]], extra_lines: tuple[str, ...] = (), **chat: object
+):
     write_chats(tmp_path / "in" / "chat.jsonl", chats, extra_lines)
     settings = {"seq_len": 127, **chat}
-    config = TokenizeConfig(input=str(tmp_path / "in"), tokenizer=str(tokenizer), output_dir=str(tmp_path / "out"), workers=1,
-                            format="chat", chat=ChatConfig(**settings), val_fraction=0.0, progress=False)
+    config = TokenizeConfig(
+        input=str(tmp_path / "in"),
+        tokenizer=str(tokenizer),
+        output_dir=str(tmp_path / "out"),
+        workers=1,
+        format="chat",
+        chat=ChatConfig(**settings),
+        val_fraction=0.0,
+        progress=False,
+    )
     return tokenize_corpus(config), tmp_path / "out"
 
 
 def stored(output: Path) -> tuple[np.ndarray, np.ndarray]:
     shards = [TokenShard(prefix) for split in SPLITS for prefix in find_shards(output, split)]
-    return (np.concatenate([np.asarray(shard.tokens) for shard in shards]),
-            np.concatenate([np.asarray(shard.mask) for shard in shards]))
+    return (
+        np.concatenate([np.asarray(shard.tokens) for shard in shards]),
+        np.concatenate([np.asarray(shard.mask) for shard in shards]),
+    )
 
 
 def test_chat_template_renders_as_transformers(chat_tokenizer: Path, hf) -> None:
@@ -86,8 +104,12 @@ def test_loss_mask_covers_exactly_the_assistant_tokens(tmp_path: Path, chat_toke
     summary, output = run_chat(tmp_path, chat_tokenizer, chats, packing="pad")
     tokens, mask = stored(output)
     # independently, with transformers: what each assistant turn adds after the generation prompt
-    expected = sum(len(hf_ids(hf, messages[: k + 1])) - len(hf_ids(hf, messages[:k], True))
-                   for messages in chats for k, message in enumerate(messages) if message["role"] == "assistant")
+    expected = sum(
+        len(hf_ids(hf, messages[: k + 1])) - len(hf_ids(hf, messages[:k], True))
+        for messages in chats
+        for k, message in enumerate(messages)
+        if message["role"] == "assistant"
+    )
     assert int(((mask & LOSS_BIT) != 0).sum()) == expected == summary.chat["loss_tokens"]
     # pad: one conversation per sample, stored as transformers renders it, then padding
     samples, bits = tokens.reshape(-1, 128), mask.reshape(-1, 128)
@@ -129,7 +151,10 @@ def test_packing_fills_samples_with_whole_conversations(tmp_path: Path, chat_tok
 
 
 def test_overlong_conversations_are_truncated_or_dropped_and_counted(tmp_path: Path, chat_tokenizer: Path, hf) -> None:
-    long_answer = [{"role": "user", "content": "what is the river?"}, {"role": "assistant", "content": " ".join(CHAT_WORDS * 8)}]
+    long_answer = [
+        {"role": "user", "content": "what is the river?"},
+        {"role": "assistant", "content": " ".join(CHAT_WORDS * 8)},
+    ]
     chats = conversations(5) + [long_answer]
     truncated, truncated_dir = run_chat(tmp_path / "t", chat_tokenizer, chats, packing="pad", overlong="truncate")
     dropped, _ = run_chat(tmp_path / "d", chat_tokenizer, chats, packing="pad", overlong="drop")
@@ -154,7 +179,11 @@ def test_malformed_conversations_are_counted_with_file_and_line(tmp_path: Path, 
     summary, _ = run_chat(tmp_path, chat_tokenizer, conversations(3), BAD_LINES)
     assert summary.bad_input["by_reason"] == {"bad_conversation": 2, "no_assistant_turn": 1, "invalid_json": 1}
     assert [(event["line"], event["reason"]) for event in summary.bad_input["events"]] == [
-        (4, "bad_conversation"), (5, "bad_conversation"), (6, "no_assistant_turn"), (7, "invalid_json")]
+        (4, "bad_conversation"),
+        (5, "bad_conversation"),
+        (6, "no_assistant_turn"),
+        (7, "invalid_json"),
+    ]
     assert "role 'robot'" in summary.bad_input["events"][0]["detail"]
     assert summary.documents["train"] == 4  # the three conversations and the prompt/completion record
     assert "(bad_conversation: 2)" in str(summary)
@@ -162,16 +191,31 @@ def test_malformed_conversations_are_counted_with_file_and_line(tmp_path: Path, 
 
 def test_strict_stops_at_the_first_bad_conversation_naming_file_and_line(tmp_path: Path, chat_tokenizer: Path) -> None:
     write_chats(tmp_path / "in" / "chat.jsonl", conversations(2), BAD_LINES)
-    config = TokenizeConfig(input=str(tmp_path / "in"), tokenizer=str(chat_tokenizer), output_dir=str(tmp_path / "out"), workers=1,
-                            format="chat", strict=True, progress=False)
+    config = TokenizeConfig(
+        input=str(tmp_path / "in"),
+        tokenizer=str(chat_tokenizer),
+        output_dir=str(tmp_path / "out"),
+        workers=1,
+        format="chat",
+        strict=True,
+        progress=False,
+    )
     with pytest.raises(BadInputError, match=r"chat.jsonl:3: bad_conversation: message 0 has role 'robot'"):
         tokenize_corpus(config)
 
 
-@pytest.mark.parametrize("setting, message", [
-    (dict(format="dialog"), "format=dialog"), (dict(chat=ChatConfig(packing="bins")), "chat.packing=bins"),
-    (dict(chat=ChatConfig(overlong="cut")), "chat.overlong=cut"), (dict(chat=ChatConfig(seq_len=0)), "chat.seq_len=0")])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(format="dialog"), "format=dialog"),
+        (dict(chat=ChatConfig(packing="bins")), "chat.packing=bins"),
+        (dict(chat=ChatConfig(overlong="cut")), "chat.overlong=cut"),
+        (dict(chat=ChatConfig(seq_len=0)), "chat.seq_len=0"),
+    ],
+)
 def test_bad_chat_settings_are_named(tmp_path: Path, chat_tokenizer: Path, setting: dict, message: str) -> None:
-    config = TokenizeConfig(input=str(tmp_path), tokenizer=str(chat_tokenizer), output_dir=str(tmp_path / "out"), **setting)
+    config = TokenizeConfig(
+        input=str(tmp_path), tokenizer=str(chat_tokenizer), output_dir=str(tmp_path / "out"), **setting
+    )
     with pytest.raises(ValueError, match=message):
         tokenize_corpus(config)

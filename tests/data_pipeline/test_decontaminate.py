@@ -1,6 +1,7 @@
 """Decontamination in curation: task items planted verbatim and lightly edited into a corpus
 of real text are found, clean documents are not, redaction keeps the rest of a document, and
 bad task files are one-line errors naming the file and line."""
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,25 @@ def write_tasks(folder: Path) -> tuple[Path, Path]:
     rng = random.Random(7)
     folder.mkdir(parents=True, exist_ok=True)
     mc, harness = folder / "science_mc.jsonl", folder / "science_qa.jsonl"
-    mc.write_text("".join(json.dumps({"context": f"Question: {sentence(rng, 14)}?\nAnswer:",
-                                      "choices": [sentence(rng, 4) for _ in range(4)], "label": rng.randrange(4)}) + "\n"
-                          for _ in range(20)))
-    harness.write_text("".join(json.dumps({"question": sentence(rng, 12) + "?", "answer": sentence(rng, 6) + "."}) + "\n"
-                               for _ in range(20)))
+    mc.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "context": f"Question: {sentence(rng, 14)}?\nAnswer:",
+                    "choices": [sentence(rng, 4) for _ in range(4)],
+                    "label": rng.randrange(4),
+                }
+            )
+            + "\n"
+            for _ in range(20)
+        )
+    )
+    harness.write_text(
+        "".join(
+            json.dumps({"question": sentence(rng, 12) + "?", "answer": sentence(rng, 6) + "."}) + "\n"
+            for _ in range(20)
+        )
+    )
     return mc, harness
 
 
@@ -101,7 +116,9 @@ def curate(corpus: Path, output: Path, tasks: list[Path], **decontaminate) -> di
 
 
 def kept_documents(output: Path) -> dict[str, str]:
-    return {record["id"]: record["text"] for path in sorted(output.glob("part-*.jsonl.zst")) for record in iter_shard(path)}
+    return {
+        record["id"]: record["text"] for path in sorted(output.glob("part-*.jsonl.zst")) for record in iter_shard(path)
+    }
 
 
 def test_planted_items_are_found_and_clean_documents_kept(contaminated_corpus, tmp_path: Path) -> None:
@@ -120,13 +137,19 @@ def test_planted_items_are_found_and_clean_documents_kept(contaminated_corpus, t
     assert by_task["science_qa"]["item_lines"] == list(range(1, 21))
     assert by_task["science_mc"]["examples"][0] == {"document": "planted-0", "items": [1]}
     assert len(by_task["science_mc"]["examples"]) == 3  # max_examples
-    removed = {record["id"]: record["reason"] for path in (tmp_path / "out" / "removed").glob("filter-*") for record in iter_shard(path)}
+    removed = {
+        record["id"]: record["reason"]
+        for path in (tmp_path / "out" / "removed").glob("filter-*")
+        for record in iter_shard(path)
+    }
     assert removed["planted-25"] == "decontaminated:science_qa"
 
 
 def test_redact_mode_cuts_the_item_and_keeps_the_rest(contaminated_corpus, tmp_path: Path) -> None:
     corpus, tasks = contaminated_corpus
-    original = {json.loads(line)["id"]: json.loads(line)["text"] for line in (corpus / "planted.jsonl").read_text().splitlines()}
+    original = {
+        json.loads(line)["id"]: json.loads(line)["text"] for line in (corpus / "planted.jsonl").read_text().splitlines()
+    }
     report = curate(corpus, tmp_path / "out", tasks, mode="redact")
     kept = kept_documents(tmp_path / "out")
     assert len(kept) == 240 and report["decontamination"]["redacted_documents"] == 40  # the planted ones only
@@ -164,12 +187,15 @@ def test_words_keep_the_characters_they_came_from() -> None:
     assert normalized_words(text) == words_with_spans(text)[0] == ["café", "déjà", "vu_2", "naïve"]
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, r"missing\.jsonl: no such task file"),
-    ("", r"missing\.jsonl: the task file is empty"),
-    ('{"question": "a"}\n{"question": oops}\n', r"missing\.jsonl:2: not valid JSON"),
-    ('{"question": "a"}\n{"label": 1}\n', r"missing\.jsonl:2: no text to check"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, r"missing\.jsonl: no such task file"),
+        ("", r"missing\.jsonl: the task file is empty"),
+        ('{"question": "a"}\n{"question": oops}\n', r"missing\.jsonl:2: not valid JSON"),
+        ('{"question": "a"}\n{"label": 1}\n', r"missing\.jsonl:2: no text to check"),
+    ],
+)
 def test_bad_task_files_name_the_file_and_line(tmp_path: Path, content: str | None, message: str) -> None:
     task = tmp_path / "missing.jsonl"
     if content is not None:
@@ -186,10 +212,24 @@ def test_bad_task_files_name_the_file_and_line(tmp_path: Path, content: str | No
 
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "some text"}) + "\n")
-    result = subprocess.run([sys.executable, "-m", "data_pipeline.curate", f"input={tmp_path / 'in.jsonl'}", f"output_dir={tmp_path / 'out'}",
-                             f"decontaminate.tasks=[{tmp_path / 'nope.jsonl'}]", "decontaminate.mode=cut"],
-                            capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_pipeline.curate",
+            f"input={tmp_path / 'in.jsonl'}",
+            f"output_dir={tmp_path / 'out'}",
+            f"decontaminate.tasks=[{tmp_path / 'nope.jsonl'}]",
+            "decontaminate.mode=cut",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: invalid curate config:", "  decontaminate.mode=cut: choose remove or redact",
-        f"  decontaminate.tasks: {tmp_path / 'nope.jsonl'}: no such task file (decontaminate.tasks / the evaluation task's path)"]
+        "error: invalid curate config:",
+        "  decontaminate.mode=cut: choose remove or redact",
+        f"  decontaminate.tasks: {tmp_path / 'nope.jsonl'}: no such task file (decontaminate.tasks / the evaluation task's path)",
+    ]

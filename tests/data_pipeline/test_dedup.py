@@ -152,7 +152,9 @@ def test_signature_is_the_minimum_over_all_shingles_whatever_the_batching():
 
 
 def test_documents_shorter_than_n_words_are_one_shingle():
-    shingles, offsets = ShingleHasher(5, seed=1, collapse_digit_runs=False).hash_batch(["a b", "a b c d e f", "", "A, b!"])
+    shingles, offsets = ShingleHasher(5, seed=1, collapse_digit_runs=False).hash_batch(
+        ["a b", "a b c d e f", "", "A, b!"]
+    )
     assert offsets.tolist() == [0, 1, 3, 4]
     assert shingles[0] == shingles[4]  # "a b" == "A, b!"
     assert shingles[0] not in shingles[1:3]
@@ -253,7 +255,9 @@ def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards
     monkeypatch.setattr(components, "_MERGE_ROWS", 8)  # merge while reading, not only at the end
     rng = np.random.default_rng(shards)
     codes = np.unique(rng.integers(2**63, 2**64 - 1, size=400, dtype=np.uint64, endpoint=True))  # past int64
-    chains = [rng.choice(len(codes), size=rng.integers(2, 12), replace=False) for _ in range(40)]  # paths in random order
+    chains = [
+        rng.choice(len(codes), size=rng.integers(2, 12), replace=False) for _ in range(40)
+    ]  # paths in random order
     links = np.array([(a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:])])
     pairs = codes[links]
     shard_of_pair = rng.integers(0, shards, size=len(pairs))  # a chain's links spread over the shards
@@ -283,7 +287,9 @@ def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
             for piece, out in zip(slices, read):
                 piece.read_into(out)
             index = [np.load(path.with_name(path.stem + ".index.npy")) for path in runs]
-            assert [r.tolist() for r in read] == [w[i[partition] : i[partition + 1]].tolist() for w, i in zip(whole, index)]
+            assert [r.tolist() for r in read] == [
+                w[i[partition] : i[partition + 1]].tolist() for w, i in zip(whole, index)
+            ]
     assert sum(piece.count for partition in range(3) for piece in keys.partition_slices("bands", partition)) == 10 * 16
     last = keys.partition_slices("bands", 2)[-1]
     with open(last.path, "r+b") as run:
@@ -302,7 +308,9 @@ def graph(kind: str, rng: np.random.Generator) -> np.ndarray:
         return codes[np.array([(a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:])])]
     if kind == "stars":  # one document copied many times, its copies also linked to each other
         centre, leaves = codes[0], codes[1:120]
-        return np.concatenate([np.stack((leaves, np.full(len(leaves), centre)), axis=1), np.stack((leaves[:-1], leaves[1:]), axis=1)])
+        return np.concatenate(
+            [np.stack((leaves, np.full(len(leaves), centre)), axis=1), np.stack((leaves[:-1], leaves[1:]), axis=1)]
+        )
     if kind == "long path":  # in increasing order: the slowest case for propagating the minimum
         small = np.arange(10, 250, dtype=np.uint64) << np.uint64(40)  # codes of units 10..249, row 0
         return np.stack((small[:-1], small[1:]), axis=1)

@@ -1,6 +1,7 @@
 """The train split's n-gram fingerprint that tokenize writes beside the token shards: exactly
 the distinct n-grams of the train documents' text, the same for any units, workers, spills and
 hash ranges, and absent with fingerprint_ngram=null."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def corpus_and_tokenizer(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     return corpus, train_tiny_tokenizer(corpus, tmp_path_factory.mktemp("fingerprint_tokenizer")), documents
 
 
-def test_fingerprint_holds_the_train_grams_for_any_units_and_spills(tmp_path, corpus_and_tokenizer, monkeypatch) -> None:
+def test_fingerprint_holds_the_train_grams_for_any_units_and_spills(
+    tmp_path, corpus_and_tokenizer, monkeypatch
+) -> None:
     corpus, tokenizer, documents = corpus_and_tokenizer
     train = train_texts(documents)
     reference = np.unique(np.concatenate([text_gram_hashes(text, 13) for text in train]))
@@ -37,7 +40,9 @@ def test_fingerprint_holds_the_train_grams_for_any_units_and_spills(tmp_path, co
     assert len(reference) > 1000 and val_only
 
     unit_mb = (corpus / "shard-000.jsonl").stat().st_size / 8 / 1e6 * 1.001
-    tokenize_corpus(settings(corpus, tokenizer, tmp_path / "eight", unit_size_mb=unit_mb))  # (workers: test_tokenize.py)
+    tokenize_corpus(
+        settings(corpus, tokenizer, tmp_path / "eight", unit_size_mb=unit_mb)
+    )  # (workers: test_tokenize.py)
     with monkeypatch.context() as patch:  # one unit, in this process: spilling every 50 hashes, 7 ranges
         patch.setattr(fingerprint_module, "RUN_HASHES", 50)
         patch.setattr(fingerprint_module, "RANGE_HASHES", len(reference) // 6)

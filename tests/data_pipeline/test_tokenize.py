@@ -1,5 +1,6 @@
 """Tokenizing curated text into fixed-size packed token shards: exact, split by id, the same
 for any number of units, workers and executors, resumable unit by unit."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,12 +21,12 @@ import xxhash
 import zstandard
 
 from data_pipeline.formats.token_shards import ShardError, SplitIndex, TokenShard, find_shards
-from data_pipeline.token_directory import open_token_shards
+from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.io.readers import resolve_corpus_inputs
+from data_pipeline.token_directory import open_token_shards
 from data_pipeline.tokenize.cli import tokenize_command, tokenize_corpus
 from data_pipeline.tokenize.config import TokenizeConfig
 from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL
-from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 from pretrain.data.windows import PackedWindows
 from pretrain.objectives.base import document_ids
@@ -77,8 +78,11 @@ def corpus(tmp_path_factory, documents) -> Path:
 
 
 def train_tiny_tokenizer(corpus: Path, output_dir: Path, vocab_size: int = 500) -> Path:
-    train_tokenizer(TokenizerConfig(input=str(corpus), output_dir=str(output_dir), vocab_size=vocab_size,
-                                    num_threads=1, hf_export=False))
+    train_tokenizer(
+        TokenizerConfig(
+            input=str(corpus), output_dir=str(output_dir), vocab_size=vocab_size, num_threads=1, hf_export=False
+        )
+    )
     return output_dir
 
 
@@ -88,8 +92,15 @@ def tokenizer_dir(tmp_path_factory, corpus) -> Path:
 
 
 def settings(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides) -> TokenizeConfig:
-    config = TokenizeConfig(input=str(corpus), tokenizer=str(tokenizer_dir), output_dir=str(output_dir), workers=1,
-                            val_fraction=0.25, tokens_per_shard=TOKENS_PER_SHARD, progress=False)
+    config = TokenizeConfig(
+        input=str(corpus),
+        tokenizer=str(tokenizer_dir),
+        output_dir=str(output_dir),
+        workers=1,
+        val_fraction=0.25,
+        tokens_per_shard=TOKENS_PER_SHARD,
+        progress=False,
+    )
     return with_overrides(config, **overrides)
 
 
@@ -100,8 +111,10 @@ def run(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides):
 def stream(output_dir: Path, split: str) -> np.ndarray:
     """The split's tokens, its shards in the order of its index."""
     index = SplitIndex.load(output_dir, split)
-    return np.concatenate([np.asarray(TokenShard(output_dir / shard["name"]).tokens, dtype=np.int64) for shard in index.shards]
-                          or [np.zeros(0, np.int64)])
+    return np.concatenate(
+        [np.asarray(TokenShard(output_dir / shard["name"]).tokens, dtype=np.int64) for shard in index.shards]
+        or [np.zeros(0, np.int64)]
+    )
 
 
 def decoded_split(output_dir: Path, tokenizer_dir: Path, split: str, add_bos: bool = False) -> list[str]:
@@ -118,7 +131,11 @@ def decoded_split(output_dir: Path, tokenizer_dir: Path, split: str, add_bos: bo
 
 
 def shard_files(output_dir: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(output_dir.glob("*-*.*")) if path.suffix in (".bin", ".idx", ".json")}
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(output_dir.glob("*-*.*"))
+        if path.suffix in (".bin", ".idx", ".json")
+    }
 
 
 def check_fixed_size(output_dir: Path, tokens_per_shard: int) -> None:
@@ -171,7 +188,9 @@ def test_units_workers_and_ray_give_identical_shards(tmp_path, tokenizer_dir, do
     for name in outputs:
         assert shard_files(tmp_path / name) == reference, name
     for split in SPLITS:
-        assert (tmp_path / "eight" / f"{split}.shards.json").read_text() == (tmp_path / "one" / f"{split}.shards.json").read_text()
+        assert (tmp_path / "eight" / f"{split}.shards.json").read_text() == (
+            tmp_path / "one" / f"{split}.shards.json"
+        ).read_text()
 
 
 def test_split_does_not_depend_on_the_file_layout(tmp_path, corpus, tokenizer_dir, documents):
@@ -179,7 +198,8 @@ def test_split_does_not_depend_on_the_file_layout(tmp_path, corpus, tokenizer_di
     run(write_shards(tmp_path / "single", [documents]), tokenizer_dir, tmp_path / "one_file")
     for split in SPLITS:
         assert sorted(decoded_split(tmp_path / "one_file", tokenizer_dir, split)) == sorted(
-            decoded_split(tmp_path / "three_files", tokenizer_dir, split))
+            decoded_split(tmp_path / "three_files", tokenizer_dir, split)
+        )
 
 
 def test_a_small_corpus_still_gets_a_val_split_the_same_for_any_units(tmp_path, tokenizer_dir, documents):
@@ -190,10 +210,14 @@ def test_a_small_corpus_still_gets_a_val_split_the_same_for_any_units(tmp_path, 
     assert len(decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == 4 == summary.documents[VAL]  # 40 documents: 4
     assert summary.tokens[VAL] == len(stream(tmp_path / "one", VAL)) and summary.documents[TRAIN] == 36
     by_hash = sorted(documents[:40], key=lambda document: xxhash.xxh64_intdigest(document["id"].encode()))
-    assert decoded_split(tmp_path / "one", tokenizer_dir, VAL) == [d["text"] for d in documents[:40] if d in by_hash[:4]]
+    assert decoded_split(tmp_path / "one", tokenizer_dir, VAL) == [
+        d["text"] for d in documents[:40] if d in by_hash[:4]
+    ]
     assert shard_files(tmp_path / "one") == shard_files(tmp_path / "four")
     train = decoded_split(tmp_path / "one", tokenizer_dir, TRAIN)
-    assert sorted(train + decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == sorted(d["text"] for d in documents[:40])
+    assert sorted(train + decoded_split(tmp_path / "one", tokenizer_dir, VAL)) == sorted(
+        d["text"] for d in documents[:40]
+    )
 
 
 def test_windows_and_document_masking_see_documents_across_shard_boundaries(tmp_path, corpus, tokenizer_dir):
@@ -209,7 +233,11 @@ def test_windows_and_document_masking_see_documents_across_shard_boundaries(tmp_
     global_document = np.cumsum(is_eos) - is_eos
     window = 16
     windows = PackedWindows.open(tmp_path, TRAIN, window, index.tokenizer_hash)
-    starts = [shard * 97 + offset for shard in range(len(index.shards)) for offset in range(0, index.shards[shard]["num_tokens"] - window + 1, window)]
+    starts = [
+        shard * 97 + offset
+        for shard in range(len(index.shards))
+        for offset in range(0, index.shards[shard]["num_tokens"] - window + 1, window)
+    ]
     assert len(windows) == len(starts)
     for number, start in enumerate(starts):
         assert windows[number].tolist() == tokens[start : start + window].tolist()
@@ -254,7 +282,10 @@ def test_bad_records_are_counted_with_file_and_line(tmp_path, tokenizer_dir, doc
     summary = run(corpus, tokenizer_dir, tmp_path / "out")
     assert summary.bad_input["count"] == 3
     assert [(event["file"], event["line"], event["reason"]) for event in summary.bad_input["events"]] == [
-        ("shard-000.jsonl", 6, "invalid_json"), ("shard-000.jsonl", 7, "missing_text"), ("shard-000.jsonl", 8, "missing_text")]
+        ("shard-000.jsonl", 6, "invalid_json"),
+        ("shard-000.jsonl", 7, "missing_text"),
+        ("shard-000.jsonl", 8, "missing_text"),
+    ]
     assert "shard-000.jsonl:6: invalid_json" in str(summary)
     assert sum(summary.documents.values()) == 20
 
@@ -287,8 +318,16 @@ def test_training_refuses_shards_of_another_tokenizer(tmp_path, corpus, tokenize
 
 
 def test_command_line_prints_a_summary_and_writes_only_into_output_dir(tmp_path, corpus, tokenizer_dir):
-    command = [sys.executable, "-m", "data_pipeline.tokenize", f"input={corpus}", f"tokenizer={tokenizer_dir}",
-               "output_dir=out", "workers=1", "tokens_per_shard=1000"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.tokenize",
+        f"input={corpus}",
+        f"tokenizer={tokenizer_dir}",
+        "output_dir=out",
+        "workers=1",
+        "tokens_per_shard=1000",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -298,7 +337,9 @@ def test_command_line_prints_a_summary_and_writes_only_into_output_dir(tmp_path,
     assert (tmp_path / "out" / "tokenizer_meta.json").exists()
     assert len(find_shards(tmp_path / "out", TRAIN)) == SplitIndex.load(tmp_path / "out", TRAIN).num_tokens // 1000 + 1
 
-    misspelt = subprocess.run([*command, "worker=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    misspelt = subprocess.run(
+        [*command, "worker=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert misspelt.returncode != 0 and "worker" in misspelt.stderr
 
 
@@ -307,10 +348,20 @@ def test_a_killed_worker_fails_its_unit_in_one_line(tmp_path, tokenizer_dir, doc
     write_shards(folder, [documents[:10]])
     slow = [{"id": f"slow-{n}", "text": document["text"]} for n in range(40) for document in documents]
     (folder / "slow.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in slow).encode()))
-    command = [sys.executable, "-m", "data_pipeline.tokenize", f"input={folder}", f"tokenizer={tokenizer_dir}",
-               f"output_dir={tmp_path}/out", "workers=2", "progress=false"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.tokenize",
+        f"input={folder}",
+        f"tokenizer={tokenizer_dir}",
+        f"output_dir={tmp_path}/out",
+        "workers=2",
+        "progress=false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     worker = wait_for_worker_reading(process.pid, "slow.jsonl.gz", timeout_s=60)
     os.kill(worker.pid, signal.SIGKILL)
     killed_at = time.monotonic()

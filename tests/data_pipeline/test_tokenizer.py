@@ -1,4 +1,5 @@
 """Training the SentencePiece tokenizer: lossless, special tokens fixed, transformers parity."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,11 @@ from data_pipeline.io.readers import BadInputError, InputSource
 from data_pipeline.io.units import InputUnit, unit_bytes
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
 from data_pipeline.tokenizer.sample import (
-    SampleSettings, TrainingSample, choose_units, cut_text, input_units,
+    SampleSettings,
+    TrainingSample,
+    choose_units,
+    cut_text,
+    input_units,
 )
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
@@ -179,7 +184,9 @@ def test_a_directory_is_read_for_its_shards_not_its_report_or_subfolders(tmp_pat
     write_jsonl(tmp_path / "_work" / "filter" / "00000-0000.jsonl", [{"id": "waiting", "text": "not deduplicated"}])
     (tmp_path / "report.json").write_text(json.dumps({"documents": 1}, indent=2))
     assert [unit.source.name for unit in input_units(str(tmp_path))] == ["part-00000-0000.jsonl"]
-    assert list(TrainingSample(input_units(str(tmp_path)), SampleSettings(10, 16384, 0, strict=True), 1, None)) == ["clean text"]
+    assert list(TrainingSample(input_units(str(tmp_path)), SampleSettings(10, 16384, 0, strict=True), 1, None)) == [
+        "clean text"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +264,16 @@ def test_sample_and_pieces_are_the_same_for_1_and_2_workers(tmp_path, many_units
     """A subset of the units, read in this process and on 2 worker processes."""
     trained = []
     for workers in (1, 2):
-        config = tiny_config(many_units, tmp_path / f"workers-{workers}", vocab_size=500, input_sentence_size=100, max_sentence_length=256,
-                             sample_units_factor=1.0, workers=workers, hf_export=False)
+        config = tiny_config(
+            many_units,
+            tmp_path / f"workers-{workers}",
+            vocab_size=500,
+            input_sentence_size=100,
+            max_sentence_length=256,
+            sample_units_factor=1.0,
+            workers=workers,
+            hf_export=False,
+        )
         train_tokenizer(config)
         trained.append(trained_pieces(tmp_path / f"workers-{workers}"))
     units = input_units(str(many_units))
@@ -277,9 +292,18 @@ def test_training_is_reproducible_across_processes_folders_and_threads(tmp_path,
     for index, threads in enumerate((1, 2, 1)):
         workdir = tmp_path / f"run-{index}"
         workdir.mkdir()
-        command = [sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={corpus}", f"output_dir=out-{index}",
-                   "vocab_size=600", "input_sentence_size=150", f"num_threads={threads}", f"workers={threads}",
-                   "hf_export=false"]
+        command = [
+            sys.executable,
+            "-m",
+            "data_pipeline.train_tokenizer",
+            f"input={corpus}",
+            f"output_dir=out-{index}",
+            "vocab_size=600",
+            "input_sentence_size=150",
+            f"num_threads={threads}",
+            f"workers={threads}",
+            "hf_export=false",
+        ]
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         runs.append(workdir / f"out-{index}")
@@ -326,7 +350,9 @@ def test_bad_records_are_skipped_or_fail_under_strict(tmp_path, documents):
 def test_empty_texts_take_no_place_and_no_text_at_all_is_one_clear_error(tmp_path):
     write_jsonl(tmp_path / "corpus" / "empty.jsonl", [])
     write_jsonl(tmp_path / "corpus" / "blank.jsonl", [{"id": "a", "text": ""}, {"id": "b", "text": ""}])
-    with pytest.raises(ValueError, match=r"no text to train on: the 2 input units read hold 2 documents, none with text"):
+    with pytest.raises(
+        ValueError, match=r"no text to train on: the 2 input units read hold 2 documents, none with text"
+    ):
         train_tokenizer(tiny_config(tmp_path / "corpus", tmp_path / "out", hf_export=False))
     write_jsonl(tmp_path / "corpus" / "text.jsonl", [{"id": "c", "text": "clean text"}])
     units = input_units(str(tmp_path / "corpus"))
@@ -349,8 +375,13 @@ def test_reader_settings_choose_the_text_field_and_ids(tmp_path):
     """reader.text_key / reader.id_keys, as curation reads records (and reader.hf for hf: inputs)."""
     records = [{"key": f"k{n}", "content": f"text number {n}", "text": "not this"} for n in range(30)]
     write_jsonl(tmp_path / "corpus" / "part.jsonl", records)
-    config = tiny_config(tmp_path / "corpus", tmp_path / "out", vocab_size=400, hf_export=False,
-                         reader=ReaderConfig(text_key="content", id_keys=["key"]))
+    config = tiny_config(
+        tmp_path / "corpus",
+        tmp_path / "out",
+        vocab_size=400,
+        hf_export=False,
+        reader=ReaderConfig(text_key="content", id_keys=["key"]),
+    )
     train_tokenizer(config)
     settings = SampleSettings(30, 16384, 0, strict=True, reader=config.reader)
     sample = list(TrainingSample(input_units(config.input, config.reader.hf), settings, 1, None))
@@ -363,11 +394,14 @@ def test_too_small_vocabulary_names_the_setting(tmp_path, corpus):
         train_tokenizer(tiny_config(corpus, tmp_path, vocab_size=300))
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("input_sentence_size", 0, "input_sentence_size=0: .* set it >= 1"),
-    ("sample_units_factor", 0.0, r"sample_units_factor=0.0: set it > 0 .* or null to read every input unit"),
-    ("workers", -1, "workers=-1: set it >= 1, or 0 for all cores"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("input_sentence_size", 0, "input_sentence_size=0: .* set it >= 1"),
+        ("sample_units_factor", 0.0, r"sample_units_factor=0.0: set it > 0 .* or null to read every input unit"),
+        ("workers", -1, "workers=-1: set it >= 1, or 0 for all cores"),
+    ],
+)
 def test_bad_sample_settings_name_the_setting(tmp_path, corpus, setting, value, message):
     with pytest.raises(ValueError, match=message):
         train_tokenizer(tiny_config(corpus, tmp_path, **{setting: value}))
@@ -382,8 +416,15 @@ def test_long_documents_are_cut_at_line_ends(max_bytes):
 
 
 def test_command_line_writes_only_into_output_dir(tmp_path, corpus):
-    command = [sys.executable, "-m", "data_pipeline.train_tokenizer", f"input={corpus}", "output_dir=out",
-               "vocab_size=600", "hf_export=false"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.train_tokenizer",
+        f"input={corpus}",
+        "output_dir=out",
+        "vocab_size=600",
+        "hf_export=false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -391,7 +432,8 @@ def test_command_line_writes_only_into_output_dir(tmp_path, corpus):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert {"tokenizer.model", "tokenizer_meta.json", ".hydra"} <= {p.name for p in (tmp_path / "out").iterdir()}
 
-    misspelt = subprocess.run([*command, "vocab_sise=600"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=120)
+    misspelt = subprocess.run(
+        [*command, "vocab_sise=600"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert misspelt.returncode != 0
     assert "vocab_sise" in misspelt.stderr

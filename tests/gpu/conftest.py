@@ -12,6 +12,7 @@ gets a fixed workspace and torch its deterministic kernels, the settings torch's
 reproducibility notes name; ``warn_only`` names any kernel that has no deterministic form
 instead of stopping the lane.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,12 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # The CPU suite's fixtures (a token corpus, a tiny model trained on text, the export check).
 from tests.pretrain.conftest import (  # noqa: E402,F401
-    assert_matches_transformers, text_shards, text_tokenizer, token_corpus, train_text_model, trained_run,
+    assert_matches_transformers,
+    text_shards,
+    text_tokenizer,
+    token_corpus,
+    train_text_model,
+    trained_run,
 )
 
 HOW_TO_RUN = "the GPU lane needs CUDA: run `python -m pytest tests/gpu -x -q` alone on a machine with a GPU"

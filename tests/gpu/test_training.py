@@ -2,6 +2,7 @@
 background save give the same bits as straight ones, ZeRO-3 starts from the single-process
 values, and the exported Hugging Face model gives our logits. Most are the CPU suite's tests,
 run here with the process on CUDA (bf16 there, by ``train.precision=auto``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,9 @@ def test_20_bf16_steps_on_the_gpu_track_fp32_on_cpu(token_corpus: Path, tmp_path
     assert gpu_losses == pytest.approx(cpu_losses, rel=BF16_LOSS_TOLERANCE)
 
 
-def test_same_layout_resume_on_the_gpu_continues_exactly(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_same_layout_resume_on_the_gpu_continues_exactly(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     cpu_train.test_resume_continues_exactly(token_corpus, tmp_path, process)
 
 
@@ -51,13 +54,17 @@ def test_a_background_save_on_the_gpu_equals_one_written_in_step(
     cpu_async_save.test_a_background_checkpoint_equals_one_written_in_step(token_corpus, tmp_path, process, monkeypatch)
 
 
-def test_zero3_on_the_gpu_starts_from_the_single_process_values(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_zero3_on_the_gpu_starts_from_the_single_process_values(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     # fp32 in both: with bf16 one layout might keep its module in fp32 and the other not.
     settings = lambda name, zero: config(token_corpus, tmp_path / name, zero, "train.precision=fp32")  # noqa: E731
     assert_zero3_starts_from_the_single_process_values(settings, process)
 
 
-def test_the_exported_model_on_the_gpu_gives_our_logits(trained_run: Path, tmp_path: Path, assert_matches_transformers) -> None:
+def test_the_exported_model_on_the_gpu_gives_our_logits(
+    trained_run: Path, tmp_path: Path, assert_matches_transformers
+) -> None:
     """``trained_run`` trained on the GPU here; both models run on it, in fp32."""
     export(ExportConfig(checkpoint=str(trained_run), output_dir=str(tmp_path / "export")))
     assert_matches_transformers(trained_run, tmp_path / "export", device="cuda")

@@ -1,6 +1,7 @@
 """Trains with ``train.async_save`` while every shard file stops after its first bytes, as
 if the disk hung: tests/pretrain/test_async_save.py kills it in the middle of the write.
 Usage: python tests/pretrain/async_save_worker.py OVERRIDE..."""
+
 from __future__ import annotations
 
 import sys

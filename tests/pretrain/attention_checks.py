@@ -1,6 +1,7 @@
 """Checks of the compiled FlexAttention path against SDPA with the dense mask, written once for
 any device: the CPU suite runs them in fp32 (forward only where torch has no CPU backward),
 the GPU lane (tests/gpu) in bf16 with the backward pass."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,16 @@ KIND_IDS = [f"{mode.value}{'+docs' if docs else ''}" for mode, docs in MASK_KIND
 # heads over 2 key/value heads); head_dim 16, the smallest the CUDA kernels take.
 BATCH, SEQ, HEADS, KV_HEADS, HEAD_DIM = 2, 150, 4, 2, 16
 # The model whose attention has those shapes, so its compiled kernels are the ones above.
-TINY = ModelConfig(vocab_size=96, pad_vocab_multiple=32, n_layers=2, d_model=HEADS * HEAD_DIM, n_heads=HEADS,
-                   n_kv_heads=KV_HEADS, max_seq_len=SEQ, ffn_multiple_of=16)
+TINY = ModelConfig(
+    vocab_size=96,
+    pad_vocab_multiple=32,
+    n_layers=2,
+    d_model=HEADS * HEAD_DIM,
+    n_heads=HEADS,
+    n_kv_heads=KV_HEADS,
+    max_seq_len=SEQ,
+    ffn_multiple_of=16,
+)
 # torch 2.13 refuses inputs that require gradients on CPU (flex_attention._validate_device).
 NO_CPU_BACKWARD = "FlexAttention does not support backward on CPU"
 # Largest difference allowed, as a fraction of the largest reference value: of one kernel,
@@ -37,7 +46,9 @@ KERNEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 MODEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-2}
 
 
-def spec_for(mode: AttentionMode, with_docs: bool, seed: int = 0, device: torch.device = torch.device("cpu")) -> AttentionSpec:
+def spec_for(
+    mode: AttentionMode, with_docs: bool, seed: int = 0, device: torch.device = torch.device("cpu")
+) -> AttentionSpec:
     """A batch's attention: random document boundaries and prefix lengths drawn from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     boundaries = torch.rand(BATCH, SEQ, generator=generator) < 0.03
@@ -58,8 +69,9 @@ def qkv(device: torch.device, dtype: torch.dtype, requires_grad: bool, seed: int
 def sdpa_dense(q: Tensor, k: Tensor, v: Tensor, spec: AttentionSpec) -> Tensor:
     """The reference: SDPA with the dense boolean mask, in fp32."""
     mask, is_causal = attention_mask(spec, SEQ, q.device)
-    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal,
-                                          enable_gqa=True)
+    return F.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal, enable_gqa=True
+    )
 
 
 def with_gradients(run: Callable[[list[Tensor]], Tensor], inputs: list[Tensor], upstream: Tensor) -> list[Tensor]:
@@ -69,8 +81,9 @@ def with_gradients(run: Callable[[list[Tensor]], Tensor], inputs: list[Tensor], 
     return [out, *grads]
 
 
-def flex_and_reference(mode: AttentionMode, with_docs: bool, device: torch.device, dtype: torch.dtype,
-                       backward: bool) -> list[tuple[str, Tensor, Tensor]]:
+def flex_and_reference(
+    mode: AttentionMode, with_docs: bool, device: torch.device, dtype: torch.dtype, backward: bool
+) -> list[tuple[str, Tensor, Tensor]]:
     """``(name, compiled FlexAttention, SDPA dense)`` for the output and, with ``backward``,
     the gradients of q, k and v. Raises torch's NotImplementedError where it has no backward."""
     spec = spec_for(mode, with_docs, device=device)
@@ -108,8 +121,9 @@ def skip_without_backward(device: torch.device) -> None:
         pytest.skip(f"torch {torch.__version__}: {NO_CPU_BACKWARD}; tests/gpu/test_attention.py checks it on CUDA")
 
 
-def compiled_model_and_eager_sdpa(monkeypatch: pytest.MonkeyPatch, device: torch.device, dtype: torch.dtype,
-                                  backward: bool, n_layers: int = 1) -> list[tuple[str, Tensor, Tensor]]:
+def compiled_model_and_eager_sdpa(
+    monkeypatch: pytest.MonkeyPatch, device: torch.device, dtype: torch.dtype, backward: bool, n_layers: int = 1
+) -> list[tuple[str, Tensor, Tensor]]:
     """The tiny model under ``torch.compile`` (what ``train.compile=true`` runs) with its
     attention on FlexAttention, against the eager model on SDPA with the dense mask, fp32, for
     two batches with other document boundaries and prefix lengths; the second must reuse the

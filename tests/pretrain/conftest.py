@@ -1,5 +1,6 @@
 """A small generated token corpus that a tiny model can learn from, and a tiny model trained
 on text with a real tokenizer."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.formats.token_shards import TokenShardWriter, shard_prefix
 from data_pipeline.formats.special_tokens import SpecialTokens
+from data_pipeline.formats.token_shards import TokenShardWriter, shard_prefix
 
 VOCAB = 256
 SPECIAL = SpecialTokens.synthetic(VOCAB, num_sentinels=100)
@@ -60,7 +61,9 @@ def write_chat_corpus(directory: Path, sample_tokens: int = 33, seed: int = 0) -
     SPECIAL.save(directory)
     rng = np.random.default_rng(seed)
     for split, count in (("train", 160), ("val", 20)):
-        with TokenShardWriter(shard_prefix(directory, split, 0), VOCAB, SPECIAL.tokenizer_hash, loss_mask=True) as writer:
+        with TokenShardWriter(
+            shard_prefix(directory, split, 0), VOCAB, SPECIAL.tokenizer_hash, loss_mask=True
+        ) as writer:
             packer = SamplePacker(writer, sample_tokens, SPECIAL.pad_id, pack=True)
             for _ in range(count):
                 prompt, answer = int(rng.integers(2, 8)), int(rng.integers(2, 10))
@@ -71,7 +74,9 @@ def write_chat_corpus(directory: Path, sample_tokens: int = 33, seed: int = 0) -
                 packer.add([token + FIRST_ORDINARY for token in chain], bits)
             packer.close_sample()
         shard = {"name": f"{split}-00000", "num_tokens": writer.num_tokens, "num_documents": writer.num_documents}
-        SplitIndex(split, SPECIAL.tokenizer_hash, writer.num_tokens, [shard], sample_tokens=sample_tokens).save(directory)
+        SplitIndex(split, SPECIAL.tokenizer_hash, writer.num_tokens, [shard], sample_tokens=sample_tokens).save(
+            directory
+        )
     return directory
 
 
@@ -166,7 +171,11 @@ def run_module():
     launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
     def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {**{k: v for k, v in os.environ.items() if k not in launch_env}, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in launch_env},
+            "PYTHONPATH": str(repo),
+            "HF_HUB_OFFLINE": "1",
+        }
         return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, env=env)
 
     return run
@@ -245,8 +254,16 @@ def launch_runs():
         # Large blocks straight from mmap and back on free, so that the memory tests see
         # what is allocated, not what malloc keeps for later.
         env["MALLOC_MMAP_THRESHOLD_"] = str(2**16)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                   str(worker), str(runs_file), str(out_file)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(worker),
+            str(runs_file),
+            str(out_file),
+        ]
         done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
         log = workdir / f"launch-{nproc}.log"
         log.write_text(done.stderr)

@@ -1,6 +1,7 @@
 """A training rank whose process group gives up after a few seconds and whose rank 0 spends
 longer than that on ``train.eval_tasks``: tests/pretrain/test_eval_wait.py starts two.
 Usage: python tests/pretrain/eval_wait_worker.py TIMEOUT_S TASK_S OVERRIDE..."""
+
 from __future__ import annotations
 
 import sys

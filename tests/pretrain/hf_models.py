@@ -1,6 +1,7 @@
 """Tiny random Hugging Face checkpoints of every family we import, built offline with
 transformers' config classes and ``save_pretrained`` (for test_hf_import.py and its
 torchrun worker)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,23 @@ import torch
 
 VOCAB = 256  # the synthetic token corpus's vocabulary (conftest.py)
 BASE = dict(
-    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
 )
 LLAMA3_ROPE = {
-    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
     # Short, so that scaling changes the frequencies a 40-token test sequence uses.
     "original_max_position_embeddings": 16,
 }
@@ -33,7 +46,9 @@ def hf_config(family: str, **changes: object):  # -> transformers.PretrainedConf
     }[family]()
 
 
-def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size: str = "50GB", **changes: object) -> Path:
+def save_tiny_model(
+    directory: Path, family: str, seed: int = 0, max_shard_size: str = "50GB", **changes: object
+) -> Path:
     """A random model of ``family`` (config ``changes`` applied) in ``directory``. Every
     parameter is drawn at random (norm weights and biases too), so a weight loaded into the
     wrong place shows."""
@@ -51,9 +66,17 @@ def save_tiny_model(directory: Path, family: str, seed: int = 0, max_shard_size:
 def init_from_overrides(data: Path, checkpoint: Path, run_dir: Path, batch: int, *more: str) -> list[str]:
     """A short CLM run from ``checkpoint`` on the token shards in ``data``."""
     return [
-        f"data.path={data}", f"init_from={checkpoint}", f"run_dir={run_dir}", "train.seq_len=32",
-        "train.micro_batch_size=2", f"train.global_batch_size={batch}", "train.log_every=1", "train.eval_every=0",
-        "train.save_every=0", "logging.progress_bar=false", *more,
+        f"data.path={data}",
+        f"init_from={checkpoint}",
+        f"run_dir={run_dir}",
+        "train.seq_len=32",
+        "train.micro_batch_size=2",
+        f"train.global_batch_size={batch}",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "logging.progress_bar=false",
+        *more,
     ]
 
 
@@ -71,8 +94,16 @@ def launch_init_from_runs(runs: dict[str, list[str]], workdir: Path, processes: 
     env = {key: value for key, value in os.environ.items() if key not in launch_env}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
     worker = Path(__file__).with_name("hf_parallel_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(worker), str(workdir / "runs.json"), str(workdir / "out.json")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(worker),
+        str(workdir / "runs.json"),
+        str(workdir / "out.json"),
+    ]
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
     return json.loads((workdir / "out.json").read_text())
@@ -105,12 +136,21 @@ def save_chat_tokenizer(directory: Path, bos_prefix: bool = True) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(texts, trainer)
     if bos_prefix:
-        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)])
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 2)]
+        )
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "<|endoftext|>", "chat_template": CHATML}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "<|endoftext|>",
+        "chat_template": CHATML,
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory

@@ -4,13 +4,14 @@ test_hf_import.py.
 
     torchrun --nproc_per_node=N tests/pretrain/hf_parallel_worker.py RUNS.json OUT.json
 """
+
 from __future__ import annotations
 
 import sys
 
 import torch.distributed as dist
-
 from parallel_worker import main  # this script's directory is on sys.path
+
 from pretrain.config import load_train_config
 from pretrain.init import partition_range
 from pretrain.parallel.pipeline import canonical_parameters
@@ -26,8 +27,12 @@ def first_loss_and_reads(name: str, overrides: list[str], process) -> dict:  # t
     params = canonical_parameters(trainer.engine.module)
     # Under ZeRO-3 a rank holds (and reads) only its partition of each parameter.
     local = sum(max(0, stop - start) for start, stop in map(held_range, params.values()))
-    read = {"tensors": trainer.imported.tensors, "elements": trainer.imported.elements,
-            "local_tensors": len(params), "local_elements": local}
+    read = {
+        "tensors": trainer.imported.tensors,
+        "elements": trainer.imported.elements,
+        "local_tensors": len(params),
+        "local_elements": local,
+    }
     reads: list = [None] * dist.get_world_size()
     dist.all_gather_object(reads, read)
     return {"loss": trainer.fit()[0]["loss"], "reads": reads}

@@ -16,6 +16,7 @@ host memory added by one more save and the bytes of its own shard; runs named
 ``build-memory*`` only build the model and report [added, held, whole model, largest
 parameter] bytes.
 """
+
 from __future__ import annotations
 
 import gc
@@ -29,9 +30,9 @@ import torch.distributed as dist
 
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import load_train_config
-from pretrain.parallel.process_groups import init_distributed
 from pretrain.model import Block
 from pretrain.parallel.master_state import WEIGHT, state_keys
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.parallel.sharded_checkpoint import ShardedState, trained_parameters
 from pretrain.trainer import Trainer
 
@@ -47,7 +48,11 @@ def live_master_state(trainer: Trainer, name: str, param: torch.nn.Parameter) ->
         values.update({key: safe_get_full_optimizer_state(param, key) for key in keys})
         return values
     wrapper = trainer.engine.optimizer
-    masters = {id(p): m for ps, ms in zip(getattr(wrapper, "fp16_groups", []), getattr(wrapper, "fp32_groups", [])) for p, m in zip(ps, ms)}
+    masters = {
+        id(p): m
+        for ps, ms in zip(getattr(wrapper, "fp16_groups", []), getattr(wrapper, "fp32_groups", []))
+        for p, m in zip(ps, ms)
+    }
     master = masters.get(id(param), param)
     state = trainer.optimizer.state[master]
     return {WEIGHT: master.detach(), **{key: state[key] for key in keys}}
@@ -69,7 +74,9 @@ def state_error(trainer: Trainer) -> float:
     with ShardedState(latest_complete(checkpoint_root(trainer.run_dir))) as saved:
         for name, param in trained_parameters(trainer.engine.module).items():
             for kind, value in live_master_state(trainer, name, param).items():
-                live = gather_tensor_parallel(value.float().reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape), param, trainer)
+                live = gather_tensor_parallel(
+                    value.float().reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape), param, trainer
+                )
                 error = torch.maximum(error, (saved.full(name, kind) - live).abs().max().reshape(1))
     dist.all_reduce(error, op=dist.ReduceOp.MAX)
     return float(error)
@@ -100,8 +107,8 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
     from dataclasses import replace
 
     from pretrain.config import Precision
-    from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
     from pretrain.model import DENSE, GPT
+    from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
     from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
     from pretrain.parallel.tensor import TensorParallelLayers
 

@@ -7,6 +7,7 @@ when the optimizer steps, for test_plan.py to compare with the planner's predict
 RUNS.json: {"name": [override, ...], ...}; OUT.json: {"name": [{"weights": ..., ...}, ...]}
 with one entry per rank, in rank order.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def held_bytes(trainer: Trainer) -> dict[str, int]:
     def after_step(opt, args, kwargs) -> None:
         own = {id(p) for p in module_params}
         masters = [p for group in opt.param_groups for p in group["params"] if id(p) not in own]  # ZeRO's fp32 copies
-        state.update(_tensors(masters + [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]))
+        state.update(
+            _tensors(masters + [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)])
+        )
 
     trainer.optimizer.register_step_pre_hook(before_step)
     trainer.optimizer.register_step_post_hook(after_step)

@@ -4,6 +4,7 @@ accounted as ZeRO-3 would partition it. Prints JSON for test_startup.py.
 
     python tests/pretrain/startup_accounting.py RANK
 """
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,19 @@ def main(rank: int) -> None:
         whole = GPT(model_cfg)
         local = GPT(model_cfg, TensorParallelLayers(grid.get_slice_parallel_group()))
     params = list(local.parameters())
-    print(json.dumps({
-        "all_meta": all(p.is_meta for p in params),
-        "whole_numel": sum(p.numel() for p in whole.parameters()),
-        "tp_numel": sum(p.numel() for p in params),
-        # ZeRO-3 keeps ceil(numel / dp) of each of this rank's tensor-parallel slices, in bf16.
-        "zero3_bytes": sum(2 * math.ceil(p.numel() / DP) for p in params),
-        "replicated_numel": sum(p.numel() for p in params if getattr(p, "tp_split_dim", None) is None),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "all_meta": all(p.is_meta for p in params),
+                "whole_numel": sum(p.numel() for p in whole.parameters()),
+                "tp_numel": sum(p.numel() for p in params),
+                # ZeRO-3 keeps ceil(numel / dp) of each of this rank's tensor-parallel slices, in bf16.
+                "zero3_bytes": sum(2 * math.ceil(p.numel() / DP) for p in params),
+                "replicated_numel": sum(p.numel() for p in params if getattr(p, "tp_split_dim", None) is None),
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``train.async_save``: checkpoints written in the background are the same as those written
 in step, and one cut off while it is written is never complete."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def shard_bytes(run_dir: Path, step: int) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in sorted(directory.iterdir())}
 
 
-def test_a_background_checkpoint_equals_one_written_in_step(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+def test_a_background_checkpoint_equals_one_written_in_step(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
     in_step = losses(Trainer(config(token_corpus, tmp_path / "sync", *SAVES), process).fit())
     background = Trainer(config(token_corpus, tmp_path / "async", *SAVES, "train.async_save=true"), process)
     # Step 2's file is written only after step 3 has updated the live state: it must come
@@ -70,7 +73,12 @@ def test_a_background_checkpoint_equals_one_written_in_step(token_corpus: Path, 
     for step in (2, 4):
         assert shard_bytes(tmp_path / "async", step) == shard_bytes(tmp_path / "sync", step)
     monkeypatch.undo()
-    resumed = Trainer(config(token_corpus, tmp_path / "resumed", *SAVES, f"resume={checkpoint_root(tmp_path / 'async') / tag_for(2)}"), process)
+    resumed = Trainer(
+        config(
+            token_corpus, tmp_path / "resumed", *SAVES, f"resume={checkpoint_root(tmp_path / 'async') / tag_for(2)}"
+        ),
+        process,
+    )
     assert resumed.step == 2
     assert losses(resumed.fit()) == in_step[2:]
 
@@ -78,12 +86,29 @@ def test_a_background_checkpoint_equals_one_written_in_step(token_corpus: Path, 
 def test_a_kill_during_the_background_write_leaves_no_complete_checkpoint(token_corpus: Path, tmp_path: Path) -> None:
     """The worker's shard writes hang; training goes on to step 2 meanwhile, then it is killed."""
     overrides = [
-        f"data.path={token_corpus}", f"run_dir={tmp_path}", "train.seq_len=32", "train.log_every=1", "train.eval_every=0",
-        "train.max_steps=3", "train.save_every=1", "train.async_save=true", "logging.progress_bar=false",
+        f"data.path={token_corpus}",
+        f"run_dir={tmp_path}",
+        "train.seq_len=32",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.max_steps=3",
+        "train.save_every=1",
+        "train.async_save=true",
+        "logging.progress_bar=false",
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["PYTHONPATH"] = str(REPO)
-    worker = subprocess.Popen([sys.executable, str(REPO / "tests/pretrain/async_save_worker.py"), *overrides], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/pretrain/async_save_worker.py"), *overrides],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 240

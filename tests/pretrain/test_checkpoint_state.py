@@ -2,6 +2,7 @@
 the optimizer's fp32 master weights and moments, and resuming under another layout
 (including into ZeRO-3) continues the run; a save and the model's construction add no more
 host memory than the rank's own share. One torchrun launch (2 gloo processes on CPU)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,12 @@ def run_overrides(layout: str, zero: int, precision: str) -> list[str]:
     return [*LAYOUTS[layout], f"parallel.zero_stage={zero}", f"train.precision={precision}", *ADAMW, *clip]
 
 
-MATRIX = {f"{layout}-z{zero}-{precision}": run_overrides(layout, zero, precision)
-          for layout, stages in ZERO_STAGES.items() for zero in stages for precision in ("fp32", "bf16")}
+MATRIX = {
+    f"{layout}-z{zero}-{precision}": run_overrides(layout, zero, precision)
+    for layout, stages in ZERO_STAGES.items()
+    for zero in stages
+    for precision in ("fp32", "bf16")
+}
 # Save at step 5 under one layout, resume to 10 under another; compared with the straight
 # run of the second layout.
 RESUMES = {
@@ -63,7 +68,9 @@ def runs(token_corpus: Path, workdir: Path, common, launch_runs) -> dict:
         plan[f"{name} (first half)"] = common(token_corpus, run_dir) + MATRIX[first] + ["train.max_steps=5"]
         plan[name] = common(token_corpus, run_dir) + MATRIX[second]
     for name, reference in BACKGROUND.items():
-        plan[name] = common(token_corpus, workdir / name) + MATRIX[reference] + ["train.async_save=true", "train.save_every=4"]
+        plan[name] = (
+            common(token_corpus, workdir / name) + MATRIX[reference] + ["train.async_save=true", "train.save_every=4"]
+        )
     plan["save-memory"] = common(token_corpus, workdir / "save-memory") + MEMORY
     for layout in ("zero3", "tp2"):
         plan[f"build-memory-{layout}"] = common(token_corpus, workdir / "build") + BUILD + [f"parallel={layout}"]

@@ -1,6 +1,7 @@
 """The chunked cross-entropy equals the whole-vocabulary fp32 one (today's dense loss) in
 value and gradient, dense and vocabulary-parallel, and never makes an fp32 copy of the
 logits."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,9 @@ def reference(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor)
     return loss.detach(), logits.grad
 
 
-def chunked(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def chunked(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits = logits.detach().requires_grad_()
     loss = chunked_token_losses(logits, labels, **kwargs)
     (loss * weights).sum().backward()

@@ -1,4 +1,5 @@
 """Every command's config and input errors: one line on rank 0, naming the setting, exit 1."""
+
 from __future__ import annotations
 
 import os
@@ -30,28 +31,60 @@ def train_main() -> None:
 CASES = [
     (train_main, ["train.max_step=10"], "unknown setting train.max_step", "did you mean train.max_steps?"),
     (train_main, ["+train.max_step=10"], "unknown setting train.max_step", "did you mean train.max_steps?"),
-    (train_main, ["train.eval_tasks=[{type: perplexity, pathh: x}]"], "pathh in train.eval_tasks", "did you mean path?"),
-    (train_main, ["+train.eval_tasks=[{type: perplexity, pathh: x}]"], "pathh in train.eval_tasks", "did you mean path?"),
+    (
+        train_main,
+        ["train.eval_tasks=[{type: perplexity, pathh: x}]"],
+        "pathh in train.eval_tasks",
+        "did you mean path?",
+    ),
+    (
+        train_main,
+        ["+train.eval_tasks=[{type: perplexity, pathh: x}]"],
+        "pathh in train.eval_tasks",
+        "did you mean path?",
+    ),
     (train_main, ["objective=bert"], "objective=bert", "choose one of clm, mlm, sft, span"),
     (train_main, ["model.n_layers=four"], "model.n_layers", "could not be converted to Integer"),
     (train_main, ["parallel.tp=3"], "parallel.tp", "launch a multiple of 3 processes"),
     (train_main, ["train.eval_tasks=[{type: perplexity"], "train.eval_tasks=[{type: perplexity", "quote lists"),
     (pretrain.generate.main, ["top_pp=0.9"], "unknown setting top_pp", "did you mean top_p?"),
-    (pretrain.evaluate.main, ["checkpoint=x", "tasks=[{type: perplexity, path: x, limt: 3}]"], "limt in tasks", "did you mean limit?"),
-    (pretrain.evaluate.main, ["checkpoint=nowhere", "tasks=[{type: perplexity, path: x}]"], "nowhere", "no complete checkpoint"),
+    (
+        pretrain.evaluate.main,
+        ["checkpoint=x", "tasks=[{type: perplexity, path: x, limt: 3}]"],
+        "limt in tasks",
+        "did you mean limit?",
+    ),
+    (
+        pretrain.evaluate.main,
+        ["checkpoint=nowhere", "tasks=[{type: perplexity, path: x}]"],
+        "nowhere",
+        "no complete checkpoint",
+    ),
     (data_pipeline.train_tokenizer.main, ["vocab_siz=300"], "unknown setting vocab_siz", "did you mean vocab_size?"),
     # LoRA's settings, checked before any process group starts
     (train_main, ["lora.rank=-1"], "lora.rank=-1", "must be >= 0"),
-    (train_main, ["lora.rank=2", "lora.targets=[q,x]"], "lora.targets[1]", "expected one of [q, k, v, o, gate, up, down]"),
+    (
+        train_main,
+        ["lora.rank=2", "lora.targets=[q,x]"],
+        "lora.targets[1]",
+        "expected one of [q, k, v, o, gate, up, down]",
+    ),
     (train_main, ["lora.rank=2", "lora.targets=[]"], "lora.targets", "is empty"),
     (train_main, ["lora.rank=2", "lora.targets=[q,q]"], "lora.targets", "names a linear twice"),
     (train_main, ["lora.rank=2", "lora.dropout=1.0"], "lora.dropout=1.0", "must be in [0, 1)"),
-    (train_main, ["lora.rank=2", "model.activation=gelu", "lora.targets=[gate]"], "model.activation=gelu", "has no gate linear"),
+    (
+        train_main,
+        ["lora.rank=2", "model.activation=gelu", "lora.targets=[gate]"],
+        "model.activation=gelu",
+        "has no gate linear",
+    ),
 ]
 
 
 @pytest.mark.parametrize("main, args, setting, fix", CASES, ids=[" ".join(case[1])[:40] for case in CASES])
-def test_error_is_one_line_naming_the_setting(main, args: list[str], setting: str, fix: str, capsys, tmp_path: Path, monkeypatch) -> None:
+def test_error_is_one_line_naming_the_setting(
+    main, args: list[str], setting: str, fix: str, capsys, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # Hydra's run dir of pretrain.train lands here
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     status, err = run_in_process(main, args, capsys)

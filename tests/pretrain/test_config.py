@@ -1,4 +1,5 @@
 """Hydra composition of configs/train.yaml against the typed schema."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Contamination-audited evaluation: a run whose training data holds half of a task's items
 reports 50 % contamination and the score on the other half alone (the same as evaluating those
 items by themselves), a clean task reports 0, and a run without a fingerprint says "unknown"."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,11 @@ def unseen_text(rng: np.random.Generator, words: int) -> str:
 
 def mc_record(text: str) -> dict:
     words = text.split()
-    return {"context": " ".join(words[:14]), "choices": [" ".join(words[14:]), " ".join(reversed(words[14:]))], "label": 0}
+    return {
+        "context": " ".join(words[:14]),
+        "choices": [" ".join(words[14:]), " ".join(reversed(words[14:]))],
+        "label": 0,
+    }
 
 
 def write_jsonl(path: Path, records: list[dict]) -> str:
@@ -65,8 +70,13 @@ def fingerprinted_run(tmp_path_factory, text_shards: Path, train_text_model) -> 
     write_jsonl(tasks / "clean.jsonl", [mc_record(text) for text in unseen[10:]])
     write_jsonl(tasks / "docs.jsonl", [{"text": text} for pair in zip(seen[:4], unseen[:4]) for text in pair])
     write_jsonl(tasks / "docs_clean_items.jsonl", [{"text": text} for text in unseen[:4]])
-    run = train_text_model(root / "run", 2, f"data.path={token_dir}", "train.eval_every=2",
-                           f"train.eval_tasks=[{{type: multiple_choice, path: {tasks / 'half.jsonl'}}}]")
+    run = train_text_model(
+        root / "run",
+        2,
+        f"data.path={token_dir}",
+        "train.eval_every=2",
+        f"train.eval_tasks=[{{type: multiple_choice, path: {tasks / 'half.jsonl'}}}]",
+    )
     return run, tasks
 
 
@@ -76,10 +86,19 @@ def task(kind: TaskType, path: Path, **settings) -> TaskConfig:
 
 def test_half_contaminated_task_reports_half_and_the_clean_score(fingerprinted_run, tmp_path: Path, capsys) -> None:
     run, tasks = fingerprinted_run
-    metrics = evaluate(EvaluateConfig(checkpoint=str(run), output_file=str(tmp_path / "results.json"), tasks=[
-        task(TaskType.multiple_choice, tasks / "half.jsonl"), task(TaskType.multiple_choice, tasks / "clean.jsonl"),
-        task(TaskType.multiple_choice, tasks / "half_clean_items.jsonl"),
-        task(TaskType.perplexity, tasks / "docs.jsonl"), task(TaskType.perplexity, tasks / "docs_clean_items.jsonl")]))
+    metrics = evaluate(
+        EvaluateConfig(
+            checkpoint=str(run),
+            output_file=str(tmp_path / "results.json"),
+            tasks=[
+                task(TaskType.multiple_choice, tasks / "half.jsonl"),
+                task(TaskType.multiple_choice, tasks / "clean.jsonl"),
+                task(TaskType.multiple_choice, tasks / "half_clean_items.jsonl"),
+                task(TaskType.perplexity, tasks / "docs.jsonl"),
+                task(TaskType.perplexity, tasks / "docs_clean_items.jsonl"),
+            ],
+        )
+    )
     assert metrics["multiple_choice_half/contamination"] == 0.5 and metrics["multiple_choice_half/clean_examples"] == 10
     assert metrics["multiple_choice_clean/contamination"] == 0.0
     assert metrics["multiple_choice_clean/clean_acc"] == metrics["multiple_choice_clean/acc"]
@@ -99,7 +118,12 @@ def test_half_contaminated_task_reports_half_and_the_clean_score(fingerprinted_r
 
 def test_a_run_without_fingerprint_says_unknown(trained_run: Path, fingerprinted_run, tmp_path: Path) -> None:
     _, tasks = fingerprinted_run
-    metrics = evaluate(EvaluateConfig(checkpoint=str(trained_run), output_file=str(tmp_path / "results.json"),
-                                      tasks=[task(TaskType.multiple_choice, tasks / "half.jsonl")]))
+    metrics = evaluate(
+        EvaluateConfig(
+            checkpoint=str(trained_run),
+            output_file=str(tmp_path / "results.json"),
+            tasks=[task(TaskType.multiple_choice, tasks / "half.jsonl")],
+        )
+    )
     assert math.isnan(metrics["multiple_choice_half/contamination"]) and "multiple_choice_half/clean_acc" not in metrics
     assert re.search(r"multiple_choice_half +contamination +unknown", format_table(metrics))

@@ -1,5 +1,6 @@
 """Every launcher and ``python -m pretrain.train`` ask the CUDA allocator for expandable
 segments, unless the user chose an allocator setting."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ PRINT_SETTING = '#!/bin/sh\necho "PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_C
 
 def environment(bin_dir: Path, **user: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", PYTHON=str(bin_dir / "python"), NPROC_PER_NODE="1",
-               SLURM_JOB_NODELIST="node1", **user)
+    env.update(
+        PATH=f"{bin_dir}:{env['PATH']}",
+        PYTHON=str(bin_dir / "python"),
+        NPROC_PER_NODE="1",
+        SLURM_JOB_NODELIST="node1",
+        **user,
+    )
     return env
 
 
@@ -38,11 +44,15 @@ LAUNCHERS = [["launch/torchrun.sh"], ["launch/deepspeed.sh", "launch/hostfile.lo
 @pytest.mark.parametrize("launcher", LAUNCHERS, ids=lambda command: Path(command[0]).name)
 def test_launchers_ask_for_expandable_segments_and_keep_a_users_setting(launcher: list[str], bin_dir: Path) -> None:
     def started_with(**user: str) -> str:
-        out = subprocess.run(["bash", *launcher], cwd=REPO, env=environment(bin_dir, **user), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["bash", *launcher], cwd=REPO, env=environment(bin_dir, **user), capture_output=True, text=True, check=True
+        )
         return out.stdout.strip().splitlines()[-1]
 
     assert started_with() == "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
-    assert started_with(PYTORCH_CUDA_ALLOC_CONF="max_split_size_mb:128") == "PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:128"
+    assert (
+        started_with(PYTORCH_CUDA_ALLOC_CONF="max_split_size_mb:128") == "PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:128"
+    )
     assert started_with(PYTORCH_ALLOC_CONF="backend:native") == "PYTORCH_CUDA_ALLOC_CONF=unset"
 
 
@@ -54,7 +64,9 @@ def test_the_training_entry_sets_it_before_torch_touches_cuda() -> None:
     assert out.stdout.split() == ["expandable_segments:True", "False"]
 
 
-@pytest.mark.parametrize("user", [{"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}, {"PYTORCH_ALLOC_CONF": "backend:native"}])
+@pytest.mark.parametrize(
+    "user", [{"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}, {"PYTORCH_ALLOC_CONF": "backend:native"}]
+)
 def test_the_entry_keeps_a_users_setting(user: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ALLOCATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)

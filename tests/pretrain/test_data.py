@@ -1,4 +1,5 @@
 """Token shards, packed windows, the global sample order and blending."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -7,17 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pretrain.data.loader import BatchPlan, TrainingStream
-from pretrain.data.order import BlendedOrder, ShuffledOrder
 import data_pipeline.formats.token_shards as token_shards
 import pretrain.data.windows as windows_module
 from data_pipeline.formats.token_shards import (
-    ShardError, SplitIndex, TokenShard, TokenShardWriter, find_shards, shard_prefix, token_dtype,
+    ShardError,
+    SplitIndex,
+    TokenShard,
+    TokenShardWriter,
+    find_shards,
+    shard_prefix,
+    token_dtype,
 )
+from pretrain.data.loader import BatchPlan, TrainingStream
+from pretrain.data.order import BlendedOrder, ShuffledOrder
 from pretrain.data.windows import PackedWindows
 
 
-def write_shard(directory: Path, documents: list[list[int]], vocab: int = 1000, tokenizer_hash: str = "abc", index: int = 0) -> Path:
+def write_shard(
+    directory: Path, documents: list[list[int]], vocab: int = 1000, tokenizer_hash: str = "abc", index: int = 0
+) -> Path:
     prefix = shard_prefix(directory, "train", index)
     with TokenShardWriter(prefix, vocab, tokenizer_hash) as writer:
         writer.add_documents(documents)
@@ -92,7 +101,10 @@ def test_packed_documents_keep_their_ends(tmp_path: Path) -> None:
         writer.add_packed(np.array([3, 4, 5, 6, 7], dtype=np.uint16), np.array([1, 5]))
     shard = TokenShard(shard_prefix(tmp_path, "train", 0))
     assert [shard.document(i).tolist() for i in range(shard.num_documents)] == [[1, 2], [3], [4, 5, 6, 7]]
-    with pytest.raises(ValueError, match="do not cover"), TokenShardWriter(shard_prefix(tmp_path, "train", 1), 1000, "abc") as writer:
+    with (
+        pytest.raises(ValueError, match="do not cover"),
+        TokenShardWriter(shard_prefix(tmp_path, "train", 1), 1000, "abc") as writer,
+    ):
         writer.add_packed(np.array([3, 4, 5]), np.array([1, 2]))
 
 
@@ -102,7 +114,12 @@ def test_thousands_of_shards_open_lazily(tmp_path: Path, monkeypatch: pytest.Mon
     sizes = [3 + index % 5 for index in range(count)]
     for index, size in enumerate(sizes):
         write_shard(tmp_path, [list(range(index % 900, index % 900 + size))], index=index)
-    SplitIndex("train", "abc", 8, [{"name": f"train-{i:05d}", "num_tokens": n, "num_documents": 1} for i, n in enumerate(sizes)]).save(tmp_path)
+    SplitIndex(
+        "train",
+        "abc",
+        8,
+        [{"name": f"train-{i:05d}", "num_tokens": n, "num_documents": 1} for i, n in enumerate(sizes)],
+    ).save(tmp_path)
     opened: list[Path] = []
     manifests_read = Counter()
 
@@ -113,13 +130,18 @@ def test_thousands_of_shards_open_lazily(tmp_path: Path, monkeypatch: pytest.Mon
 
     load = token_shards.ShardManifest.load
     monkeypatch.setattr(windows_module, "TokenShard", CountedShard)
-    monkeypatch.setattr(token_shards.ShardManifest, "load", classmethod(lambda cls, path: manifests_read.update([path]) or load(path)))
+    monkeypatch.setattr(
+        token_shards.ShardManifest, "load", classmethod(lambda cls, path: manifests_read.update([path]) or load(path))
+    )
     windows = PackedWindows.open(tmp_path, "train", window=2, tokenizer_hash="abc")
     assert len(windows) == sum(size // 2 for size in sizes)
     assert opened == [] and not manifests_read
     last = windows[len(windows) - 1]
     first_token, end = (count - 1) % 900, 2 * (sizes[-1] // 2)  # the last shard's last whole window
-    assert opened == [shard_prefix(tmp_path, "train", count - 1)] and last.tolist() == [first_token + end - 2, first_token + end - 1]
+    assert opened == [shard_prefix(tmp_path, "train", count - 1)] and last.tolist() == [
+        first_token + end - 2,
+        first_token + end - 1,
+    ]
     windows[len(windows) - 2]  # the same shard: opened once
     assert len(opened) == 1
 
@@ -168,7 +190,7 @@ def test_training_stream_blends_sources(tmp_path: Path) -> None:
     stream = TrainingStream(sources, weights=[3.0, 1.0], seed=0)
     batch = stream.sample(np.arange(400))
     assert abs((batch.sources == 0).mean() - 0.75) < 0.02
-    assert np.all((batch.windows[batch.sources == 1] >= 500))
+    assert np.all(batch.windows[batch.sources == 1] >= 500)
     # The same positions always give the same windows.
     again = TrainingStream(sources, weights=[3.0, 1.0], seed=0).sample(np.arange(400))
     assert np.array_equal(batch.windows, again.windows)

@@ -1,5 +1,6 @@
 """The GPU lane's whole-run checks (tests/gpu/test_training.py) on CPU: the same helpers, so
 their logic runs in every CPU suite."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """Reliability drills: a worker killed mid-training under torchrun's restart policy resumes
 from the last complete checkpoint and, in the end, has trained on exactly the samples of an
 uninterrupted run: no gap, no repeat."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,17 @@ STEPS = 120
 
 def settings(corpus: Path, run_dir: Path) -> list[str]:
     return [
-        f"data.path={corpus}", f"run_dir={run_dir}", "train.seq_len=32", "train.micro_batch_size=2",
-        "train.global_batch_size=8", f"train.max_steps={STEPS}", "train.save_every=20", "train.log_every=10",
-        "train.eval_every=0", "train.sample_log=true", "logging.progress_bar=false",
+        f"data.path={corpus}",
+        f"run_dir={run_dir}",
+        "train.seq_len=32",
+        "train.micro_batch_size=2",
+        "train.global_batch_size=8",
+        f"train.max_steps={STEPS}",
+        "train.save_every=20",
+        "train.log_every=10",
+        "train.eval_every=0",
+        "train.sample_log=true",
+        "logging.progress_bar=false",
     ]
 
 
@@ -64,8 +73,17 @@ def test_killed_worker_restarts_and_trains_on_exactly_the_same_samples(
     run_dir = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
-               "-m", "pretrain.train", *settings(token_corpus, run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        "-m",
+        "pretrain.train",
+        *settings(token_corpus, run_dir),
+    ]
     launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while logged_steps(run_dir) < 30 and launcher.poll() is None and time.time() < deadline:

@@ -1,4 +1,5 @@
 """Evaluation: perplexity and bits per byte, multiple choice, ROUGE/BLEU, the command."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from pretrain.evaluation.tasks import TaskConfig, TaskType
 from pretrain.generation.generator import Generator
 from pretrain.generation.settings import GenerationSettings
 from pretrain.inference.loading import InferenceConfig, InferenceModel, load_for_inference
+
 
 @pytest.fixture(scope="module")
 def loaded(trained_run: Path) -> InferenceModel:
@@ -74,7 +76,11 @@ def test_perplexity_of_a_text_file(loaded: InferenceModel, tmp_path: Path, suffi
 def test_batched_choice_scores_equal_one_by_one(loaded: InferenceModel) -> None:
     encode = loaded.tokenizer.encode
     eos = [loaded.tokenizer.special.eos_id]
-    requests = [(eos + encode("kato mine"), encode(" saka")), (eos + encode("sa"), encode(" ne hika mine")), (eos, encode("lo"))]
+    requests = [
+        (eos + encode("kato mine"), encode(" saka")),
+        (eos + encode("sa"), encode(" ne hika mine")),
+        (eos, encode("lo")),
+    ]
     batched = continuation_log_probs(loaded.model, requests, batch_size=3, pad_id=3)
     for (context, continuation), score in zip(requests, batched):
         with torch.no_grad():
@@ -105,7 +111,11 @@ def test_multiple_choice_task(loaded: InferenceModel, tmp_path: Path) -> None:
     generator = Generator(loaded.model, loaded.tokenizer, GenerationSettings(max_new_tokens=3))
     contexts = ["kato mine saka", "sane hika", "lo pe", "mine kato", "saka sane"]
     # the word the model goes on with (a context it would end at once gives none)
-    likely = {context: completion.split()[0] for context, completion in zip(contexts, generator.complete(contexts)) if completion.split()}
+    likely = {
+        context: completion.split()[0]
+        for context, completion in zip(contexts, generator.complete(contexts))
+        if completion.split()
+    }
     assert len(likely) >= 2
     records = [{"context": context, "choices": ["zz", word], "label": 1} for context, word in likely.items()]
     path = write_jsonl(tmp_path / "mc.jsonl", records)
@@ -147,6 +157,9 @@ def test_command_writes_results_and_a_table(trained_run: Path, tmp_path: Path, r
     result = run_module("pretrain.evaluate", f"checkpoint={trained_run}", tasks, f"output_file={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads(output.read_text())
-    assert results["step"] == 12 and set(results["metrics"]) >= {"perplexity_tokenizer_meta/ppl", "multiple_choice_mc/acc"}
+    assert results["step"] == 12 and set(results["metrics"]) >= {
+        "perplexity_tokenizer_meta/ppl",
+        "multiple_choice_mc/acc",
+    }
     assert re.search(r"^multiple_choice_mc +acc +[01]\.0000$", result.stdout, re.MULTILINE)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mc.jsonl", "results.json"]

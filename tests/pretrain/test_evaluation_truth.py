@@ -1,5 +1,6 @@
 """Evaluation numbers that are hard to misread: windows of the run's train.seq_len, results
 kept per task, a word when a non-causal model is run causally; clearer tokenizer and task errors."""
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,37 @@ def perplexity_task(path: Path, **settings) -> TaskConfig:
     return TaskConfig(type=TaskType.perplexity, path=str(path), **settings)
 
 
-def test_windows_default_to_train_seq_len_and_results_are_kept_per_task(trained_run: Path, text_shards: Path, tmp_path: Path) -> None:
+def test_windows_default_to_train_seq_len_and_results_are_kept_per_task(
+    trained_run: Path, text_shards: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "results.json"
     # The run trained with train.seq_len=64 (model.max_seq_len is 256).
-    default = evaluate(EvaluateConfig(checkpoint=str(trained_run), tasks=[perplexity_task(text_shards, name="default")], output_file=str(output)))
-    explicit = evaluate(EvaluateConfig(checkpoint=str(trained_run), tasks=[perplexity_task(text_shards, name="w64", seq_len=64),
-                                                                             perplexity_task(text_shards, name="w256", seq_len=256)], output_file=str(output)))
+    default = evaluate(
+        EvaluateConfig(
+            checkpoint=str(trained_run), tasks=[perplexity_task(text_shards, name="default")], output_file=str(output)
+        )
+    )
+    explicit = evaluate(
+        EvaluateConfig(
+            checkpoint=str(trained_run),
+            tasks=[
+                perplexity_task(text_shards, name="w64", seq_len=64),
+                perplexity_task(text_shards, name="w256", seq_len=256),
+            ],
+            output_file=str(output),
+        )
+    )
     assert default["default/loss"] == explicit["w64/loss"] != explicit["w256/loss"]
     results = json.loads(output.read_text())
     assert set(results["metrics"]) >= {"default/loss", "w64/loss", "w256/loss"}  # the first evaluation was kept
     assert results["tasks"]["default"]["seq_len"] == 64
-    evaluate(EvaluateConfig(checkpoint=str(trained_run), tasks=[perplexity_task(text_shards, name="default", limit=1)], output_file=str(output)))
+    evaluate(
+        EvaluateConfig(
+            checkpoint=str(trained_run),
+            tasks=[perplexity_task(text_shards, name="default", limit=1)],
+            output_file=str(output),
+        )
+    )
     again = json.loads(output.read_text())
     assert again["metrics"]["w64/loss"] == results["metrics"]["w64/loss"] and again["tasks"]["default"]["limit"] == 1
     assert again["metrics"]["default/tokens"] < results["metrics"]["default/tokens"]  # the task's own results replaced
@@ -48,9 +69,15 @@ def test_generate_and_export_of_an_mlm_model_say_what_you_get(train_text_model, 
 def test_too_large_a_vocabulary_names_the_setting_and_the_limit(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "docs.jsonl").write_text("".join(json.dumps({"text": f"a small corpus, line {i}."}) + "\n" for i in range(50)))
-    config = TokenizerConfig(input=str(corpus), output_dir=str(tmp_path / "tok"), vocab_size=5000, num_threads=1, hf_export=False)
-    with pytest.raises(ValueError, match=r"vocab_size=5000: this corpus has text for at most \d+ pieces; set vocab_size <= \d+"):
+    (corpus / "docs.jsonl").write_text(
+        "".join(json.dumps({"text": f"a small corpus, line {i}."}) + "\n" for i in range(50))
+    )
+    config = TokenizerConfig(
+        input=str(corpus), output_dir=str(tmp_path / "tok"), vocab_size=5000, num_threads=1, hf_export=False
+    )
+    with pytest.raises(
+        ValueError, match=r"vocab_size=5000: this corpus has text for at most \d+ pieces; set vocab_size <= \d+"
+    ):
         train_tokenizer(config)
 
 

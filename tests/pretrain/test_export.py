@@ -1,4 +1,5 @@
 """Export: safetensors, and a Hugging Face Llama whose logits and token ids equal ours."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,10 @@ from pretrain.export import ExportConfig, export
 from pretrain.hf.export_config import check_exportable
 from pretrain.model_config import Activation, ModelConfig, Norm, Position
 
-def test_command_exports_a_model_transformers_reproduces(trained_run: Path, tmp_path: Path, run_module, assert_matches_transformers) -> None:
+
+def test_command_exports_a_model_transformers_reproduces(
+    trained_run: Path, tmp_path: Path, run_module, assert_matches_transformers
+) -> None:
     output = tmp_path / "export"
     result = run_module("pretrain.export", f"checkpoint={trained_run}", f"output_dir={output}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

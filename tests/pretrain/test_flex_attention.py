@@ -3,6 +3,7 @@ kind, inside a compiled model too; one compile serves batches with other documen
 the mask is built once per micro-batch, not per layer; and the model and its pipeline stages
 pick FlexAttention on CUDA and SDPA on CPU. The backward pass, which torch 2.13 has on CUDA
 only, is checked by the GPU lane (tests/gpu/test_attention.py) with the same helpers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,20 @@ from pretrain.flex_attention import flex_attend
 from pretrain.model import GPT, AttentionMode, attention_mask, flex_block_mask, use_flex_attention
 from pretrain.parallel.pipeline import BlockStage, StageMasks
 from tests.pretrain.attention_checks import (
-    BATCH, KERNEL_TOLERANCE, KIND_IDS, MASK_KINDS, MODEL_TOLERANCE, SEQ, TINY, assert_all_close,
-    compiled_model_and_eager_sdpa, flex_and_reference, qkv, sdpa_dense, skip_without_backward, spec_for,
+    BATCH,
+    KERNEL_TOLERANCE,
+    KIND_IDS,
+    MASK_KINDS,
+    MODEL_TOLERANCE,
+    SEQ,
+    TINY,
+    assert_all_close,
+    compiled_model_and_eager_sdpa,
+    flex_and_reference,
+    qkv,
+    sdpa_dense,
+    skip_without_backward,
+    spec_for,
 )
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -74,8 +87,11 @@ def dispatch_as_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """Block masks as on CUDA, run by FlexAttention's uncompiled reference: these tests count
     masks, and the model's (transposed) q and k would cost a compile of their own."""
     monkeypatch.setattr(model_module, "use_flex_attention", lambda *args: True)
-    monkeypatch.setattr(model_module, "flex_attend", lambda q, k, v, mask, enable_gqa: flex_attention(
-        q, k, v, block_mask=mask, enable_gqa=enable_gqa))
+    monkeypatch.setattr(
+        model_module,
+        "flex_attend",
+        lambda q, k, v, mask, enable_gqa: flex_attention(q, k, v, block_mask=mask, enable_gqa=enable_gqa),
+    )
 
 
 def test_model_builds_one_block_mask_per_forward_for_all_layers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +102,10 @@ def test_model_builds_one_block_mask_per_forward_for_all_layers(monkeypatch: pyt
     with torch.no_grad():
         expected = model(tokens, spec)
         dispatch_as_on_cuda(monkeypatch)
-        masks, kernels = counting(monkeypatch, flex_module, "create_block_mask"), counting(monkeypatch, model_module, "flex_attend")
+        masks, kernels = (
+            counting(monkeypatch, flex_module, "create_block_mask"),
+            counting(monkeypatch, model_module, "flex_attend"),
+        )
         actual = model(tokens, spec)
     assert len(masks) == 1 and len(kernels) == cfg.n_layers
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
@@ -103,8 +122,12 @@ def test_dispatch_flex_on_cuda_for_masks_sdpa_on_cpu(mode: AttentionMode, with_d
 
 def pipeline_stage(masks: StageMasks) -> list[BlockStage]:
     """The blocks of a one-stage pipeline, as build_pipeline makes them: one StageMasks shared."""
-    return [BlockStage(THREE_LAYERS, model_module.DENSE, seed=0, index=i, mode=AttentionMode.prefix, uses_doc_ids=True,
-                       masks=masks).eval() for i in range(THREE_LAYERS.n_layers)]
+    return [
+        BlockStage(
+            THREE_LAYERS, model_module.DENSE, seed=0, index=i, mode=AttentionMode.prefix, uses_doc_ids=True, masks=masks
+        ).eval()
+        for i in range(THREE_LAYERS.n_layers)
+    ]
 
 
 def run_stage(stage: list[BlockStage], inputs: tuple) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """q|k|v and gate|up each run as one GEMM over the canonical separate parameters: the GEMMs a
 layer runs, the same values, gradients and saved activations as separate linears (also under
 autocast), and ZeRO-3 gathering the parameters for the module that reads them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_under_autocast_the_gemm_runs_in_the_autocast_type_as_separate_linears_d
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = run(x, linears)
         torch.cat(out, dim=-1).float().square().sum().backward()
-        outputs[name] = [t.detach() for t in out] + [x.grad] + [p.grad for linear in linears for p in linear.parameters()]
+        outputs[name] = (
+            [t.detach() for t in out] + [x.grad] + [p.grad for linear in linears for p in linear.parameters()]
+        )
         x.grad = None
         for linear in linears:
             linear.zero_grad(set_to_none=True)
@@ -169,9 +172,19 @@ def test_zero3_gathers_the_fused_parameters_for_the_module_that_reads_them(
     monkeypatch.setattr(pretrain.trainer, "deepspeed_config", fully_partitioned)
     process = init_distributed()
     common = [
-        f"data.path={token_corpus}", "model=tiny", "optim=sgd", "optim.lr=0.1", "train.seq_len=32",
-        "train.micro_batch_size=4", "train.global_batch_size=4", "train.max_steps=2", "train.log_every=1",
-        "train.eval_every=0", "train.save_every=0", "logging.progress_bar=false", "resume=never",
+        f"data.path={token_corpus}",
+        "model=tiny",
+        "optim=sgd",
+        "optim.lr=0.1",
+        "train.seq_len=32",
+        "train.micro_batch_size=4",
+        "train.global_batch_size=4",
+        "train.max_steps=2",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "logging.progress_bar=false",
+        "resume=never",
     ]
     zero3 = Trainer(load_train_config([*common, "parallel=zero3", f"run_dir={tmp_path}/zero3"]), process)
     read_by: dict[nn.Module, list[nn.Parameter]] = {}
@@ -179,7 +192,9 @@ def test_zero3_gathers_the_fused_parameters_for_the_module_that_reads_them(
         read_by.setdefault(module, []).append(param)
     found: list[set] = []
     for module, params in read_by.items():  # each runs after DeepSpeed's hook, registered before
-        module.register_forward_pre_hook(lambda _module, _args, params=params: found.append({p.ds_status for p in params}))
+        module.register_forward_pre_hook(
+            lambda _module, _args, params=params: found.append({p.ds_status for p in params})
+        )
     losses = [record["loss"] for record in zero3.fit()]
     reference = Trainer(load_train_config([*common, "parallel=single", f"run_dir={tmp_path}/single"]), process)
     assert found and all(statuses == {ZeroParamStatus.AVAILABLE} for statuses in found)

@@ -1,4 +1,5 @@
 """Generation: KV cache, greedy, beam search, sampling filters, stop rules, the command."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 end to end: every runner's row, the table and the JSON agree, a failing row is one line and
 the table goes on, and the benchmark's own memory stays flat from row to row; a row past its
 time limit, or a benchmark that is stopped, leaves no row process behind."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
 def table_rows(stdout: str) -> list[list[str]]:
-    lines = stdout[stdout.rindex("| model |"):].splitlines()
+    lines = stdout[stdout.rindex("| model |") :].splitlines()
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:] if line.startswith("|")]
 
 
@@ -26,8 +27,18 @@ def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Pat
     # A fresh process, not one of this test process's (whose RANK/MASTER_PORT may be taken).
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     out = tmp_path / "gpu.json"
-    command = [REPO / "benchmarks" / "gpu.sh", "--device", "cpu", "--models", "no-such-model", "tiny",
-               "--attention", "clm", "--out", out]  # span and document masking rows: the same machinery
+    command = [
+        REPO / "benchmarks" / "gpu.sh",
+        "--device",
+        "cpu",
+        "--models",
+        "no-such-model",
+        "tiny",
+        "--attention",
+        "clm",
+        "--out",
+        out,
+    ]  # span and document masking rows: the same machinery
     done = subprocess.run(command, capture_output=True, text=True, timeout=480, env=env)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # the failing rows say so
     rows = json.loads(out.read_text())["rows"]
@@ -71,11 +82,18 @@ def test_a_row_past_its_time_limit_is_ended_in_one_line(tmp_path: Path, monkeypa
 def test_stopping_the_benchmark_ends_the_running_row(tmp_path: Path) -> None:
     """gpu.sh's time limit stops the benchmark with SIGTERM: the row it was running (a process
     group of its own) must not outlive it on the device."""
-    spec = json.dumps({"model": "tiny", "runner": "ours", "shape": {"seq_len": 128, "vocab": 256, "precision": "fp32",
-                                                                    "steps": 2, "micro_batch": {"tiny": 4}}})
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from gpu.launch import exit_on_sigterm, "
-            f"run_row_process; exit_on_sigterm(); run_row_process({spec}, Path('{tmp_path}/corpus'), Path('{tmp_path}/run'), "
-            f"Path('{tmp_path}/row.log'), 600)")
+    spec = json.dumps(
+        {
+            "model": "tiny",
+            "runner": "ours",
+            "shape": {"seq_len": 128, "vocab": 256, "precision": "fp32", "steps": 2, "micro_batch": {"tiny": 4}},
+        }
+    )
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from gpu.launch import exit_on_sigterm, "
+        f"run_row_process; exit_on_sigterm(); run_row_process({spec}, Path('{tmp_path}/corpus'), Path('{tmp_path}/run'), "
+        f"Path('{tmp_path}/row.log'), 600)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     rows: list[str] = []
     deadline = time.monotonic() + 60

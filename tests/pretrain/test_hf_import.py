@@ -1,6 +1,7 @@
 """Hugging Face checkpoints in and out: every family we import reproduces transformers'
 logits and greedy generations, export gives back the very same tensors and config, and
 what we cannot express fails with one line naming it. Tiny random models, built offline."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.generation.generator import Generator
 from pretrain.generation.settings import GenerationSettings
 from pretrain.hf.import_config import UnsupportedConfig, model_config_from_hf
@@ -19,15 +21,28 @@ from pretrain.hf.weights import load_hf_weights
 from pretrain.hf.writer import write_hf_model
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig, RopeScaling
-from data_pipeline.formats.special_tokens import SpecialTokens
 from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, launch_init_from_runs, save_tiny_model
 
 SPECIAL = SpecialTokens.synthetic(VOCAB)
 # Config fields an export must carry over unchanged (the token ids come from our tokenizer).
 ARCHITECTURE_FIELDS = (
-    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps",
-    "rope_parameters", "tie_word_embeddings", "attention_bias", "mlp_bias", "sliding_window", "use_sliding_window",
+    "architectures",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+    "use_sliding_window",
 )
 
 
@@ -55,7 +70,7 @@ def greedy_transformers(model, prompts: torch.Tensor, new_tokens: int) -> torch.
     with torch.no_grad():
         for _ in range(new_tokens):
             tokens = torch.cat([tokens, model(tokens).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return tokens[:, prompts.shape[1]:]
+    return tokens[:, prompts.shape[1] :]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -68,7 +83,9 @@ def test_imported_model_reproduces_transformers(family: str, checkpoints: dict[s
     settings = GenerationSettings(max_new_tokens=16, use_cache=True)
     # The generator needs ids only: a tokenizer stand-in whose EOS lies past the model's
     # vocabulary, so that all 16 tokens are generated.
-    tokenizer = SimpleNamespace(special=replace(SPECIAL, vocab_size=VOCAB + 1, eos_id=VOCAB), vocab_size=VOCAB, decode=str)
+    tokenizer = SimpleNamespace(
+        special=replace(SPECIAL, vocab_size=VOCAB + 1, eos_id=VOCAB), vocab_size=VOCAB, decode=str
+    )
     completions = Generator(ours, tokenizer, settings).complete_ids(prompts.tolist())
     assert completions == greedy_transformers(theirs, prompts, 16).tolist()
 
@@ -83,13 +100,16 @@ def test_llama3_rope_scaling_takes_effect(checkpoints: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_export_gives_back_the_imported_tensors_and_config(family: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_export_gives_back_the_imported_tensors_and_config(
+    family: str, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     source = checkpoints[family]
     model = imported(source)
     write_hf_model(tmp_path, {name: p.detach() for name, p in model.state_dict().items()}, model.cfg, SPECIAL)
-    with safe_open(source / "model.safetensors", framework="pt") as original, safe_open(
-        tmp_path / "model.safetensors", framework="pt"
-    ) as exported:
+    with (
+        safe_open(source / "model.safetensors", framework="pt") as original,
+        safe_open(tmp_path / "model.safetensors", framework="pt") as exported,
+    ):
         expected = set(original.keys()) - ({"lm_head.weight"} if model.cfg.tie_embeddings else set())
         assert set(exported.keys()) == expected
         for name in expected:
@@ -122,14 +142,18 @@ def copy_checkpoint(source: Path, target: Path) -> Path:
         ({"head_dim": 32}, r"head_dim=32 is not supported"),
     ],
 )
-def test_unsupported_configs_are_one_clear_error(changes: dict, message: str, checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_unsupported_configs_are_one_clear_error(
+    changes: dict, message: str, checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     directory = write_config(copy_checkpoint(checkpoints["llama"], tmp_path / "model"), **changes)
     with pytest.raises(UnsupportedConfig, match=message) as error:
         model_config_from_hf(directory)
     assert "\n" not in str(error.value)
 
 
-def test_the_older_rope_theta_and_rope_scaling_fields_import_alike(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_the_older_rope_theta_and_rope_scaling_fields_import_alike(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     """Configs saved before transformers 5 (most on the Hub) spell rope settings this way."""
     config = json.loads((checkpoints["llama3"] / "config.json").read_text())
     rope = config.pop("rope_parameters")
@@ -160,7 +184,9 @@ def test_mistral_sequences_beyond_the_sliding_window_are_refused(checkpoints: di
 
 def test_shape_mismatch_names_the_tensor(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     directory = write_config(copy_checkpoint(checkpoints["llama"], tmp_path / "model"), intermediate_size=128)
-    with pytest.raises(ValueError, match=r"tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[96, 64\].*\[128, 64\]"):
+    with pytest.raises(
+        ValueError, match=r"tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[96, 64\].*\[128, 64\]"
+    ):
         imported(directory)
 
 
@@ -195,14 +221,18 @@ def process():  # -> ProcessInfo
 
 
 @pytest.fixture(scope="module")
-def single_process_losses(checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory, process) -> dict[str, float]:
+def single_process_losses(
+    checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory, process
+) -> dict[str, float]:
     from pretrain.config import load_train_config
     from pretrain.trainer import Trainer
 
     losses = {}
     for family in {family for family, _ in PARALLEL_RUNS.values()}:
         run_dir = tmp_path_factory.mktemp(f"single-{family}")
-        losses[family] = Trainer(load_train_config(training(token_corpus, checkpoints[family], run_dir)), process).fit()[0]["loss"]
+        losses[family] = Trainer(
+            load_train_config(training(token_corpus, checkpoints[family], run_dir)), process
+        ).fit()[0]["loss"]
     return losses
 
 
@@ -210,8 +240,10 @@ def single_process_losses(checkpoints: dict[str, Path], token_corpus: Path, tmp_
 def parallel_runs(checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory) -> dict[str, dict]:
     """All layouts in one four-process torchrun launch."""
     workdir = tmp_path_factory.mktemp("hf-parallel")
-    runs = {name: training(token_corpus, checkpoints[family], workdir / name, *overrides)
-            for name, (family, overrides) in PARALLEL_RUNS.items()}
+    runs = {
+        name: training(token_corpus, checkpoints[family], workdir / name, *overrides)
+        for name, (family, overrides) in PARALLEL_RUNS.items()
+    }
     return launch_init_from_runs(runs, workdir, processes=4)
 
 
@@ -235,7 +267,10 @@ def test_every_layout_starts_from_the_same_model_reading_only_its_slices(
     "changes, message",
     [
         ({"sliding_window": 0}, "model.sliding_window must be positive"),
-        ({"rope_scaling": RopeScaling(factor=8.0, low_freq_factor=4.0, high_freq_factor=1.0)}, "model.rope_scaling needs"),
+        (
+            {"rope_scaling": RopeScaling(factor=8.0, low_freq_factor=4.0, high_freq_factor=1.0)},
+            "model.rope_scaling needs",
+        ),
     ],
 )
 def test_new_model_options_are_checked(changes: dict, message: str) -> None:

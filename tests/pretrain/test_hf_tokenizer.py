@@ -2,6 +2,7 @@
 directory tokenizes a corpus to the ids ``tokenizers`` gives, a run starts from the
 checkpoint on those shards (CLM; MLM and span refuse), resumes from its own checkpoints
 rather than the import, and exports the imported architecture with that tokenizer."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from data_pipeline.formats.token_shards import TokenShard, find_shards
 from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.config import TokenizeConfig
 from data_pipeline.tokenize.layout import TRAIN
 from pretrain.config import load_train_config
 from pretrain.consolidate import load_trained_model
-from data_pipeline.formats.token_shards import TokenShard, find_shards
-from pretrain.parallel.process_groups import init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.model import GPT
+from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 from tests.pretrain.hf_models import init_from_overrides, launch_init_from_runs, save_tiny_model
 
@@ -40,11 +41,18 @@ def hf_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS, BOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[EOS, BOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(domain_texts(200), trainer)
     directory = tmp_path_factory.mktemp("hf_tokenizer")
     tokenizer.save(str(directory / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "add_prefix_space": False}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "add_prefix_space": False,
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
 
@@ -61,8 +69,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def shards(corpus: Path, hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("domain_tokens")
-    config = TokenizeConfig(input=str(corpus), tokenizer=str(hf_tokenizer), output_dir=str(output), workers=1,
-                            val_fraction=0.0, progress=False)
+    config = TokenizeConfig(
+        input=str(corpus),
+        tokenizer=str(hf_tokenizer),
+        output_dir=str(output),
+        workers=1,
+        val_fraction=0.0,
+        progress=False,
+    )
     assert tokenize_corpus(config).documents[TRAIN] == 240
     return output
 
@@ -77,7 +91,12 @@ def test_hf_tokenizer_gives_the_ids_of_tokenizers_itself(shards: Path, corpus: P
     stored = np.concatenate([np.asarray(TokenShard(prefix).tokens) for prefix in find_shards(shards, TRAIN)])
     assert np.array_equal(stored, expected)
     meta = json.loads((shards / "tokenizer_meta.json").read_text())
-    assert (meta["eos_id"], meta["bos_id"], meta["pad_id"], meta["mask_id"]) == (eos, tokenizer.token_to_id(BOS), eos, None)
+    assert (meta["eos_id"], meta["bos_id"], meta["pad_id"], meta["mask_id"]) == (
+        eos,
+        tokenizer.token_to_id(BOS),
+        eos,
+        None,
+    )
 
 
 def run_overrides(shards: Path, checkpoint: Path, run_dir: Path, *more: str) -> list[str]:
@@ -93,11 +112,15 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def domain_run(shards: Path, hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     run_dir = tmp_path_factory.mktemp("domain_run")
-    records = Trainer(load_train_config(run_overrides(shards, hf_model, run_dir, "train.max_steps=2")), init_distributed()).fit()
+    records = Trainer(
+        load_train_config(run_overrides(shards, hf_model, run_dir, "train.max_steps=2")), init_distributed()
+    ).fit()
     return run_dir, records
 
 
-def test_a_run_starts_from_the_checkpoint_with_a_fresh_warm_up(domain_run: tuple[Path, list[dict]], hf_model: Path) -> None:
+def test_a_run_starts_from_the_checkpoint_with_a_fresh_warm_up(
+    domain_run: tuple[Path, list[dict]], hf_model: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     run_dir, records = domain_run
@@ -116,12 +139,16 @@ def test_a_run_with_checkpoints_resumes_and_says_init_from_was_ignored(
     domain_run: tuple[Path, list[dict]], shards: Path, hf_model: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir, _ = domain_run
-    records = Trainer(load_train_config(run_overrides(shards, hf_model, run_dir, "train.max_steps=3")), init_distributed()).fit()
+    records = Trainer(
+        load_train_config(run_overrides(shards, hf_model, run_dir, "train.max_steps=3")), init_distributed()
+    ).fit()
     assert [r["step"] for r in records] == [3]
     assert f"init_from={hf_model} was ignored: resuming from this run's checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("objective, message", [("mlm", "needs a mask token"), ("span", "a Hugging Face tokenizer has none")])
+@pytest.mark.parametrize(
+    "objective, message", [("mlm", "needs a mask token"), ("span", "a Hugging Face tokenizer has none")]
+)
 def test_mlm_and_span_refuse_a_tokenizer_without_mask_or_sentinels(
     objective: str, message: str, shards: Path, hf_model: Path, tmp_path: Path
 ) -> None:
@@ -139,7 +166,11 @@ def test_export_writes_the_imported_architecture_and_tokenizer(
     run_dir, _ = domain_run
     output = export(ExportConfig(checkpoint=str(run_dir), output_dir=str(tmp_path / "export")))
     config = json.loads((output / "config.json").read_text())
-    assert (config["architectures"], config["vocab_size"], config["use_sliding_window"]) == (["Qwen2ForCausalLM"], 320, False)
+    assert (config["architectures"], config["vocab_size"], config["use_sliding_window"]) == (
+        ["Qwen2ForCausalLM"],
+        320,
+        False,
+    )
     ours, _, _ = load_trained_model(run_dir)
     theirs = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
     ids = torch.randint(0, 300, (2, 24))
@@ -157,8 +188,16 @@ NUM_SENTINELS = 8
 @pytest.fixture(scope="module")
 def grown_shards(corpus: Path, hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("grown_tokens")
-    config = TokenizeConfig(input=str(corpus), tokenizer=str(hf_tokenizer), output_dir=str(output), workers=1,
-                            val_fraction=0.0, progress=False, add_special_tokens=True, num_sentinels=NUM_SENTINELS)
+    config = TokenizeConfig(
+        input=str(corpus),
+        tokenizer=str(hf_tokenizer),
+        output_dir=str(output),
+        workers=1,
+        val_fraction=0.0,
+        progress=False,
+        add_special_tokens=True,
+        num_sentinels=NUM_SENTINELS,
+    )
     assert tokenize_corpus(config).documents[TRAIN] == 240
     return output
 
@@ -190,8 +229,14 @@ def test_added_tokens_follow_the_vocabulary_and_leave_every_other_id_alone(
 
 
 def test_add_special_tokens_is_refused_for_our_tokenizer(text_tokenizer: Path, corpus: Path, tmp_path: Path) -> None:
-    config = TokenizeConfig(input=str(corpus), tokenizer=str(text_tokenizer), output_dir=str(tmp_path), workers=1,
-                            progress=False, add_special_tokens=True)
+    config = TokenizeConfig(
+        input=str(corpus),
+        tokenizer=str(text_tokenizer),
+        output_dir=str(tmp_path),
+        workers=1,
+        progress=False,
+        add_special_tokens=True,
+    )
     with pytest.raises(ValueError, match="has a mask token and sentinels already"):
         tokenize_corpus(config)
 
@@ -203,7 +248,9 @@ def exact_hf_model(hf_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory)
     return save_tiny_model(directory, "qwen2", vocab_size=tokenizer_size(hf_tokenizer), num_hidden_layers=2)
 
 
-def test_a_larger_tokenizer_without_added_tokens_is_refused(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_larger_tokenizer_without_added_tokens_is_refused(
+    shards: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     small = save_tiny_model(tmp_path_factory.mktemp("qwen2_256"), "qwen2", vocab_size=256, num_hidden_layers=1)
     cfg = load_train_config(run_overrides(shards, small, tmp_path_factory.mktemp("refused"), "train.max_steps=1"))
     with pytest.raises(ValueError, match="are not the mask and sentinels tokenize's add_special_tokens=true appends"):
@@ -212,13 +259,19 @@ def test_a_larger_tokenizer_without_added_tokens_is_refused(shards: Path, tmp_pa
 
 @pytest.mark.parametrize("objective", ["mlm", "span"])
 def test_a_grown_model_keeps_the_imported_rows_initializes_the_new_ones_and_trains(
-    objective: str, grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path,
+    objective: str,
+    grown_shards: Path,
+    exact_hf_model: Path,
+    hf_tokenizer: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
     from safetensors.torch import load_file
 
     size = tokenizer_size(hf_tokenizer)
-    cfg = load_train_config(run_overrides(grown_shards, exact_hf_model, tmp_path, f"objective={objective}", "train.max_steps=2"))
+    cfg = load_train_config(
+        run_overrides(grown_shards, exact_hf_model, tmp_path, f"objective={objective}", "train.max_steps=2")
+    )
     trainer = Trainer(cfg, init_distributed())
     assert f"grown to {trainer.model_cfg.padded_vocab_size} rows" in capsys.readouterr().err
     params = dict(trainer.engine.module.named_parameters())
@@ -242,7 +295,9 @@ def grown_overrides(grown_shards: Path, exact_hf_model: Path, run_dir: Path, *la
 def grown_run(grown_shards: Path, exact_hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """One MLM step of the grown model in one process: its run dir and loss."""
     run_dir = tmp_path_factory.mktemp("grown_run")
-    records = Trainer(load_train_config(grown_overrides(grown_shards, exact_hf_model, run_dir)), init_distributed()).fit()
+    records = Trainer(
+        load_train_config(grown_overrides(grown_shards, exact_hf_model, run_dir)), init_distributed()
+    ).fit()
     return run_dir, records[0]["loss"]
 
 
@@ -250,13 +305,18 @@ def test_a_grown_model_starts_alike_under_tp_and_zero3_reading_only_imported_row
     grown_run: tuple[Path, float], grown_shards: Path, exact_hf_model: Path, hf_tokenizer: Path, tmp_path: Path
 ) -> None:
     run_dir, single = grown_run
-    runs = {name: grown_overrides(grown_shards, exact_hf_model, tmp_path / name, f"parallel={name}") for name in ("tp2", "zero3")}
+    runs = {
+        name: grown_overrides(grown_shards, exact_hf_model, tmp_path / name, f"parallel={name}")
+        for name in ("tp2", "zero3")
+    }
     runs = launch_init_from_runs(runs, tmp_path, processes=2)
     assert runs["loss"] == pytest.approx({"tp2": single, "zero3": single}, rel=1e-5)
     cfg = load_trained_model(run_dir)[0].cfg
     size, rows = tokenizer_size(hf_tokenizer), cfg.padded_vocab_size
     new_values = 2 * (rows - size) * cfg.d_model  # the embedding's and the head's new rows
-    unread = {name: [rank["local_elements"] - rank["elements"] for rank in reads] for name, reads in runs["reads"].items()}
+    unread = {
+        name: [rank["local_elements"] - rank["elements"] for rank in reads] for name, reads in runs["reads"].items()
+    }
     half = rows // 2  # tp2: each rank holds half of the vocabulary's rows
     assert unread["tp2"] == [2 * cfg.d_model * len(range(max(size, r * half), (r + 1) * half)) for r in (0, 1)]
     assert sum(unread["zero3"]) == new_values and min(unread["zero3"]) >= 0
@@ -280,4 +340,6 @@ def test_export_of_a_grown_run_writes_the_grown_vocabulary_and_tokenizer(
     text = "the court <mask> tensor <extra_id_0> appeal."
     exported = AutoTokenizer.from_pretrained(output)
     assert exported.mask_token_id == size
-    assert exported.encode(text, add_special_tokens=False) == AutoTokenizer.from_pretrained(grown_shards).encode(text, add_special_tokens=False)
+    assert exported.encode(text, add_special_tokens=False) == AutoTokenizer.from_pretrained(grown_shards).encode(
+        text, add_special_tokens=False
+    )

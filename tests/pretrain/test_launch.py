@@ -3,6 +3,7 @@ repository: torchrun on one node and as two nodes, the deepspeed launcher with a
 sbatch on a single-node Slurm (tests/conftest.py), and Hydra sweeps, locally and as Slurm
 jobs. Two processes train exactly like one; an interrupted run resumes from its last
 complete checkpoint and ends with the losses of an uninterrupted one."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,17 @@ TINY = ["train.max_steps=2", "train.seq_len=32", "train.log_every=1", "logging.p
 # many steps (Adam magnifies another reduction order's rounding: ../shared/NOTES-deepspeed-cpu.md).
 # Long enough (a few seconds) to be interrupted between its checkpoints.
 STEPS, SAVE_EVERY = 100, 10
-RUN = ["train.seq_len=32", "train.micro_batch_size=2", "train.global_batch_size=8", "optim=sgd", "optim.lr=0.1",
-       "train.log_every=1", "train.eval_every=0", "logging.progress_bar=false", f"train.save_every={SAVE_EVERY}"]
+RUN = [
+    "train.seq_len=32",
+    "train.micro_batch_size=2",
+    "train.global_batch_size=8",
+    "optim=sgd",
+    "optim.lr=0.1",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "logging.progress_bar=false",
+    f"train.save_every={SAVE_EVERY}",
+]
 
 
 def fresh_environment(**extra: str) -> dict[str, str]:
@@ -97,7 +107,13 @@ def single_process_losses(token_corpus: Path, tmp_path_factory: pytest.TempPathF
     """The reference: the same run in one process, in this one, on one thread like the launched
     processes (OMP_NUM_THREADS=1): two threads on a busy 2-core machine run ~30x slower."""
     run_dir = tmp_path_factory.mktemp("single-process")
-    settings = [f"data.path={token_corpus}", f"run_dir={run_dir}", *RUN, f"train.max_steps={STEPS}", "train.save_every=0"]
+    settings = [
+        f"data.path={token_corpus}",
+        f"run_dir={run_dir}",
+        *RUN,
+        f"train.max_steps={STEPS}",
+        "train.save_every=0",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -112,15 +128,30 @@ def test_deepspeed_launcher_with_the_localhost_hostfile(
     # As the README shows it, without ssh: the script sees that the hostfile names only
     # this machine. The launcher appends --local_rank=N to every process's arguments.
     env = fresh_environment(MASTER_PORT=str(free_port()))
-    run(["bash", str(REPO / "launch/deepspeed.sh"), str(REPO / "launch/hostfile.localhost"),
-         f"data.path={token_corpus}", "run_dir=run", "parallel=zero1", *RUN, "train.max_steps=10"], env, cwd=tmp_path)
+    run(
+        [
+            "bash",
+            str(REPO / "launch/deepspeed.sh"),
+            str(REPO / "launch/hostfile.localhost"),
+            f"data.path={token_corpus}",
+            "run_dir=run",
+            "parallel=zero1",
+            *RUN,
+            "train.max_steps=10",
+        ],
+        env,
+        cwd=tmp_path,
+    )
     assert trained_world_size(tmp_path / "run") == 2  # run_dir relative to the working directory
     assert_same_losses(losses(tmp_path / "run"), single_process_losses[:10])
 
 
 def test_torchrun_script_single_node(token_corpus: Path, tmp_path: Path) -> None:
-    run(["bash", str(REPO / "launch/torchrun.sh"), f"data.path={token_corpus}", "run_dir=run", "parallel=pp2", *TINY],
-        fresh_environment(NPROC_PER_NODE="2"), cwd=tmp_path)
+    run(
+        ["bash", str(REPO / "launch/torchrun.sh"), f"data.path={token_corpus}", "run_dir=run", "parallel=pp2", *TINY],
+        fresh_environment(NPROC_PER_NODE="2"),
+        cwd=tmp_path,
+    )
     assert steps_logged(tmp_path / "run") == [1, 2]
 
 
@@ -130,15 +161,38 @@ def test_two_node_torchrun_matches_one_process_and_resumes_a_killed_worker(
     """Two agents on this machine, one process each, meet through a c10d rendezvous on
     127.0.0.1 as two nodes would. A worker of the second node is killed after the first
     checkpoint; with MAX_RESTARTS=1 both nodes restart their workers, which resume."""
-    common = dict(NNODES="2", NPROC_PER_NODE="1", MAX_RESTARTS="1", MASTER_ADDR="127.0.0.1",
-                  MASTER_PORT=str(free_port()), RDZV_ID=tmp_path.name)
-    command = ["bash", str(REPO / "launch/torchrun.sh"), f"data.path={token_corpus}", "run_dir=run", *RUN,
-               f"train.max_steps={STEPS}"]
-    agents = [subprocess.Popen(command, cwd=tmp_path, env=fresh_environment(NODE_RANK=str(rank), **common),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    common = dict(
+        NNODES="2",
+        NPROC_PER_NODE="1",
+        MAX_RESTARTS="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        RDZV_ID=tmp_path.name,
+    )
+    command = [
+        "bash",
+        str(REPO / "launch/torchrun.sh"),
+        f"data.path={token_corpus}",
+        "run_dir=run",
+        *RUN,
+        f"train.max_steps={STEPS}",
+    ]
+    agents = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=fresh_environment(NODE_RANK=str(rank), **common),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     try:
         wait_for_checkpoint(tmp_path / "run", SAVE_EVERY, lambda: all(agent.poll() is None for agent in agents))
-        worker = next(child for child in psutil.Process(agents[1].pid).children() if "pretrain.train" in child.cmdline())
+        worker = next(
+            child for child in psutil.Process(agents[1].pid).children() if "pretrain.train" in child.cmdline()
+        )
         os.kill(worker.pid, signal.SIGKILL)
         outputs = [agent.communicate(timeout=300)[0] for agent in agents]
     finally:
@@ -152,8 +206,19 @@ def test_two_node_torchrun_matches_one_process_and_resumes_a_killed_worker(
 
 
 def test_sweep_gives_each_job_its_own_run_dir(token_corpus: Path, tmp_path: Path) -> None:
-    run([sys.executable, "-m", "pretrain.train", "-m", "optim.lr=1e-3,2e-3", f"data.path={token_corpus}",
-         f"hydra.sweep.dir={tmp_path}", *TINY], fresh_environment())
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain.train",
+            "-m",
+            "optim.lr=1e-3,2e-3",
+            f"data.path={token_corpus}",
+            f"hydra.sweep.dir={tmp_path}",
+            *TINY,
+        ],
+        fresh_environment(),
+    )
     for job, lr in (("0", 1e-3), ("1", 2e-3)):
         assert steps_logged(tmp_path / job) == [1, 2]  # two fresh runs: neither resumed the other
         metadata = json.loads((tmp_path / job / "checkpoints" / "step-00000002" / "complete.json").read_text())
@@ -166,8 +231,16 @@ SBATCH_ONE_NODE = ["--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--c
 
 def sbatch_training(slurm, cwd: Path, corpus: Path) -> str:
     """launch/slurm.sbatch with two tasks on the one node; its log is <cwd>/slurm-<job>.out."""
-    return slurm.sbatch(*SBATCH_ONE_NODE, str(REPO / "launch/slurm.sbatch"), f"data.path={corpus}", "run_dir=run", *RUN,
-                        f"train.max_steps={STEPS}", cwd=cwd, env=fresh_environment())
+    return slurm.sbatch(
+        *SBATCH_ONE_NODE,
+        str(REPO / "launch/slurm.sbatch"),
+        f"data.path={corpus}",
+        "run_dir=run",
+        *RUN,
+        f"train.max_steps={STEPS}",
+        cwd=cwd,
+        env=fresh_environment(),
+    )
 
 
 def test_sbatch_two_tasks_match_one_process(
@@ -197,10 +270,29 @@ def test_sbatch_cancelled_and_resubmitted_resumes(
 
 def test_sweep_as_slurm_jobs(slurm, token_corpus: Path, tmp_path: Path) -> None:
     """`-m hydra/launcher=slurm` (submitit): one Slurm job per point, each in its own run dir."""
-    launcher = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.tasks_per_node=1",
-                "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
-    run([sys.executable, "-m", "pretrain.train", "-m", *launcher, "optim.lr=1e-3,2e-3", f"data.path={token_corpus}",
-         f"hydra.sweep.dir={tmp_path}", *TINY], fresh_environment(), cwd=tmp_path)
+    launcher = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.tasks_per_node=1",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+    ]
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain.train",
+            "-m",
+            *launcher,
+            "optim.lr=1e-3,2e-3",
+            f"data.path={token_corpus}",
+            f"hydra.sweep.dir={tmp_path}",
+            *TINY,
+        ],
+        fresh_environment(),
+        cwd=tmp_path,
+    )
     array = next(folder.name for folder in (tmp_path / ".submitit").iterdir() if folder.name.isdigit())
     assert slurm.wait(array) == ["COMPLETED", "COMPLETED"]  # submitit returns on the result, before the job ends
     for job, lr in (("0", 1e-3), ("1", 2e-3)):

@@ -1,5 +1,6 @@
 """LoRA (pretrain/lora.py): the adapters train exactly as peft's on the same imported
 Llama, export to peft's format and as a merged model, and every option acts."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,16 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def with_adapters(directory: Path, cfg: LoraConfig, seed: int = 0):  # -> (ours, peft's)
     """Our imported model and transformers' under peft, with the same adapters (ours copied into peft's)."""
-    from peft import LoraConfig as PeftConfig, get_peft_model
+    from peft import LoraConfig as PeftConfig
+    from peft import get_peft_model
 
     from pretrain.hf.peft import peft_module
 
     ours = imported(directory).train()
     attach_adapters(ours, cfg, seed=seed, group=None)
-    peft_cfg = PeftConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=[peft_module(t) for t in cfg.targets])
+    peft_cfg = PeftConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[peft_module(t) for t in cfg.targets]
+    )
     theirs = get_peft_model(transformers_model(directory), peft_cfg).train()
     live = dict(theirs.named_parameters())
     with torch.no_grad():
@@ -136,7 +139,9 @@ def train(overrides: list[str]):  # -> (losses, Trainer)
 
 
 @pytest.fixture(scope="module")
-def single_trainer(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory):  # -> (losses, Trainer)
+def single_trainer(
+    token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory
+):  # -> (losses, Trainer)
     return train(lora_run(token_corpus, tied_llama, tmp_path_factory.mktemp("single")))
 
 
@@ -154,11 +159,15 @@ def test_only_the_adapters_train_and_hold_optimizer_state(single_trainer) -> Non
     assert all(param.grad is None for name, param in params.items() if name not in trained)
     held = {id(param) for param in trainer.optimizer.state}
     assert held == {id(params[name]) for name in trained}
-    moments = sum(value.numel() for state in trainer.optimizer.state.values() for key, value in state.items() if key != "step")
+    moments = sum(
+        value.numel() for state in trainer.optimizer.state.values() for key, value in state.items() if key != "step"
+    )
     assert moments == 2 * trainer.trained_parameters == 2 * sum(params[name].numel() for name in trained)
 
 
-def test_bf16_trains_the_adapters_alone_and_tracks_fp32(single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path) -> None:
+def test_bf16_trains_the_adapters_alone_and_tracks_fp32(
+    single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path
+) -> None:
     """train.precision=bf16 (DeepSpeed's bf16 optimizer over the adapters alone): the base
     stays the imported one (rounded to bf16), the adapters move, the losses track fp32's."""
     fp32_losses, _ = single
@@ -171,7 +180,9 @@ def test_bf16_trains_the_adapters_alone_and_tracks_fp32(single: tuple, token_cor
 
 
 @pytest.fixture(scope="module")
-def two_processes(token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory, launch_runs) -> tuple[dict, Path]:
+def two_processes(
+    token_corpus: Path, tied_llama: Path, tmp_path_factory: pytest.TempPathFactory, launch_runs
+) -> tuple[dict, Path]:
     workdir = tmp_path_factory.mktemp("lora-parallel")
     runs = {name: lora_run(token_corpus, tied_llama, workdir / name, *more) for name, more in LAYOUTS.items()}
     return launch_runs(2, runs, workdir), workdir
@@ -185,7 +196,9 @@ def saved_adapters(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_layouts_train_the_adapters_like_one_process(name: str, two_processes: tuple[dict, Path], single: tuple) -> None:
+def test_layouts_train_the_adapters_like_one_process(
+    name: str, two_processes: tuple[dict, Path], single: tuple
+) -> None:
     """Tied Llama (the pipeline's two embedding copies stay frozen), every target: the
     column-parallel and the row-parallel split of the adapters."""
     report, workdir = two_processes
@@ -200,7 +213,9 @@ def test_layouts_train_the_adapters_like_one_process(name: str, two_processes: t
         torch.testing.assert_close(ours[key], reference[key], rtol=0, atol=1e-4)
 
 
-def test_tp2_checkpoint_resumes_in_one_process(two_processes: tuple[dict, Path], single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path) -> None:
+def test_tp2_checkpoint_resumes_in_one_process(
+    two_processes: tuple[dict, Path], single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path
+) -> None:
     from pretrain.checkpoint import tag_for
 
     _, workdir = two_processes
@@ -229,7 +244,9 @@ def peft_logits(base_dir: Path, adapter_dir: Path, ids: torch.Tensor) -> torch.T
         return PeftModel.from_pretrained(base, adapter_dir).eval()(input_ids=ids).logits
 
 
-def test_merged_export_is_what_transformers_runs(lora_text_run: Path, assert_matches_transformers, tmp_path: Path) -> None:
+def test_merged_export_is_what_transformers_runs(
+    lora_text_run: Path, assert_matches_transformers, tmp_path: Path
+) -> None:
     from pretrain.export import ExportConfig, export
 
     export(ExportConfig(checkpoint=str(lora_text_run), output_dir=str(tmp_path)))
@@ -286,15 +303,17 @@ def test_the_planner_counts_the_adapters_alone(single_trainer) -> None:
     optimizer state from the adapters (fp32, ZeRO 0: 4 + 8 bytes per adapter value)."""
     from dataclasses import replace
 
+    from pretrain.config import Precision
     from pretrain.parallel.layout import Layout
     from pretrain.planning.memory import lora_elements_per_layer, rank_memory
     from pretrain.planning.shapes import StageParameters
-    from pretrain.config import Precision
 
     _, trainer = single_trainer
     cfg = replace(trainer.cfg, model=trainer.model_cfg)
     assert lora_elements_per_layer(cfg, tp=1) * cfg.model.n_layers == trainer.trained_parameters
-    stage = StageParameters(sizes=(10**6,), group_sizes=(10**6,), layers=cfg.model.n_layers, largest_block=10**6, first=True, last=True)
+    stage = StageParameters(
+        sizes=(10**6,), group_sizes=(10**6,), layers=cfg.model.n_layers, largest_block=10**6, first=True, last=True
+    )
     memory = rank_memory(cfg, Layout(tp=1, pp=1, dp=1), Precision.fp32, [stage], 0)
     assert (memory.gradients, memory.optimizer) == (4 * trainer.trained_parameters, 8 * trainer.trained_parameters + 4)
 
@@ -320,7 +339,11 @@ def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: P
     other = save_tiny_model(tmp_path / "other", "tied-llama", seed=1, num_hidden_layers=2)  # same shapes, other values
     trained = base_identity(str(tied_llama), seed=0)
     check_same_base(trained, base_identity(str(moved), seed=0), tmp_path)  # a moved base is the same base
-    for changed in (base_identity(str(other), seed=0), base_identity(str(tied_llama), seed=1), base_identity(None, seed=0)):
+    for changed in (
+        base_identity(str(other), seed=0),
+        base_identity(str(tied_llama), seed=1),
+        base_identity(None, seed=0),
+    ):
         with pytest.raises(ValueError, match="its LoRA adapters were trained on the base"):
             check_same_base(trained, changed, tmp_path)
     with pytest.raises(ValueError, match="was not written by a LoRA run"):  # resume=force onto a full-model checkpoint

@@ -1,5 +1,6 @@
 """Megatron-LM indexed datasets (.bin/.idx written by megatron-core's own builder) as a
 training source: the same tokens train to the same losses as in our token shards."""
+
 from __future__ import annotations
 
 import shutil
@@ -50,7 +51,9 @@ def trainer(run_dir: Path, *data: str) -> Trainer:
     return Trainer(load_train_config(settings), init_distributed())
 
 
-def test_megatron_source_trains_like_the_same_tokens_in_our_shards(megatron_prefix: Path, tmp_path: Path, capfd) -> None:
+def test_megatron_source_trains_like_the_same_tokens_in_our_shards(
+    megatron_prefix: Path, tmp_path: Path, capfd
+) -> None:
     ours = write_corpus(tmp_path / "ours", train_shards=1)  # train-00000 holds DOCUMENTS
 
     def losses(run: Trainer) -> list[float]:

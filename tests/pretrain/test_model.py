@@ -1,4 +1,5 @@
 """The GPT model: parameter counts, attention masks, causality, and that it learns."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,9 @@ MODEL_NAMES = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
 def tiny(**overrides) -> ModelConfig:
-    base = dict(vocab_size=96, pad_vocab_multiple=32, n_layers=2, d_model=32, n_heads=4, max_seq_len=32, ffn_multiple_of=16)
+    base = dict(
+        vocab_size=96, pad_vocab_multiple=32, n_layers=2, d_model=32, n_heads=4, max_seq_len=32, ffn_multiple_of=16
+    )
     return ModelConfig(**{**base, **overrides})
 
 
@@ -51,7 +54,15 @@ def test_every_model_config_matches_its_closed_form_count(name: str) -> None:
 
 
 def test_ladder_sizes_are_what_their_names_say() -> None:
-    expected = {"gpt-125m": 125e6, "gpt-350m": 350e6, "gpt-760m": 760e6, "gpt-1.3b": 1.3e9, "gpt-2.7b": 2.7e9, "gpt-6.7b": 6.7e9, "gpt-13b": 13e9}
+    expected = {
+        "gpt-125m": 125e6,
+        "gpt-350m": 350e6,
+        "gpt-760m": 760e6,
+        "gpt-1.3b": 1.3e9,
+        "gpt-2.7b": 2.7e9,
+        "gpt-6.7b": 6.7e9,
+        "gpt-13b": 13e9,
+    }
     for name, size in expected.items():
         cfg = load_train_config([f"model={name}", "model.vocab_size=50257"]).model
         assert abs(closed_form_parameters(cfg) / size - 1) < 0.15, name
@@ -61,7 +72,9 @@ def test_ladder_sizes_are_what_their_names_say() -> None:
     "options",
     [
         dict(),
-        dict(activation=Activation.gelu, norm=Norm.layernorm, position=Position.learned, bias=True, tie_embeddings=False),
+        dict(
+            activation=Activation.gelu, norm=Norm.layernorm, position=Position.learned, bias=True, tie_embeddings=False
+        ),
         dict(n_kv_heads=1, d_ff=40, norm=Norm.layernorm),
     ],
 )

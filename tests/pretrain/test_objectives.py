@@ -1,14 +1,15 @@
 """The three objectives: what they mask, how often, and that nothing is lost."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.model import AttentionMode
 from pretrain.objectives import ObjectiveConfig, ObjectiveName, build_objective
 from pretrain.objectives.mlm import MaskedLM
 from pretrain.objectives.span import SpanCorruption
-from data_pipeline.formats.special_tokens import SpecialTokens
 
 SPECIAL = SpecialTokens.synthetic(vocab_size=1000, num_sentinels=100)
 ORDINARY_LOW = 105  # the synthetic layout puts every special id below this

@@ -1,6 +1,7 @@
 """Every parallel layout trains exactly like one process, checkpoints reshard across layouts,
 and bad layouts fail before anything starts. Two torchrun launches (2 and 4 processes, gloo
 on CPU) run all the layouts; the single-process references run in this process."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,9 @@ import torch
 
 from pretrain.config import TrainConfig, load_train_config
 from pretrain.consolidate import load_trained_model
-from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.trainer import Trainer
 
 SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
@@ -56,8 +57,13 @@ FOUR_PROCESSES = {
     "resume-3d": ["parallel=3d", *RESHARD, "train.max_steps=6"],
 }
 # Model options that change the layers tensor and pipeline parallelism split.
-VARIANT = ["model.tie_embeddings=false", "model.bias=true", "model.position=learned", "model.activation=gelu",
-           "model.norm=layernorm"]
+VARIANT = [
+    "model.tie_embeddings=false",
+    "model.bias=true",
+    "model.position=learned",
+    "model.activation=gelu",
+    "model.norm=layernorm",
+]
 # Options, each against the single-process run it must reproduce.
 OPTIONS = {
     "tp2-zero0-clip": (["parallel=tp2", "parallel.zero_stage=0", *CLIPPED], "clm-clip"),
@@ -65,8 +71,14 @@ OPTIONS = {
     "tp2-zero3": (["parallel=tp2", "parallel.zero_stage=3", *SGD], "clm-sgd"),
     "pp2-uniform": (["parallel=pp2", "parallel.partition_method=uniform", *SGD], "clm-sgd"),
     "pp2-blocks": (["parallel=pp2", "parallel.partition_method=blocks", *SGD], "clm-sgd"),
-    "pp2-recompute": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=1", *SGD], "clm-sgd"),
-    "pp2-recompute-2": (["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD], "clm-sgd"),
+    "pp2-recompute": (
+        ["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=1", *SGD],
+        "clm-sgd",
+    ),
+    "pp2-recompute-2": (
+        ["parallel=pp2", "train.activation_checkpointing=true", "parallel.checkpoint_interval=2", *SGD],
+        "clm-sgd",
+    ),
     "pp2-docmask": (["parallel=pp2", "objective.document_masking=true", *SGD], "docmask-sgd"),
     "tp2-variant": (["parallel=tp2", *VARIANT, *SGD], "variant-sgd"),
     # Sequence parallelism (its dropout: tests/pretrain/test_tensor_parallel_comm.py); clipped
@@ -77,7 +89,13 @@ OPTIONS = {
 }
 # tp2 with attention dropout (each rank's own stream) stopped at step 2 and resumed: the
 # checkpoint carries that stream too, so the resumed steps draw the masks of an uninterrupted run.
-ATTENTION_DROPOUT = ["parallel=tp2", "optim=sgd", "optim.lr=0.1", "model.attn_dropout=0.3", "model.residual_dropout=0.3"]
+ATTENTION_DROPOUT = [
+    "parallel=tp2",
+    "optim=sgd",
+    "optim.lr=0.1",
+    "model.attn_dropout=0.3",
+    "model.residual_dropout=0.3",
+]
 DROPOUT_RESUME = {
     "tp2-dropout": ("tp2-dropout", [*ATTENTION_DROPOUT, "train.max_steps=4"]),
     "tp2-dropout-save": ("tp2-dropout-resumed", [*ATTENTION_DROPOUT, "train.max_steps=2", "train.save_every=2"]),
@@ -106,7 +124,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(token_corpus: Path, chat_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
+def references(
+    token_corpus: Path, chat_corpus: Path, workdir: Path, process: ProcessInfo, common
+) -> dict[str, list[float]]:
     losses = {}
     for name, overrides in REFERENCES.items():
         cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides)
@@ -127,10 +147,17 @@ def sft(chat_corpus: Path, workdir: Path, name: str, common) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_process_launch(token_corpus: Path, chat_corpus: Path, workdir: Path, references: dict, common, launch_runs) -> dict:
+def two_process_launch(
+    token_corpus: Path, chat_corpus: Path, workdir: Path, references: dict, common, launch_runs
+) -> dict:
     runs = {name: common(token_corpus, workdir / name) + overrides for name, overrides in TWO_PROCESSES.items()}
     runs.update({name: common(token_corpus, workdir / name) + overrides for name, (overrides, _) in OPTIONS.items()})
-    runs.update({name: common(token_corpus, workdir / run_dir) + overrides for name, (run_dir, overrides) in DROPOUT_RESUME.items()})
+    runs.update(
+        {
+            name: common(token_corpus, workdir / run_dir) + overrides
+            for name, (run_dir, overrides) in DROPOUT_RESUME.items()
+        }
+    )
     runs.update({name: sft(chat_corpus, workdir, name, common) + overrides for name, overrides in SFT_RUNS.items()})
     return launch_runs(2, runs, workdir)
 
@@ -148,8 +175,13 @@ def four_process_runs(
     runs["resume-3d"] = common(token_corpus, workdir / "single-to-3d") + FOUR_PROCESSES["resume-3d"]
     runs["save-3d"] = common(token_corpus, workdir / "3d-to-single") + FOUR_PROCESSES["save-3d"]
     # On real text with a real tokenizer, for the export test.
-    runs["text-3d"] = [*common(text_shards, workdir / "text-3d"), f"data.tokenizer={text_tokenizer}", "parallel=3d",
-                       *SGD[:-1], "train.max_steps=3"]
+    runs["text-3d"] = [
+        *common(text_shards, workdir / "text-3d"),
+        f"data.tokenizer={text_tokenizer}",
+        "parallel=3d",
+        *SGD[:-1],
+        "train.max_steps=3",
+    ]
     return launch_runs(4, runs, workdir)["losses"]
 
 
@@ -223,7 +255,9 @@ def test_3d_checkpoint_resumes_in_one_process(
     assert_parity(resumed, references["reshard"][3:], rel=1e-5)
 
 
-def test_3d_checkpoint_consolidates_to_the_single_process_model(workdir: Path, four_process_runs: dict, references: dict) -> None:
+def test_3d_checkpoint_consolidates_to_the_single_process_model(
+    workdir: Path, four_process_runs: dict, references: dict
+) -> None:
     parallel, _, _ = load_trained_model(workdir / "pp2xtp2")
     single, _, _ = load_trained_model(workdir / "single-clm-sgd")
     tokens = torch.randint(0, 256, (2, 16))

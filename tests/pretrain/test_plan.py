@@ -6,6 +6,7 @@
 - Published: the ZeRO paper's 7.5B model on 64 GPUs; Korthikanti et al.'s per-layer formula.
 - The command, ``plan=true``, the memory check, and every cluster constant's effect.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,9 +49,17 @@ WORLD_SIZE = 4
 
 def run_overrides(model: str, preset: str, corpus: Path, run_dir: Path) -> list[str]:
     return [
-        *MODELS[model], f"parallel={preset}", f"data.path={corpus}", f"run_dir={run_dir}", "train.seq_len=32",
-        "train.micro_batch_size=2", "train.global_batch_size=8", "train.max_steps=1", "train.eval_every=0",
-        "train.save_every=0", "logging.progress_bar=false",
+        *MODELS[model],
+        f"parallel={preset}",
+        f"data.path={corpus}",
+        f"run_dir={run_dir}",
+        "train.seq_len=32",
+        "train.micro_batch_size=2",
+        "train.global_batch_size=8",
+        "train.max_steps=1",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "logging.progress_bar=false",
     ]
 
 
@@ -61,10 +70,22 @@ def held_by_engine(token_corpus: Path, tmp_path_factory: pytest.TempPathFactory)
     runs = {f"{m}/{p}": run_overrides(m, p, token_corpus, workdir / m / p) for m in MODELS for p in PRESETS}
     runs_file, out_file = workdir / "runs.json", workdir / "held.json"
     runs_file.write_text(json.dumps(runs))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}",
-               str(WORKER), str(runs_file), str(out_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD_SIZE}",
+        str(WORKER),
+        str(runs_file),
+        str(out_file),
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]
     return json.loads(out_file.read_text())
@@ -72,7 +93,9 @@ def held_by_engine(token_corpus: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("preset", PRESETS)
-def test_model_states_equal_what_the_engine_holds(model: str, preset: str, held_by_engine: dict, token_corpus: Path) -> None:
+def test_model_states_equal_what_the_engine_holds(
+    model: str, preset: str, held_by_engine: dict, token_corpus: Path
+) -> None:
     cfg = load_train_config([*run_overrides(model, preset, token_corpus, Path("unused")), "model.vocab_size=256"])
     layout = validate_layout(cfg, WORLD_SIZE)
     par = cfg.parallel
@@ -80,7 +103,11 @@ def test_model_states_equal_what_the_engine_holds(model: str, preset: str, held_
     for rank, held in enumerate(held_by_engine[f"{model}/{preset}"]):
         stage = rank // (layout.dp * layout.tp)  # DeepSpeed's grid: pipe is the slowest axis
         predicted = rank_memory(cfg, layout, Precision.fp32, stages, stage)
-        assert {"weights": predicted.weights, "gradients": predicted.gradients, "optimizer": predicted.optimizer} == held, rank
+        assert {
+            "weights": predicted.weights,
+            "gradients": predicted.gradients,
+            "optimizer": predicted.optimizer,
+        } == held, rank
 
 
 # The peak of live tensor memory on the CPU around a piece of code: a stand-in for the CUDA
@@ -105,7 +132,9 @@ class PeakMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
         # Views and in-place results share an input's storage: nothing new was allocated.
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+        }
         for tensor in tree_flatten(out)[0]:
             if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cpu":
                 continue
@@ -158,8 +187,15 @@ def test_zero_paper_memory_of_a_7_5b_model_on_64_gpus(stage: int, gigabytes: flo
 def megatron_layer(hidden: int, heads: int) -> ModelConfig:
     """The transformer layer of Korthikanti et al. 2022: LayerNorm, GELU MLP of 4h, dropout."""
     return ModelConfig(
-        d_model=hidden, n_heads=heads, norm=Norm.layernorm, activation=Activation.gelu, d_ff=4 * hidden,
-        residual_dropout=0.1, attn_dropout=0.1, vocab_size=51200, max_seq_len=2048,
+        d_model=hidden,
+        n_heads=heads,
+        norm=Norm.layernorm,
+        activation=Activation.gelu,
+        d_ff=4 * hidden,
+        residual_dropout=0.1,
+        attn_dropout=0.1,
+        vocab_size=51200,
+        max_seq_len=2048,
     )
 
 
@@ -168,8 +204,9 @@ def test_korthikanti_activation_formula(tp: int, sequence_parallel: bool) -> Non
     """Section 4: sbh(34 + 5as/h) bytes per layer; sbh(10 + 24/t + 5as/(ht)) with tensor
     parallelism; sbh/t (34 + 5as/h) with sequence parallelism (GPT-3 175B's shape)."""
     s, b, h, a = 2048, 1, 12288, 96
-    setting = ActivationSetting(seq_len=s, micro_batch=b, element_bytes=2, tp=tp, sequence_parallel=sequence_parallel,
-                                fused_attention=False)
+    setting = ActivationSetting(
+        seq_len=s, micro_batch=b, element_bytes=2, tp=tp, sequence_parallel=sequence_parallel, fused_attention=False
+    )
     if sequence_parallel:
         expected = s * b * h / tp * (34 + 5 * a * s / h)
     else:
@@ -183,12 +220,30 @@ def plan_config(*overrides: str) -> PlanConfig:
 
 def test_plan_lists_layouts_best_first_with_the_issue_fields(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     output = tmp_path / "plan.jsonl"
-    plans = plan(plan_config("model=gpt-1.3b", "cluster=a100-80gb", "cluster.nodes=2", "train.global_batch_size=256",
-                             f"output={output}", "top=3"))
+    plans = plan(
+        plan_config(
+            "model=gpt-1.3b",
+            "cluster=a100-80gb",
+            "cluster.nodes=2",
+            "train.global_batch_size=256",
+            f"output={output}",
+            "top=3",
+        )
+    )
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(records) == len(plans) > 3
-    for field in ("tp", "pp", "dp", "zero_stage", "micro_batch_size", "activation_checkpointing", "fits", "step_s",
-                  "tokens_per_s", "mfu"):
+    for field in (
+        "tp",
+        "pp",
+        "dp",
+        "zero_stage",
+        "micro_batch_size",
+        "activation_checkpointing",
+        "fits",
+        "step_s",
+        "tokens_per_s",
+        "mfu",
+    ):
         assert field in records[0]
     assert set(records[0]["memory_gb"]) >= {"weights", "gradients", "optimizer", "activations", "total"}
     fitting = [r for r in records if r["fits"]]
@@ -197,24 +252,44 @@ def test_plan_lists_layouts_best_first_with_the_issue_fields(tmp_path: Path, cap
     assert all(r["tp"] * r["pp"] * r["dp"] == 16 for r in records)
     printed = capsys.readouterr().out
     assert "overrides: " + " ".join(records[0]["overrides"]) in printed
-    assert len([line for line in printed.splitlines() if line.strip().startswith(("1 ", "2 ", "3 ", "4 "))]) == 3  # top=3 rows
+    assert (
+        len([line for line in printed.splitlines() if line.strip().startswith(("1 ", "2 ", "3 ", "4 "))]) == 3
+    )  # top=3 rows
     # The recommended overrides give the same plan through the trainer's own config.
-    cfg = load_train_config(["model=gpt-1.3b", "model.vocab_size=32000", "train.seq_len=2048",
-                             "train.global_batch_size=256", *records[0]["overrides"]])
+    cfg = load_train_config(
+        [
+            "model=gpt-1.3b",
+            "model.vocab_size=32000",
+            "train.seq_len=2048",
+            "train.global_batch_size=256",
+            *records[0]["overrides"],
+        ]
+    )
     again = Planner(load_cluster(CLUSTER_DIR / "a100-80gb.yaml")).plan(cfg, 16)
     assert again.speed.tokens_per_s == pytest.approx(records[0]["tokens_per_s"], rel=1e-6)
 
 
 def test_plan_says_when_nothing_fits(capsys: pytest.CaptureFixture) -> None:
-    plans = plan(plan_config("model=gpt-13b", "cluster=h100-80gb", "cluster.gpus_per_node=1", "train.global_batch_size=8"))
+    plans = plan(
+        plan_config("model=gpt-13b", "cluster=h100-80gb", "cluster.gpus_per_node=1", "train.global_batch_size=8")
+    )
     assert not any(p.memory.fits for p in plans)
     assert "nothing fits; the smallest" in capsys.readouterr().out
     assert plans[0].memory.fullest.total == min(p.memory.fullest.total for p in plans)
 
 
 def test_plan_command_line(run_module, tmp_path: Path) -> None:
-    done = run_module("pretrain.plan", "model=tiny", "cluster=cpu", "cluster.gpus_per_node=2", "train.seq_len=128",
-                      "train.global_batch_size=8", "model.vocab_size=256", "output=plan.jsonl", cwd=tmp_path)
+    done = run_module(
+        "pretrain.plan",
+        "model=tiny",
+        "cluster=cpu",
+        "cluster.gpus_per_node=2",
+        "train.seq_len=128",
+        "train.global_batch_size=8",
+        "model.vocab_size=256",
+        "output=plan.jsonl",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "recommended:" in done.stdout and (tmp_path / "plan.jsonl").exists()
     bad = run_module("pretrain.plan", "cluster.gpus_per_nod=2", cwd=tmp_path)
@@ -240,16 +315,30 @@ def test_a_start_that_would_not_fit_is_refused_with_the_numbers() -> None:
 
 
 def test_train_command_refuses_before_any_process_group(run_module, tmp_path: Path) -> None:
-    done = run_module("pretrain.train", *TRAIN_BASE, "model=gpt-13b", "train.seq_len=2048", f"run_dir={tmp_path}/run",
-                      "data.path=/nonexistent", cwd=tmp_path)
+    done = run_module(
+        "pretrain.train",
+        *TRAIN_BASE,
+        "model=gpt-13b",
+        "train.seq_len=2048",
+        f"run_dir={tmp_path}/run",
+        "data.path=/nonexistent",
+        cwd=tmp_path,
+    )
     assert done.returncode != 0
     # One line, before data.path is even looked at.
     assert done.stderr.strip().splitlines()[-1].startswith("error: predicted memory per device"), done.stderr
 
 
 def layout_plan(cluster: ClusterConfig, world: int, **parallel):  # type: ignore[no-untyped-def]
-    cfg = load_train_config(["model=gpt-1.3b", "model.vocab_size=32000", "train.seq_len=2048", "train.micro_batch_size=2",
-                             "train.global_batch_size=64"])
+    cfg = load_train_config(
+        [
+            "model=gpt-1.3b",
+            "model.vocab_size=32000",
+            "train.seq_len=2048",
+            "train.micro_batch_size=2",
+            "train.global_batch_size=64",
+        ]
+    )
     cfg = dataclasses.replace(cfg, parallel=ParallelConfig(**parallel))
     return Planner(cluster).plan(cfg, world)
 
@@ -262,9 +351,15 @@ def test_the_plan_counts_parallel_sequence_parallel() -> None:
     tp (measured against autograd in tests/pretrain/test_tensor_parallel_comm.py)."""
     plain, split = (layout_plan(H100, 8, tp=8, sequence_parallel=on) for on in (False, True))
     cfg, layers = split.config, split.config.model.n_layers
-    settings = [ActivationSetting(seq_len=2048, micro_batch=2, element_bytes=2, tp=8, sequence_parallel=on,
-                                  sharded_linear_inputs=False) for on in (False, True)]
-    expected = [stage_activations(cfg.model, setting, layers, in_flight=1, has_head=True).stored for setting in settings]
+    settings = [
+        ActivationSetting(
+            seq_len=2048, micro_batch=2, element_bytes=2, tp=8, sequence_parallel=on, sharded_linear_inputs=False
+        )
+        for on in (False, True)
+    ]
+    expected = [
+        stage_activations(cfg.model, setting, layers, in_flight=1, has_head=True).stored for setting in settings
+    ]
     assert expected[1] < expected[0]
     assert [plain.memory.fullest.activations_stored, split.memory.fullest.activations_stored] == pytest.approx(expected)
 
@@ -281,7 +376,9 @@ def test_the_plan_counts_parallel_sequence_parallel() -> None:
         ("step_overhead_ms", 10.0, {}, 1, "step_s"),
     ],
 )
-def test_every_speed_constant_moves_its_part_of_the_step(setting: str, factor: float, parallel: dict, nodes: int, part: str) -> None:
+def test_every_speed_constant_moves_its_part_of_the_step(
+    setting: str, factor: float, parallel: dict, nodes: int, part: str
+) -> None:
     base = dataclasses.replace(H100, nodes=nodes)
     changed = dataclasses.replace(base, **{setting: getattr(base, setting) * factor})
     before = getattr(layout_plan(base, base.world_size, **parallel).speed, part)
@@ -301,7 +398,10 @@ def test_the_processes_of_a_cpu_machine_share_its_memory(monkeypatch: pytest.Mon
     assert cpu.device_memory_bytes() == 4 * 2**30
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # as torchrun sets it: 4 processes, 2 per node
     machine = this_machine(4)
-    assert (machine.nodes, machine.gpus_per_node) == (2, 2) and machine.device_memory_bytes() == machine_ram_bytes() // 2
+    assert (machine.nodes, machine.gpus_per_node) == (
+        2,
+        2,
+    ) and machine.device_memory_bytes() == machine_ram_bytes() // 2
     assert dataclasses.replace(H100, gpus_per_node=2).device_memory_bytes() == int(H100.memory_gib * 2**30)
 
 
@@ -315,14 +415,26 @@ def test_bf16_and_precision_follow_the_cluster() -> None:
     plan_gpu = layout_plan(H100, 8, zero_stage=1)
     assert plan_gpu.precision is Precision.bf16
     rank = plan_gpu.memory.fullest
-    params = sum(stage_parameters(plan_gpu.config.model, 1, 1, plan_gpu.config.optim, plan_gpu.config.parallel.partition_method)[0].sizes)
-    assert rank.weights == 2 * params and rank.gradients == 4 * params  # DeepSpeed's BF16_Optimizer: whole fp32 gradients
+    params = sum(
+        stage_parameters(plan_gpu.config.model, 1, 1, plan_gpu.config.optim, plan_gpu.config.parallel.partition_method)[
+            0
+        ].sizes
+    )
+    assert (
+        rank.weights == 2 * params and rank.gradients == 4 * params
+    )  # DeepSpeed's BF16_Optimizer: whole fp32 gradients
 
 
 def test_gpu_benchmark_dry_run_predicts_the_gpu_cases() -> None:
     script = REPO / "benchmarks" / "plan_vs_measured.py"
-    done = subprocess.run([sys.executable, str(script), "--device", "gpu", "--dry-run", "--cluster", "h200"], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--device", "gpu", "--dry-run", "--cluster", "h200"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| gpt-350m", "| gpt-1.3b"))]
     assert len(rows) == 2 and all(float(row.split("|")[3]) > 1000 for row in rows)  # predicted tokens/s
@@ -342,9 +454,20 @@ CPU_MEASURED = {
 
 
 @pytest.mark.parametrize("model, preset, processes", sorted(CPU_MEASURED))
-def test_calibrated_cpu_constants_predict_the_measured_speed_within_30_percent(model: str, preset: str, processes: int) -> None:
-    cfg = load_train_config([*MODELS[model], f"parallel={preset}", "model.vocab_size=256", "train.seq_len=256",
-                             "model.max_seq_len=256", "train.micro_batch_size=8", "train.global_batch_size=16"])
+def test_calibrated_cpu_constants_predict_the_measured_speed_within_30_percent(
+    model: str, preset: str, processes: int
+) -> None:
+    cfg = load_train_config(
+        [
+            *MODELS[model],
+            f"parallel={preset}",
+            "model.vocab_size=256",
+            "train.seq_len=256",
+            "model.max_seq_len=256",
+            "train.micro_batch_size=8",
+            "train.global_batch_size=16",
+        ]
+    )
     cpu = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=processes)
     predicted = Planner(cpu).plan(cfg, processes).speed.tokens_per_s
     assert CPU_MEASURED[(model, preset, processes)] / predicted == pytest.approx(1.0, abs=0.3)
@@ -353,7 +476,9 @@ def test_calibrated_cpu_constants_predict_the_measured_speed_within_30_percent(m
 def test_a_gpu_is_planned_with_its_cluster_config_and_its_real_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: type("P", (), {"total_memory": 100 * 2**30}))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device=None: type("P", (), {"total_memory": 100 * 2**30})
+    )
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     machine = this_machine(16)
     assert (machine.name, machine.memory_gib, machine.nodes, machine.gpus_per_node) == ("h200", 100.0, 2, 8)

@@ -1,4 +1,5 @@
 """Device choice and process-group set-up on GPU machines, with CUDA mocked (no GPU needed)."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,11 @@ def four_ranks_on_one_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", seen["set_device"].append)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *args, **kwargs: seen["init_process_group"].append((args, kwargs)))
+    monkeypatch.setattr(
+        torch.distributed,
+        "init_process_group",
+        lambda *args, **kwargs: seen["init_process_group"].append((args, kwargs)),
+    )
     monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 3)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 4)
     monkeypatch.setattr(deepspeed, "init_distributed", lambda **kwargs: None)
@@ -34,13 +39,15 @@ def test_a_task_that_sees_one_gpu_uses_it_whatever_its_local_rank(four_ranks_on_
     assert process.local_rank == 3
     assert process.device == torch.device("cuda", 0)
     assert four_ranks_on_one_visible_gpu["set_device"] == [torch.device("cuda", 0)]
-    (args, kwargs), = four_ranks_on_one_visible_gpu["init_process_group"]
+    ((args, kwargs),) = four_ranks_on_one_visible_gpu["init_process_group"]
     assert args == ("nccl",)
     assert kwargs["device_id"] == torch.device("cuda", 0)  # NCCL binds its communicator to this GPU
     assert os.environ["LOCAL_RANK"] == "0"  # DeepSpeed's engine and zero.Init read it as the device index
 
 
-def test_local_ranks_take_their_own_gpu_where_all_are_visible(four_ranks_on_one_visible_gpu: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_ranks_take_their_own_gpu_where_all_are_visible(
+    four_ranks_on_one_visible_gpu: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert init_distributed().device == torch.device("cuda", 3)
     assert os.environ["LOCAL_RANK"] == "3"

@@ -1,5 +1,6 @@
 """Rotary cos/sin are computed once per forward and shared by every layer, with the same
 results as each layer computing its own (the pipeline stages still do)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,14 @@ from pretrain.model_config import ModelConfig, RopeScaling
 
 def rope_model(scaling: RopeScaling) -> GPT:
     cfg = ModelConfig(
-        vocab_size=96, pad_vocab_multiple=32, n_layers=3, d_model=32, n_heads=4, max_seq_len=64,
-        ffn_multiple_of=16, rope_scaling=scaling,
+        vocab_size=96,
+        pad_vocab_multiple=32,
+        n_layers=3,
+        d_model=32,
+        n_heads=4,
+        max_seq_len=64,
+        ffn_multiple_of=16,
+        rope_scaling=scaling,
     )
     return GPT(cfg, seed=3).eval()
 
@@ -26,7 +33,9 @@ def per_layer_forward(model: GPT, tokens: torch.Tensor, positions: torch.Tensor)
     return model.head(x, model.embed.tokens.weight if model.cfg.tie_embeddings else None)
 
 
-@pytest.mark.parametrize("scaling", [RopeScaling(), RopeScaling(factor=8.0, original_max_seq_len=16)], ids=["plain", "llama3-scaled"])
+@pytest.mark.parametrize(
+    "scaling", [RopeScaling(), RopeScaling(factor=8.0, original_max_seq_len=16)], ids=["plain", "llama3-scaled"]
+)
 @pytest.mark.parametrize("per_sample_positions", [False, True])
 def test_tables_are_computed_once_and_give_the_same_logits(
     scaling: RopeScaling, per_sample_positions: bool, monkeypatch: pytest.MonkeyPatch

@@ -1,5 +1,6 @@
 """A run tells the truth: resume refuses a changed config, sweeps get their own run dirs,
 the run's text log, metrics without repeated steps, defaults that fit."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,22 @@ import pytest
 from pretrain.checkpoint import checkpoint_root
 from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_config
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.training.metrics import wandb_mode
 from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.run_record import CHANGES_FILENAME, check_resume, config_changes
 from pretrain.trainer import Trainer
+from pretrain.training.metrics import wandb_mode
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ("train.seq_len=32", "train.global_batch_size=4", "train.log_every=1", "train.eval_every=0",
-        "train.save_every=0", "train.eval_batches=2", "optim.warmup_steps=2", "logging.progress_bar=false")
+TINY = (
+    "train.seq_len=32",
+    "train.global_batch_size=4",
+    "train.log_every=1",
+    "train.eval_every=0",
+    "train.save_every=0",
+    "train.eval_batches=2",
+    "optim.warmup_steps=2",
+    "logging.progress_bar=false",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +45,12 @@ def tiny_config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
 def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -> dict:
     """The complete.json of a checkpoint at ``step`` of a run with these settings."""
     config = load_train_config(["data.path=tokens", *overrides])
-    return {"step": step, "config": as_plain_dict(config), "model": as_plain_dict(replace(config.model, vocab_size=256)),
-            "tokenizer": {"tokenizer_hash": tokenizer_hash}}
+    return {
+        "step": step,
+        "config": as_plain_dict(config),
+        "model": as_plain_dict(replace(config.model, vocab_size=256)),
+        "tokenizer": {"tokenizer_hash": tokenizer_hash},
+    }
 
 
 @pytest.mark.parametrize(
@@ -61,15 +74,34 @@ def test_a_meaningful_change_is_named(override: str, setting: str) -> None:
 
 
 def test_free_changes_and_the_tokenizer() -> None:
-    free = ["train.log_every=3", "train.eval_every=7", "train.save_every=9", "train.keep_last=1", "logging.progress_bar=false",
-            "train.micro_batch_size=2", "parallel=tp2", "run_dir=elsewhere", "data.tokenizer=moved"]
+    free = [
+        "train.log_every=3",
+        "train.eval_every=7",
+        "train.save_every=9",
+        "train.keep_last=1",
+        "logging.progress_bar=false",
+        "train.micro_batch_size=2",
+        "parallel=tp2",
+        "run_dir=elsewhere",
+        "data.tokenizer=moved",
+    ]
     assert config_changes(recorded(), load_train_config(["data.path=tokens", *free]), "a" * 64) == []
     # max_steps is free when the LRs used so far stay the same: a constant schedule, or still in warmup.
     constant = ("optim.schedule=constant",)
-    assert config_changes(recorded(*constant), load_train_config(["data.path=tokens", *constant, "train.max_steps=50"]), "a" * 64) == []
-    assert config_changes(recorded(step=50), load_train_config(["data.path=tokens", "train.max_steps=5000"]), "a" * 64) == []
+    assert (
+        config_changes(
+            recorded(*constant), load_train_config(["data.path=tokens", *constant, "train.max_steps=50"]), "a" * 64
+        )
+        == []
+    )
+    assert (
+        config_changes(recorded(step=50), load_train_config(["data.path=tokens", "train.max_steps=5000"]), "a" * 64)
+        == []
+    )
     assert config_changes(recorded(), load_train_config(["data.path=tokens", "parallel=3d"]), "a" * 64) == []
-    assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64)] == ["tokenizer"]
+    assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64)] == [
+        "tokenizer"
+    ]
 
 
 def test_force_takes_a_new_dropout_but_not_a_new_shape(tmp_path: Path) -> None:
@@ -79,14 +111,18 @@ def test_force_takes_a_new_dropout_but_not_a_new_shape(tmp_path: Path) -> None:
 
     def forced(*overrides: str) -> list[str]:
         cfg = load_train_config(["data.path=tokens", "resume=force", *overrides])
-        return [c.setting for c in check_resume(checkpoint, cfg, replace(cfg.model, vocab_size=256), "a" * 64, force=True)]
+        return [
+            c.setting for c in check_resume(checkpoint, cfg, replace(cfg.model, vocab_size=256), "a" * 64, force=True)
+        ]
 
     assert forced("model.residual_dropout=0.1") == ["model.residual_dropout"]
     with pytest.raises(ValueError, match=r"parameters differ in shape \(.*model.d_model: 64 -> 96"):
         forced("model.d_model=96")
 
 
-def test_resume_refuses_a_change_force_continues_and_the_log_tells(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_resume_refuses_a_change_force_continues_and_the_log_tells(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     Trainer(tiny_config(token_corpus, tmp_path, "train.max_steps=2"), process).fit()
     with pytest.raises(ValueError, match=r"optim.lr: 0.0003 -> 0.01.*resume=force"):
         Trainer(tiny_config(token_corpus, tmp_path, "train.max_steps=3", "optim.lr=1e-2"), process)
@@ -97,7 +133,9 @@ def test_resume_refuses_a_change_force_continues_and_the_log_tells(token_corpus:
     assert change["step"] == 2 and change["changes"] == [{"setting": "optim.lr", "old": 3e-4, "new": 1e-2}]
     # The checkpoint now records the new settings: resuming with them needs no force; a free
     # setting (log cadence) changes silently.
-    again = Trainer(tiny_config(token_corpus, tmp_path, "train.max_steps=3", "optim.lr=1e-2", "train.log_every=5"), process)
+    again = Trainer(
+        tiny_config(token_corpus, tmp_path, "train.max_steps=3", "optim.lr=1e-2", "train.log_every=5"), process
+    )
     assert again.step == 3
     log = (tmp_path / "train.log").read_text()
     assert "model tiny:" in log and "layout tp 1 × pp 1 × dp 1 = 1 processes, ZeRO 0" in log
@@ -106,7 +144,9 @@ def test_resume_refuses_a_change_force_continues_and_the_log_tells(token_corpus:
     assert log.count("resume=force") == 1  # the free change said nothing
 
 
-def test_metrics_hold_each_step_once_after_a_kill_and_restart(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_metrics_hold_each_step_once_after_a_kill_and_restart(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     Trainer(tiny_config(token_corpus, tmp_path, "train.max_steps=4", "train.save_every=2"), process).fit()
     # As if killed after logging step 4 but before its checkpoint was complete.
     (checkpoint_root(tmp_path) / "step-00000004" / "complete.json").unlink()
@@ -122,12 +162,25 @@ def test_metrics_hold_each_step_once_after_a_kill_and_restart(token_corpus: Path
 def fresh_environment() -> dict[str, str]:
     """Without this test process's launcher variables (its RANK and MASTER_PORT are taken)."""
     launched = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    return {k: v for k, v in os.environ.items() if k not in launched} | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return {k: v for k, v in os.environ.items() if k not in launched} | {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def test_a_sweep_with_an_explicit_run_dir_gives_each_job_its_own(token_corpus: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "pretrain.train", "-m", "optim.lr=1e-3,2e-3", f"data.path={token_corpus}",
-               f"run_dir={tmp_path / 'sweep'}", f"hydra.sweep.dir={tmp_path / 'hydra'}", "train.max_steps=2", *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "pretrain.train",
+        "-m",
+        "optim.lr=1e-3,2e-3",
+        f"data.path={token_corpus}",
+        f"run_dir={tmp_path / 'sweep'}",
+        f"hydra.sweep.dir={tmp_path / 'hydra'}",
+        "train.max_steps=2",
+        *TINY,
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=fresh_environment())
     assert done.returncode == 0, done.stderr[-3000:]
     for job, lr in (("0", 1e-3), ("1", 2e-3)):

@@ -1,5 +1,6 @@
 """Sharded start-up: a rank builds only its share of the model, with the same initial
 values as one process."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_gpt_13b_under_tp8_zero3_materializes_only_this_ranks_bytes() -> None:
     script = Path(__file__).with_name("startup_accounting.py")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(script), "13"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "13"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["all_meta"]  # built without allocating a parameter
@@ -41,7 +44,9 @@ def test_a_model_built_on_meta_has_the_layout_independent_initial_values() -> No
     model = GPT(cfg, seed=7)
     for name, param in model.named_parameters():
         assert not param.is_meta
-        torch.testing.assert_close(param.detach(), initial_value(name, param.shape, cfg, 7, param.device), rtol=0, atol=0)
+        torch.testing.assert_close(
+            param.detach(), initial_value(name, param.shape, cfg, 7, param.device), rtol=0, atol=0
+        )
     with torch.device("meta"):  # counted or loaded later: nothing allocated
         assert all(p.is_meta for p in GPT(cfg).parameters())
 
@@ -77,7 +82,9 @@ SLICED = [((96, 40), 0), ((40, 96), 1), ((34, 7), 0), ((7, 34), 1), ((4, 3), 0),
 
 
 @pytest.mark.parametrize("shape,dim", SLICED)
-def test_a_tensor_parallel_slice_is_drawn_as_cut_from_the_whole_tensor(monkeypatch: pytest.MonkeyPatch, shape, dim) -> None:
+def test_a_tensor_parallel_slice_is_drawn_as_cut_from_the_whole_tensor(
+    monkeypatch: pytest.MonkeyPatch, shape, dim
+) -> None:
     monkeypatch.setattr(init_module, "DRAW_PIECE", 64)  # many pieces, the last one partial
     for size in (1, 2):
         whole = torch.randn(shape, generator=torch.Generator().manual_seed(3))

@@ -1,5 +1,6 @@
 """What a dense step leaves out on one rank: DeepSpeed's gradient all-reduce over a
 data-parallel group of one (a flatten and a copy back of every gradient, for nothing)."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -4,6 +4,7 @@ norm weights' small gradient sums); and a tp2 model, with or without sequence pa
 computes the single-process model's loss and gradients (with embedding and residual dropout
 too); the activations it saves are those the planner predicts; attention dropout draws each
 rank's own masks, residual dropout the same ones, and recompute replays them. Two gloo processes, tiny models."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -26,10 +27,14 @@ WORLD = 2
 COLLECTIVES = ("all_reduce", "all_gather_single", "reduce_scatter_single")
 # Grouped-query attention (4 query heads, 2 key/value heads: one of each per rank), SwiGLU,
 # RMSNorm, rotary, tied embeddings ...
-BASE = dict(vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16, ffn_multiple_of=16)
+BASE = dict(
+    vocab_size=96, pad_vocab_multiple=32, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16, ffn_multiple_of=16
+)
 # ... and the other layers tensor and sequence parallelism treat apart: biases (row-parallel
 # ones added after the reduce-scatter), LayerNorm's bias, learned positions, an untied head.
-VARIANT = dict(BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False)
+VARIANT = dict(
+    BASE, bias=True, norm=Norm.layernorm, position=Position.learned, activation=Activation.gelu, tie_embeddings=False
+)
 # Embedding and residual dropout (sequence parallelism draws them on sequence shards), with
 # activation checkpointing; the generator is seeded alike before each model's pass, as the
 # trainer seeds every rank.
@@ -46,11 +51,13 @@ class CollectiveCounter:
         self.phase = "forward"
         self.originals: dict[str, Callable[..., Any]] = {}
 
-    def __enter__(self) -> "CollectiveCounter":
+    def __enter__(self) -> CollectiveCounter:
         for name in COLLECTIVES:
             original = self.originals[name] = getattr(dist, name)
 
-            def counted(tensor: torch.Tensor, *args: Any, _name: str = name, _original: Callable = original, **kwargs: Any):
+            def counted(
+                tensor: torch.Tensor, *args: Any, _name: str = name, _original: Callable = original, **kwargs: Any
+            ):
                 self.calls[(self.phase, _name, tensor.dim())] += 1
                 return _original(tensor, *args, **kwargs)
 
@@ -154,7 +161,9 @@ def worker(rank: int, store: str, out_dir: str) -> None:
             torch.manual_seed(1)
             loss = loss_of(parallel)
             grads = dict(dense.named_parameters())
-            error = max((p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters())
+            error = max(
+                (p.grad - shard_of(grads[n].grad, p)).abs().max().item() for n, p in parallel.named_parameters()
+            )
             results[f"parity sp={sequence_parallel} {name}"] = (abs(loss - expected_loss).item(), error)
     layers = TensorParallelLayers(dist.group.WORLD)
     results["attention dropout"] = attention_dropout_masks(layers)
@@ -174,7 +183,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def per_layer(calls: dict[str, Any], sequence_parallel: bool) -> dict[tuple[str, str, int], float]:
     """Collectives one more layer adds: (4 layers - 2 layers) / 2."""
     more, fewer = calls[f"calls sp={sequence_parallel} layers=4"], calls[f"calls sp={sequence_parallel} layers=2"]
-    return {key: (more.get(key, 0) - fewer.get(key, 0)) / 2 for key in more.keys() | fewer.keys() if more.get(key, 0) != fewer.get(key, 0)}
+    return {
+        key: (more.get(key, 0) - fewer.get(key, 0)) / 2
+        for key in more.keys() | fewer.keys()
+        if more.get(key, 0) != fewer.get(key, 0)
+    }
 
 
 def test_a_layer_costs_two_all_reduces_forward_and_two_backward(results: list[dict]) -> None:
@@ -210,13 +223,21 @@ def test_the_planner_predicts_what_sequence_parallelism_saves(results: list[dict
     cfg = {n: ModelConfig(**BASE, n_layers=n) for n in (2, 4)}
 
     def predicted(sequence_parallel: bool, n_layers: int) -> float:
-        setting = ActivationSetting(seq_len=inputs.shape[1], micro_batch=inputs.shape[0], element_bytes=4, tp=WORLD,
-                                    sequence_parallel=sequence_parallel, sharded_linear_inputs=False)
+        setting = ActivationSetting(
+            seq_len=inputs.shape[1],
+            micro_batch=inputs.shape[0],
+            element_bytes=4,
+            tp=WORLD,
+            sequence_parallel=sequence_parallel,
+            sharded_linear_inputs=False,
+        )
         return stage_activations(cfg[n_layers], setting, layers=n_layers, in_flight=1, has_head=True).stored
 
     for saved in results:
         for sequence_parallel in (False, True):
-            per_layer = (saved[f"saved sp={sequence_parallel} layers=4"] - saved[f"saved sp={sequence_parallel} layers=2"]) / 2
+            per_layer = (
+                saved[f"saved sp={sequence_parallel} layers=4"] - saved[f"saved sp={sequence_parallel} layers=2"]
+            ) / 2
             expected = (predicted(sequence_parallel, 4) - predicted(sequence_parallel, 2)) / 2
             assert per_layer == pytest.approx(expected, rel=0.1)
         measured_saving = saved["saved sp=False layers=4"] - saved["saved sp=True layers=4"]

@@ -1,4 +1,5 @@
 """The training loop in one process: learning, exact resume, checkpoints, metrics, policies."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,11 @@ import pretrain.training.run_dir as run_dir_module
 import pretrain.training.step as step_module
 from pretrain.checkpoint import checkpoint_root, latest_complete
 from pretrain.config import OptimConfig, Schedule, TrainConfig, load_train_config
-from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.training.optim import lr_multiplier, parameter_groups
 from pretrain.model import GPT
 from pretrain.model_config import ModelConfig
-from pretrain.training.optim import NonFiniteLossError
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.trainer import Trainer
+from pretrain.training.optim import NonFiniteLossError, lr_multiplier, parameter_groups
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,9 @@ def losses(records: list[dict]) -> list[float]:
 
 
 @pytest.mark.parametrize("objective", ["clm", "mlm", "span"])
-def test_each_objective_brings_the_loss_down(objective: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_each_objective_brings_the_loss_down(
+    objective: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     records = Trainer(config(token_corpus, tmp_path, f"objective={objective}", "train.max_steps=30"), process).fit()
     curve = losses(records)
     assert sum(curve[-3:]) / 3 < 0.75 * sum(curve[:3]) / 3, curve
@@ -78,7 +80,9 @@ def test_adam_state_crosses_a_change_of_zero_stage(token_corpus: Path, tmp_path:
     common = ("optim.schedule=constant", "optim.warmup_steps=0")
     straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=5"), process).fit()
     Trainer(config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=3"), process).fit()
-    resumed = Trainer(config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=5", "parallel=zero1"), process)
+    resumed = Trainer(
+        config(token_corpus, tmp_path / "resharded", *common, "train.max_steps=5", "parallel=zero1"), process
+    )
     assert resumed.step == 3
     assert losses(resumed.fit()) == pytest.approx(losses(straight)[3:], rel=1e-6)
 
@@ -99,7 +103,9 @@ def test_cut_off_checkpoint_is_skipped(token_corpus: Path, tmp_path: Path, proce
 
 
 def test_checkpoints_keep_the_last_k(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
-    Trainer(config(token_corpus, tmp_path, "train.max_steps=5", "train.save_every=1", "train.keep_last=2"), process).fit()
+    Trainer(
+        config(token_corpus, tmp_path, "train.max_steps=5", "train.save_every=1", "train.keep_last=2"), process
+    ).fit()
     names = sorted(p.name for p in checkpoint_root(tmp_path).iterdir())
     assert names == ["step-00000004", "step-00000005"]
     metadata = json.loads((checkpoint_root(tmp_path) / "step-00000005" / "complete.json").read_text())
@@ -108,7 +114,9 @@ def test_checkpoints_keep_the_last_k(token_corpus: Path, tmp_path: Path, process
 
 
 def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
-    Trainer(config(token_corpus, tmp_path, "train.max_steps=4", "train.log_every=2", "train.eval_every=4"), process).fit()
+    Trainer(
+        config(token_corpus, tmp_path, "train.max_steps=4", "train.log_every=2", "train.eval_every=4"), process
+    ).fit()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [2, 4]
     for line in lines:
@@ -133,7 +141,10 @@ def nan_on_call(number: int):
 def test_nonfinite_step_is_skipped_and_reported(
     layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
 ) -> None:
-    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip", f"parallel={layout}"), process)
+    trainer = Trainer(
+        config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=skip", f"parallel={layout}"),
+        process,
+    )
     monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(4))  # step 2, second micro-batch
     trainer.train_step()
     before = [p.detach().clone() for p in trainer.engine.module.parameters()]
@@ -145,8 +156,13 @@ def test_nonfinite_step_is_skipped_and_reported(
 
 
 @pytest.mark.parametrize("layout", ["single", "zero1"])
-def test_nonfinite_step_stops_when_told(layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    trainer = Trainer(config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop", f"parallel={layout}"), process)
+def test_nonfinite_step_stops_when_told(
+    layout: str, token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    trainer = Trainer(
+        config(token_corpus, tmp_path, "train.max_steps=3", "train.nonfinite_policy=stop", f"parallel={layout}"),
+        process,
+    )
     monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit()
@@ -189,16 +205,26 @@ def test_prefetched_batches_train_exactly_like_batches_built_in_place(
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 
-def test_steps_between_log_steps_read_nothing_back(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+def test_steps_between_log_steps_read_nothing_back(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
     """#16: the loss and the non-finite guard stay on the device between log steps (a read
     would wait for the GPU); the window is read on the log step, the skipped step reported."""
-    cfg = config(token_corpus, tmp_path, "train.max_steps=6", "train.log_every=3", "train.eval_every=0", "train.nonfinite_policy=skip")
+    cfg = config(
+        token_corpus,
+        tmp_path,
+        "train.max_steps=6",
+        "train.log_every=3",
+        "train.eval_every=0",
+        "train.nonfinite_policy=skip",
+    )
     trainer = Trainer(cfg, process)
     monkeypatch.setattr(step_module, "sample_mean_loss", nan_on_call(3))  # step 2 (not a log step) is skipped
     ours = str(REPO / "pretrain")
     phase = {"now": "start-up"}
     reads: dict[str, list[str]] = {"log step": [], "other step": []}
     for name in HOST_READS:
+
         def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name):  # type: ignore[no-untyped-def]
             caller = sys._getframe(1)
             if phase["now"] in reads and caller.f_code.co_filename.startswith(ours):
@@ -225,7 +251,9 @@ def test_bad_batch_arithmetic_is_one_clear_error(token_corpus: Path, tmp_path: P
         Trainer(config(token_corpus, tmp_path, "train.global_batch_size=10"), process)
 
 
-def test_missing_data_and_unwritable_run_dir_fail_early(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_missing_data_and_unwritable_run_dir_fail_early(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     with pytest.raises(Exception, match="data.path"):
         Trainer(config(tmp_path / "nowhere", tmp_path), process)
     blocker = tmp_path / "file"
@@ -234,16 +262,25 @@ def test_missing_data_and_unwritable_run_dir_fail_early(token_corpus: Path, tmp_
         Trainer(config(token_corpus, blocker / "run"), process)
 
 
-def test_too_little_data_and_a_used_run_dir_are_clear_errors(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_too_little_data_and_a_used_run_dir_are_clear_errors(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     with pytest.raises(ValueError, match="lower train.seq_len"):
-        Trainer(config(token_corpus, tmp_path, "train.seq_len=256", "model.max_seq_len=100000", "train.seq_len=60000"), process)
+        Trainer(
+            config(token_corpus, tmp_path, "train.seq_len=256", "model.max_seq_len=100000", "train.seq_len=60000"),
+            process,
+        )
     Trainer(config(token_corpus, tmp_path / "used", "train.max_steps=1"), process).fit()
     with pytest.raises(FileExistsError, match="resume=never"):
         Trainer(config(token_corpus, tmp_path / "used", "resume=never"), process)
 
 
-def test_a_full_disk_is_reported_before_training(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
-    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+def test_a_full_disk_is_reported_before_training(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        run_dir_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)
+    )
     with pytest.raises(OSError, match="free space or choose another run_dir"):
         Trainer(config(token_corpus, tmp_path), process)
     assert not (tmp_path / "metrics.jsonl").exists()  # stopped before anything was written
@@ -254,7 +291,9 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
 ) -> None:
     trainer = Trainer(config(token_corpus, tmp_path / "measured", "train.max_steps=1"), process)
     trainer.fit()
-    written = sum(f.stat().st_size for f in latest_complete(checkpoint_root(tmp_path / "measured")).rglob("*") if f.is_file())
+    written = sum(
+        f.stat().st_size for f in latest_complete(checkpoint_root(tmp_path / "measured")).rglob("*") if f.is_file()
+    )
     per_checkpoint = 12 * trainer.num_parameters  # fp32 weights and AdamW's two moments
     assert written == pytest.approx(per_checkpoint, rel=0.02)
     from safetensors.torch import load_file  # the streamed shard is a standard safetensors file
@@ -268,7 +307,9 @@ def test_the_disk_check_uses_the_measured_checkpoint_size_and_keep_last(
         Trainer(config(token_corpus, tmp_path / "four", "train.keep_last=3"), process)
 
 
-def test_fp16_tracks_fp32_and_saves_fp32_masters(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+def test_fp16_tracks_fp32_and_saves_fp32_masters(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
     """ZeRO 0 with dynamic loss scaling. DeepSpeed's CPU accelerator declares no fp16 (torch's
     CPU kernels have it): told otherwise, the ZeRO-0 path runs; ZeRO 1-3 still refuse it on
     CPU. bf16 under every stage and layout is in test_checkpoint_state.py."""
@@ -289,7 +330,9 @@ def test_fp16_tracks_fp32_and_saves_fp32_masters(token_corpus: Path, tmp_path: P
         assert saved.full("blocks.0.attn.wq.weight", "exp_avg_sq").abs().sum() > 0
 
 
-def test_fp16_resume_keeps_the_dynamic_loss_scale(token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch) -> None:
+def test_fp16_resume_keeps_the_dynamic_loss_scale(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
+) -> None:
     """A scale of 2^20 overflows the first steps, each halving it; a run resumed in that phase
     must go on from the lowered scale, not start again from 2^20 (two more skipped updates)."""
     from deepspeed.accelerator import get_accelerator
@@ -315,7 +358,9 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(token_corpus: Path, tmp_path: 
     resumed = Trainer(config(token_corpus, tmp_path / "resumed", *common, "train.max_steps=7"), process)
     resumed_records = resumed.fit()
     assert [not math.isfinite(r["grad_norm"]) for r in resumed_records] == overflowed[1:]
-    assert [r["loss_scale_overflows"] for r in resumed_records] == [r["loss_scale_overflows"] for r in straight_records[1:]]
+    assert [r["loss_scale_overflows"] for r in resumed_records] == [
+        r["loss_scale_overflows"] for r in straight_records[1:]
+    ]
     assert straight_records[-1]["loss_scale_overflows"] == sum(overflowed)
     assert [r["lr"] for r in resumed_records] == [r["lr"] for r in straight_records[1:]]
     assert losses(resumed_records) == losses(straight_records[1:])
@@ -337,7 +382,17 @@ def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(
     runs = {}
     for flag in ("false", "true"):
         calls["n"] = 0
-        runs[flag] = (losses(Trainer(config(token_corpus, tmp_path / flag, "train.max_steps=3", f"train.activation_checkpointing={flag}"), process).fit()), calls["n"])
+        runs[flag] = (
+            losses(
+                Trainer(
+                    config(
+                        token_corpus, tmp_path / flag, "train.max_steps=3", f"train.activation_checkpointing={flag}"
+                    ),
+                    process,
+                ).fit()
+            ),
+            calls["n"],
+        )
     assert runs["true"][0] == runs["false"][0]
     assert runs["true"][1] == 2 * runs["false"][1]  # each block's forward runs again in the backward pass
 
@@ -352,7 +407,11 @@ def test_compile_trains_the_same_model(token_corpus: Path, tmp_path: Path, proce
 
 def test_attention_dropout_is_drawn_and_reproducible(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
     def run(name: str, rate: float) -> list[float]:
-        return losses(Trainer(config(token_corpus, tmp_path / name, "train.max_steps=3", f"model.attn_dropout={rate}"), process).fit())
+        return losses(
+            Trainer(
+                config(token_corpus, tmp_path / name, "train.max_steps=3", f"model.attn_dropout={rate}"), process
+            ).fit()
+        )
 
     plain, dropped, again = run("plain", 0.0), run("dropped", 0.3), run("again", 0.3)
     assert dropped == again  # seeded
@@ -381,15 +440,29 @@ def test_lr_schedules() -> None:
 
 def test_command_line_accepts_the_deepspeed_launcher_argument(token_corpus: Path, tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "pretrain.train", f"data.path={token_corpus}", f"run_dir={tmp_path}",
-        "train.max_steps=2", "train.seq_len=32", "train.log_every=1", "logging.progress_bar=false", "--local_rank=0",
+        sys.executable,
+        "-m",
+        "pretrain.train",
+        f"data.path={token_corpus}",
+        f"run_dir={tmp_path}",
+        "train.max_steps=2",
+        "train.seq_len=32",
+        "train.log_every=1",
+        "logging.progress_bar=false",
+        "--local_rank=0",
     ]
     # A fresh process, not one of this test process's (whose RANK/MASTER_PORT are taken).
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
-    bad = subprocess.run(command[:-1] + ["model.n_layer=3"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    bad = subprocess.run(
+        command[:-1] + ["model.n_layer=3"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
     assert bad.returncode != 0 and "model.n_layer" in bad.stderr
 
 
@@ -399,7 +472,12 @@ def test_evaluation_tasks_run_during_training(train_text_model, text_shards: Pat
     from pretrain.evaluation.tasks import TaskConfig, TaskType
     from pretrain.inference.tokenizer import TextTokenizer
 
-    run = train_text_model(tmp_path, 4, "train.eval_every=2", f"train.eval_tasks=[{{type: perplexity, path: '{text_shards}', name: held_out}}]")
+    run = train_text_model(
+        tmp_path,
+        4,
+        "train.eval_every=2",
+        f"train.eval_tasks=[{{type: perplexity, path: '{text_shards}', name: held_out}}]",
+    )
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [line for line in lines if "held_out/ppl" in line]
     assert [line["step"] for line in evaluated] == [2, 4]
@@ -411,7 +489,9 @@ def test_evaluation_tasks_run_during_training(train_text_model, text_shards: Pat
     assert evaluated[-1]["held_out/ppl"] == pytest.approx(standalone["held_out/ppl"], rel=1e-5)
 
 
-def test_evaluation_tasks_refuse_layouts_that_split_the_model(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
+def test_evaluation_tasks_refuse_layouts_that_split_the_model(
+    token_corpus: Path, tmp_path: Path, process: ProcessInfo
+) -> None:
     task = f"train.eval_tasks=[{{type: perplexity, path: '{token_corpus}'}}]"
     with pytest.raises(ValueError, match="train.eval_tasks"):
         Trainer(config(token_corpus, tmp_path, task, "parallel=zero3"), process)

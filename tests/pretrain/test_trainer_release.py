@@ -1,6 +1,7 @@
 """A finished Trainer goes away when its last reference does (no reference cycle through it),
 and a run can write no checkpoint at all (``train.save_at_end=false``), which also spares it
 the free-disk check: what benchmarks/gpu.sh relies on."""
+
 from __future__ import annotations
 
 import gc
@@ -24,9 +25,19 @@ def process() -> ProcessInfo:
 
 def config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
     return load_train_config(
-        [f"data.path={corpus}", f"run_dir={run_dir}", "train.seq_len=32", "train.micro_batch_size=4",
-         "train.global_batch_size=8", "train.max_steps=3", "train.log_every=1", "train.eval_every=0",
-         "logging.progress_bar=false", "optim.warmup_steps=0", *overrides]
+        [
+            f"data.path={corpus}",
+            f"run_dir={run_dir}",
+            "train.seq_len=32",
+            "train.micro_batch_size=4",
+            "train.global_batch_size=8",
+            "train.max_steps=3",
+            "train.log_every=1",
+            "train.eval_every=0",
+            "logging.progress_bar=false",
+            "optim.warmup_steps=0",
+            *overrides,
+        ]
     )
 
 
@@ -53,7 +64,9 @@ def test_save_at_end_false_writes_no_checkpoint_and_needs_no_disk_room(
     monkeypatch.setattr(run_dir_module.shutil, "disk_usage", lambda path: full)
     with pytest.raises(OSError, match="free space"):  # a run that saves at the end needs room
         Trainer(config(token_corpus, tmp_path / "saves", "train.save_every=0"), process)
-    records = Trainer(config(token_corpus, tmp_path / "none", "train.save_every=0", "train.save_at_end=false"), process).fit()
+    records = Trainer(
+        config(token_corpus, tmp_path / "none", "train.save_every=0", "train.save_at_end=false"), process
+    ).fit()
     assert [r["step"] for r in records] == [1, 2, 3]
     assert complete_checkpoints(checkpoint_root(tmp_path / "none")) == []
     monkeypatch.undo()

@@ -1,18 +1,23 @@
 """ZeRO's communication settings come from ``parallel.*``: the generated DeepSpeed config
 carries each, DeepSpeed's optimizer receives them, and they do not change the numbers."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from pretrain.config import load_train_config
+from pretrain.config import Precision, load_train_config
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
-from pretrain.config import Precision
 from pretrain.parallel.process_groups import init_distributed
 from pretrain.trainer import Trainer
 
-NON_DEFAULT = {"overlap_comm": False, "contiguous_gradients": False, "reduce_bucket_size": 4096, "allgather_bucket_size": 2048}
+NON_DEFAULT = {
+    "overlap_comm": False,
+    "contiguous_gradients": False,
+    "reduce_bucket_size": 4096,
+    "allgather_bucket_size": 2048,
+}
 
 
 def zero_section(*overrides: str) -> dict:
@@ -22,8 +27,11 @@ def zero_section(*overrides: str) -> dict:
 
 def test_defaults_are_overlapped_contiguous_and_200m_element_buckets() -> None:
     assert zero_section("parallel=zero2") == {
-        "stage": 2, "overlap_comm": True, "contiguous_gradients": True,
-        "reduce_bucket_size": 200_000_000, "allgather_bucket_size": 200_000_000,
+        "stage": 2,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": 200_000_000,
+        "allgather_bucket_size": 200_000_000,
     }
 
 
@@ -38,16 +46,29 @@ def test_an_empty_bucket_is_one_clear_error(name: str) -> None:
         zero_section(f"parallel.{name}=0")
 
 
-def test_a_run_with_non_default_settings_gives_deepspeed_them_and_the_same_losses(token_corpus: Path, tmp_path: Path) -> None:
+def test_a_run_with_non_default_settings_gives_deepspeed_them_and_the_same_losses(
+    token_corpus: Path, tmp_path: Path
+) -> None:
     process = init_distributed()
     common = [
-        f"data.path={token_corpus}", "parallel=zero1", "train.seq_len=32", "train.micro_batch_size=4",
-        "train.global_batch_size=8", "train.max_steps=2", "train.log_every=1", "train.eval_every=0",
-        "train.save_every=0", "logging.progress_bar=false", "resume=never",
+        f"data.path={token_corpus}",
+        "parallel=zero1",
+        "train.seq_len=32",
+        "train.micro_batch_size=4",
+        "train.global_batch_size=8",
+        "train.max_steps=2",
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "logging.progress_bar=false",
+        "resume=never",
     ]
     default_run = Trainer(load_train_config([*common, f"run_dir={tmp_path}/default"]), process)
     tuned_run = Trainer(
-        load_train_config([*common, f"run_dir={tmp_path}/tuned", *(f"parallel.{k}={v}" for k, v in NON_DEFAULT.items())]), process
+        load_train_config(
+            [*common, f"run_dir={tmp_path}/tuned", *(f"parallel.{k}={v}" for k, v in NON_DEFAULT.items())]
+        ),
+        process,
     )
     zero_optimizer = tuned_run.engine.optimizer
     assert (zero_optimizer.overlap_comm, zero_optimizer.contiguous_gradients) == (False, False)

@@ -1,4 +1,5 @@
 """Helpers the CPU suite and the GPU lane (tests/gpu) share for whole training runs."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def losses_of_a_cpu_run(overrides: list[str], run_dir: Path) -> list[float]:
     return [record["loss"] for record in records if "loss" in record]
 
 
-def assert_zero3_starts_from_the_single_process_values(settings: Callable[[str, str], TrainConfig],
-                                                      process: ProcessInfo) -> None:
+def assert_zero3_starts_from_the_single_process_values(
+    settings: Callable[[str, str], TrainConfig], process: ProcessInfo
+) -> None:
     """``settings(run_name, zero_stage_override)``: one process, ZeRO-3 against no ZeRO. On a
     GPU, ZeRO-3's partitions live there; their initial values must still be the ones every
     other layout draws."""

@@ -1,4 +1,5 @@
 """Small hand-made corpora for the curation tests (nothing from ../shared)."""
+
 from __future__ import annotations
 
 import gzip
@@ -62,11 +63,15 @@ def write_gz(path: Path, records: list) -> Path:
 
 
 def pile_records(prefix: str, seeds: range) -> list[dict]:
-    return [{"text": english_document(seed), "meta": {"id": f"{prefix}-{seed}", "pile_set_name": "test"}} for seed in seeds]
+    return [
+        {"text": english_document(seed), "meta": {"id": f"{prefix}-{seed}", "pile_set_name": "test"}} for seed in seeds
+    ]
 
 
 def make_config(tmp_path: Path, input_spec, output: str = "out", **overrides) -> CurateConfig:
-    return with_overrides(CurateConfig(input=input_spec, output_dir=str(tmp_path / output), progress=False), **overrides)
+    return with_overrides(
+        CurateConfig(input=input_spec, output_dir=str(tmp_path / output), progress=False), **overrides
+    )
 
 
 class Files:
@@ -111,7 +116,10 @@ def corpus(tmp_path: Path) -> Path:
         {"text": " ".join(near_copy), "meta": {"id": "b-near-copy-of-a-3"}},
         {"text": "spam spam spam spam\n" * 40, "meta": {"id": "b-spam"}},
     ]
-    c4 = [{"text": english_document(seed), "url": f"https://example.com/{seed}", "timestamp": "2020-01-01"} for seed in range(10, 13)]
+    c4 = [
+        {"text": english_document(seed), "url": f"https://example.com/{seed}", "timestamp": "2020-01-01"}
+        for seed in range(10, 13)
+    ]
     write_zst(root / "pile" / "a.jsonl.zst", pile_a)
     write_zst(root / "pile" / "b.jsonl.zst", pile_b)
     write_gz(root / "c4" / "c4.json.gz", c4)

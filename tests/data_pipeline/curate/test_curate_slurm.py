@@ -1,5 +1,6 @@
 """Curation as Slurm job arrays (launch/curate_slurm.sh on the single-node Slurm of
 tests/conftest.py) keeps exactly the documents that one local process keeps."""
+
 from __future__ import annotations
 
 import io
@@ -25,11 +26,23 @@ def kept_documents(output_dir: Path) -> list[str]:
 
 def test_curation_on_slurm_keeps_the_documents_of_a_local_run(slurm, corpus: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "CPUS": "1"}
-    local = [sys.executable, "-m", "data_pipeline.curate", f"input={corpus}", f"output_dir={tmp_path / 'local'}",
-             "progress=false"]
+    local = [
+        sys.executable,
+        "-m",
+        "data_pipeline.curate",
+        f"input={corpus}",
+        f"output_dir={tmp_path / 'local'}",
+        "progress=false",
+    ]
     subprocess.run(local, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
-    submitted = subprocess.run(["bash", str(REPO / "launch/curate_slurm.sh"), str(corpus), str(tmp_path / "slurm"), "3"],
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    submitted = subprocess.run(
+        ["bash", str(REPO / "launch/curate_slurm.sh"), str(corpus), str(tmp_path / "slurm"), "3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert submitted.returncode == 0, submitted.stderr
     slurm.wait_until_idle()
     on_slurm = kept_documents(tmp_path / "slurm")

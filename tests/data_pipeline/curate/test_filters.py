@@ -1,5 +1,6 @@
 """Each filter rule against hand-made documents just inside and just outside its threshold.
 Each rule is tested alone: every other rule of its filter is switched off (null)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,12 +17,12 @@ from data_pipeline.curate.config import (
     LanguageConfig,
     NormalizeConfig,
 )
+from data_pipeline.document import Document
 from data_pipeline.filters.c4 import C4Filter
 from data_pipeline.filters.gopher_quality import GopherQualityFilter
 from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
 from data_pipeline.filters.language import LanguageFilter
 from data_pipeline.filters.normalize import Normalizer
-from data_pipeline.document import Document
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -42,6 +43,7 @@ def words(count: int, word: str = "word") -> str:
 
 # ---------------------------------------------------------------- normalization
 
+
 def test_normalize_default_changes_encoding_only_and_keeps_whitespace():
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     document = doc(text)
@@ -61,7 +63,14 @@ def test_normalize_whitespace_options():
     tidy = Normalizer(NormalizeConfig(collapse_spaces=True, strip_lines=True, max_blank_lines=1))
     text = "Cafe\u0301  au\tlait \x07\r\n\n\n\nline two\u200b  \n"
     assert tidy.normalize(text) == "Caf\u00e9 au lait\n\nline two"
-    assert set(tidy.changed) == {"unicode_NFC", "line_endings", "control_chars", "spaces_collapsed", "lines_stripped", "blank_lines"}
+    assert set(tidy.changed) == {
+        "unicode_NFC",
+        "line_endings",
+        "control_chars",
+        "spaces_collapsed",
+        "lines_stripped",
+        "blank_lines",
+    }
 
 
 def test_normalize_switches_and_empty_document():
@@ -72,6 +81,7 @@ def test_normalize_switches_and_empty_document():
 
 
 # ---------------------------------------------------------------- language
+
 
 def test_language_keeps_configured_language_above_score(prose):
     language = LanguageFilter(LanguageConfig(languages=["en"], min_score=0.5))
@@ -85,7 +95,12 @@ def test_language_keeps_configured_language_above_score(prose):
 def test_language_score_threshold_and_any_language(prose):
     text = prose(0)
     assert LanguageFilter(LanguageConfig(languages=["en"], min_score=1.0))(doc(text)) == "low_score"
-    assert LanguageFilter(LanguageConfig(languages=None, min_score=0.5))(doc("Der Hund schläft im Garten und die Kinder spielen.")) is None
+    assert (
+        LanguageFilter(LanguageConfig(languages=None, min_score=0.5))(
+            doc("Der Hund schläft im Garten und die Kinder spielen.")
+        )
+        is None
+    )
 
 
 def test_language_missing_model_path_is_a_clear_error(tmp_path):
@@ -94,6 +109,7 @@ def test_language_missing_model_path_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------- Gopher quality
+
 
 @pytest.mark.parametrize(
     "rules, kept, removed, reason",
@@ -122,7 +138,9 @@ def test_gopher_quality_alpha_ratio_can_count_punctuation_like_datatrove():
     # 12 of 13 words hold a letter, but only 12 of 19 tokens
     text = "See file.c, line 3 (main); it fails: a b c d e"
     per_word = GopherQualityFilter(only(GopherQualityConfig, min_alpha_words_ratio=0.8))
-    per_token = GopherQualityFilter(only(GopherQualityConfig, min_alpha_words_ratio=0.8, alpha_ratio_counts_punctuation=True))
+    per_token = GopherQualityFilter(
+        only(GopherQualityConfig, min_alpha_words_ratio=0.8, alpha_ratio_counts_punctuation=True)
+    )
     assert per_word(doc(text)) is None
     assert per_token(doc(text)) == "few_alphabetic_words"
 
@@ -132,6 +150,7 @@ def test_gopher_quality_defaults_keep_prose(prose):
 
 
 # ---------------------------------------------------------------- Gopher repetition
+
 
 def repetition(**rules) -> GopherRepetitionFilter:
     no_ngram_rules = {"max_top_ngram_char_frac": {}, "max_dup_ngram_char_frac": {}}
@@ -147,10 +166,25 @@ def distinct_lines(count: int) -> list[str]:
     [
         # 10 lines: 3 repeats of an earlier line is 0.3 (kept), 4 is 0.4
         ({"max_dup_line_frac": 0.3}, distinct_lines(6) + ["x"] * 4, distinct_lines(5) + ["x"] * 5, "dup_line_frac"),
-        ({"max_dup_para_frac": 0.3}, distinct_lines(6) + ["x"] * 4, distinct_lines(5) + ["x"] * 5, "dup_paragraph_frac"),
+        (
+            {"max_dup_para_frac": 0.3},
+            distinct_lines(6) + ["x"] * 4,
+            distinct_lines(5) + ["x"] * 5,
+            "dup_paragraph_frac",
+        ),
         # the repeated line is ~20% of the characters, or ~30%
-        ({"max_dup_line_char_frac": 0.2}, ["a" * 40, "a" * 40, "b" * 119], ["a" * 60, "a" * 60, "b" * 119], "dup_line_char_frac"),
-        ({"max_dup_para_char_frac": 0.2}, ["a" * 40, "a" * 40, "b" * 118], ["a" * 60, "a" * 60, "b" * 118], "dup_paragraph_char_frac"),
+        (
+            {"max_dup_line_char_frac": 0.2},
+            ["a" * 40, "a" * 40, "b" * 119],
+            ["a" * 60, "a" * 60, "b" * 119],
+            "dup_line_char_frac",
+        ),
+        (
+            {"max_dup_para_char_frac": 0.2},
+            ["a" * 40, "a" * 40, "b" * 118],
+            ["a" * 60, "a" * 60, "b" * 118],
+            "dup_paragraph_char_frac",
+        ),
     ],
 )
 def test_gopher_repetition_lines_and_paragraphs(rules, kept, removed, reason):
@@ -182,6 +216,7 @@ def test_gopher_repetition_defaults_keep_prose(prose):
 
 
 # ---------------------------------------------------------------- C4
+
 
 def c4(**rules) -> C4Filter:
     switches = {
@@ -246,7 +281,9 @@ PAPER = ([], 5, 3, False)  # Raffel et al. 2020, section 2.2
 DATATROVE = (["+filters/c4=datatrove"], 3, 5, True)  # datatrove 0.10.1's C4QualityFilter
 
 
-@pytest.mark.parametrize("overrides, min_words, min_sentences, apostrophe_ends", [PAPER, DATATROVE], ids=["paper", "datatrove"])
+@pytest.mark.parametrize(
+    "overrides, min_words, min_sentences, apostrophe_ends", [PAPER, DATATROVE], ids=["paper", "datatrove"]
+)
 def test_c4_settings_at_each_threshold_edge(overrides, min_words, min_sentences, apostrophe_ends):
     config = c4_setting(overrides)
     lines = C4Filter(dataclasses.replace(config, min_sentences=None))
@@ -258,7 +295,7 @@ def test_c4_settings_at_each_threshold_edge(overrides, min_words, min_sentences,
     assert kept(words(min_words - 1) + " end.") and not kept(words(min_words - 2) + " end.")
     # "[1]" is no word: at the edge only with the marker counted
     assert not kept(words(min_words - 2) + " [1] end.")
-    for mark in ".?!\"":
+    for mark in '.?!"':
         assert kept(words(min_words) + mark), mark
     assert kept(words(min_words) + "'") == apostrophe_ends
     for ending in (",", "...", ":", ""):
@@ -298,11 +335,26 @@ def test_c4_bad_words_off_by_default_then_default_list_and_own_list(tmp_path):
     assert C4Filter(C4Config(min_sentences=None))(doc(BAD_PAGE)) is None
     assert C4Filter(C4Config(min_sentences=None, bad_words="default"))(doc(BAD_PAGE)) == "bad_words"
     # a word inside a longer word does not count ("shitake" is no bad word; C4: letters a-z around)
-    assert C4Filter(C4Config(min_sentences=None, bad_words="default"))(doc(BAD_PAGE.replace("shit,", "shitake,").replace("SHIT", "SOUP"))) is None
+    assert (
+        C4Filter(C4Config(min_sentences=None, bad_words="default"))(
+            doc(BAD_PAGE.replace("shit,", "shitake,").replace("SHIT", "SOUP"))
+        )
+        is None
+    )
     own = tmp_path / "words.txt"
     own.write_text("# my list\n\nthe last line\n")
-    assert C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(doc("Good text comes first here.\nIt goes until the last line.")) == "bad_words"
-    assert C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(doc("Good text comes first here.\nAnd so it is all fine.")) is None
+    assert (
+        C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(
+            doc("Good text comes first here.\nIt goes until the last line.")
+        )
+        == "bad_words"
+    )
+    assert (
+        C4Filter(C4Config(min_sentences=None, bad_words=str(own)))(
+            doc("Good text comes first here.\nAnd so it is all fine.")
+        )
+        is None
+    )
 
 
 def test_c4_bad_words_file_errors_name_the_file(tmp_path):

@@ -1,6 +1,7 @@
 """dedup.partitions=auto: one key partition per dedup.partition_mb of input text, compressed
 inputs counted at COMPRESSION_RATIO times their size; the number reaches the stages and is part
 of the run's claim on its output_dir."""
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,18 @@ from data_pipeline.io.units import InputUnit, split_into_units
 def test_auto_is_one_partition_per_partition_mb_of_text_and_a_number_wins(tmp_path, files, prose):
     plain = files.jsonl(tmp_path / "in" / "a.jsonl", [{"text": prose(seed)} for seed in range(30)])
     packed = files.zst(tmp_path / "in" / "b.jsonl.zst", [{"text": prose(seed)} for seed in range(30, 60)])
-    units = split_into_units(resolve_inputs(str(tmp_path / "in")), plain.stat().st_size / 3 / 1e6 * 1.001, HuggingFaceConfig())
+    units = split_into_units(
+        resolve_inputs(str(tmp_path / "in")), plain.stat().st_size / 3 / 1e6 * 1.001, HuggingFaceConfig()
+    )
     assert len(units) == 4  # 3 byte ranges of a.jsonl, and b.jsonl.zst whole
     text_mb = (plain.stat().st_size + COMPRESSION_RATIO * packed.stat().st_size) / 1e6
     for partition_mb in (0.002, 0.01, 1000):
         expected = max(1, math.ceil(text_mb / partition_mb))
         assert dedup_partitions(DedupConfig(partition_mb=partition_mb), units) == expected
-    assert dedup_partitions(DedupConfig(partition_mb=0.002), units) > 20 and dedup_partitions(DedupConfig(partition_mb=1000), units) == 1
+    assert (
+        dedup_partitions(DedupConfig(partition_mb=0.002), units) > 20
+        and dedup_partitions(DedupConfig(partition_mb=1000), units) == 1
+    )
     assert dedup_partitions(DedupConfig(partitions=7, partition_mb=0.01), units) == 7
 
 
@@ -55,7 +61,9 @@ def test_a_bad_partitions_setting_is_named(tmp_path, files, curate_config, parti
         run_curation(curate_config(str(tmp_path / "in"), dedup__partitions=partitions))
 
 
-@pytest.mark.parametrize("suffix, ratio", [(".json.gz", COMPRESSION_RATIO), (".parquet", COMPRESSION_RATIO), (".jsonl", 1)])
+@pytest.mark.parametrize(
+    "suffix, ratio", [(".json.gz", COMPRESSION_RATIO), (".parquet", COMPRESSION_RATIO), (".jsonl", 1)]
+)
 def test_an_hf_dataset_counts_its_data_files_sizes_as_stored(suffix, ratio):
     """hf: units are the dataset's data files: their sizes come from the file system, times
     COMPRESSION_RATIO when the file is compressed (json.gz, parquet), as they are when not."""
@@ -64,7 +72,9 @@ def test_an_hf_dataset_counts_its_data_files_sizes_as_stored(suffix, ratio):
     units = []
     for index in range(4):
         memory.pipe(f"/partitions/part-{index}{suffix}", b"x" * 250_000)
-        units.append(InputUnit(index, source, data_file=f"memory://partitions/part-{index}{suffix}", name=f"part-{index}"))
+        units.append(
+            InputUnit(index, source, data_file=f"memory://partitions/part-{index}{suffix}", name=f"part-{index}")
+        )
     assert dedup_partitions(DedupConfig(partition_mb=0.1), units) == math.ceil(4 * 0.25 * ratio / 0.1)
 
 

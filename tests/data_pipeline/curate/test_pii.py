@@ -1,5 +1,6 @@
 """The PII formatter: what it replaces, what it must leave alone, its switches and placeholders,
 and its counts in the curation report."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -21,23 +22,30 @@ def redact(text: str, **settings) -> tuple[str, PiiFormatter]:
 
 
 def test_emails_and_ip_addresses_become_placeholders():
-    text = ("Write to jane.doe+news@mail.example.co.uk or bob@example.org. Server 192.168.1.20 and "
-            "10.0.0.255, IPv6 2001:db8::8a2e:370:7334, fe80::1ff:fe23:4567:890a and ::ffff:192.0.2.1 here.")
+    text = (
+        "Write to jane.doe+news@mail.example.co.uk or bob@example.org. Server 192.168.1.20 and "
+        "10.0.0.255, IPv6 2001:db8::8a2e:370:7334, fe80::1ff:fe23:4567:890a and ::ffff:192.0.2.1 here."
+    )
     redacted, formatter = redact(text)
-    assert redacted == ("Write to <EMAIL> or <EMAIL>. Server <IP_ADDRESS> and "
-                        "<IP_ADDRESS>, IPv6 <IP_ADDRESS>, <IP_ADDRESS> and <IP_ADDRESS> here.")
+    assert redacted == (
+        "Write to <EMAIL> or <EMAIL>. Server <IP_ADDRESS> and "
+        "<IP_ADDRESS>, IPv6 <IP_ADDRESS>, <IP_ADDRESS> and <IP_ADDRESS> here."
+    )
     assert formatter.stats()["replaced"] == {"email": 2, "ip_address": 5}
     assert formatter.stats()["documents_changed"] == 1
 
 
-@pytest.mark.parametrize("text", [
-    "Octets over 255: 999.1.1.1 and 256.0.0.1.",  # v4 octets are validated
-    "Version 1.2.3.4.5 of the tool.",  # part of a longer dotted number
-    "At 12:30:45 the C++ scope std::vector and cb::add, a MAC 00:1a:2b:3c:4d:5e.",  # v6 candidates ipaddress rejects
-    "Call 555-123-4567 tomorrow.",  # phones are off by default
-    "An @handle and user@localhost are no addresses.",
-    "Loopback ::1 and the prefix fe80:: (one group: kept, and not personal).",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Octets over 255: 999.1.1.1 and 256.0.0.1.",  # v4 octets are validated
+        "Version 1.2.3.4.5 of the tool.",  # part of a longer dotted number
+        "At 12:30:45 the C++ scope std::vector and cb::add, a MAC 00:1a:2b:3c:4d:5e.",  # v6 candidates ipaddress rejects
+        "Call 555-123-4567 tomorrow.",  # phones are off by default
+        "An @handle and user@localhost are no addresses.",
+        "Loopback ::1 and the prefix fe80:: (one group: kept, and not personal).",
+    ],
+)
 def test_lookalikes_stay(text):
     redacted, formatter = redact(text)
     assert redacted == text and formatter.changed == 0
@@ -55,7 +63,9 @@ def test_every_ipv4_and_ipv6_address_the_ipaddress_module_accepts_is_found():
 
 def test_phone_option_and_placeholders():
     text = "Call +1 (555) 123-4567 or 020 7946 0958, mail a@b.io, host 8.8.8.8; dated 2020-01-15."
-    redacted, formatter = redact(text, phone=True, email_placeholder="[mail]", ip_placeholder="[ip]", phone_placeholder="[tel]")
+    redacted, formatter = redact(
+        text, phone=True, email_placeholder="[mail]", ip_placeholder="[ip]", phone_placeholder="[tel]"
+    )
     assert redacted == "Call [tel] or [tel], mail [mail], host [ip]; dated 2020-01-15."
     assert formatter.replaced == {"phone": 2, "email": 1, "ip_address": 1}
     assert redact(text, email=False, ip=False)[0] == text
@@ -70,7 +80,9 @@ def test_curation_redacts_counts_and_can_switch_pii_off(tmp_path, prose, files, 
     assert kept["text"].endswith("Contact <EMAIL> from <IP_ADDRESS> for more.")
     assert report["pii_replacements"] == {"email": 1, "ip_address": 1}
 
-    config = curate_config(str(corpus), output="off", dedup__exact=False, dedup__near=False, filters__pii__enabled=False)
+    config = curate_config(
+        str(corpus), output="off", dedup__exact=False, dedup__near=False, filters__pii__enabled=False
+    )
     report = run_curation(config)
     (kept,) = [record for path in Path(config.output_dir).glob("part-*.jsonl.zst") for record in iter_shard(path)]
     assert kept["text"] == text and report["pii_replacements"] == {}

@@ -2,6 +2,7 @@
 option's effect), the score against a brute-force reference, bad model files, and the filter in
 curation (threshold, score-only, and keep_fraction decided globally: the same kept set for any
 number of units and workers)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,38 +27,57 @@ from data_pipeline.io.writers import iter_shard
 REPO = Path(__file__).resolve().parents[3]
 WORDS = "river garden music village letter teacher history morning window mountain paper story family".split()
 STOP = "the of and to with that have be a in".split()
-OTHER_FILTERS_OFF = {f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")}
+OTHER_FILTERS_OFF = {
+    f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")
+}
 
 
 def good_text(seed: int) -> str:
     rng = random.Random(seed)
-    sentences = [" ".join(rng.choice(WORDS + STOP * 2) for _ in range(rng.randint(8, 14))).capitalize() + "." for _ in range(rng.randint(4, 9))]
+    sentences = [
+        " ".join(rng.choice(WORDS + STOP * 2) for _ in range(rng.randint(8, 14))).capitalize() + "."
+        for _ in range(rng.randint(4, 9))
+    ]
     return " ".join(sentences)
 
 
 def junk_text(seed: int) -> str:
     rng = random.Random(seed)
     if seed % 2:  # code
-        return "\n".join(f"int v{rng.randint(0, 99)} = f({rng.randint(0, 9)}); {{ x[{i}] += 0x{rng.randint(0, 255):02x}; }}" for i in range(rng.randint(5, 12)))
-    return "\n".join(f"{rng.choice(WORDS)}-{rng.randint(0, 999)} | {rng.randint(0, 99)}.{rng.randint(0, 9)} | {rng.choice(WORDS).upper()}" for _ in range(rng.randint(5, 12)))
+        return "\n".join(
+            f"int v{rng.randint(0, 99)} = f({rng.randint(0, 9)}); {{ x[{i}] += 0x{rng.randint(0, 255):02x}; }}"
+            for i in range(rng.randint(5, 12))
+        )
+    return "\n".join(
+        f"{rng.choice(WORDS)}-{rng.randint(0, 999)} | {rng.randint(0, 99)}.{rng.randint(0, 9)} | {rng.choice(WORDS).upper()}"
+        for _ in range(rng.randint(5, 12))
+    )
 
 
 def write_set(folder: Path, make, seeds: range, prefix: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "docs.jsonl").write_text("".join(json.dumps({"text": make(seed), "id": f"{prefix}-{seed}"}) + "\n" for seed in seeds))
+    (folder / "docs.jsonl").write_text(
+        "".join(json.dumps({"text": make(seed), "id": f"{prefix}-{seed}"}) + "\n" for seed in seeds)
+    )
     return folder
 
 
 @pytest.fixture(scope="module")
 def training_sets(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("quality")
-    return write_set(root / "pos", good_text, range(200), "good"), write_set(root / "neg", junk_text, range(200), "junk")
+    return write_set(root / "pos", good_text, range(200), "good"), write_set(
+        root / "neg", junk_text, range(200), "junk"
+    )
 
 
 def small_config(training_sets, output: Path, **settings) -> TrainQualityConfig:
     positives, negatives = training_sets
-    return TrainQualityConfig(positives=str(positives), negatives=str(negatives), output=str(output),
-                              **{"buckets": 4096, "dim": 8, "epochs": 3, **settings})
+    return TrainQualityConfig(
+        positives=str(positives),
+        negatives=str(negatives),
+        output=str(output),
+        **{"buckets": 4096, "dim": 8, "epochs": 3, **settings},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +89,7 @@ def model_file(training_sets, tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- training
 
+
 def test_training_learns_measures_held_out_and_is_reproducible(training_sets, model_file, tmp_path, capsys):
     header = load_model(str(model_file)).header
     heldout = header["training"]["heldout"]
@@ -79,7 +100,9 @@ def test_training_learns_measures_held_out_and_is_reproducible(training_sets, mo
     train_quality(small_config(training_sets, again))
     assert again.read_bytes() == model_file.read_bytes()
     printed = capsys.readouterr().out
-    assert f"heldout: {heldout['documents']:,} documents" in printed and f"precision {heldout['precision']:.3f}" in printed
+    assert (
+        f"heldout: {heldout['documents']:,} documents" in printed and f"precision {heldout['precision']:.3f}" in printed
+    )
     other_seed = tmp_path / "seed.npz"
     train_quality(small_config(training_sets, other_seed, seed=1))
     assert load_model(str(other_seed)).header["sha256"] != header["sha256"]
@@ -105,9 +128,18 @@ def test_score_matches_a_brute_force_reference(model_file):
         assert model.score_text(text) == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-5)
 
 
-@pytest.mark.parametrize("setting, value", [
-    ("buckets", 1024), ("dim", 4), ("word_ngrams", 1), ("epochs", 1), ("lr", 0.05), ("heldout_fraction", 0.5), ("heldout_fraction", 0.0),
-])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("buckets", 1024),
+        ("dim", 4),
+        ("word_ngrams", 1),
+        ("epochs", 1),
+        ("lr", 0.05),
+        ("heldout_fraction", 0.5),
+        ("heldout_fraction", 0.0),
+    ],
+)
 def test_every_training_option_has_its_effect(training_sets, model_file, tmp_path, setting, value):
     base = load_model(str(model_file))
     train_quality(small_config(training_sets, tmp_path / "m.npz", **{setting: value}))
@@ -136,10 +168,21 @@ def test_training_errors_name_the_setting(training_sets, tmp_path):
     (empty / "none.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"negatives=.*empty: no document read"):
         train_quality(dataclasses.replace(small_config(training_sets, tmp_path / "m.npz"), negatives=str(empty)))
-    command = [sys.executable, "-m", "data_pipeline.train_quality", f"positives={training_sets[0]}", f"negatives={tmp_path / 'nothing'}",
-               f"output={tmp_path / 'm.npz'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.train_quality",
+        f"positives={training_sets[0]}",
+        f"negatives={tmp_path / 'nothing'}",
+        f"output={tmp_path / 'm.npz'}",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "error: input entry" in done.stderr and "nothing" in done.stderr
+    assert (
+        done.returncode == 1
+        and done.stderr.count("\n") == 1
+        and "error: input entry" in done.stderr
+        and "nothing" in done.stderr
+    )
     typo = subprocess.run(command[:3] + ["epoch=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert typo.returncode == 1 and "did you mean epochs" in typo.stderr
 
@@ -164,10 +207,13 @@ def test_bad_model_files_are_errors_naming_the_file(model_file, tmp_path):
 
 # ---------------------------------------------------------------- in curation
 
+
 def mixed_corpus(folder: Path, count: int = 60) -> Path:
     """One uncompressed file (so unit_size_mb can cut it into many units): prose and junk."""
     folder.mkdir(parents=True, exist_ok=True)
-    records = [{"text": (good_text if seed % 3 else junk_text)(5000 + seed), "id": f"doc-{seed}"} for seed in range(count)]
+    records = [
+        {"text": (good_text if seed % 3 else junk_text)(5000 + seed), "id": f"doc-{seed}"} for seed in range(count)
+    ]
     path = folder / "mixed.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
     return path
@@ -176,8 +222,15 @@ def mixed_corpus(folder: Path, count: int = 60) -> Path:
 def outcome(output_dir: str) -> tuple[dict[str, float], dict[str, dict]]:
     """Kept id -> score, and removed id -> record."""
     out = Path(output_dir)
-    kept = {r["id"]: r["meta"]["quality_score"] for path in sorted(out.glob("part-*.jsonl.zst")) for r in iter_shard(path)}
-    removed = {r["id"]: r for path in sorted((out / "removed").glob("*.jsonl.zst")) for r in iter_shard(path) if "id" in r and "reason" in r}
+    kept = {
+        r["id"]: r["meta"]["quality_score"] for path in sorted(out.glob("part-*.jsonl.zst")) for r in iter_shard(path)
+    }
+    removed = {
+        r["id"]: r
+        for path in sorted((out / "removed").glob("*.jsonl.zst"))
+        for r in iter_shard(path)
+        if "id" in r and "reason" in r
+    }
     return kept, removed
 
 
@@ -189,7 +242,9 @@ def test_threshold_and_score_only(training_sets, model_file, tmp_path, curate_co
     assert len(scores) == 60 and not removed  # no decision: every document scored and kept
     assert min(scores[f"doc-{i}"] for i in range(60) if i % 3) > 0.5 > max(scores[f"doc-{i}"] for i in range(0, 60, 3))
 
-    config = curate_config(str(corpus), filters__quality__model=str(model_file), filters__quality__threshold=0.5, **OTHER_FILTERS_OFF)
+    config = curate_config(
+        str(corpus), filters__quality__model=str(model_file), filters__quality__threshold=0.5, **OTHER_FILTERS_OFF
+    )
     report = run_curation(config)
     kept, removed = outcome(config.output_dir)
     assert set(kept) == {f"doc-{i}" for i in range(60) if i % 3} and kept == {i: scores[i] for i in kept}
@@ -209,8 +264,13 @@ def test_threshold_and_score_only(training_sets, model_file, tmp_path, curate_co
 @pytest.mark.parametrize("dedup", [False, True], ids=["filters_only", "with_dedup"])
 def test_keep_fraction_is_global_and_the_same_for_any_units_and_workers(model_file, tmp_path, curate_config, dedup):
     corpus = mixed_corpus(tmp_path / "corpus", count=90)
-    settings = {"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.3,
-                "dedup__exact": dedup, "dedup__near": dedup, **OTHER_FILTERS_OFF}
+    settings = {
+        "filters__quality__model": str(model_file),
+        "filters__quality__keep_fraction": 0.3,
+        "dedup__exact": dedup,
+        "dedup__near": dedup,
+        **OTHER_FILTERS_OFF,
+    }
     one = curate_config(str(corpus), output="one", **settings)
     # ~10 units; 2 workers once (each stage starts its own: seconds on a busy machine)
     many = curate_config(str(corpus), output="many", workers=1 if dedup else 2, unit_size_mb=0.004, **settings)
@@ -219,27 +279,47 @@ def test_keep_fraction_is_global_and_the_same_for_any_units_and_workers(model_fi
     for report in (report_one, report_many):  # output shards follow the units
         report["output"].pop("shards")
     assert report_one == report_many
-    outputs = [[record for path in sorted(Path(c.output_dir).glob("part-*")) for record in iter_shard(path)] for c in (one, many)]
+    outputs = [
+        [record for path in sorted(Path(c.output_dir).glob("part-*")) for record in iter_shard(path)]
+        for c in (one, many)
+    ]
     assert outputs[0] == outputs[1]  # the same documents in the same order, byte for byte
     kept, removed = outcome(one.output_dir)
     # brute force: the kept documents are the top of the corpus by score, at least 30 % of it,
     # more only by ties of the last bin
     every = {**kept, **{doc_id: record["meta"]["quality_score"] for doc_id, record in removed.items()}}
     ranked = sorted(every, key=every.get, reverse=True)
-    assert set(ranked[:len(kept)]) == set(kept) and len(every) == 90
+    assert set(ranked[: len(kept)]) == set(kept) and len(every) == 90
     assert len(kept) >= 27 and score_bin(every[ranked[26]]) == min(score_bin(score) for score in kept.values())
     assert {record["reason"] for record in removed.values()} == {"quality:below_keep_fraction"}
     quality = next(stage for stage in report_one["stages"] if stage["stage"] == "quality")
-    assert quality["removed"] == 90 - len(kept) == report_one["quality_cut"]["documents_scored"] - report_one["quality_cut"]["documents_kept"]
+    assert (
+        quality["removed"]
+        == 90 - len(kept)
+        == report_one["quality_cut"]["documents_scored"] - report_one["quality_cut"]["documents_kept"]
+    )
 
 
 def test_quality_settings_are_checked_before_any_work(model_file, tmp_path, curate_config):
     corpus = mixed_corpus(tmp_path / "corpus", count=3)
     cases = [
         ({"filters__quality__keep_fraction": 0.5}, r"need filters.quality.model"),
-        ({"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.5, "filters__quality__threshold": 0.5}, "not both"),
-        ({"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.0}, r"keep_fraction=0.0: need a fraction in \(0, 1\]"),
-        ({"filters__quality__model": str(model_file), "filters__quality__threshold": 1.5}, r"threshold=1.5: need a score in \[0, 1\]"),
+        (
+            {
+                "filters__quality__model": str(model_file),
+                "filters__quality__keep_fraction": 0.5,
+                "filters__quality__threshold": 0.5,
+            },
+            "not both",
+        ),
+        (
+            {"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.0},
+            r"keep_fraction=0.0: need a fraction in \(0, 1\]",
+        ),
+        (
+            {"filters__quality__model": str(model_file), "filters__quality__threshold": 1.5},
+            r"threshold=1.5: need a score in \[0, 1\]",
+        ),
         ({"filters__quality__model": str(tmp_path / "gone.npz")}, r"gone.npz: no such file"),
         ({"filters__c4__bad_words": str(tmp_path / "gone.txt")}, r"filters.c4.bad_words=.*gone.txt: cannot read"),
         ({"stage": "quality"}, r"stage=quality without filters.quality.keep_fraction"),
@@ -247,20 +327,37 @@ def test_quality_settings_are_checked_before_any_work(model_file, tmp_path, cura
     for settings, message in cases:
         with pytest.raises(ValueError, match=message):
             run_curation(curate_config(str(corpus), output="x", **settings))
-    command = [sys.executable, "-m", "data_pipeline.curate", f"input={corpus}", f"output_dir={tmp_path / 'cli'}",
-               f"filters.quality.model={tmp_path / 'gone.npz'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_pipeline.curate",
+        f"input={corpus}",
+        f"output_dir={tmp_path / 'cli'}",
+        f"filters.quality.model={tmp_path / 'gone.npz'}",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.startswith("error: invalid curate config") and "gone.npz: no such file" in done.stderr
+    assert (
+        done.returncode == 1
+        and done.stderr.startswith("error: invalid curate config")
+        and "gone.npz: no such file" in done.stderr
+    )
 
 
 def test_keep_fraction_stage_by_stage_as_array_jobs_run_it(model_file, tmp_path, curate_config):
     corpus = mixed_corpus(tmp_path / "corpus", count=30)
-    settings = {"filters__quality__model": str(model_file), "filters__quality__keep_fraction": 0.5,
-                "dedup__exact": False, "dedup__near": False, **OTHER_FILTERS_OFF}
+    settings = {
+        "filters__quality__model": str(model_file),
+        "filters__quality__keep_fraction": 0.5,
+        "dedup__exact": False,
+        "dedup__near": False,
+        **OTHER_FILTERS_OFF,
+    }
     whole = run_curation(curate_config(str(corpus), output="whole", **settings))
     with pytest.raises(RuntimeError, match=r"stage=write needs the earlier stages finished: the filter stage"):
         run_curation(curate_config(str(corpus), output="staged", stage="write", **settings))
     assert run_curation(curate_config(str(corpus), output="staged", stage="filter", **settings)) is None
     assert run_curation(curate_config(str(corpus), output="staged", stage="quality", **settings)) is None
-    staged = run_curation(curate_config(str(corpus), output="staged", stage="write", **settings))  # the last one writes the report
+    staged = run_curation(
+        curate_config(str(corpus), output="staged", stage="write", **settings)
+    )  # the last one writes the report
     assert staged == whole and whole["output"]["documents"] == 15

@@ -1,4 +1,5 @@
 """Input formats, ids and metadata, and every kind of bad input reported with file and line."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,21 @@ from data_pipeline.io.units import split_into_units
 
 def read_all(spec, config: ReaderConfig | None = None, unit_size_mb: float = 256) -> list:
     config = config or ReaderConfig()
-    return [item for unit in split_into_units(resolve_inputs(spec), unit_size_mb, config.hf) for item in read_unit(unit, config)]
+    return [
+        item
+        for unit in split_into_units(resolve_inputs(spec), unit_size_mb, config.hf)
+        for item in read_unit(unit, config)
+    ]
 
 
 def summary(items: list) -> list[tuple]:
     """What a reader yields, comparable across unit sizes."""
-    return [(item.file, item.line, item.reason) if isinstance(item, BadInput) else (item.id, item.text, item.source, item.line) for item in items]
+    return [
+        (item.file, item.line, item.reason)
+        if isinstance(item, BadInput)
+        else (item.id, item.text, item.source, item.line)
+        for item in items
+    ]
 
 
 def test_byte_ranges_and_row_groups_read_what_the_whole_file_holds(tmp_path, files):
@@ -67,7 +77,13 @@ def test_bad_records_are_reported_and_reading_goes_on(tmp_path, files):
     items = read_all(str(path))
     assert [item.text for item in items if not isinstance(item, BadInput)] == ["good 1", "good 2"]
     bad = [(item.line, item.reason) for item in items if isinstance(item, BadInput)]
-    assert bad == [(2, "invalid_json"), (3, "missing_text"), (4, "not_an_object"), (5, "invalid_unicode"), (6, "invalid_utf8")]
+    assert bad == [
+        (2, "invalid_json"),
+        (3, "missing_text"),
+        (4, "not_an_object"),
+        (5, "invalid_unicode"),
+        (6, "invalid_utf8"),
+    ]
     assert all(item.raw for item in items if isinstance(item, BadInput))
 
 
@@ -103,4 +119,8 @@ def test_hugging_face_source_on_local_files(tmp_path, files, monkeypatch):
     units = split_into_units(resolve_inputs("hf:json"), 256, config.hf)
     assert [unit.input_name for unit in units] == ["hf:json/a.jsonl", "hf:json/b.jsonl"]  # a unit per data file
     docs = read_all("hf:json", config)
-    assert [(doc.id, doc.text) for doc in docs] == [("d1", "from datasets"), ("hf:json/a.jsonl:2", "second"), ("hf:json/b.jsonl:1", "third")]
+    assert [(doc.id, doc.text) for doc in docs] == [
+        ("d1", "from datasets"),
+        ("hf:json/a.jsonl:2", "second"),
+        ("hf:json/b.jsonl:1", "third"),
+    ]
