@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.config import OptimConfig, Precision, TrainConfig
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT
 from pretrain.objectives import Batch
 
 LOW_PRECISION = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}

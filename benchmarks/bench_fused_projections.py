@@ -15,9 +15,9 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-import pretrain.model
+import pretrain.model.gpt
 from pretrain.config import load_train_config
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 
 def separate_linears(x: torch.Tensor, linears: tuple[torch.nn.Module, ...]) -> tuple[torch.Tensor, ...]:
@@ -57,7 +57,7 @@ def main() -> None:
     seconds_per_pass(model, tokens, 2)  # warm-up
     for _ in range(args.rounds):
         times["fused"].append(seconds_per_pass(model, tokens, args.passes))
-        with mock.patch.object(pretrain.model, "fused_linear", separate_linears):
+        with mock.patch.object(pretrain.model.gpt, "fused_linear", separate_linears):
             times["separate"].append(seconds_per_pass(model, tokens, args.passes))
     ratios = [s / f for f, s in zip(times["fused"], times["separate"])]
     print(

@@ -36,7 +36,7 @@ from gpu.report import Record, Report, one_line, progress_line  # noqa: E402
 from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
 
 from pretrain.config import load_train_config  # noqa: E402
-from pretrain.model_stats import training_flops_per_token  # noqa: E402
+from pretrain.model.stats import training_flops_per_token  # noqa: E402
 from pretrain.planning.cluster import ClusterConfig  # noqa: E402
 
 MIN_ROW_S = 20.0  # a row given less than this would only time out

@@ -38,7 +38,7 @@ def worker(run_dir: str, overrides: list[str]) -> None:
 
     from pretrain.config import load_train_config
     from pretrain.parallel.process_groups import init_distributed
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     process = init_distributed()
     mode = "lora" if any(o.startswith("lora.") for o in overrides) else "full"

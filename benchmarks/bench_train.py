@@ -27,7 +27,7 @@ from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 
 from pretrain.config import load_train_config  # noqa: E402
 from pretrain.parallel.process_groups import init_distributed  # noqa: E402
-from pretrain.trainer import Trainer  # noqa: E402
+from pretrain.training.trainer import Trainer  # noqa: E402
 
 
 def bare_loop_tokens_per_s(trainer: Trainer, steps: int) -> float:

@@ -156,7 +156,7 @@ def step_worker(overrides: list[str], out: Path, steps: int) -> None:
     import torch.distributed as dist
 
     from pretrain.parallel.process_groups import init_distributed
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     process = init_distributed()
     trainer = Trainer(load_train_config(overrides), process)

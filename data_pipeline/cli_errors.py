@@ -92,7 +92,7 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {message} (--debug shows the traceback)"
 
 
-# Where every rank also sends its error line (pretrain.run_log: the run's train.log), once set.
+# Where every rank also sends its error line (pretrain.training.run_log: the run's train.log), once set.
 _error_sink: Optional[Callable[[str], None]] = None
 
 

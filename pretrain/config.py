@@ -18,8 +18,8 @@ from omegaconf import II, DictConfig, OmegaConf
 
 from pretrain.choices import Choice
 from pretrain.evaluation.tasks import TaskConfig
-from pretrain.lora import LoraConfig
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.lora import LoraConfig
 from pretrain.objectives import ObjectiveConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -186,7 +186,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    # Low-rank adapters on a frozen model (pretrain/lora.py, docs/lora.md); rank 0: off.
+    # Low-rank adapters on a frozen model (pretrain/model/lora.py, docs/lora.md); rank 0: off.
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Print the predicted memory and speed of this layout and exit (docs/plan.md).
     plan: bool = False

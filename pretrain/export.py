@@ -15,9 +15,7 @@ from typing import Optional
 import torch
 from omegaconf import MISSING
 
-from pretrain.checkpoint import read_metadata
-from pretrain.choices import Choice
-from pretrain.consolidate import (
+from pretrain.checkpoint.consolidate import (
     consolidated_state_dict,
     find_checkpoint,
     is_lora_checkpoint,
@@ -26,6 +24,8 @@ from pretrain.consolidate import (
     model_state_dict,
     train_config_from_metadata,
 )
+from pretrain.checkpoint.directory import read_metadata
+from pretrain.choices import Choice
 from pretrain.hf.peft import write_adapter
 from pretrain.hf.writer import cast, write_export
 from pretrain.inference.command import hydra_command

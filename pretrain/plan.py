@@ -12,7 +12,7 @@ from typing import Optional
 
 from pretrain.config import OptimConfig, TrainConfig, TrainLoopConfig
 from pretrain.inference.command import hydra_command
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
 from pretrain.planning.cluster import ClusterConfig
 from pretrain.planning.report import format_breakdown, format_table, write_jsonl
 from pretrain.planning.search import LayoutPlan, Planner

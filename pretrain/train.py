@@ -16,9 +16,9 @@ from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
 from pretrain.parallel.process_groups import entry_arguments, init_distributed
 from pretrain.planning.preflight import preflight
-from pretrain.run_defaults import fit_micro_batch
-from pretrain.run_log import log_errors_to
-from pretrain.trainer import Trainer
+from pretrain.training.run_defaults import fit_micro_batch
+from pretrain.training.run_log import log_errors_to
+from pretrain.training.trainer import Trainer
 
 
 def _run_dir_of_sweep_job(cfg: DictConfig) -> None:

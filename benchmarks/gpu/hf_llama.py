@@ -11,7 +11,7 @@ from bare_loop import BareLoop
 from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.config import Precision, TrainConfig
 from pretrain.hf.export_config import hf_config
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
 
 
 def llama_loop(

@@ -47,7 +47,7 @@ class Record:
         return cls(setup.model, setup.attention, setup.compile, row.runner, status, **values)  # type: ignore[arg-type]
 
     def measured(self, tokens_per_s: float, flops_per_token: float, peak_tflops: Optional[float]) -> None:
-        """TFLOP/s from the model's training FLOPs per token (pretrain/model_stats.py); MFU
+        """TFLOP/s from the model's training FLOPs per token (pretrain/model/stats.py); MFU
         against the device's peak from its cluster config."""
         self.tokens_per_s = tokens_per_s
         self.tflops = flops_per_token * tokens_per_s / 1e12

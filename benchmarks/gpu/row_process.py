@@ -38,7 +38,7 @@ def run_ours(cfg: TrainConfig) -> float:
     """``pretrain.train``'s own loop: two log windows, the warm-up (compilation included) and
     the timed steps; the second window's tokens/s (the loop waits for the device at its end)."""
     from pretrain.parallel.process_groups import init_distributed
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     return Trainer(cfg, init_distributed()).fit()[-1]["tokens_per_s"]
 

@@ -14,7 +14,7 @@ from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import continuation_log_probs
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 
 @dataclass(frozen=True)

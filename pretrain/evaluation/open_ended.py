@@ -20,7 +20,7 @@ from pretrain.evaluation.tasks import TaskConfig
 from pretrain.generation.generator import Generator
 from pretrain.generation.prompts import conversation_of
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 

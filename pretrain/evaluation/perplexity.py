@@ -14,7 +14,7 @@ from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.scoring import StreamScore, score_streams
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 
 def shard_streams(task: TaskConfig, tokenizer: TextTokenizer) -> list[np.ndarray]:

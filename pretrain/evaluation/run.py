@@ -11,7 +11,7 @@ from pretrain.evaluation.open_ended import open_ended
 from pretrain.evaluation.perplexity import perplexity
 from pretrain.evaluation.tasks import TaskConfig, TaskType
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 # (model, tokenizer, task, batch_size, start_token, clean=None): with `clean` (one flag per item)
 # also the scores of the clean items alone, as clean_<metric>

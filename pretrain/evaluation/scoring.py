@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pretrain.generation.settings import GenerationSettings, Strategy
 from pretrain.generation.state import DecodingState
 from pretrain.generation.stopping import Completions, StopStrings
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from pretrain.model import AttentionMode, AttentionSpec
+from pretrain.model.gpt import AttentionMode, AttentionSpec
 
 
 class LayerCache:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pretrain.generation.kv_cache import KVCache
-from pretrain.model import GPT, AttentionSpec
+from pretrain.model.gpt import GPT, AttentionSpec
 
 
 class DecodingState:

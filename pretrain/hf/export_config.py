@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.model.config import Activation, ModelConfig, Norm, Position
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pretrain.hf.export_config import MODEL_TYPES
-from pretrain.model_config import ModelConfig, RopeScaling
+from pretrain.model.config import ModelConfig, RopeScaling
 
 CONFIG_FILENAME = "config.json"
 SUPPORTED = "llama (Llama 2/3, TinyLlama, SmolLM), mistral, qwen2"

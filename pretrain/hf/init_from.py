@@ -17,14 +17,14 @@ from typing import Optional
 from torch import nn
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.checkpoint import find_checkpoint, model_config_from_metadata, read_metadata
+from pretrain.checkpoint.directory import find_checkpoint, model_config_from_metadata, read_metadata
+from pretrain.checkpoint.sharded import load_weights
 from pretrain.config import TrainConfig
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.weights import ReadStats, load_hf_weights
-from pretrain.lora import is_adapter
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.lora import is_adapter
 from pretrain.parallel.pipeline import canonical_parameters
-from pretrain.parallel.sharded_checkpoint import load_weights
 
 
 def run_checkpoint(init_from: str) -> Optional[Path]:

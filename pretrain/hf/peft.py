@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pretrain.hf.names import hf_name
 from pretrain.hf.writer import save_shareable
-from pretrain.lora import TARGET_MODULES, LoraConfig, base_weight_name
+from pretrain.model.lora import TARGET_MODULES, LoraConfig, base_weight_name
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

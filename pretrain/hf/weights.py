@@ -19,9 +19,9 @@ from safetensors import safe_open
 from torch import nn
 
 from pretrain.hf.names import hf_name
-from pretrain.init import full_shape, local_shape, partition_range
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT
+from pretrain.model.init import full_shape, local_shape, partition_range
 
 INDEX_FILENAME = "model.safetensors.index.json"
 SINGLE_FILENAME = "model.safetensors"

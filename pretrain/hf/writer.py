@@ -28,7 +28,7 @@ from data_pipeline.tokenizer.hf_tokenizer import copy_hf_tokenizer, is_hf_tokeni
 from pretrain.hf.export_config import check_exportable, hf_config
 from pretrain.hf.names import hf_state_dict
 from pretrain.inference.tokenizer import TextTokenizer
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
 
 CONSOLIDATED_FILENAME = "consolidated.safetensors"
 HF_WEIGHTS_FILENAME = "model.safetensors"

@@ -9,11 +9,11 @@ from typing import Any, Optional
 import torch
 from omegaconf import MISSING
 
-from pretrain.checkpoint import find_checkpoint
+from pretrain.checkpoint.consolidate import load_trained_model
+from pretrain.checkpoint.directory import find_checkpoint
 from pretrain.choices import Choice
-from pretrain.consolidate import load_trained_model
 from pretrain.inference.tokenizer import StartToken, TextTokenizer
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 
 
 class DType(Choice):

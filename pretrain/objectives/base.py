@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.model import AttentionMode, AttentionSpec
+from pretrain.model.gpt import AttentionMode, AttentionSpec
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pretrain.model import AttentionMode
+from pretrain.model.gpt import AttentionMode
 from pretrain.objectives.base import Batch, Objective
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.model import AttentionMode
+from pretrain.model.gpt import AttentionMode
 from pretrain.objectives.base import Batch, Objective, sample_generator
 
 

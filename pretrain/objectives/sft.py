@@ -4,7 +4,7 @@ tokens by default), with attention kept inside each conversation of a packed sam
 
 A window is (2, seq_len + 1): the tokens and their mask bytes (LOSS_BIT: a target,
 START_BIT: a conversation starts). The loss is the mean over each sample's target tokens,
-then over samples (pretrain/loss.py), so with ``chat.packing=pad`` every conversation
+then over samples (pretrain/model/loss.py), so with ``chat.packing=pad`` every conversation
 weighs the same, whatever its length (Ouyang et al. 2022 train on the demonstrations'
 tokens alone; docs/sft.md)."""
 
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.token_shards import LOSS_BIT, START_BIT
-from pretrain.model import AttentionMode, AttentionSpec
+from pretrain.model.gpt import AttentionMode, AttentionSpec
 from pretrain.objectives.base import Batch, Objective
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from pretrain.config import TrainConfig
-from pretrain.fused_linear import fused_parameters
-from pretrain.model_config import Activation
+from pretrain.model.config import Activation
+from pretrain.model.fused_linear import fused_parameters
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
 def sharded_construction(ds_config: dict, grid, zero_stage: int):  # type: ignore[no-untyped-def]
     """Where to build the model: under ZeRO-3, ``deepspeed.zero.Init``, which partitions each
     module's parameters as soon as the module is built, so a rank never holds more than its
-    partitions and the module being built (``pretrain.init`` then fills only the
+    partitions and the module being built (``pretrain.model.init`` then fills only the
     partitions); otherwise modules build on the meta device and each rank materializes its
     own tensor-parallel slice."""
     import deepspeed
@@ -136,7 +136,7 @@ def sharded_construction(ds_config: dict, grid, zero_stage: int):  # type: ignor
 def register_fused_parameters(model: nn.Module) -> None:
     """ZeRO-3 gathers a module's own parameters in the module's forward (and backward) hooks;
     attention and the MLP read their q|k|v and gate|up linears' parameters for one GEMM
-    without calling those linears (``pretrain.fused_linear``), so the parameters are
+    without calling those linears (``pretrain.model.fused_linear``), so the parameters are
     registered as theirs too (DeepSpeed's ``register_external_parameter``). Unregistered,
     DeepSpeed would still gather each one when first touched, but one at a time and outside
     its prefetching."""

@@ -1,10 +1,10 @@
-"""The GPT laid out as DeepSpeed pipeline stages, from the same modules as ``pretrain.model``.
+"""The GPT laid out as DeepSpeed pipeline stages, from the same modules as ``pretrain.model.gpt``.
 
 Between stages travels a tuple of tensors: the hidden states, the prefix lengths and the
 document ids (zero-filled when the objective does not use them: the pipeline engine passes
 tensors only). The attention mode is fixed for a run, so each block stage knows it from
 construction; each block picks its attention kernel as the whole model does
-(``pretrain.model.attention_inputs``: FlexAttention block masks on CUDA, SDPA on CPU).
+(``pretrain.model.gpt.attention_inputs``: FlexAttention block masks on CUDA, SDPA on CPU).
 Parameter names inside a stage are the block's own; ``canonical_parameters``
 maps them back to the names of the whole ``GPT`` (``blocks.3.attn.wq.weight``), which
 initialization and the sharded checkpoint use.
@@ -19,10 +19,18 @@ import torch
 from torch import Tensor, nn
 
 from pretrain.config import PartitionMethod
-from pretrain.flex_attention import BlockMask
-from pretrain.init import materialize
-from pretrain.model import AttentionMode, AttentionSpec, Block, Embedding, LayerFactory, OutputHead, attention_inputs
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.flex_attention import BlockMask
+from pretrain.model.gpt import (
+    AttentionMode,
+    AttentionSpec,
+    Block,
+    Embedding,
+    LayerFactory,
+    OutputHead,
+    attention_inputs,
+)
+from pretrain.model.init import materialize
 
 StageTensors = tuple[Tensor, Tensor, Tensor]  # (hidden or input ids, prefix_len, doc_ids)
 
@@ -35,7 +43,7 @@ class EmbeddingStage(Embedding):
     canonical_prefix = "embed."
 
     def __init__(self, cfg: ModelConfig, layers: LayerFactory, seed: int) -> None:
-        with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
+        with torch.device("meta"):  # allocated once, by materialize (pretrain/model/init.py)
             super().__init__(cfg, layers)
         materialize(self, self.canonical_prefix, cfg, seed)
 
@@ -76,7 +84,7 @@ class StageMasks:
         self._entries: OrderedDict[tuple, tuple[AttentionSpec, Optional[Tensor | BlockMask], bool]] = OrderedDict()
 
     def __call__(self, spec: AttentionSpec, seq_len: int, device: torch.device, dropout: float):
-        """``pretrain.model.attention_inputs`` of the micro-batch, built on its first call."""
+        """``pretrain.model.gpt.attention_inputs`` of the micro-batch, built on its first call."""
         key = (_storage_key(spec.prefix_len), _storage_key(spec.doc_ids), seq_len, device, dropout)
         if key in self._entries:
             self._entries.move_to_end(key)

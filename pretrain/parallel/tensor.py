@@ -16,7 +16,7 @@ run with (norm weights, row-parallel biases) see only this rank's tokens, so the
 are summed over the tensor-parallel group in the backward pass.
 
 The embedding and the output projection split the vocabulary, and the cross-entropy
-(``pretrain.loss.chunked_token_losses``) works on the vocabulary shards directly: full logits
+(``pretrain.model.loss.chunked_token_losses``) works on the vocabulary shards directly: full logits
 are never gathered during training.
 
 Dropout of the replicated activations (embedding, residual) draws the same mask on every
@@ -36,10 +36,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretrain.fused_linear import with_adapter
-from pretrain.loss import token_losses
-from pretrain.model import LayerFactory
-from pretrain.model_config import ModelConfig, Norm
+from pretrain.model.config import ModelConfig, Norm
+from pretrain.model.fused_linear import with_adapter
+from pretrain.model.gpt import LayerFactory
+from pretrain.model.loss import token_losses
 from pretrain.parallel import rng
 
 Collective = Callable[[Tensor, dist.ProcessGroup], Tensor]

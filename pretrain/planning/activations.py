@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pretrain.model_config import Activation, ModelConfig, Norm
+from pretrain.model.config import Activation, ModelConfig, Norm
 
 FP32 = 4
 DROPOUT_MASK = 1  # a bool per element

@@ -69,7 +69,7 @@ def model_state_bytes(
 
 
 def lora_elements_per_layer(cfg: TrainConfig, tp: int) -> int:
-    """Adapter values one tensor-parallel rank holds per block (``pretrain.lora``): the
+    """Adapter values one tensor-parallel rank holds per block (``pretrain.model.lora``): the
     split factor of each adapter is 1/tp, the other whole."""
     model, rank = cfg.model, cfg.lora.rank
     attention = model.n_heads * model.head_dim

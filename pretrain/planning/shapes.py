@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from pretrain.config import OptimConfig, PartitionMethod
-from pretrain.model import GPT, Block, Embedding, LayerFactory, OutputHead, make_norm
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT, Block, Embedding, LayerFactory, OutputHead, make_norm
 from pretrain.training.optim import parameter_groups
 
 

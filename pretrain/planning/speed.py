@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pretrain.config import TrainConfig
-from pretrain.model_stats import training_flops_per_token
+from pretrain.model.stats import training_flops_per_token
 from pretrain.parallel.layout import Layout
 from pretrain.planning.cluster import ClusterConfig
 from pretrain.planning.memory import RankMemory

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from pretrain.config import WandbConfig, WandbMode
-from pretrain.run_log import RunLog
+from pretrain.training.run_log import RunLog
 
 # Dense bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets. The first name
 # found in torch.cuda.get_device_name() wins, so more specific names come first.

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pretrain.config import NonFinitePolicy, OptimConfig, OptimizerName, Schedule
-from pretrain.init import local_shape
+from pretrain.model.init import local_shape
 from pretrain.parallel.tensor import VocabParallelEmbedding
 
 

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pretrain.checkpoint import checkpoint_root, complete_checkpoints
+from pretrain.checkpoint.directory import checkpoint_root, complete_checkpoints
 
 
 def check_run_dir(run_dir: Path, bytes_per_checkpoint: int, keep_last: int) -> None:

@@ -11,8 +11,8 @@ import torch.distributed as dist
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 
 from pretrain.config import Precision
-from pretrain.loss import sample_mean_loss
-from pretrain.model import LayerFactory
+from pretrain.model.gpt import LayerFactory
+from pretrain.model.loss import sample_mean_loss
 from pretrain.objectives import Batch
 from pretrain.parallel.pipeline import stage_inputs
 from pretrain.training.optim import GuardedStep

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.model import AttentionMode
+from pretrain.model.gpt import AttentionMode
 from tests.pretrain.attention_checks import (
     KERNEL_TOLERANCE,
     KIND_IDS,

@@ -13,7 +13,7 @@ import tests.pretrain.test_async_save as cpu_async_save
 import tests.pretrain.test_train as cpu_train
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.test_train import config, losses
 from tests.pretrain.training_checks import assert_zero3_starts_from_the_single_process_values, losses_of_a_cpu_run
 

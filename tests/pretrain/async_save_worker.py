@@ -10,10 +10,10 @@ from typing import BinaryIO
 
 from torch import Tensor
 
-import pretrain.parallel.sharded_checkpoint as sharded_checkpoint
+import pretrain.checkpoint.sharded as sharded_checkpoint
 from pretrain.config import load_train_config
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 
 def hanging_write(out: BinaryIO, tensor: Tensor) -> None:

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import flex_attention
 
-import pretrain.model as model_module
-from pretrain.flex_attention import flex_attend
-from pretrain.model import GPT, AttentionMode, AttentionSpec, attention_mask, flex_block_mask
-from pretrain.model_config import ModelConfig
+import pretrain.model.gpt as model_module
+from pretrain.model.config import ModelConfig
+from pretrain.model.flex_attention import flex_attend
+from pretrain.model.gpt import GPT, AttentionMode, AttentionSpec, attention_mask, flex_block_mask
 
 # Six mask kinds: causal (CLM), bidirectional (MLM), prefix-LM (span corruption), each alone
 # or confined to documents (objective.document_masking=true).

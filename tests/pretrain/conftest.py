@@ -139,7 +139,7 @@ def train_text_model(text_shards: Path, text_tokenizer: Path):
     """``train(run_dir, steps, *overrides) -> run_dir``: a tiny CLM run on the text shards."""
     from pretrain.config import load_train_config
     from pretrain.parallel.process_groups import init_distributed
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     process = init_distributed()
 
@@ -188,7 +188,7 @@ def assert_matches_transformers():
     our token ids."""
     import torch
 
-    from pretrain.consolidate import load_trained_model
+    from pretrain.checkpoint.consolidate import load_trained_model
 
     text = "kato mine saka sane hika\nlo pe <mask> <s> é 12 ✓"
 

@@ -13,7 +13,7 @@ from deepspeed import constants
 import pretrain.training.eval_tasks as eval_tasks
 from pretrain.config import load_train_config
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 if __name__ == "__main__":
     timeout_s, task_s, *overrides = sys.argv[1:]

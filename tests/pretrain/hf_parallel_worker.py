@@ -13,9 +13,9 @@ import torch.distributed as dist
 from parallel_worker import main  # this script's directory is on sys.path
 
 from pretrain.config import load_train_config
-from pretrain.init import partition_range
+from pretrain.model.init import partition_range
 from pretrain.parallel.pipeline import canonical_parameters
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 
 def held_range(param) -> tuple[int, int]:  # type: ignore[no-untyped-def]

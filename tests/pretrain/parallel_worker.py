@@ -28,13 +28,13 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from pretrain.checkpoint import checkpoint_root, latest_complete
+from pretrain.checkpoint.directory import checkpoint_root, latest_complete
+from pretrain.checkpoint.master_state import WEIGHT, state_keys
+from pretrain.checkpoint.sharded import ShardedState, trained_parameters
 from pretrain.config import load_train_config
-from pretrain.model import Block
-from pretrain.parallel.master_state import WEIGHT, state_keys
+from pretrain.model.gpt import Block
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.parallel.sharded_checkpoint import ShardedState, trained_parameters
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 
 def live_master_state(trainer: Trainer, name: str, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
@@ -107,7 +107,7 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
     from dataclasses import replace
 
     from pretrain.config import Precision
-    from pretrain.model import DENSE, GPT
+    from pretrain.model.gpt import DENSE, GPT
     from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
     from pretrain.parallel.layout import build_grid, sharded_construction, validate_layout
     from pretrain.parallel.tensor import TensorParallelLayers

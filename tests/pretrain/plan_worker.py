@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from pretrain.config import load_train_config
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 
 def _tensors(tensors) -> dict[tuple[int, int], int]:

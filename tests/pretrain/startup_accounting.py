@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from pretrain.config import load_train_config
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 from pretrain.parallel.layout import Layout, build_grid
 from pretrain.parallel.tensor import TensorParallelLayers
 

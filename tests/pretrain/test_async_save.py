@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import pretrain.parallel.sharded_checkpoint as sharded_checkpoint
-from pretrain.background_save import HostBuffers
-from pretrain.checkpoint import COMPLETE_MARKER, checkpoint_root, latest_complete, tag_for
+import pretrain.checkpoint.sharded as sharded_checkpoint
+from pretrain.checkpoint.background_save import HostBuffers
+from pretrain.checkpoint.directory import COMPLETE_MARKER, checkpoint_root, latest_complete, tag_for
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.test_train import REPO, config, losses
 
 SAVES = ["train.max_steps=4", "train.save_every=2", "train.keep_last=2"]

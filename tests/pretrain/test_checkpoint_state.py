@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import checkpoint_root, complete_checkpoints, latest_complete
-from pretrain.parallel.sharded_checkpoint import ShardedState
+from pretrain.checkpoint.directory import checkpoint_root, complete_checkpoints, latest_complete
+from pretrain.checkpoint.sharded import ShardedState
 
 # Constant LR so that the comparison of the issue (fp32 vs bf16) is not masked by warmup.
 ADAMW = ["optim=adamw", "optim.lr=3e-3", "optim.schedule=constant", "optim.warmup_steps=0", "train.max_steps=10"]

@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import pretrain.loss
-from pretrain.loss import chunked_token_losses, token_losses
+import pretrain.model.loss
+from pretrain.model.loss import chunked_token_losses, token_losses
 
 BATCH, SEQ, VOCAB = 3, 5, 96
 
@@ -65,7 +65,7 @@ def test_the_model_loss_is_torch_kernel_for_fp32_and_chunked_otherwise(monkeypat
         calls.append(args[0].dtype)
         return chunked_token_losses(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain.loss, "chunked_token_losses", counted)
+    monkeypatch.setattr(pretrain.model.loss, "chunked_token_losses", counted)
     logits, labels, weights = example(torch.float32)
     assert torch.equal(token_losses(logits, labels), reference(logits, labels, weights)[0])
     bf16 = logits.bfloat16()

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from pretrain.config import load_train_config
-from pretrain.model_config import Activation
+from pretrain.model.config import Activation
 from pretrain.objectives import ObjectiveName
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pretrain.checkpoint import find_checkpoint
-from pretrain.consolidate import consolidated_state_dict
+from pretrain.checkpoint.consolidate import consolidated_state_dict
+from pretrain.checkpoint.directory import find_checkpoint
 from pretrain.export import ExportConfig, export
 from pretrain.hf.export_config import check_exportable
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.model.config import Activation, ModelConfig, Norm, Position
 
 
 def test_command_exports_a_model_transformers_reproduces(

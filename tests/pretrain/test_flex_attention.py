@@ -13,10 +13,10 @@ import torch
 from torch._dynamo.utils import counters
 from torch.nn.attention.flex_attention import flex_attention
 
-import pretrain.flex_attention as flex_module
-import pretrain.model as model_module
-from pretrain.flex_attention import flex_attend
-from pretrain.model import GPT, AttentionMode, attention_mask, flex_block_mask, use_flex_attention
+import pretrain.model.flex_attention as flex_module
+import pretrain.model.gpt as model_module
+from pretrain.model.flex_attention import flex_attend
+from pretrain.model.gpt import GPT, AttentionMode, attention_mask, flex_block_mask, use_flex_attention
 from pretrain.parallel.pipeline import BlockStage, StageMasks
 from tests.pretrain.attention_checks import (
     BATCH,

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import pretrain.model
-import pretrain.trainer
+import pretrain.model.gpt
+import pretrain.training.trainer
 from pretrain.config import load_train_config
-from pretrain.fused_linear import fused_linear, fused_parameters
-from pretrain.model import GPT
-from pretrain.model_config import Activation, ModelConfig
+from pretrain.model.config import Activation, ModelConfig
+from pretrain.model.fused_linear import fused_linear, fused_parameters
+from pretrain.model.gpt import GPT
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.test_tensor_parallel_comm import BASE, batch, loss_of, saved_activation_bytes
 
 GEMMS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm}
@@ -81,7 +81,7 @@ def test_fused_projections_equal_separate_linears(monkeypatch: pytest.MonkeyPatc
     cfg = ModelConfig(**GQA_BIAS)
     fused = GPT(cfg)
     fused_loss, fused_saved = loss_of(fused), saved_activation_bytes(GPT(cfg))
-    monkeypatch.setattr(pretrain.model, "fused_linear", separate_linears)
+    monkeypatch.setattr(pretrain.model.gpt, "fused_linear", separate_linears)
     separate = GPT(cfg)
     separate_loss, separate_saved = loss_of(separate), saved_activation_bytes(GPT(cfg))
     assert abs(fused_loss - separate_loss).item() < 1e-6
@@ -162,14 +162,14 @@ def test_zero3_gathers_the_fused_parameters_for_the_module_that_reads_them(
     gathered when they start, from the first step on, and the losses equal ZeRO-0's."""
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-    build_config = pretrain.trainer.deepspeed_config
+    build_config = pretrain.training.trainer.deepspeed_config
 
     def fully_partitioned(*args: Any) -> dict:
         config = build_config(*args)
         config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
         return config
 
-    monkeypatch.setattr(pretrain.trainer, "deepspeed_config", fully_partitioned)
+    monkeypatch.setattr(pretrain.training.trainer, "deepspeed_config", fully_partitioned)
     process = init_distributed()
     common = [
         f"data.path={token_corpus}",

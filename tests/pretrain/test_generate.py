@@ -16,8 +16,8 @@ from pretrain.generation.settings import GenerationSettings, Strategy
 from pretrain.generation.state import DecodingState
 from pretrain.inference.command import compose_config
 from pretrain.inference.loading import InferenceConfig, InferenceModel, load_for_inference
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig, Position
+from pretrain.model.config import ModelConfig, Position
+from pretrain.model.gpt import GPT
 
 PROMPTS = ["kato mine", "sane hika mine saka sane", "lo"]
 

@@ -19,8 +19,8 @@ from pretrain.generation.settings import GenerationSettings
 from pretrain.hf.import_config import UnsupportedConfig, model_config_from_hf
 from pretrain.hf.weights import load_hf_weights
 from pretrain.hf.writer import write_hf_model
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig, RopeScaling
+from pretrain.model.config import ModelConfig, RopeScaling
+from pretrain.model.gpt import GPT
 from tests.pretrain.hf_models import FAMILIES, VOCAB, init_from_overrides, launch_init_from_runs, save_tiny_model
 
 SPECIAL = SpecialTokens.synthetic(VOCAB)
@@ -225,7 +225,7 @@ def single_process_losses(
     checkpoints: dict[str, Path], token_corpus: Path, tmp_path_factory, process
 ) -> dict[str, float]:
     from pretrain.config import load_train_config
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     losses = {}
     for family in {family for family, _ in PARALLEL_RUNS.values()}:

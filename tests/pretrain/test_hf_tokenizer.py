@@ -16,12 +16,12 @@ from data_pipeline.formats.token_shards import TokenShard, find_shards
 from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.config import TokenizeConfig
 from data_pipeline.tokenize.layout import TRAIN
+from pretrain.checkpoint.consolidate import load_trained_model
 from pretrain.config import load_train_config
-from pretrain.consolidate import load_trained_model
 from pretrain.export import ExportConfig, export
-from pretrain.model import GPT
+from pretrain.model.gpt import GPT
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.hf_models import init_from_overrides, launch_init_from_runs, save_tiny_model
 
 WORDS = "river stone law court patient dose code loop merge tensor appeal clause".split()

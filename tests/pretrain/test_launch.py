@@ -23,7 +23,7 @@ import torch
 
 from pretrain.config import load_train_config
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

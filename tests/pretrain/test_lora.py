@@ -1,4 +1,4 @@
-"""LoRA (pretrain/lora.py): the adapters train exactly as peft's on the same imported
+"""LoRA (pretrain/model/lora.py): the adapters train exactly as peft's on the same imported
 Llama, export to peft's format and as a merged model, and every option acts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pretrain.hf.peft import peft_name
-from pretrain.lora import LoraConfig, LoraTarget, attach_adapters
+from pretrain.model.lora import LoraConfig, LoraTarget, attach_adapters
 from tests.pretrain.hf_models import VOCAB, save_tiny_model
 from tests.pretrain.test_hf_import import imported, transformers_model
 
@@ -132,7 +132,7 @@ def tied_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train(overrides: list[str]):  # -> (losses, Trainer)
     from pretrain.config import load_train_config
     from pretrain.parallel.process_groups import init_distributed
-    from pretrain.trainer import Trainer
+    from pretrain.training.trainer import Trainer
 
     trainer = Trainer(load_train_config(overrides), init_distributed())
     return [record["loss"] for record in trainer.fit()], trainer
@@ -189,8 +189,8 @@ def two_processes(
 
 
 def saved_adapters(run_dir: Path) -> dict[str, torch.Tensor]:
-    from pretrain.checkpoint import find_checkpoint
-    from pretrain.consolidate import consolidated_state_dict
+    from pretrain.checkpoint.consolidate import consolidated_state_dict
+    from pretrain.checkpoint.directory import find_checkpoint
 
     return consolidated_state_dict(find_checkpoint(run_dir))
 
@@ -216,7 +216,7 @@ def test_layouts_train_the_adapters_like_one_process(
 def test_tp2_checkpoint_resumes_in_one_process(
     two_processes: tuple[dict, Path], single: tuple, token_corpus: Path, tied_llama: Path, tmp_path: Path
 ) -> None:
-    from pretrain.checkpoint import tag_for
+    from pretrain.checkpoint.directory import tag_for
 
     _, workdir = two_processes
     losses, run_dir = single
@@ -255,7 +255,7 @@ def test_merged_export_is_what_transformers_runs(
 
 
 def test_peft_adapter_export_loads_onto_the_exported_base(lora_text_run: Path, tmp_path: Path) -> None:
-    from pretrain.consolidate import load_trained_model
+    from pretrain.checkpoint.consolidate import load_trained_model
     from pretrain.export import ExportConfig, LoraExport, export
 
     export(ExportConfig(checkpoint=str(lora_text_run), output_dir=str(tmp_path), lora=LoraExport.adapter))
@@ -276,7 +276,7 @@ def test_an_imported_base_is_read_again_for_the_merged_model(single: tuple, tied
     weights with them merged, as peft runs the same adapters on transformers' model."""
     from safetensors.torch import save_file
 
-    from pretrain.consolidate import load_trained_model
+    from pretrain.checkpoint.consolidate import load_trained_model
     from pretrain.hf.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config, peft_name
 
     _, run_dir = single
@@ -320,7 +320,7 @@ def test_the_planner_counts_the_adapters_alone(single_trainer) -> None:
 
 # -- options and errors ---------------------------------------------------------------------
 def test_row_parallel_dropout_cuts_the_one_process_mask() -> None:
-    from pretrain.lora import FeatureShardDropout
+    from pretrain.model.lora import FeatureShardDropout
 
     x = torch.randn(2, 5, 8)
     torch.manual_seed(0)
@@ -333,7 +333,7 @@ def test_row_parallel_dropout_cuts_the_one_process_mask() -> None:
 def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: Path) -> None:
     import shutil
 
-    from pretrain.lora import base_identity, check_same_base
+    from pretrain.model.lora import base_identity, check_same_base
 
     moved = shutil.copytree(tied_llama, tmp_path / "moved")
     other = save_tiny_model(tmp_path / "other", "tied-llama", seed=1, num_hidden_layers=2)  # same shapes, other values
@@ -353,7 +353,7 @@ def test_the_base_is_named_by_seed_and_fingerprint(tied_llama: Path, tmp_path: P
 def test_a_run_base_is_named_by_its_newest_checkpoint(tmp_path: Path) -> None:
     """init_from=RUN (a run of ours): the base is that run's newest complete checkpoint, and
     another step of it is another base."""
-    from pretrain.lora import base_identity, check_same_base
+    from pretrain.model.lora import base_identity, check_same_base
 
     def complete(step: int) -> None:
         path = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"

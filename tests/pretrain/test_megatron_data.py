@@ -14,7 +14,7 @@ from data_pipeline.formats.token_shards import ShardError
 from pretrain.config import load_train_config
 from pretrain.data.megatron import MegatronTokens, is_megatron_prefix
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.conftest import markov_documents, write_corpus
 
 DOCUMENTS = markov_documents(120, seed=0)  # the documents of write_corpus's train-00000 (seed 0)

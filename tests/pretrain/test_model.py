@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from pretrain.config import CONFIG_DIR, load_train_config
-from pretrain.model import GPT, AttentionMode, AttentionSpec, attention_mask, rotary
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
-from pretrain.model_stats import count_parameters, matmul_parameters, training_flops_per_token
+from pretrain.model.config import Activation, ModelConfig, Norm, Position
+from pretrain.model.gpt import GPT, AttentionMode, AttentionSpec, attention_mask, rotary
+from pretrain.model.stats import count_parameters, matmul_parameters, training_flops_per_token
 
 MODEL_NAMES = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.model import AttentionMode
+from pretrain.model.gpt import AttentionMode
 from pretrain.objectives import ObjectiveConfig, ObjectiveName, build_objective
 from pretrain.objectives.mlm import MaskedLM
 from pretrain.objectives.span import SpanCorruption

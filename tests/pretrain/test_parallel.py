@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from pretrain.checkpoint.consolidate import load_trained_model
 from pretrain.config import TrainConfig, load_train_config
-from pretrain.consolidate import load_trained_model
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.layout import validate_layout
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
 # Gradient clipping on every step (the norm starts near 1.2): the norm over tensor-parallel

@@ -25,9 +25,9 @@ from torch.utils._pytree import tree_flatten
 
 from pretrain.config import ParallelConfig, Precision, load_train_config
 from pretrain.inference.command import compose_config
-from pretrain.loss import sample_mean_loss
-from pretrain.model import GPT
-from pretrain.model_config import Activation, ModelConfig, Norm
+from pretrain.model.config import Activation, ModelConfig, Norm
+from pretrain.model.gpt import GPT
+from pretrain.model.loss import sample_mean_loss
 from pretrain.parallel.layout import validate_layout
 from pretrain.plan import PlanConfig, plan
 from pretrain.planning.activations import ActivationSetting, layer_activation_bytes, stage_activations

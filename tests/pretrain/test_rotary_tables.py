@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import pretrain.model as model_module
-from pretrain.model import GPT, AttentionSpec
-from pretrain.model_config import ModelConfig, RopeScaling
+import pretrain.model.gpt as model_module
+from pretrain.model.config import ModelConfig, RopeScaling
+from pretrain.model.gpt import GPT, AttentionSpec
 
 
 def rope_model(scaling: RopeScaling) -> GPT:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.checkpoint import checkpoint_root
+from pretrain.checkpoint.directory import checkpoint_root
+from pretrain.checkpoint.resume_check import CHANGES_FILENAME, check_resume, config_changes
 from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_config
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
-from pretrain.run_record import CHANGES_FILENAME, check_resume, config_changes
-from pretrain.trainer import Trainer
 from pretrain.training.metrics import wandb_mode
+from pretrain.training.run_defaults import fit_micro_batch, silent_gap_warnings
+from pretrain.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = (

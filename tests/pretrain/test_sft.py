@@ -21,9 +21,9 @@ from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.config import ChatConfig, TokenizeConfig
 from data_pipeline.tokenizer.chat_template import load_chat_template
 from data_pipeline.tokenizer.hf_tokenizer import load_tokenizer_files
-from pretrain.checkpoint import find_checkpoint
+from pretrain.checkpoint.consolidate import consolidated_state_dict
+from pretrain.checkpoint.directory import find_checkpoint
 from pretrain.config import load_train_config
-from pretrain.consolidate import consolidated_state_dict
 from pretrain.evaluation.run import evaluate_model
 from pretrain.evaluation.tasks import TaskConfig, TaskType
 from pretrain.generation.generator import Generator
@@ -32,7 +32,7 @@ from pretrain.inference.loading import InferenceConfig, load_for_inference
 from pretrain.inference.tokenizer import StartToken
 from pretrain.parallel.pipeline import canonical_parameters
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.hf_models import CHAT_WORDS, save_chat_tokenizer, save_tiny_model
 
 QUESTIONS = [

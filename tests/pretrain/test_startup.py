@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import pretrain.init as init_module
-from pretrain.init import draw_slice, initial_slice, initial_value
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+import pretrain.model.init as init_module
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT
+from pretrain.model.init import draw_slice, initial_slice, initial_value
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 from tests.pretrain.test_train import config, losses
 
 

@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pretrain.init import shard_of
-from pretrain.model import GPT
-from pretrain.model_config import Activation, ModelConfig, Norm, Position
+from pretrain.model.config import Activation, ModelConfig, Norm, Position
+from pretrain.model.gpt import GPT
+from pretrain.model.init import shard_of
 from pretrain.parallel import rng
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.planning.activations import ActivationSetting, stage_activations

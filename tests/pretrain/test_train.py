@@ -16,13 +16,13 @@ import torch
 
 import pretrain.training.run_dir as run_dir_module
 import pretrain.training.step as step_module
-from pretrain.checkpoint import checkpoint_root, latest_complete
+from pretrain.checkpoint.directory import checkpoint_root, latest_complete
 from pretrain.config import OptimConfig, Schedule, TrainConfig, load_train_config
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.trainer import Trainer
 from pretrain.training.optim import NonFiniteLossError, lr_multiplier, parameter_groups
+from pretrain.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -322,7 +322,7 @@ def test_fp16_tracks_fp32_and_saves_fp32_masters(
     # Before the loss was scaled here: 5.21 against 5.16 after one step (no clipping, eps-bound AdamW).
     assert losses(fp16) == pytest.approx(losses(fp32), rel=2e-3)
     assert fp16[0]["grad_norm"] == pytest.approx(fp32[0]["grad_norm"], rel=1e-2)  # reported unscaled
-    from pretrain.parallel.sharded_checkpoint import ShardedState
+    from pretrain.checkpoint.sharded import ShardedState
 
     with ShardedState(latest_complete(checkpoint_root(tmp_path / "fp16"))) as saved:
         weight = saved.full("blocks.0.attn.wq.weight", "param")
@@ -337,7 +337,7 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(
     must go on from the lowered scale, not start again from 2^20 (two more skipped updates)."""
     from deepspeed.accelerator import get_accelerator
 
-    import pretrain.trainer as trainer_module
+    import pretrain.training.trainer as trainer_module
 
     monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
     build_config = trainer_module.deepspeed_config
@@ -369,7 +369,7 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(
 def test_activation_checkpointing_recomputes_blocks_and_changes_nothing(
     token_corpus: Path, tmp_path: Path, process: ProcessInfo, monkeypatch
 ) -> None:
-    from pretrain.model import Block
+    from pretrain.model.gpt import Block
 
     calls = {"n": 0}
     forward = Block.forward
@@ -467,7 +467,7 @@ def test_command_line_accepts_the_deepspeed_launcher_argument(token_corpus: Path
 
 
 def test_evaluation_tasks_run_during_training(train_text_model, text_shards: Path, tmp_path: Path) -> None:
-    from pretrain.consolidate import load_trained_model
+    from pretrain.checkpoint.consolidate import load_trained_model
     from pretrain.evaluation.run import evaluate_model
     from pretrain.evaluation.tasks import TaskConfig, TaskType
     from pretrain.inference.tokenizer import TextTokenizer

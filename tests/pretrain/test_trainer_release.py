@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 import pretrain.training.run_dir as run_dir_module
-from pretrain.checkpoint import checkpoint_root, complete_checkpoints
+from pretrain.checkpoint.directory import checkpoint_root, complete_checkpoints
 from pretrain.config import TrainConfig, load_train_config
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

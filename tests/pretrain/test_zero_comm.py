@@ -10,7 +10,7 @@ import pytest
 from pretrain.config import Precision, load_train_config
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config
 from pretrain.parallel.process_groups import init_distributed
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 NON_DEFAULT = {
     "overlap_comm": False,

@@ -15,7 +15,7 @@ from torch import Tensor
 from pretrain.config import TrainConfig
 from pretrain.parallel.pipeline import canonical_parameters
 from pretrain.parallel.process_groups import ProcessInfo
-from pretrain.trainer import Trainer
+from pretrain.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

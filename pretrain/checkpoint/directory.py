@@ -1,11 +1,11 @@
 """Checkpoints under ``<run_dir>/checkpoints/step-NNNNNNNN/``.
 
 Every rank writes the training state it owns (``shards/``, see
-``pretrain.parallel.sharded_checkpoint``) and its RNG state (tensors only); written last by
+``pretrain.checkpoint.sharded``) and its RNG state (tensors only); written last by
 rank 0 once every rank is done, ``complete.json``: step, consumed samples, the layout, the
 resolved config and the tokenizer metadata. A directory without ``complete.json`` was cut
 off mid-write and is never resumed from. With ``train.async_save`` the ranks write in
-the background and meet for ``complete.json`` there (``pretrain.background_save``).
+the background and meet for ``complete.json`` there (``pretrain.checkpoint.background_save``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from pretrain.background_save import BackgroundSaver
-from pretrain.model_config import ModelConfig
+from pretrain.checkpoint.background_save import BackgroundSaver
+from pretrain.model.config import ModelConfig
 from pretrain.parallel import rng
 
 COMPLETE_MARKER = "complete.json"

@@ -19,34 +19,34 @@ import torch.distributed as dist
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.token_shards import ShardError, find_shards
 from data_pipeline.formats.tokenizer_files import copy_tokenizer_files
-from pretrain.background_save import BackgroundSaver
-from pretrain.checkpoint import read_metadata, resolve_resume, restore_rng, save_checkpoint
+from pretrain.checkpoint.background_save import BackgroundSaver
+from pretrain.checkpoint.directory import read_metadata, resolve_resume, restore_rng, save_checkpoint
+from pretrain.checkpoint.loss_scale import loss_scale_state, restore_loss_scale
+from pretrain.checkpoint.master_state import applied_updates
+from pretrain.checkpoint.resume_check import check_resume, record_changes
+from pretrain.checkpoint.sharded import bytes_per_parameter, load_training_state, prepare_training_state
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
 from pretrain.data.sources import data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
-from pretrain.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
-from pretrain.model import DENSE, GPT
-from pretrain.model_stats import count_parameters, training_flops_per_token
+from pretrain.model.gpt import DENSE, GPT
+from pretrain.model.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
+from pretrain.model.stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
 from pretrain.parallel import rng
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
-from pretrain.parallel.loss_scale import loss_scale_state, restore_loss_scale
-from pretrain.parallel.master_state import applied_updates
 from pretrain.parallel.pipeline import build_pipeline
 from pretrain.parallel.process_groups import ProcessInfo
-from pretrain.parallel.sharded_checkpoint import bytes_per_parameter, load_training_state, prepare_training_state
 from pretrain.parallel.tensor import TensorParallelLayers
-from pretrain.run_defaults import fit_micro_batch, silent_gap_warnings
-from pretrain.run_record import check_resume, record_changes
 from pretrain.training.batches import BatchMaker, StepBatches
 from pretrain.training.eval_tasks import EvalTasks
 from pretrain.training.hooks import CheckpointHook, EvaluationHook, LoggingHook, LogWindow
 from pretrain.training.loop import Schedule, StepResult, run_loop
 from pretrain.training.metrics import MetricsLogger, memory_gb, peak_tflops
 from pretrain.training.optim import SkippedSteps, build_optimizer, build_scheduler
+from pretrain.training.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.training.run_dir import check_run_dir
 from pretrain.training.sample_log import SampleLog
 from pretrain.training.step import DenseStep, PipelinedStep, StepLoss, TrainStep

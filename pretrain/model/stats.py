@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pretrain.model_config import Activation, ModelConfig
+from pretrain.model.config import Activation, ModelConfig
 
 
 def count_parameters(model: nn.Module) -> int:

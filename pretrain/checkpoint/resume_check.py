@@ -18,10 +18,10 @@ from typing import Any, Optional
 
 import torch
 
-from pretrain.checkpoint import model_config_from_metadata
+from pretrain.checkpoint.directory import model_config_from_metadata
 from pretrain.config import OptimConfig, TrainConfig, as_plain_dict
-from pretrain.model import GPT
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
+from pretrain.model.gpt import GPT
 from pretrain.training.optim import lr_multiplier
 
 # Cadence, logging and engineering switches: they change how a run is watched or executed,

@@ -6,7 +6,7 @@ tensor-parallel slice of the fp32 master weight and of each optimizer moment, st
 ``<kind>/<whole-model parameter name>``. ``index.json`` lists every piece: file, parameter
 name, kinds, the tensor-parallel split it is a slice of, offset and length. The files are
 written piece by piece through a fixed buffer, so a save needs no copy of the rank's state
-(a save in the background copies it first, see ``pretrain.background_save``).
+(a save in the background copies it first, see ``pretrain.checkpoint.background_save``).
 
 Loading (same layout, another one, consolidation for export) assembles each parameter the
 reader needs from its pieces, one parameter at a time: a rank reads only the parameters it
@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pretrain.background_save import HostBuffers
-from pretrain.init import fill_partition, full_shape, partition_range, shard_of
-from pretrain.parallel.master_state import WEIGHT, MasterState, state_keys
+from pretrain.checkpoint.background_save import HostBuffers
+from pretrain.checkpoint.master_state import WEIGHT, MasterState, state_keys
+from pretrain.model.init import fill_partition, full_shape, partition_range, shard_of
 from pretrain.parallel.pipeline import canonical_parameters
 
 DIRECTORY = "shards"
@@ -239,7 +239,7 @@ class _ShardReader:
 
 def trained_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
     """The parameters a checkpoint holds: every one, or with LoRA the adapters alone (the
-    frozen base is read again from where it came from, see ``pretrain.lora``)."""
+    frozen base is read again from where it came from, see ``pretrain.model.lora``)."""
     return {name: param for name, param in canonical_parameters(module).items() if param.requires_grad}
 
 

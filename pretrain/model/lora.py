@@ -7,7 +7,7 @@ and ``B`` (out × rank) zero, so training starts from the base model exactly; ev
 parameter is frozen: no gradient, no optimizer state, nothing in the checkpoint.
 
 The adapter is a child module of its linear (``blocks.3.attn.wq.lora.a``); the linear adds
-its output (``pretrain.fused_linear.with_adapter``), also where q|k|v and gate|up run as one
+its output (``pretrain.model.fused_linear.with_adapter``), also where q|k|v and gate|up run as one
 GEMM, which stays one GEMM over the frozen weights. Adapters are attached to the model a
 layout built (``attach_adapters``), tensor-parallel or a pipeline stage, and split as its
 linear is: for a column-parallel linear (output features split) ``B`` is split by rows and
@@ -31,9 +31,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretrain.checkpoint import COMPLETE_MARKER, find_checkpoint
+from pretrain.checkpoint.directory import COMPLETE_MARKER, find_checkpoint
 from pretrain.choices import Choice
-from pretrain.init import full_shape, local_shape, set_local, shard_of
+from pretrain.model.init import full_shape, local_shape, set_local, shard_of
 from pretrain.parallel.tensor import mark_shard, summed_gradient
 
 
@@ -144,7 +144,7 @@ class LoraAdapter(nn.Module):
 def initial_a(name: str, shape: torch.Size, seed: int) -> Tensor:
     """The whole ``A`` of ``shape`` (rank, in): U(±1/√in), which is what peft's
     ``kaiming_uniform_(a=√5)`` draws; from a generator seeded by the parameter's name,
-    so every layout starts from the same adapters (as ``pretrain.init`` does for weights)."""
+    so every layout starts from the same adapters (as ``pretrain.model.init`` does for weights)."""
     generator = torch.Generator().manual_seed((seed << 32) ^ zlib.crc32(name.encode()))
     bound = 1.0 / math.sqrt(shape[1])
     return torch.rand(shape, generator=generator).mul_(2 * bound).sub_(bound)

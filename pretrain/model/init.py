@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pretrain.model_config import ModelConfig
+from pretrain.model.config import ModelConfig
 
 RESIDUAL_PROJECTIONS = ("attn.wo.weight", "mlp.down.weight")
 

@@ -12,13 +12,13 @@ import torch
 from omegaconf import OmegaConf
 
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.checkpoint import find_checkpoint, model_config_from_metadata, read_metadata
+from pretrain.checkpoint.directory import find_checkpoint, model_config_from_metadata, read_metadata
+from pretrain.checkpoint.master_state import WEIGHT
+from pretrain.checkpoint.sharded import ShardedState
 from pretrain.config import TrainConfig
 from pretrain.hf.init_from import load_initial_weights
-from pretrain.lora import base_identity, check_same_base, merged
-from pretrain.model import GPT
-from pretrain.parallel.master_state import WEIGHT
-from pretrain.parallel.sharded_checkpoint import ShardedState
+from pretrain.model.gpt import GPT
+from pretrain.model.lora import base_identity, check_same_base, merged
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:

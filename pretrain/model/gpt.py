@@ -20,18 +20,18 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 from pretrain.choices import Choice
-from pretrain.flex_attention import BlockMask, block_mask, flex_attend
-from pretrain.fused_linear import fused_linear, with_adapter
-from pretrain.init import materialize
-from pretrain.loss import token_losses
-from pretrain.model_config import Activation, ModelConfig, Norm, Position, RopeScaling
+from pretrain.model.config import Activation, ModelConfig, Norm, Position, RopeScaling
+from pretrain.model.flex_attention import BlockMask, block_mask, flex_attend
+from pretrain.model.fused_linear import fused_linear, with_adapter
+from pretrain.model.init import materialize
+from pretrain.model.loss import token_losses
 
 if TYPE_CHECKING:  # the cache module imports this one
     from pretrain.generation.kv_cache import KVCache, LayerCache
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` that adds its LoRA adapter's update when it has one (``pretrain.lora``)."""
+    """``nn.Linear`` that adds its LoRA adapter's update when it has one (``pretrain.model.lora``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return with_adapter(self, x, F.linear(x, self.weight, self.bias))
@@ -242,7 +242,7 @@ class Attention(nn.Module):
 
     def fused_linears(self) -> tuple[nn.Module, ...]:
         """The linears whose parameters the forward pass reads for one GEMM (see
-        ``pretrain.fused_linear``), instead of calling them."""
+        ``pretrain.model.fused_linear``), instead of calling them."""
         return self.wq, self.wk, self.wv
 
     def _split_heads(self, x: Tensor, heads: int) -> Tensor:
@@ -308,7 +308,7 @@ class MLP(nn.Module):
 
     def fused_linears(self) -> tuple[nn.Module, ...]:
         """The linears whose parameters the forward pass reads for one GEMM (see
-        ``pretrain.fused_linear``), instead of calling them: gate and up, when gated."""
+        ``pretrain.model.fused_linear``), instead of calling them: gate and up, when gated."""
         return (self.gate, self.up) if self.gate is not None else ()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -389,7 +389,7 @@ class GPT(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.layers = layers
-        with torch.device("meta"):  # allocated once, by materialize (pretrain/init.py)
+        with torch.device("meta"):  # allocated once, by materialize (pretrain/model/init.py)
             self.embed = Embedding(cfg, layers)
             self.blocks = nn.ModuleList(Block(cfg, layers) for _ in range(cfg.n_layers))
             self.head = OutputHead(cfg, layers)

@@ -50,7 +50,7 @@ class _ConcatenatedLinear(torch.autograd.Function):
 
 def with_adapter(linear: nn.Module, x: Tensor, out: Tensor) -> Tensor:
     """``out`` (what ``linear`` gave for ``x``) plus the update of the LoRA adapter attached
-    to ``linear`` (``pretrain.lora``), if it has one."""
+    to ``linear`` (``pretrain.model.lora``), if it has one."""
     adapter = getattr(linear, "lora", None)
     return out if adapter is None else out + adapter(x)
 

@@ -6,7 +6,7 @@ instead describes which (query, key) pairs may meet with a function, and which 1
 tiles are empty, full or partial; the compiled FlexAttention kernel skips the empty tiles.
 The masks are causal or bidirectional, optionally with a prefix that every position sees
 (prefix-LM) and optionally confined to documents. This module knows nothing of the model:
-``pretrain.model`` decides when to use it.
+``pretrain.model.gpt`` decides when to use it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,2 @@
+"""The model: a decoder-only transformer, its config, initialisation, loss, attention
+kernels, fused projections and LoRA adapters."""
