@@ -12,7 +12,7 @@ TORCH ?= torch>=2.13,<3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart lint test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) -m pretrain.quickstart $(ARGS)
 
-test: $(STAMP)
+# Lint and format check (ruff, configured in pyproject.toml): a second, not part of the
+# suite's time. `$(VENV)/bin/ruff format .` rewrites the files it would complain about.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest $(ARGS)
 
 clean:
