@@ -7,7 +7,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.decontaminate.ngrams import DEFAULT_NGRAM
 from data_pipeline.executors.config import ExecutorConfig
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from data_pipeline.dedup import MinHasher, MinHashParams, estimate_jaccard, exact_hash, find_duplicates
+from data_pipeline.dedup import MinHashConfig, MinHasher, estimate_jaccard, exact_hash, find_duplicates
 from data_pipeline.dedup.shingles import ShingleHasher
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def planted_corpus() -> tuple[list[str], dict[int, int]]:
     return [texts[old] for old in order], {new_row[c]: new_row[o] for c, o in original_of.items()}
 
 
-def dedup(texts: list[str], params: MinHashParams = MinHashParams()) -> np.ndarray:
+def dedup(texts: list[str], params: MinHashConfig | None = None) -> np.ndarray:
     hasher = MinHasher(params)
     signatures = hasher.signatures(texts)
     return find_duplicates(hasher.bands_of(signatures), [exact_hash(t) for t in texts], signatures=signatures)
@@ -118,7 +118,7 @@ def test_reformatted_copies_have_identical_signatures():
 def test_digit_runs_collapse_only_when_asked():
     texts = ["release 1.8.17 fixes a bug in the parser today", "release 1.9.12 fixes a bug in the parser today"]
     assert estimate_jaccard(*MinHasher().signatures(texts)) < 1
-    collapsing = MinHasher(MinHashParams(collapse_digit_runs=True))
+    collapsing = MinHasher(MinHashConfig(collapse_digit_runs=True))
     assert estimate_jaccard(*collapsing.signatures(texts)) == 1
 
 
@@ -162,12 +162,12 @@ def test_documents_shorter_than_n_words_are_one_shingle():
 
 def test_band_hashes_shape_and_stability_across_processes():
     texts = ["the quick brown fox jumps over the lazy dog", "ça coûte 12 €", ""]
-    params = MinHashParams(num_bands=14, rows_per_band=8)
+    params = MinHashConfig(num_bands=14, rows_per_band=8)
     bands = MinHasher(params).band_hashes(texts)
     assert bands.shape == (3, 14) and bands.dtype == np.uint64
     script = (
-        "from data_pipeline.dedup import MinHasher, MinHashParams;"
-        f"print(MinHasher(MinHashParams(num_bands=14, rows_per_band=8)).band_hashes({texts!r}).tolist())"
+        "from data_pipeline.dedup import MinHasher, MinHashConfig;"
+        f"print(MinHasher(MinHashConfig(num_bands=14, rows_per_band=8)).band_hashes({texts!r}).tolist())"
     )
     for hash_seed in ("0", "123"):
         child = subprocess.run(
@@ -179,7 +179,7 @@ def test_band_hashes_shape_and_stability_across_processes():
             env={"PYTHONHASHSEED": hash_seed},
         )
         assert child.stdout.strip() == str(bands.tolist())
-    assert (MinHasher(MinHashParams(num_bands=14, rows_per_band=8, seed=2)).band_hashes(texts) != bands).all()
+    assert (MinHasher(MinHashConfig(num_bands=14, rows_per_band=8, seed=2)).band_hashes(texts) != bands).all()
 
 
 def test_survivor_is_the_smallest_row_of_its_cluster():
@@ -213,8 +213,8 @@ def test_empty_input_and_documents_without_words():
 
 
 def test_keys_on_disk_hold_ids_of_any_length_and_codes_past_int64(tmp_path):
-    from data_pipeline.curate.config import DedupConfig
     from data_pipeline.dedup.components import removals
+    from data_pipeline.dedup.config import DedupConfig
     from data_pipeline.dedup.keys import KeyStore, UnitKeyWriter, doc_codes
 
     ids = ["a", "x" * 5000, "lone \ud800", "b"]
@@ -270,7 +270,7 @@ def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards
 
 
 def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
-    from data_pipeline.curate.config import DedupConfig
+    from data_pipeline.dedup.config import DedupConfig
     from data_pipeline.dedup.keys import RECORDS, UnitKeys, UnitKeyWriter
 
     writer = UnitKeyWriter(tmp_path / "00000", 0, DedupConfig(batch_size=4), partitions=3)
