@@ -32,7 +32,7 @@ from data_pipeline.cli_errors import one_line_errors
 from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
 from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit, has_write_stage
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.curate.partitions import AUTO, dedup_partitions
 from data_pipeline.curate.quality_stage import STAGE as QUALITY
 from data_pipeline.curate.quality_stage import quality_cut, quality_unit, ranks_by_quality
@@ -117,7 +117,7 @@ def _filter_file_problems(config: CurateConfig) -> list[str]:
 def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, partitions: int) -> list[Stage]:
     """The stages in order; each a list of units and the picklable function that does one;
     `partitions`: the key partitions of dedup (curate/partitions.py)."""
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     permutations = config.dedup.minhash.num_permutations if config.dedup.near else 0
     stages = [
         Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))
@@ -161,7 +161,7 @@ def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, par
 
 def report_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit], sources: int) -> dict[str, Any]:
     """Write report.json and report.png, then drop the intermediate files the report closes."""
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
 
     write_stats = unit_stats(layout.markers("write"), units) if has_write_stage(config) else None
     report = build_report(unit_stats(layout.markers("filter"), units), write_stats, sources)
@@ -181,7 +181,7 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     validate(config)
     sources = resolve_inputs(config.input)
     units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     layout.make_dirs()
     partitions = dedup_partitions(config.dedup, units) if dedup_enabled(config) else 0
     if config.dedup.partitions == AUTO and partitions:

@@ -23,10 +23,9 @@ import zstandard
 from data_pipeline.formats.token_shards import ShardError, SplitIndex, TokenShard, find_shards
 from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.io.readers import resolve_corpus_inputs
-from data_pipeline.token_directory import open_token_shards
 from data_pipeline.tokenize.cli import tokenize_command, tokenize_corpus
 from data_pipeline.tokenize.config import TokenizeConfig
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 from pretrain.data.windows import PackedWindows
 from pretrain.objectives.base import document_ids
@@ -307,14 +306,17 @@ def test_a_corrupt_file_loses_only_its_unread_end(tmp_path, tokenizer_dir, docum
 
 def test_training_refuses_shards_of_another_tokenizer(tmp_path, corpus, tokenizer_dir):
     run(corpus, tokenizer_dir, tmp_path / "tokens")
-    shards = open_token_shards(tmp_path / "tokens", tokenizer_dir, TRAIN)
+    prefixes = find_shards(tmp_path / "tokens", TRAIN)
+    own_hash = TokenizerFiles.load(tokenizer_dir).special_tokens.tokenizer_hash
+    shards = [TokenShard(prefix, expected_tokenizer_hash=own_hash) for prefix in prefixes]
     assert len(shards) > 5 and all(shard.num_tokens > 0 for shard in shards)
 
     other = train_tiny_tokenizer(corpus, tmp_path / "other_tokenizer", vocab_size=520)
+    other_hash = TokenizerFiles.load(other).special_tokens.tokenizer_hash
     with pytest.raises(ShardError, match="re-tokenize"):
-        open_token_shards(tmp_path / "tokens", other, TRAIN)
+        TokenShard(prefixes[0], expected_tokenizer_hash=other_hash)
     with pytest.raises(ShardError, match="re-tokenize"):
-        PackedWindows.open(tmp_path / "tokens", TRAIN, 8, TokenizerFiles.load(other).special_tokens.tokenizer_hash)
+        PackedWindows.open(tmp_path / "tokens", TRAIN, 8, other_hash)
 
 
 def test_command_line_prints_a_summary_and_writes_only_into_output_dir(tmp_path, corpus, tokenizer_dir):
