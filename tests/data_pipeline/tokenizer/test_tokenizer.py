@@ -30,7 +30,7 @@ from data_pipeline.tokenizer.sample import (
 )
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WORDS = "the of and a to in is was for on that with as by at from data model token train shard text".split()
 
 TRICKY_TEXTS = [

@@ -14,7 +14,7 @@ import xxhash
 from data_pipeline.dedup import MinHashConfig, MinHasher, estimate_jaccard, exact_hash, find_duplicates
 from data_pipeline.dedup.shingles import ShingleHasher
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 VOCABULARY = [f"w{i}" for i in range(3000)]
 
 
