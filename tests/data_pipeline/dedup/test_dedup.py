@@ -212,6 +212,17 @@ def test_empty_input_and_documents_without_words():
     assert find_duplicates(hasher.band_hashes(texts)).tolist() == [-1, -1, 0, 0]
 
 
+@pytest.mark.parametrize("setting", ["ngram_size", "num_bands", "rows_per_band"])
+def test_one_minhash_config_checked_once_for_the_api_and_the_command(setting):
+    from data_pipeline.dedup.config import DedupConfig
+
+    bad = MinHashConfig(**{setting: 0})
+    with pytest.raises(ValueError, match=f"dedup.minhash=.*{setting}=0.*must be >= 1"):
+        MinHasher(bad)
+    assert DedupConfig(minhash=bad).problems() == bad.problems() != []
+    assert DedupConfig(minhash=bad, near=False).problems() == []  # not read without near dedup
+
+
 def test_keys_on_disk_hold_ids_of_any_length_and_codes_past_int64(tmp_path):
     from data_pipeline.dedup.components import removals
     from data_pipeline.dedup.config import DedupConfig
