@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from data_pipeline.dedup import MinHasher, MinHashParams, exact_hash, find_duplicates
+from data_pipeline.dedup import MinHashConfig, MinHasher, exact_hash, find_duplicates
 from data_pipeline.io.writers import iter_shard
 
 
@@ -46,7 +46,7 @@ def read_pile_shard(path: str) -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
-def hash_shard(path: str, params: MinHashParams) -> ShardHashes:
+def hash_shard(path: str, params: MinHashConfig) -> ShardHashes:
     docs = read_pile_shard(path)
     texts = [doc["text"] for doc in docs]
     return ShardHashes(
@@ -63,7 +63,7 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def hash_all(paths: list[str], params: MinHashParams, workers: int) -> list[ShardHashes]:
+def hash_all(paths: list[str], params: MinHashConfig, workers: int) -> list[ShardHashes]:
     if workers == 1:
         return [hash_shard(path, params) for path in paths]
     MinHasher(params).signatures([""])  # builds the lookup tables once; forked workers inherit them
@@ -76,7 +76,7 @@ def hash_all(paths: list[str], params: MinHashParams, workers: int) -> list[Shar
 
 
 def run(
-    paths: list[str], params: MinHashParams, workers: int, min_jaccard: float, monitor_type: type
+    paths: list[str], params: MinHashConfig, workers: int, min_jaccard: float, monitor_type: type
 ) -> tuple[dict, list[list[str]]]:
     with monitor_type() as monitor:  # bench_common.PeakRSS: peak memory and the other processes' load
         wall_start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -164,12 +164,15 @@ def main() -> None:
     parser.add_argument("--anchors", default="", help="directory of bench_common.py (default: CORPUS/../anchors)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--min-jaccard", type=float, default=0.6, help="verify band candidates on full signatures (0: off)"
+        "--min-jaccard",
+        type=float,
+        default=MinHashConfig.min_jaccard,
+        help="verify band candidates on full signatures (0: off)",
     )
-    parser.add_argument("--ngram-size", type=int, default=MinHashParams.ngram_size)
-    parser.add_argument("--bands", type=int, default=MinHashParams.num_bands)
-    parser.add_argument("--rows", type=int, default=MinHashParams.rows_per_band)
-    parser.add_argument("--seed", type=int, default=MinHashParams.seed)
+    parser.add_argument("--ngram-size", type=int, default=MinHashConfig.ngram_size)
+    parser.add_argument("--bands", type=int, default=MinHashConfig.num_bands)
+    parser.add_argument("--rows", type=int, default=MinHashConfig.rows_per_band)
+    parser.add_argument("--seed", type=int, default=MinHashConfig.seed)
     parser.add_argument("--collapse-digit-runs", action="store_true", help="datatrove's digit normalization")
     parser.add_argument("--out", default="bench-out/dedup", help="predicted clusters are written here")
     parser.add_argument(
@@ -180,7 +183,7 @@ def main() -> None:
     sys.path.insert(0, args.anchors or os.path.join(os.path.dirname(os.path.abspath(args.corpus)), "anchors"))
     from bench_common import PeakRSS, evaluate_clusters
 
-    params = MinHashParams(
+    params = MinHashConfig(
         ngram_size=args.ngram_size,
         num_bands=args.bands,
         rows_per_band=args.rows,

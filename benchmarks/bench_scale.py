@@ -25,7 +25,7 @@ import numpy as np
 
 from data_pipeline.curate.cli import build_stages
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.curate.partitions import dedup_partitions
 from data_pipeline.executors.stage import Stage, run_unit
 from data_pipeline.io.readers import resolve_inputs
@@ -102,7 +102,7 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
         config.dedup.cluster_rows = cluster_rows
     units = split_into_units(resolve_inputs(config.input), unit_mb, config.reader.hf)
     partitions = dedup_partitions(config.dedup, units)
-    Layout(output_dir).make_dirs()
+    CurateOutputDir(output_dir).make_dirs()
     result = {
         "docs": docs,
         "corpus_mb": round(corpus.stat().st_size / 1e6, 1),
@@ -118,11 +118,11 @@ def measure(docs: int, out: Path, unit_mb: float, workers: int, cluster_rows: in
     result["cpu_s"] = round(sum(stage["cpu_s"] for stage in result["stages"].values()), 1)
     report = json.loads((output_dir / "report.json").read_text())
     result["clusters_unit"] = json.loads(
-        (Layout(output_dir).markers("clusters") / "all.done.json").read_text()
+        (CurateOutputDir(output_dir).markers("clusters") / "all.done.json").read_text()
     )  # on disk? steps
     result["clusters_unit"]["forest_rows"] = sum(
         json.loads(marker.read_text())["forest_rows"]
-        for marker in Layout(output_dir).markers("buckets").glob("*.done.json")
+        for marker in CurateOutputDir(output_dir).markers("buckets").glob("*.done.json")
     )
     result["removed"] = {
         stage["stage"]: stage["removed"] for stage in report["stages"] if stage["stage"].startswith("dedup")

@@ -29,8 +29,8 @@ from typing import Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_pipeline.curate.config import ReaderConfig  # noqa: E402
 from data_pipeline.document import Document  # noqa: E402
+from data_pipeline.io.config import ReaderConfig  # noqa: E402
 from data_pipeline.io.readers import read_unit  # noqa: E402
 from data_pipeline.tokenizer.sample import input_units  # noqa: E402
 

@@ -32,7 +32,7 @@ from data_pipeline.cli_errors import one_line_errors
 from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
 from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit, has_write_stage
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.curate.partitions import AUTO, dedup_partitions
 from data_pipeline.curate.quality_stage import STAGE as QUALITY
 from data_pipeline.curate.quality_stage import quality_cut, quality_unit, ranks_by_quality
@@ -64,30 +64,7 @@ def validate(config: CurateConfig) -> None:
         problems.append(f"workers={config.workers}: need at least 1")
     if config.unit_size_mb <= 0:
         problems.append(f"unit_size_mb={config.unit_size_mb}: need > 0")
-    if config.output.shard_size_mb <= 0:
-        problems.append(f"output.shard_size_mb={config.output.shard_size_mb}: need > 0")
-    form = config.filters.normalize.unicode_form
-    if form is not None and form not in ("NFC", "NFKC", "NFD", "NFKD"):
-        problems.append(f"filters.normalize.unicode_form={form}: choose NFC, NFKC, NFD, NFKD or null")
-    marks = config.filters.c4.terminal_punctuation
-    if not marks or "" in marks:  # none ends every line; an empty mark ends every line
-        problems.append(
-            f"filters.c4.terminal_punctuation={list(marks)}: give one or more non-empty end marks, e.g. [.,?,!,'\"']"
-        )
-    if not 0 <= config.filters.language.min_score <= 1:
-        problems.append(f"filters.language.min_score={config.filters.language.min_score}: need a score in [0, 1]")
-    minhash = config.dedup.minhash
-    if config.dedup.near and min(minhash.ngram_size, minhash.num_bands, minhash.rows_per_band) < 1:
-        problems.append(f"dedup.minhash={minhash}: ngram_size, num_bands and rows_per_band must be >= 1")
-    partitions = config.dedup.partitions
-    if partitions != AUTO and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
-        problems.append(
-            f"dedup.partitions={partitions}: give a number >= 1, or auto (one per dedup.partition_mb of input)"
-        )
-    if config.dedup.partition_mb <= 0:
-        problems.append(f"dedup.partition_mb={config.dedup.partition_mb}: need > 0")
-    if config.dedup.cluster_rows < 1:
-        problems.append(f"dedup.cluster_rows={config.dedup.cluster_rows}: need at least 1")
+    problems += config.output.problems() + config.filters.problems() + config.dedup.problems()
     if config.stage in ("buckets", "clusters") and not dedup_enabled(config):
         problems.append(f"stage={config.stage} with dedup.exact=false and dedup.near=false: there is no dedup to run")
     if config.stage == QUALITY and not ranks_by_quality(config):
@@ -124,18 +101,7 @@ def validate(config: CurateConfig) -> None:
 def _filter_file_problems(config: CurateConfig) -> list[str]:
     """The quality model and the bad-words list, read once here so a bad file fails before any work."""
     problems = []
-    quality = config.filters.quality
-    if not quality.enabled and (quality.threshold is not None or quality.keep_fraction is not None):
-        problems.append(
-            "filters.quality.threshold and keep_fraction need filters.quality.model=<file from data_pipeline.train_quality>"
-        )
-    if quality.threshold is not None and quality.keep_fraction is not None:
-        problems.append("filters.quality: give threshold or keep_fraction, not both")
-    if quality.threshold is not None and not 0 <= quality.threshold <= 1:
-        problems.append(f"filters.quality.threshold={quality.threshold}: need a score in [0, 1]")
-    if quality.keep_fraction is not None and not 0 < quality.keep_fraction <= 1:
-        problems.append(f"filters.quality.keep_fraction={quality.keep_fraction}: need a fraction in (0, 1]")
-    c4 = config.filters.c4
+    quality, c4 = config.filters.quality, config.filters.c4
     for needed, read, name in (
         (quality.enabled, cached_model, quality.model),
         (c4.enabled and c4.bad_words is not None, load_bad_words, c4.bad_words),
@@ -151,8 +117,8 @@ def _filter_file_problems(config: CurateConfig) -> list[str]:
 def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, partitions: int) -> list[Stage]:
     """The stages in order; each a list of units and the picklable function that does one;
     `partitions`: the key partitions of dedup (curate/partitions.py)."""
-    layout = Layout(config.output_dir)
-    permutations = config.dedup.minhash.num_bands * config.dedup.minhash.rows_per_band if config.dedup.near else 0
+    layout = CurateOutputDir(config.output_dir)
+    permutations = config.dedup.minhash.num_permutations if config.dedup.near else 0
     stages = [
         Stage("filter", units, partial(filter_unit, config=config, partitions=partitions), layout.markers("filter"))
     ]
@@ -195,7 +161,7 @@ def build_stages(config: CurateConfig, units: list[InputUnit], sources: int, par
 
 def report_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit], sources: int) -> dict[str, Any]:
     """Write report.json and report.png, then drop the intermediate files the report closes."""
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
 
     write_stats = unit_stats(layout.markers("write"), units) if has_write_stage(config) else None
     report = build_report(unit_stats(layout.markers("filter"), units), write_stats, sources)
@@ -215,7 +181,7 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     validate(config)
     sources = resolve_inputs(config.input)
     units = split_into_units(sources, config.unit_size_mb, config.reader.hf)
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     layout.make_dirs()
     partitions = dedup_partitions(config.dedup, units) if dedup_enabled(config) else 0
     if config.dedup.partitions == AUTO and partitions:

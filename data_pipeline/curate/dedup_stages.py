@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.dedup.buckets import partition_pairs
 from data_pipeline.dedup.components import forest, merged_forest
 from data_pipeline.dedup.disk_components import DiskComponents, append_grouped, read_chunks
@@ -50,7 +50,7 @@ class SingleUnit:
 
 
 def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int], permutations: int) -> dict[str, Any]:
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     store = KeyStore(layout.keys, permutations)
     dedup = config.dedup
     found, candidates = partition_pairs(
@@ -66,7 +66,7 @@ def buckets_unit(partition: PartitionUnit, config: CurateConfig, units: list[int
 def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
     """Merge the partitions' forests in memory, or on disk when they hold more than
     ``dedup.cluster_rows`` rows; either way each unit's removal list, byte for byte the same."""
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     shutil.rmtree(layout.components, ignore_errors=True)  # an earlier attempt's scratch, whichever way it went
     forests = {path: _npy_layout(path) for path in (layout.forest(PartitionUnit(p).key) for p in range(partitions))}
     total_rows = sum(shape[0] for shape, _ in forests.values())
@@ -95,7 +95,7 @@ def clusters_unit(_: SingleUnit, config: CurateConfig, partitions: int) -> dict[
 
 
 def _clusters_on_disk(
-    layout: Layout, forests: dict[Path, tuple[tuple[int, ...], int]], total_rows: int, budget: int
+    layout: CurateOutputDir, forests: dict[Path, tuple[tuple[int, ...], int]], total_rows: int, budget: int
 ) -> dict[str, Any]:
     """`forests`: each forest file's shape and where its data begins."""
     components = DiskComponents(layout.components, budget, edges=total_rows)
@@ -129,7 +129,7 @@ def _npy_layout(path: Path) -> tuple[tuple[int, ...], int]:
         return shape, file.tell()
 
 
-def _publish_removals(layout: Layout, unit: str, rows: np.ndarray) -> None:
+def _publish_removals(layout: CurateOutputDir, unit: str, rows: np.ndarray) -> None:
     atomic_write_bytes(layout.removals(unit), _serialized(lambda buffer: np.save(buffer, rows)))
 
 

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.curate.quality_stage import ranks_by_quality
 from data_pipeline.decontaminate.filter import decontamination_filters
 from data_pipeline.dedup.keys import UnitKeyWriter
@@ -32,7 +32,7 @@ def has_write_stage(config: CurateConfig) -> bool:
 
 def filter_unit(unit: InputUnit, config: CurateConfig, partitions: int) -> dict[str, Any]:
     """Run the filter stage on one input unit; returns its stats."""
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     filters = build_filters(config.filters) + decontamination_filters(config.decontaminate, layout.decontaminate)
     bad_input = BadInputTally(config.strict)
     stats: dict[str, Any] = {

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 
-from data_pipeline.curate.config import DedupConfig
+from data_pipeline.dedup.config import AUTO, DedupConfig
 from data_pipeline.io.units import InputUnit, unit_bytes
 
-AUTO = "auto"
 # web text compresses ~2.5-3x (C4 en: ~305 GB of json.gz for ~800 GB of JSON lines)
 COMPRESSION_RATIO = 3
 COMPRESSED_SUFFIXES = (".gz", ".zst")

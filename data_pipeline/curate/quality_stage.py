@@ -9,7 +9,7 @@ from typing import Any
 
 from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.dedup_stages import SingleUnit
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.executors.stage import marker_path, unit_stats
 from data_pipeline.filters.quality import bin_floor_score, merge_histograms, pick_threshold_bin
 from data_pipeline.io.units import InputUnit
@@ -23,7 +23,7 @@ def ranks_by_quality(config: CurateConfig) -> bool:
 
 
 def quality_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit]) -> dict[str, Any]:
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     histogram = merge_histograms(
         [stats["filters"]["quality"]["histogram"] for stats in unit_stats(layout.markers("filter"), units)]
     )
@@ -38,6 +38,6 @@ def quality_unit(_: SingleUnit, config: CurateConfig, units: list[InputUnit]) ->
     }
 
 
-def quality_cut(layout: Layout) -> dict[str, Any]:
+def quality_cut(layout: CurateOutputDir) -> dict[str, Any]:
     """The quality stage's result (its marker)."""
     return json.loads(marker_path(layout.markers(STAGE), SingleUnit()).read_text())

@@ -12,7 +12,7 @@ import numpy as np
 
 from data_pipeline.curate.config import CurateConfig
 from data_pipeline.curate.filter_stage import dedup_enabled
-from data_pipeline.curate.layout import Layout
+from data_pipeline.curate.output_dir import CurateOutputDir
 from data_pipeline.curate.quality_stage import STAGE as QUALITY
 from data_pipeline.curate.quality_stage import quality_cut, ranks_by_quality
 from data_pipeline.dedup.keys import KeyStore, row_of
@@ -21,7 +21,7 @@ from data_pipeline.io.units import InputUnit
 from data_pipeline.io.writers import ShardWriter, iter_shard, output_writer
 
 
-def unit_removals(layout: Layout, unit: InputUnit, store: KeyStore) -> dict[int, tuple[str, str]]:
+def unit_removals(layout: CurateOutputDir, unit: InputUnit, store: KeyStore) -> dict[int, tuple[str, str]]:
     """row -> (id of the survivor it duplicates, "exact" or "near") for the unit's duplicates."""
     path = layout.removals(unit.key)
     if not path.exists():  # the clusters stage writes a file only for units with duplicates
@@ -34,14 +34,14 @@ def unit_removals(layout: Layout, unit: InputUnit, store: KeyStore) -> dict[int,
 
 
 def write_unit(unit: InputUnit, config: CurateConfig, permutations: int) -> dict[str, Any]:
-    layout = Layout(config.output_dir)
+    layout = CurateOutputDir(config.output_dir)
     dedup = dedup_enabled(config)
     removals = unit_removals(layout, unit, KeyStore(layout.keys, permutations)) if dedup else {}
     cut = quality_cut(layout)["threshold_bin"] if ranks_by_quality(config) else None
     stats: dict[str, Any] = {"documents_out": 0, "bytes_out": 0, "shards": [], "removed": {}}
     stats["removed"] |= {"exact": 0, "near": 0} if dedup else {}
     stats["removed"] |= {QUALITY: 0} if cut is not None else {}
-    filtered_shards = Layout.shards_of(layout.filtered_prefix(unit.key))
+    filtered_shards = CurateOutputDir.shards_of(layout.filtered_prefix(unit.key))
     with ExitStack() as stack:
         output = stack.enter_context(output_writer(layout.output_prefix(unit.key), config.output))
         if dedup:

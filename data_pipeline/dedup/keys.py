@@ -17,9 +17,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from data_pipeline.curate.config import DedupConfig
+from data_pipeline.dedup.config import DedupConfig
 from data_pipeline.dedup.exact import exact_hash
-from data_pipeline.dedup.minhash import MinHasher, MinHashParams
+from data_pipeline.dedup.minhash import MinHasher
 from data_pipeline.io.units import unit_key
 
 ROW_BITS = 40  # 1 T rows per unit, 16 M units
@@ -40,11 +40,6 @@ def unit_of(codes: np.ndarray) -> np.ndarray:
 
 def row_of(codes: np.ndarray) -> np.ndarray:
     return (codes & np.uint64((1 << ROW_BITS) - 1)).astype(np.int64)
-
-
-def minhash_params(config: DedupConfig) -> MinHashParams:
-    m = config.minhash
-    return MinHashParams(m.ngram_size, m.num_bands, m.rows_per_band, m.seed, m.collapse_digit_runs)
 
 
 class RunWriter:
@@ -87,7 +82,7 @@ class UnitKeyWriter:
         self.staging = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(self.staging, ignore_errors=True)  # a crashed attempt's leftovers
         self.staging.mkdir(parents=True)
-        self.hasher = MinHasher(minhash_params(config)) if config.near else None
+        self.hasher = MinHasher(config.minhash) if config.near else None
         self.files = {
             name: open(self.staging / name, "wb") for name in ("ids.bin", "ids.offsets", "exact.bin", "minhash.bin")
         }

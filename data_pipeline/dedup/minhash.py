@@ -12,10 +12,11 @@ corpus against 0.970-0.975 for 16 x 7, both at precision >= 0.9996 (docs/dedup.m
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from data_pipeline.dedup.config import MinHashConfig
 from data_pipeline.dedup.hashing import mix64, odd_constants, seeded_constants
 from data_pipeline.dedup.shingles import ShingleHasher
 
@@ -25,26 +26,6 @@ _SHINGLE_CHUNK = 8192
 # code points normalized at once: bounds the memory of the per-character arrays
 _BATCH_CODE_POINTS = 4_000_000
 _LARGEST = np.iinfo(np.uint64).max  # where every running minimum starts
-
-
-@dataclass(frozen=True)
-class MinHashParams:
-    ngram_size: int = 5
-    num_bands: int = 16
-    rows_per_band: int = 7
-    seed: int = 1
-    # datatrove turns every digit run into "0"; that merges documents that differ only in their
-    # numbers (release notes of two versions, register tables) and costs 3 points of precision
-    collapse_digit_runs: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("ngram_size", "num_bands", "rows_per_band"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MinHashParams.{name} must be >= 1, got {getattr(self, name)}")
-
-    @property
-    def num_permutations(self) -> int:
-        return self.num_bands * self.rows_per_band
 
 
 def _batches(texts: list[str], max_code_points: int) -> Iterator[tuple[int, int]]:
@@ -60,7 +41,10 @@ def _batches(texts: list[str], max_code_points: int) -> Iterator[tuple[int, int]
 
 
 class MinHasher:
-    def __init__(self, params: MinHashParams = MinHashParams()) -> None:
+    def __init__(self, params: Optional[MinHashConfig] = None) -> None:
+        params = params or MinHashConfig()
+        if problems := params.problems():
+            raise ValueError("; ".join(problems))
         self.params = params
         self._shingles = ShingleHasher(params.ngram_size, params.seed, params.collapse_digit_runs)
         count = params.num_permutations

@@ -16,13 +16,48 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-from data_pipeline.curate.config import C4Config
 from data_pipeline.document import Document
 from data_pipeline.filters.bad_words import bad_words_pattern
 from data_pipeline.filters.base import Filter, falls_short
 from data_pipeline.text import count_sentences
+
+
+@dataclass
+class C4Config:
+    """Defaults: the paper's, as it states them; datatrove's are ``+filters/c4=datatrove``
+    (configs/filters/c4/datatrove.yaml)."""
+
+    enabled: bool = True
+    # line rules: a failing line is removed from the document
+    drop_lines_without_terminal_punct: bool = True
+    # Raffel et al. 2020, section 2.2: "a period, exclamation mark, question mark, or end quotation mark"
+    terminal_punctuation: list[str] = field(default_factory=lambda: [".", "?", "!", '"'])
+    min_words_per_line: Optional[int] = 5  # words counted after citation markers are removed
+    max_word_length: Optional[int] = 1000
+    drop_javascript_lines: bool = True
+    drop_policy_lines: bool = True
+    remove_citations: bool = True  # "[1]", "[edit]", "[citation needed]"
+    # document rules
+    drop_lorem_ipsum: bool = True
+    drop_curly_brace: bool = True
+    min_sentences: Optional[int] = 3  # counted over the lines kept
+    # a word list (one a line): drop pages holding any; "default": the bundled stand-in list
+    # (filters/bad_words.py); C4 used LDNOOBW's en list (CC-BY-4.0). null: off
+    bad_words: Optional[str] = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when they are fine)."""
+        marks = self.terminal_punctuation
+        if not marks or "" in marks:  # none ends every line; an empty mark ends every line
+            return [
+                f"filters.c4.terminal_punctuation={list(marks)}: "
+                "give one or more non-empty end marks, e.g. [.,?,!,'\"']"
+            ]
+        return []
+
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")

@@ -3,10 +3,33 @@ Insights from Training Gopher", appendix A1.1 (MassiveText quality filters)."""
 
 from __future__ import annotations
 
-from data_pipeline.curate.config import GopherQualityConfig
+from dataclasses import dataclass, field
+from typing import Optional
+
 from data_pipeline.document import Document
 from data_pipeline.filters.base import Filter, exceeds, falls_short
 from data_pipeline.text import count_words_with_letter, is_word
+
+
+@dataclass
+class GopherQualityConfig:
+    """Defaults: the paper's, with datatrove 0.10.1's values where the paper gives none."""
+
+    enabled: bool = True
+    min_words: Optional[int] = 50
+    max_words: Optional[int] = 100_000
+    min_mean_word_length: Optional[float] = 3
+    max_mean_word_length: Optional[float] = 10
+    max_symbol_word_ratio: Optional[float] = 0.1  # "#" and ellipses, each per word
+    max_bullet_lines_ratio: Optional[float] = 0.9
+    max_ellipsis_lines_ratio: Optional[float] = 0.3
+    min_alpha_words_ratio: Optional[float] = 0.8
+    # Gopher counts words; datatrove counts every token, punctuation marks included, which
+    # drops most technical prose. true reproduces datatrove's decisions.
+    alpha_ratio_counts_punctuation: bool = False
+    min_stop_words: Optional[int] = 2
+    stop_words: list[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
 
 BULLETS = ("•", "-", "*", "‣", "◦", "●")
 ELLIPSES = ("...", "…")

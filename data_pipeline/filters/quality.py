@@ -41,6 +41,23 @@ class QualityConfig:
     def enabled(self) -> bool:
         return self.model is not None
 
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when they are fine); the model
+        file itself is read by ``cached_model``."""
+        problems = []
+        if not self.enabled and (self.threshold is not None or self.keep_fraction is not None):
+            problems.append(
+                "filters.quality.threshold and keep_fraction need "
+                "filters.quality.model=<file from data_pipeline.train_quality>"
+            )
+        if self.threshold is not None and self.keep_fraction is not None:
+            problems.append("filters.quality: give threshold or keep_fraction, not both")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            problems.append(f"filters.quality.threshold={self.threshold}: need a score in [0, 1]")
+        if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
+            problems.append(f"filters.quality.keep_fraction={self.keep_fraction}: need a fraction in (0, 1]")
+        return problems
+
 
 def score_bin(score: float) -> int:
     """The histogram bin of a score: bins of 1/256 on the logit, from -16 to 16."""

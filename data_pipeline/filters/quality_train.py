@@ -24,9 +24,9 @@ import numpy as np
 import xxhash
 from omegaconf import MISSING
 
-from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.document import Document
 from data_pipeline.filters.quality_model import TokenHasher, feature_rows, save_model, sigmoid
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit, resolve_inputs
 from data_pipeline.io.units import split_into_units
 from data_pipeline.tokenizer.hydra_entry import hydra_entry_point

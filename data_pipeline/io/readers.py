@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.document import Document
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.lines import STREAM_ERRORS, iter_line_range, iter_lines
 
 if TYPE_CHECKING:  # units.py builds on InputSource below

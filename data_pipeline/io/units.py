@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from data_pipeline.curate.config import HuggingFaceConfig
+from data_pipeline.io.config import HuggingFaceConfig
 from data_pipeline.io.readers import HF_PREFIX, InputSource
 
 SPLITTABLE_SUFFIXES = (".jsonl", ".json")

@@ -7,14 +7,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import zstandard
 
+from data_pipeline.io.config import OutputConfig
 from data_pipeline.io.lines import iter_lines
-
-if TYPE_CHECKING:  # io/ does not depend on curate/ at run time
-    from data_pipeline.curate.config import OutputConfig
 
 
 def readable_mode() -> int:

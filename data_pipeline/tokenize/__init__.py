@@ -2,7 +2,7 @@
 work units on the curation executors (local processes, Slurm job arrays or Ray tasks).
 
   config.py   the options (configs/tokenize.yaml builds on TokenizeConfig)
-  layout.py   where every file lives under output_dir
+  output_dir.py  where every file lives under output_dir
   encode.py   stage 1, per input unit: documents -> a token run per split
   chat.py     stage 1 of format=chat: conversations -> samples with a loss mask (docs/sft.md)
   pack.py     stage 2, per output shard: its token range copied out of the runs

@@ -22,7 +22,7 @@ from data_pipeline.io.readers import BadInput, BadInputTally, record_id, unit_re
 from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import ChatConfig, TokenizeConfig
 from data_pipeline.tokenize.encode import id_hash_of, is_val
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, Layout
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL, TokenizeOutputDir
 from data_pipeline.tokenizer.chat_template import ChatTemplateError, load_chat_template, record_messages
 from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
 
@@ -79,7 +79,7 @@ def encode_chat_unit(
 ) -> dict[str, Any]:
     """Encode one input unit's conversations into its runs; returns its stats (the unit's marker)."""
     start_cpu = time.process_time()
-    chat, layout, special = config.chat, Layout(config.output_dir), tokenizer.special_tokens
+    chat, layout, special = config.chat, TokenizeOutputDir(config.output_dir), tokenizer.special_tokens
     template = load_chat_template(tokenizer)
     length = sample_tokens(chat)
     id_paths = [key.split(".") for key in config.reader.id_keys]

@@ -46,7 +46,7 @@ from data_pipeline.io.writers import atomic_write_text
 from data_pipeline.tokenize.chat import encode_chat_unit, sample_tokens
 from data_pipeline.tokenize.config import FORMATS, OVERLONG, PACKINGS, RUNTIME_KEYS, TokenizeConfig
 from data_pipeline.tokenize.encode import encode_unit
-from data_pipeline.tokenize.layout import SPLITS, Layout
+from data_pipeline.tokenize.output_dir import SPLITS, TokenizeOutputDir
 from data_pipeline.tokenize.pack import pack_shard, plan_shards, split_streams
 from data_pipeline.tokenize.summary import TokenizeSummary
 from data_pipeline.tokenizer.hf_added_tokens import write_grown_tokenizer
@@ -99,7 +99,9 @@ def shard_tokenizer(config: TokenizeConfig, scratch: Path) -> TokenizerFiles | H
     return load_tokenizer_files(scratch)
 
 
-def claim_output_dir(layout: Layout, config: TokenizeConfig, tokenizer_hash: str, units: list[InputUnit]) -> None:
+def claim_output_dir(
+    layout: TokenizeOutputDir, config: TokenizeConfig, tokenizer_hash: str, units: list[InputUnit]
+) -> None:
     """Resume only what the same settings, tokenizer and inputs started."""
     if not layout.run_file.exists() and any(find_shards(layout.root, split) for split in SPLITS):
         raise ValueError(
@@ -110,7 +112,7 @@ def claim_output_dir(layout: Layout, config: TokenizeConfig, tokenizer_hash: str
 
 
 def prepare_output_dir(
-    config: TokenizeConfig, layout: Layout, units: list[InputUnit]
+    config: TokenizeConfig, layout: TokenizeOutputDir, units: list[InputUnit]
 ) -> TokenizerFiles | HFTokenizerFiles:
     """Claim output_dir and give it the tokenizer; returns that copy (what the units load)."""
     # A grown tokenizer is made aside, so that output_dir keeps its own until the claim agrees.
@@ -125,7 +127,7 @@ def prepare_output_dir(
     return tokenizer
 
 
-def fingerprint_stage(layout: Layout, stats: list[dict[str, Any]]) -> Stage:
+def fingerprint_stage(layout: TokenizeOutputDir, stats: list[dict[str, Any]]) -> Stage:
     """The merge of the encode units' n-gram runs into the train split's fingerprint, one
     range of the hash space per unit (decontaminate/fingerprint.py)."""
     runs = [layout.fingerprint / name for unit_stats in stats for name in unit_stats["fingerprint"]["runs"]]
@@ -135,7 +137,7 @@ def fingerprint_stage(layout: Layout, stats: list[dict[str, Any]]) -> Stage:
     )
 
 
-def publish_fingerprint(layout: Layout, merge: Stage, n: int) -> None:
+def publish_fingerprint(layout: TokenizeOutputDir, merge: Stage, n: int) -> None:
     if (layout.root / FINGERPRINT_META).exists():  # published by an earlier run of this command
         return
     meta = publish(layout.root, layout.fingerprint, list(merge.units), n)
@@ -149,7 +151,7 @@ def tokenize_corpus(config: TokenizeConfig) -> TokenizeSummary | None:
     (executor=slurm with wait=false) are still to finish."""
     validate(config)
     # absolute: Ray workers and Slurm jobs do not run in this directory
-    layout = Layout(Path(config.output_dir).resolve())
+    layout = TokenizeOutputDir(Path(config.output_dir).resolve())
     units = split_into_units(resolve_corpus_inputs(config.input), config.unit_size_mb, config.reader.hf)
     tokenizer = prepare_output_dir(config, layout, units)
     special = tokenizer.special_tokens

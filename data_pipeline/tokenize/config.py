@@ -7,9 +7,9 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.decontaminate.ngrams import DEFAULT_NGRAM
 from data_pipeline.executors.config import ExecutorConfig
+from data_pipeline.io.config import ReaderConfig
 
 # 2^28 tokens: 512 MiB of uint16 (vocabularies up to 65,536) or 1 GiB of uint32 per shard.
 # Large enough that a 1 T-token corpus is ~3,700 shards (few files, few opens), small enough

@@ -22,7 +22,7 @@ from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit
 from data_pipeline.io.units import InputUnit
 from data_pipeline.tokenize.config import TokenizeConfig
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, Layout
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, TokenizeOutputDir
 from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles
 
 # Records per encode call: amortises the call overhead, keeps memory small.
@@ -61,7 +61,7 @@ def encode_unit(
 ) -> dict[str, Any]:
     """Encode one input unit into its runs; returns its stats (the unit's marker)."""
     start_cpu = time.process_time()
-    layout = Layout(config.output_dir)
+    layout = TokenizeOutputDir(config.output_dir)
     processor = tokenizer.processor()
     special = tokenizer.special_tokens
     bad_input = BadInputTally(config.strict)

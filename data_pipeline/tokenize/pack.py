@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from data_pipeline.formats.token_shards import TokenShard, TokenShardWriter
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, Layout
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL, VAL_FALLBACK_DOCUMENTS, TokenizeOutputDir
 
 if TYPE_CHECKING:  # only named in hints: a pack worker need not import the readers
     from data_pipeline.io.units import InputUnit
@@ -53,7 +53,7 @@ class ShardUnit:
 
 
 def split_streams(
-    units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: Layout, val_fraction: float
+    units: Sequence[InputUnit], stats: Sequence[dict[str, Any]], layout: TokenizeOutputDir, val_fraction: float
 ) -> tuple[dict[str, list[Segment]], list[Segment]]:
     """Each split's stream as run segments in unit order, from the units' markers; and the
     train documents given to an empty val split, if any."""
@@ -121,7 +121,7 @@ def pack_shard(
 ) -> dict[str, Any]:
     """Write one output shard from its pieces (and their loss masks: chat runs); returns its
     size (the unit's marker)."""
-    prefix = Layout(output_dir).shard_prefix(unit.split, unit.index)
+    prefix = TokenizeOutputDir(output_dir).shard_prefix(unit.split, unit.index)
     with TokenShardWriter(prefix, vocab_size, tokenizer_hash, loss_mask=loss_mask) as writer:
         for piece in unit.pieces:
             run = TokenShard(piece.run, tokenizer_hash)

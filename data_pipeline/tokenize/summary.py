@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from data_pipeline.io.readers import BadInputTally
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL
 
 BAD_INPUT_EXAMPLES = 5  # listed in the printed summary
 

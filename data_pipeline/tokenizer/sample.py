@@ -28,9 +28,9 @@ from typing import Any, Iterator, Optional
 
 import xxhash
 
-from data_pipeline.curate.config import HuggingFaceConfig, ReaderConfig
 from data_pipeline.document import Document
 from data_pipeline.executors.pool import run_unordered
+from data_pipeline.io.config import HuggingFaceConfig, ReaderConfig
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit, resolve_corpus_inputs
 from data_pipeline.io.units import InputUnit, split_into_units, unit_bytes
 

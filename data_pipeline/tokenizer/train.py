@@ -18,9 +18,9 @@ from typing import Optional
 import sentencepiece as spm
 from omegaconf import MISSING
 
-from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import CHAT_TOKENS, SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInputTally
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
 from data_pipeline.tokenizer.hydra_entry import hydra_entry_point

@@ -37,7 +37,7 @@ class InferenceConfig:
     start_token: StartToken = StartToken.auto
 
 
-def tokenizer_dir(checkpoint: Path, override: Optional[str]) -> Path:
+def checkpoint_tokenizer_dir(checkpoint: Path, override: Optional[str]) -> Path:
     """The given tokenizer directory, or the copy in the checkpoint's run directory."""
     if override:
         return Path(override)
@@ -48,7 +48,7 @@ def tokenizer_dir(checkpoint: Path, override: Optional[str]) -> Path:
 
 
 def load_tokenizer(checkpoint: Path, override: Optional[str], metadata: dict[str, Any]) -> TextTokenizer:
-    tokenizer = TextTokenizer.load(tokenizer_dir(checkpoint, override))
+    tokenizer = TextTokenizer.load(checkpoint_tokenizer_dir(checkpoint, override))
     trained_with = metadata["tokenizer"].get("tokenizer_hash", "")
     if trained_with and trained_with != tokenizer.special.tokenizer_hash:
         raise ValueError(

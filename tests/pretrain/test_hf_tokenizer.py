@@ -15,7 +15,7 @@ import torch
 from data_pipeline.formats.token_shards import TokenShard, find_shards
 from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.config import TokenizeConfig
-from data_pipeline.tokenize.layout import TRAIN
+from data_pipeline.tokenize.output_dir import TRAIN
 from pretrain.checkpoint.consolidate import load_trained_model
 from pretrain.config import load_train_config
 from pretrain.export import ExportConfig, export

@@ -12,8 +12,9 @@ import fsspec
 import pytest
 
 from data_pipeline.curate.cli import run_curation
-from data_pipeline.curate.config import DedupConfig, HuggingFaceConfig
 from data_pipeline.curate.partitions import COMPRESSION_RATIO, dedup_partitions
+from data_pipeline.dedup.config import DedupConfig
+from data_pipeline.io.config import HuggingFaceConfig
 from data_pipeline.io.readers import InputSource, resolve_inputs
 from data_pipeline.io.units import InputUnit, split_into_units
 

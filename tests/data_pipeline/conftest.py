@@ -1,4 +1,4 @@
-"""Small hand-made corpora for the curation tests (nothing from ../shared)."""
+"""Small hand-made corpora for the data_pipeline tests (nothing from ../shared): fixtures for every folder below."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from data_pipeline.decontaminate.ngrams import text_gram_hashes
 from data_pipeline.document import Document
 from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.encode import id_hash, is_val
-from tests.data_pipeline.test_tokenize import make_documents, settings, train_tiny_tokenizer, write_shards
+from tests.data_pipeline.tokenize.helpers import make_documents, settings, train_tiny_tokenizer, write_shards
 
 
 def train_texts(documents: list[dict]) -> list[str]:

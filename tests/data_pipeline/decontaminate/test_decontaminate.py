@@ -24,7 +24,7 @@ from data_pipeline.decontaminate.task_items import record_text
 from data_pipeline.document import Document
 from data_pipeline.io.writers import iter_shard
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "data_pipeline" / "sample_corpus" / "c4-00000.json.gz"  # 200 documents of real text
 VOCABULARY = """atom orbit planet comet nebula quasar photon proton neutron enzyme protein cell membrane
 tectonic plate magma basalt granite glacier delta estuary monsoon isotope catalyst polymer alloy

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,44 +22,20 @@ import zstandard
 from data_pipeline.formats.token_shards import ShardError, SplitIndex, TokenShard, find_shards
 from data_pipeline.formats.tokenizer_files import TokenizerFiles
 from data_pipeline.io.readers import resolve_corpus_inputs
-from data_pipeline.token_directory import open_token_shards
 from data_pipeline.tokenize.cli import tokenize_command, tokenize_corpus
-from data_pipeline.tokenize.config import TokenizeConfig
-from data_pipeline.tokenize.layout import SPLITS, TRAIN, VAL
-from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
+from data_pipeline.tokenize.output_dir import SPLITS, TRAIN, VAL
 from pretrain.data.windows import PackedWindows
 from pretrain.objectives.base import document_ids
-from tests.data_pipeline.helpers import wait_for_worker_reading, with_overrides
+from tests.data_pipeline.helpers import wait_for_worker_reading
+from tests.data_pipeline.tokenize.helpers import (
+    TOKENS_PER_SHARD,
+    make_documents,
+    settings,
+    train_tiny_tokenizer,
+    write_shards,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SYLLABLES = "ka to ri mu se na lo pe vi du 中 文 🎉".split()
-WRITERS = {
-    ".jsonl": lambda path, data: path.write_bytes(data),
-    ".jsonl.gz": lambda path, data: path.write_bytes(gzip.compress(data)),
-    ".jsonl.zst": lambda path, data: path.write_bytes(zstandard.ZstdCompressor().compress(data)),
-}
-TOKENS_PER_SHARD = 500  # the test corpus: ~20 train shards, a few val shards
-
-
-def make_documents(count: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    documents = []
-    for number in range(count):
-        words = ("".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(rng.randint(0, 60)))
-        text = " ".join(words) + rng.choice(["", "\n", "\n\n  \t", " 42\u2028x"])
-        documents.append({"id": f"doc-{seed}-{number}", "text": text, "meta": {"n": number}})
-    return documents
-
-
-def write_shards(directory: Path, shards: list[list[dict | str]]) -> Path:
-    """One shard per list, cycling through the three formats; a str is written as a raw line."""
-    directory.mkdir(parents=True, exist_ok=True)
-    suffixes = list(WRITERS)
-    for index, records in enumerate(shards):
-        suffix = suffixes[index % len(suffixes)]
-        lines = (record if isinstance(record, str) else json.dumps(record) for record in records)
-        WRITERS[suffix](directory / f"shard-{index:03d}{suffix}", ("\n".join(lines) + "\n").encode())
-    return directory
+REPO = Path(__file__).resolve().parents[3]
 
 
 def split_evenly(documents: list[dict], parts: int) -> list[list[dict]]:
@@ -77,31 +52,9 @@ def corpus(tmp_path_factory, documents) -> Path:
     return write_shards(tmp_path_factory.mktemp("corpus"), split_evenly(documents, 3))
 
 
-def train_tiny_tokenizer(corpus: Path, output_dir: Path, vocab_size: int = 500) -> Path:
-    train_tokenizer(
-        TokenizerConfig(
-            input=str(corpus), output_dir=str(output_dir), vocab_size=vocab_size, num_threads=1, hf_export=False
-        )
-    )
-    return output_dir
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory, corpus) -> Path:
     return train_tiny_tokenizer(corpus, tmp_path_factory.mktemp("tokenizer"))
-
-
-def settings(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides) -> TokenizeConfig:
-    config = TokenizeConfig(
-        input=str(corpus),
-        tokenizer=str(tokenizer_dir),
-        output_dir=str(output_dir),
-        workers=1,
-        val_fraction=0.25,
-        tokens_per_shard=TOKENS_PER_SHARD,
-        progress=False,
-    )
-    return with_overrides(config, **overrides)
 
 
 def run(corpus: Path, tokenizer_dir: Path, output_dir: Path, **overrides):
@@ -307,14 +260,17 @@ def test_a_corrupt_file_loses_only_its_unread_end(tmp_path, tokenizer_dir, docum
 
 def test_training_refuses_shards_of_another_tokenizer(tmp_path, corpus, tokenizer_dir):
     run(corpus, tokenizer_dir, tmp_path / "tokens")
-    shards = open_token_shards(tmp_path / "tokens", tokenizer_dir, TRAIN)
+    prefixes = find_shards(tmp_path / "tokens", TRAIN)
+    own_hash = TokenizerFiles.load(tokenizer_dir).special_tokens.tokenizer_hash
+    shards = [TokenShard(prefix, expected_tokenizer_hash=own_hash) for prefix in prefixes]
     assert len(shards) > 5 and all(shard.num_tokens > 0 for shard in shards)
 
     other = train_tiny_tokenizer(corpus, tmp_path / "other_tokenizer", vocab_size=520)
+    other_hash = TokenizerFiles.load(other).special_tokens.tokenizer_hash
     with pytest.raises(ShardError, match="re-tokenize"):
-        open_token_shards(tmp_path / "tokens", other, TRAIN)
+        TokenShard(prefixes[0], expected_tokenizer_hash=other_hash)
     with pytest.raises(ShardError, match="re-tokenize"):
-        PackedWindows.open(tmp_path / "tokens", TRAIN, 8, TokenizerFiles.load(other).special_tokens.tokenizer_hash)
+        PackedWindows.open(tmp_path / "tokens", TRAIN, 8, other_hash)
 
 
 def test_command_line_prints_a_summary_and_writes_only_into_output_dir(tmp_path, corpus, tokenizer_dir):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline.curate.config import ReaderConfig
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInput, read_unit, resolve_inputs
 from data_pipeline.io.units import split_into_units
 

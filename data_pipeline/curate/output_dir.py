@@ -23,7 +23,7 @@ from pathlib import Path
 from data_pipeline.executors.work_dir import WorkDir
 
 
-class Layout(WorkDir):
+class CurateOutputDir(WorkDir):
     def __init__(self, output_dir: str | Path) -> None:
         super().__init__(output_dir)
         self.removed = self.root / "removed"

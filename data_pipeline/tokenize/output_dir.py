@@ -27,7 +27,7 @@ SPLITS = (TRAIN, VAL)
 VAL_FALLBACK_DOCUMENTS = 10
 
 
-class Layout(WorkDir):
+class TokenizeOutputDir(WorkDir):
     def __init__(self, output_dir: str | Path) -> None:
         super().__init__(output_dir)
         self.runs = self.work / "runs"

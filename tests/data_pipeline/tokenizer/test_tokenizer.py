@@ -15,9 +15,9 @@ import sentencepiece as spm
 import xxhash
 
 import data_pipeline.tokenizer.sample
-from data_pipeline.curate.config import ReaderConfig
 from data_pipeline.formats.special_tokens import SpecialTokens
 from data_pipeline.formats.tokenizer_files import TokenizerFiles, tokenizer_identity
+from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInputError, InputSource
 from data_pipeline.io.units import InputUnit, unit_bytes
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
@@ -30,7 +30,7 @@ from data_pipeline.tokenizer.sample import (
 )
 from data_pipeline.tokenizer.train import TokenizerConfig, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WORDS = "the of and a to in is was for on that with as by at from data model token train shard text".split()
 
 TRICKY_TEXTS = [

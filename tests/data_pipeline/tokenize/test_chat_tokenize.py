@@ -14,7 +14,7 @@ from data_pipeline.formats.token_shards import LOSS_BIT, START_BIT, SplitIndex, 
 from data_pipeline.io.readers import BadInputError
 from data_pipeline.tokenize.cli import tokenize_corpus
 from data_pipeline.tokenize.config import ChatConfig, TokenizeConfig
-from data_pipeline.tokenize.layout import SPLITS
+from data_pipeline.tokenize.output_dir import SPLITS
 from data_pipeline.tokenizer.chat_template import load_chat_template
 from data_pipeline.tokenizer.hf_tokenizer import load_tokenizer_files
 from tests.pretrain.hf_models import CHAT_WORDS, save_chat_tokenizer

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import xxhash
 
-from data_pipeline.dedup import MinHasher, MinHashParams, estimate_jaccard, exact_hash, find_duplicates
+from data_pipeline.dedup import MinHashConfig, MinHasher, estimate_jaccard, exact_hash, find_duplicates
 from data_pipeline.dedup.shingles import ShingleHasher
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 VOCABULARY = [f"w{i}" for i in range(3000)]
 
 
@@ -72,7 +72,7 @@ def planted_corpus() -> tuple[list[str], dict[int, int]]:
     return [texts[old] for old in order], {new_row[c]: new_row[o] for c, o in original_of.items()}
 
 
-def dedup(texts: list[str], params: MinHashParams = MinHashParams()) -> np.ndarray:
+def dedup(texts: list[str], params: MinHashConfig | None = None) -> np.ndarray:
     hasher = MinHasher(params)
     signatures = hasher.signatures(texts)
     return find_duplicates(hasher.bands_of(signatures), [exact_hash(t) for t in texts], signatures=signatures)
@@ -118,7 +118,7 @@ def test_reformatted_copies_have_identical_signatures():
 def test_digit_runs_collapse_only_when_asked():
     texts = ["release 1.8.17 fixes a bug in the parser today", "release 1.9.12 fixes a bug in the parser today"]
     assert estimate_jaccard(*MinHasher().signatures(texts)) < 1
-    collapsing = MinHasher(MinHashParams(collapse_digit_runs=True))
+    collapsing = MinHasher(MinHashConfig(collapse_digit_runs=True))
     assert estimate_jaccard(*collapsing.signatures(texts)) == 1
 
 
@@ -162,12 +162,12 @@ def test_documents_shorter_than_n_words_are_one_shingle():
 
 def test_band_hashes_shape_and_stability_across_processes():
     texts = ["the quick brown fox jumps over the lazy dog", "ça coûte 12 €", ""]
-    params = MinHashParams(num_bands=14, rows_per_band=8)
+    params = MinHashConfig(num_bands=14, rows_per_band=8)
     bands = MinHasher(params).band_hashes(texts)
     assert bands.shape == (3, 14) and bands.dtype == np.uint64
     script = (
-        "from data_pipeline.dedup import MinHasher, MinHashParams;"
-        f"print(MinHasher(MinHashParams(num_bands=14, rows_per_band=8)).band_hashes({texts!r}).tolist())"
+        "from data_pipeline.dedup import MinHasher, MinHashConfig;"
+        f"print(MinHasher(MinHashConfig(num_bands=14, rows_per_band=8)).band_hashes({texts!r}).tolist())"
     )
     for hash_seed in ("0", "123"):
         child = subprocess.run(
@@ -179,7 +179,7 @@ def test_band_hashes_shape_and_stability_across_processes():
             env={"PYTHONHASHSEED": hash_seed},
         )
         assert child.stdout.strip() == str(bands.tolist())
-    assert (MinHasher(MinHashParams(num_bands=14, rows_per_band=8, seed=2)).band_hashes(texts) != bands).all()
+    assert (MinHasher(MinHashConfig(num_bands=14, rows_per_band=8, seed=2)).band_hashes(texts) != bands).all()
 
 
 def test_survivor_is_the_smallest_row_of_its_cluster():
@@ -212,9 +212,20 @@ def test_empty_input_and_documents_without_words():
     assert find_duplicates(hasher.band_hashes(texts)).tolist() == [-1, -1, 0, 0]
 
 
+@pytest.mark.parametrize("setting", ["ngram_size", "num_bands", "rows_per_band"])
+def test_one_minhash_config_checked_once_for_the_api_and_the_command(setting):
+    from data_pipeline.dedup.config import DedupConfig
+
+    bad = MinHashConfig(**{setting: 0})
+    with pytest.raises(ValueError, match=f"dedup.minhash=.*{setting}=0.*must be >= 1"):
+        MinHasher(bad)
+    assert DedupConfig(minhash=bad).problems() == bad.problems() != []
+    assert DedupConfig(minhash=bad, near=False).problems() == []  # not read without near dedup
+
+
 def test_keys_on_disk_hold_ids_of_any_length_and_codes_past_int64(tmp_path):
-    from data_pipeline.curate.config import DedupConfig
     from data_pipeline.dedup.components import removals
+    from data_pipeline.dedup.config import DedupConfig
     from data_pipeline.dedup.keys import KeyStore, UnitKeyWriter, doc_codes
 
     ids = ["a", "x" * 5000, "lone \ud800", "b"]
@@ -270,7 +281,7 @@ def test_clusters_merged_from_pair_shards_equal_the_clusters_of_all_pairs(shards
 
 
 def test_a_partition_is_read_from_each_run_without_mapping_the_run(tmp_path):
-    from data_pipeline.curate.config import DedupConfig
+    from data_pipeline.dedup.config import DedupConfig
     from data_pipeline.dedup.keys import RECORDS, UnitKeys, UnitKeyWriter
 
     writer = UnitKeyWriter(tmp_path / "00000", 0, DedupConfig(batch_size=4), partitions=3)

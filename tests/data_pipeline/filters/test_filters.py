@@ -10,19 +10,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from data_pipeline.curate.config import (
-    C4Config,
-    GopherQualityConfig,
-    GopherRepetitionConfig,
-    LanguageConfig,
-    NormalizeConfig,
-)
 from data_pipeline.document import Document
-from data_pipeline.filters.c4 import C4Filter
-from data_pipeline.filters.gopher_quality import GopherQualityFilter
-from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
-from data_pipeline.filters.language import LanguageFilter
-from data_pipeline.filters.normalize import Normalizer
+from data_pipeline.filters.c4 import C4Config, C4Filter
+from data_pipeline.filters.gopher_quality import GopherQualityConfig, GopherQualityFilter
+from data_pipeline.filters.gopher_repetition import GopherRepetitionConfig, GopherRepetitionFilter
+from data_pipeline.filters.language import LanguageConfig, LanguageFilter
+from data_pipeline.filters.normalize import NormalizeConfig, Normalizer
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
