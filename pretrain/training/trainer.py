@@ -293,13 +293,18 @@ class Trainer:
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): the guard
         # tells them apart by the step number it is given here.
         self.optimizer.begin(self.step)
+        lr = self.optimizer.param_groups[0]["lr"]  # the scheduler moves it on inside the step
         output = self.stepper.train(batches, with_grad_norm=with_grad_norm)
         skipped = self.optimizer.settle(self.step)
         self.step += 1
         self.consumed_samples += self.plan.global_batch
         self.skips.add(self.step, skipped)
         return StepResult(
-            loss=output.loss, skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started
+            loss=output.loss,
+            skipped=skipped,
+            grad_norm=output.grad_norm,
+            lr=lr,
+            seconds=time.perf_counter() - started,
         )
 
     @property
@@ -410,7 +415,7 @@ class Trainer:
         return {
             "step": self.step,
             "loss": float(loss) / self.plan.dp_size,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": window.lr,
             "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
             "tflops_per_device": tflops,
