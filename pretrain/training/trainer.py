@@ -28,7 +28,7 @@ from pretrain.checkpoint.sharded import bytes_per_parameter, load_training_state
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
-from pretrain.data.sources import data_sources, tokenizer_dir
+from pretrain.data.sources import data_identity, data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
 from pretrain.model.gpt import DENSE, GPT
 from pretrain.model.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
@@ -68,7 +68,10 @@ class Trainer:
             cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
         )
         model_cfg = with_grown_vocabulary(cfg, model_cfg, self.special)
-        config_changes = check_resume(start, cfg, model_cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
+        self.data_identity = data_identity(paths, weights, cfg.data.train_split)
+        config_changes = check_resume(
+            start, cfg, model_cfg, self.special.tokenizer_hash, self.data_identity, force=cfg.resume == "force"
+        )
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(
                 f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}"
@@ -347,6 +350,7 @@ class Trainer:
             "config": as_plain_dict(self.cfg),
             "model": as_plain_dict(self.model_cfg),
             "tokenizer": as_plain_dict(self.special),
+            "data": self.data_identity,
             **({} if self.lora_base is None else {"lora_base": self.lora_base}),
         }
 
