@@ -421,6 +421,7 @@ class Trainer:
             "loss": float(loss) / self.plan.dp_size,
             "lr": window.lr,
             "grad_norm": grad_norm,
+            "step_s": window.seconds / window.steps,
             "tokens_per_s": tokens_per_s,
             "tflops_per_device": tflops,
             "mfu": None if self.peak_tflops is None else tflops / self.peak_tflops,
