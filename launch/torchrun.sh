@@ -22,6 +22,9 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
   NPROC_PER_NODE=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count() or 2)')
 fi
 NNODES=${NNODES:-1}
+# The config is checked once for the whole world before any worker starts: a mistake is one
+# line (error: ...) and exit status 1, not one line per worker and torchrun's failure report.
+WORLD_SIZE=$((NNODES * NPROC_PER_NODE)) "$PYTHON" -m pretrain.train "$@" --check
 if [ "$NNODES" = 1 ]; then
   exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC_PER_NODE" \
     --max-restarts="${MAX_RESTARTS:-0}" -m pretrain.train "$@"

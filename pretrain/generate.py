@@ -7,8 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from tqdm import tqdm
-
+from data_pipeline.progress import progress_bar
 from pretrain.generation.generator import Generator
 from pretrain.generation.prompts import gather_conversations, gather_prompts, write_chat_completions, write_completions
 from pretrain.generation.settings import GenerationSettings, Strategy
@@ -64,7 +63,7 @@ def generate(config: GenerateConfig) -> list[str]:
     streaming = config.stream and config.strategy is not Strategy.beam and min(config.batch_size, len(prompts)) == 1
     completions: list[str] = []
     batches = range(0, len(prompts), config.batch_size)
-    for start in tqdm(batches, desc="generating", unit="batch", disable=len(batches) < 2, file=sys.stderr):
+    for start in progress_bar(batches, desc="generating", unit="batch", disable=len(batches) < 2):
         batch = prompts[start : start + config.batch_size]
         if streaming:
             print_header(start, len(prompts))

@@ -3,6 +3,8 @@ the deepspeed launcher). See configs/train.yaml and the README."""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -31,6 +33,13 @@ def _run_dir_of_sweep_job(cfg: DictConfig) -> None:
     cfg.run_dir = str(Path(cfg.run_dir) / str(hydra_cfg.job.num)) if given else hydra_cfg.runtime.output_dir
 
 
+# ``--check``: compose and validate the config for WORLD_SIZE processes, then stop. The
+# launch scripts run it before starting workers, so that a mistake is one line (not one per
+# worker followed by the launcher's failure report).
+CHECK_FLAG = "--check"
+checking = False
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base=None)
 @one_line_errors
 def main(cfg: DictConfig) -> None:
@@ -40,6 +49,9 @@ def main(cfg: DictConfig) -> None:
     world_size = launched_world_size()
     planned = fit_micro_batch(with_imported_model(config), world_size)[0]
     validate_layout(planned, world_size)  # before any process group exists
+    if checking:  # the memory check too, but plan=true's plan is printed by the run itself
+        preflight(replace(planned, plan=False), world_size)
+        return
     if preflight(planned, world_size):  # plan=true prints the plan and stops here
         return
     Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
@@ -48,4 +60,6 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     register_configs()
     entry_arguments()
+    checking = CHECK_FLAG in sys.argv
+    sys.argv = [arg for arg in sys.argv if arg != CHECK_FLAG]
     run_command(main)

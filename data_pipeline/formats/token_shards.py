@@ -28,6 +28,7 @@ when it needs its tokens. Chat shards hold whole samples of ``sample_tokens`` to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -323,6 +324,29 @@ class SplitIndex:
 
 def split_index_path(directory: str | Path, split: str) -> Path:
     return Path(directory) / f"{split}.shards.json"
+
+
+def split_identity(directory: str | Path, split: str) -> dict:
+    """What a split of token shards is, wherever it lies: its tokenizer and every shard's name,
+    token and document count (from the split index, else the manifests), summed up in a
+    digest. Resume compares it, so a moved corpus resumes and another one does not."""
+    index = SplitIndex.load(directory, split)
+    if index is not None:
+        tokenizer_hash = index.tokenizer_hash
+        shards = [[shard["name"], shard["num_tokens"], shard["num_documents"]] for shard in index.shards]
+    else:
+        manifests = [
+            (prefix.name, ShardManifest.load(prefix.with_suffix(".json"))) for prefix in find_shards(directory, split)
+        ]
+        tokenizer_hash = manifests[0][1].tokenizer_hash if manifests else ""
+        shards = [[name, manifest.num_tokens, manifest.num_documents] for name, manifest in manifests]
+    return {
+        "tokenizer_hash": tokenizer_hash,
+        "shards": len(shards),
+        "num_tokens": sum(shard[1] for shard in shards),
+        "num_documents": sum(shard[2] for shard in shards),
+        "digest": hashlib.sha256(json.dumps([tokenizer_hash, split, shards]).encode()).hexdigest()[:16],
+    }
 
 
 def shard_sizes(directory: str | Path, split: str) -> list[tuple[Path, int]]:

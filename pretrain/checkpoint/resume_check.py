@@ -6,6 +6,8 @@ data, optimizer and schedule, batch and sequence sizes, seed, tokenizer) must ag
 resume is refused naming each of them; ``resume=force`` continues anyway and the change is
 recorded in ``<run_dir>/config_changes.jsonl``. The settings in :data:`FREE_SETTINGS` (and the
 conditional ones below) may change freely; the README ("Checkpoints and resume") lists them.
+The data is compared by what it is (``pretrain.data.sources.data_identity``: its tokenizer,
+shards and their sizes, and the blend weights), not by where it lies: a moved corpus resumes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ FREE_SETTINGS = (
     "data.valid_split",
     # A path may move; the tokenizer itself is compared by its hash.
     "data.tokenizer",
+    # Compared by what the data is (``data_changes``), not by its paths.
+    "data.path",
+    "data.sources",
     # A resumed run loads its checkpoint, never the initial weights (issue 17's init_from).
     "init_from",
     # Checkpoints are saved by whole-model parameter name: any layout loads them.
@@ -67,7 +72,9 @@ class Change:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
+    if isinstance(value, str):  # a path or a name: whole, so the message names it
+        return value
+    text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -92,9 +99,27 @@ def schedule_allows(old_max_steps: int, new_max_steps: int, optim: OptimConfig, 
     return all(lr_multiplier(s, optim, old_max_steps) == lr_multiplier(s, optim, new_max_steps) for s in range(step))
 
 
-def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: str) -> list[Change]:
+def _describe_data(identities: list[dict]) -> str:
+    return "; ".join(
+        f"{source['path']} (weight {source['weight']}, {source['num_tokens']} tokens"
+        + (f", {source['shards']} shards, digest {source['digest']})" if "digest" in source else ")")
+        for source in identities
+    )
+
+
+def data_changes(recorded: list[dict], new: list[dict]) -> list[Change]:
+    """The data, compared by what it is (see ``data_identity``) and not by its paths."""
+
+    def what(identities: list[dict]) -> list[dict]:
+        return [{key: value for key, value in source.items() if key != "path"} for source in identities]
+
+    return [] if what(recorded) == what(new) else [Change("data", _describe_data(recorded), _describe_data(new))]
+
+
+def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: str, data: list[dict]) -> list[Change]:
     """The settings that differ between a checkpoint's recorded config and ``new`` and are
-    not free to change. Settings one side lacks (added to the schema since) are skipped."""
+    not free to change (``data``: what the new run trains on, see ``data_identity``).
+    Settings one side lacks (added to the schema since) are skipped."""
     recorded = metadata["config"]
     old_flat, new_flat = flatten(recorded), flatten(as_plain_dict(new))
     changes = []
@@ -108,7 +133,7 @@ def config_changes(metadata: dict[str, Any], new: TrainConfig, tokenizer_hash: s
     old_tokenizer = metadata.get("tokenizer", {}).get("tokenizer_hash", "")
     if old_tokenizer and tokenizer_hash and old_tokenizer != tokenizer_hash:
         changes.append(Change("tokenizer", old_tokenizer[:12], tokenizer_hash[:12]))
-    return changes
+    return changes + data_changes(metadata["data"], data)
 
 
 def reshaped_parameters(metadata: dict[str, Any], model: ModelConfig) -> list[str]:
@@ -121,14 +146,19 @@ def reshaped_parameters(metadata: dict[str, Any], model: ModelConfig) -> list[st
 
 
 def check_resume(
-    checkpoint: Optional[Path], new: TrainConfig, model: ModelConfig, tokenizer_hash: str, force: bool
+    checkpoint: Optional[Path],
+    new: TrainConfig,
+    model: ModelConfig,
+    tokenizer_hash: str,
+    data: list[dict],
+    force: bool,
 ) -> list[Change]:
     """Refuse (ValueError naming every changed setting) unless ``force``; return the changes.
     ``model``: the model config the run builds (vocabulary size filled in)."""
     if checkpoint is None:
         return []
     metadata = json.loads((checkpoint / "complete.json").read_text())
-    changes = config_changes(metadata, new, tokenizer_hash)
+    changes = config_changes(metadata, new, tokenizer_hash, data)
     if changes and not force:
         raise ValueError(
             f"resume: {checkpoint} was trained with other settings ({'; '.join(map(str, changes))}); "

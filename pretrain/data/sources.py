@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_pipeline.formats.special_tokens import META_FILENAME
+from data_pipeline.formats.token_shards import split_identity
 from pretrain.config import DataConfig
-from pretrain.data.megatron import is_megatron_prefix
+from pretrain.data.megatron import MegatronTokens, is_megatron_prefix
 
 
 def data_sources(data: DataConfig) -> tuple[list[str], list[float]]:
@@ -26,6 +27,21 @@ def data_sources(data: DataConfig) -> tuple[list[str], list[float]]:
                 "nor the prefix of a Megatron .bin/.idx pair"
             )
     return paths, weights
+
+
+def data_identity(paths: list[str], weights: list[float], split: str) -> list[dict]:
+    """What each training source is (its split's ``split_identity``; a Megatron pair, which
+    has no splits: its counts), with its weight and, for messages only, its path. A
+    checkpoint records it; resume compares everything but the paths."""
+    identities = []
+    for path, weight in zip(paths, weights):
+        if is_megatron_prefix(path):
+            pair = MegatronTokens(path)
+            what = {"megatron": True, "num_tokens": pair.num_tokens, "num_sequences": pair.num_sequences}
+        else:
+            what = split_identity(path, split)
+        identities.append({"path": str(path), "weight": weight, **what})
+    return identities
 
 
 def tokenizer_dir(data: DataConfig, source_paths: list[str]) -> Path:

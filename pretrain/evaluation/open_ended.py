@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from tqdm import tqdm
-
 from data_pipeline.formats.jsonl import read_jsonl
+from data_pipeline.progress import progress_bar
 from data_pipeline.tokenizer.chat_template import Message
 from pretrain.evaluation.contamination import clean_metrics
 from pretrain.evaluation.tasks import TaskConfig
@@ -79,7 +78,7 @@ def open_ended(
     items = read_references(task.path, task.chat)[: task.limit]
     generator = Generator(model, tokenizer, task.generation, start_token, chat=task.chat)
     predictions: list[str] = []
-    for first in tqdm(range(0, len(items), batch_size), desc=task.label, unit="batch", leave=False):
+    for first in progress_bar(range(0, len(items), batch_size), desc=task.label, unit="batch", leave=False):
         predictions += generator.complete([item.prompt for item in items[first : first + batch_size]])
     # A completion usually starts with the space after the prompt: not part of the answer.
     predictions = [prediction.strip() for prediction in predictions]

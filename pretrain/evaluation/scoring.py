@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from data_pipeline.progress import progress_bar
 from pretrain.model.gpt import GPT
 
 
@@ -44,7 +44,7 @@ def score_streams(
     windows.sort(key=lambda window: window[2] - window[1], reverse=True)
     device = next(model.parameters()).device
     score = StreamScore(0.0, 0, 0)
-    for first in tqdm(range(0, len(windows), batch_size), desc=desc, unit="batch", leave=False):
+    for first in progress_bar(range(0, len(windows), batch_size), desc=desc, unit="batch", leave=False):
         batch = windows[first : first + batch_size]
         for length in sorted({end - start for _, start, end in batch}, reverse=True):
             rows = np.stack([stream[start:end] for stream, start, end in batch if end - start == length]).astype(
@@ -78,7 +78,7 @@ def continuation_log_probs(
     # Longest first: padding stays small and a too-large batch fails at once.
     order = sorted(range(len(requests)), key=lambda index: len(inputs[index]), reverse=True)
     results = [0.0] * len(requests)
-    for first in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+    for first in progress_bar(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         indices = order[first : first + batch_size]
         width = len(inputs[indices[0]]) - 1
         ids = torch.full((len(indices), width), pad_id, dtype=torch.long)

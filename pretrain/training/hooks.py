@@ -16,8 +16,8 @@ from pretrain.training.metrics import MetricsLogger
 
 class LogWindow:
     """The steps since the last log line: their training time (evaluation and checkpoints
-    excluded), this rank's losses and skip flags (on the device) and the last step's
-    gradient norm."""
+    excluded), this rank's losses and skip flags (on the device), the last step's gradient
+    norm and the learning rate its update applied."""
 
     def __init__(self) -> None:
         self.steps = 0
@@ -25,6 +25,7 @@ class LogWindow:
         self.losses: list[torch.Tensor] = []
         self.skipped: list[torch.Tensor] = []
         self.grad_norm: Optional[float] = None
+        self.lr = float("nan")
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
@@ -32,6 +33,7 @@ class LogWindow:
         self.losses.append(result.loss)
         self.skipped.append(result.skipped)
         self.grad_norm = result.grad_norm
+        self.lr = result.lr
 
     def read(self) -> tuple[torch.Tensor, Optional[float]]:
         """The mean loss of the steps not skipped (nan if none) and the last step's gradient

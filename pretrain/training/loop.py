@@ -18,6 +18,7 @@ class StepResult:
     loss: Tensor  # this rank's mean loss (0-dim float64); nan/inf when the step was not finite
     skipped: Tensor  # 0-dim bool: the non-finite guard dropped the update
     grad_norm: Optional[float]  # on log steps
+    lr: float  # the learning rate this step's update applied (read before the scheduler moved on)
     seconds: float  # host time: without the device's time on log steps, see LogWindow.wait
 
 

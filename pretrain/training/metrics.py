@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from tqdm import tqdm
 
+from data_pipeline.progress import on_terminal, progress_bar
 from pretrain.config import WandbConfig, WandbMode
 from pretrain.training.run_log import RunLog
 
@@ -112,8 +112,8 @@ class MetricsLogger:
 
     def start_progress(self, total: int, initial: int) -> None:
         """Only on a terminal: redrawn into a file (Slurm logs) it would only bloat it."""
-        if self.enabled and sys.stderr.isatty():
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+        if self.enabled and on_terminal():
+            self._bar = progress_bar(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
     def advance(self) -> None:
         """One step done; the bar shows the loss of the last log line (reading every step's

@@ -28,7 +28,7 @@ from pretrain.checkpoint.sharded import bytes_per_parameter, load_training_state
 from pretrain.config import TrainConfig, as_plain_dict
 from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
-from pretrain.data.sources import data_sources, tokenizer_dir
+from pretrain.data.sources import data_identity, data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
 from pretrain.model.gpt import DENSE, GPT
 from pretrain.model.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
@@ -68,7 +68,10 @@ class Trainer:
             cfg.model if cfg.model.vocab_size is not None else replace(cfg.model, vocab_size=self.special.vocab_size)
         )
         model_cfg = with_grown_vocabulary(cfg, model_cfg, self.special)
-        config_changes = check_resume(start, cfg, model_cfg, self.special.tokenizer_hash, force=cfg.resume == "force")
+        self.data_identity = data_identity(paths, weights, cfg.data.train_split)
+        config_changes = check_resume(
+            start, cfg, model_cfg, self.special.tokenizer_hash, self.data_identity, force=cfg.resume == "force"
+        )
         if model_cfg.vocab_size < self.special.vocab_size:
             raise ValueError(
                 f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {self.special.vocab_size}"
@@ -293,13 +296,18 @@ class Trainer:
         # Several optimizer.step() calls may make up one step (ZeRO sub-groups): the guard
         # tells them apart by the step number it is given here.
         self.optimizer.begin(self.step)
+        lr = self.optimizer.param_groups[0]["lr"]  # the scheduler moves it on inside the step
         output = self.stepper.train(batches, with_grad_norm=with_grad_norm)
         skipped = self.optimizer.settle(self.step)
         self.step += 1
         self.consumed_samples += self.plan.global_batch
         self.skips.add(self.step, skipped)
         return StepResult(
-            loss=output.loss, skipped=skipped, grad_norm=output.grad_norm, seconds=time.perf_counter() - started
+            loss=output.loss,
+            skipped=skipped,
+            grad_norm=output.grad_norm,
+            lr=lr,
+            seconds=time.perf_counter() - started,
         )
 
     @property
@@ -342,6 +350,7 @@ class Trainer:
             "config": as_plain_dict(self.cfg),
             "model": as_plain_dict(self.model_cfg),
             "tokenizer": as_plain_dict(self.special),
+            "data": self.data_identity,
             **({} if self.lora_base is None else {"lora_base": self.lora_base}),
         }
 
@@ -410,8 +419,9 @@ class Trainer:
         return {
             "step": self.step,
             "loss": float(loss) / self.plan.dp_size,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": window.lr,
             "grad_norm": grad_norm,
+            "step_s": window.seconds / window.steps,
             "tokens_per_s": tokens_per_s,
             "tflops_per_device": tflops,
             "mfu": None if self.peak_tflops is None else tflops / self.peak_tflops,

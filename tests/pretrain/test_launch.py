@@ -299,3 +299,26 @@ def test_sweep_as_slurm_jobs(slurm, token_corpus: Path, tmp_path: Path) -> None:
         assert steps_logged(tmp_path / job) == [1, 2]
         metadata = json.loads((tmp_path / job / "checkpoints" / "step-00000002" / "complete.json").read_text())
         assert metadata["config"]["optim"]["lr"] == lr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_step=3", r"^error: .*train\.max_step.*did you mean.*max_steps"),  # caught by Hydra
+        ("parallel.tp=3", r"^error: world size 2 is not divisible by parallel\.tp"),  # needs the world size
+    ],
+)
+def test_torchrun_script_config_error_is_one_line(override: str, message: str, tmp_path: Path) -> None:
+    """Checked before any worker starts: our one line and exit status 1, no torchrun report."""
+    env = fresh_environment(NPROC_PER_NODE="2")
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run(
+        ["bash", str(REPO / "launch/torchrun.sh"), "run_dir=run", override],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and re.match(message, done.stderr), done.stderr

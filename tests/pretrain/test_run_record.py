@@ -19,6 +19,7 @@ from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.training.metrics import wandb_mode
 from pretrain.training.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.training.trainer import Trainer
+from tests.pretrain.conftest import write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = (
@@ -42,6 +43,20 @@ def tiny_config(corpus: Path, run_dir: Path, *overrides: str) -> TrainConfig:
     return load_train_config([f"data.path={corpus}", f"run_dir={run_dir}", *TINY, *overrides])
 
 
+# What the recorded run trained on (pretrain.data.sources.data_identity).
+DATA = [
+    {
+        "path": "tokens",
+        "weight": 1.0,
+        "tokenizer_hash": "a" * 64,
+        "shards": 2,
+        "num_tokens": 20_000,
+        "num_documents": 200,
+        "digest": "0123456789abcdef",
+    }
+]
+
+
 def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -> dict:
     """The complete.json of a checkpoint at ``step`` of a run with these settings."""
     config = load_train_config(["data.path=tokens", *overrides])
@@ -50,6 +65,7 @@ def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -
         "config": as_plain_dict(config),
         "model": as_plain_dict(replace(config.model, vocab_size=256)),
         "tokenizer": {"tokenizer_hash": tokenizer_hash},
+        "data": DATA,
     }
 
 
@@ -58,8 +74,6 @@ def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -
     [
         ("model.d_model=96", "model.d_model"),
         ("objective=mlm", "objective.name"),
-        ("data.path=other", "data.path"),
-        ("data.sources=[{path: tokens, weight: 1.0}]", "data.sources"),
         ("optim.lr=0.01", "optim.lr"),
         ("optim.schedule=wsd", "optim.schedule"),
         ("train.global_batch_size=16", "train.global_batch_size"),
@@ -69,7 +83,7 @@ def recorded(*overrides: str, step: int = 200, tokenizer_hash: str = "a" * 64) -
     ],
 )
 def test_a_meaningful_change_is_named(override: str, setting: str) -> None:
-    changes = config_changes(recorded(), load_train_config(["data.path=tokens", override]), "a" * 64)
+    changes = config_changes(recorded(), load_train_config(["data.path=tokens", override]), "a" * 64, DATA)
     assert setting in [change.setting for change in changes]
 
 
@@ -84,24 +98,48 @@ def test_free_changes_and_the_tokenizer() -> None:
         "parallel=tp2",
         "run_dir=elsewhere",
         "data.tokenizer=moved",
+        "data.path=moved",  # the data is compared by what it is (test_data_is_compared_by_what_it_is)
     ]
-    assert config_changes(recorded(), load_train_config(["data.path=tokens", *free]), "a" * 64) == []
+    assert config_changes(recorded(), load_train_config(["data.path=tokens", *free]), "a" * 64, DATA) == []
     # max_steps is free when the LRs used so far stay the same: a constant schedule, or still in warmup.
     constant = ("optim.schedule=constant",)
     assert (
         config_changes(
-            recorded(*constant), load_train_config(["data.path=tokens", *constant, "train.max_steps=50"]), "a" * 64
+            recorded(*constant),
+            load_train_config(["data.path=tokens", *constant, "train.max_steps=50"]),
+            "a" * 64,
+            DATA,
         )
         == []
     )
     assert (
-        config_changes(recorded(step=50), load_train_config(["data.path=tokens", "train.max_steps=5000"]), "a" * 64)
+        config_changes(
+            recorded(step=50), load_train_config(["data.path=tokens", "train.max_steps=5000"]), "a" * 64, DATA
+        )
         == []
     )
-    assert config_changes(recorded(), load_train_config(["data.path=tokens", "parallel=3d"]), "a" * 64) == []
-    assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64)] == [
+    assert config_changes(recorded(), load_train_config(["data.path=tokens", "parallel=3d"]), "a" * 64, DATA) == []
+    assert [c.setting for c in config_changes(recorded(), load_train_config(["data.path=tokens"]), "b" * 64, DATA)] == [
         "tokenizer"
     ]
+
+
+def test_data_is_compared_by_what_it_is() -> None:
+    def changes(data: list[dict], *overrides: str) -> list[str]:
+        return [
+            str(c)
+            for c in config_changes(recorded(), load_train_config(["data.path=tokens", *overrides]), "a" * 64, data)
+        ]
+
+    moved = [{**DATA[0], "path": "elsewhere/tokens"}]
+    assert changes(moved, "data.path=elsewhere/tokens") == []
+    other = [{**DATA[0], "path": "other", "num_tokens": 20_001, "digest": "fedcba9876543210"}]
+    assert changes(other, "data.path=other") == [
+        "data: tokens (weight 1.0, 20000 tokens, 2 shards, digest 0123456789abcdef) -> "
+        "other (weight 1.0, 20001 tokens, 2 shards, digest fedcba9876543210)"
+    ]
+    blend = [{**DATA[0], "weight": 2.0}, {**DATA[0], "path": "more"}]
+    assert [c.split(":")[0] for c in changes(blend)] == ["data"]
 
 
 def test_force_takes_a_new_dropout_but_not_a_new_shape(tmp_path: Path) -> None:
@@ -112,7 +150,8 @@ def test_force_takes_a_new_dropout_but_not_a_new_shape(tmp_path: Path) -> None:
     def forced(*overrides: str) -> list[str]:
         cfg = load_train_config(["data.path=tokens", "resume=force", *overrides])
         return [
-            c.setting for c in check_resume(checkpoint, cfg, replace(cfg.model, vocab_size=256), "a" * 64, force=True)
+            c.setting
+            for c in check_resume(checkpoint, cfg, replace(cfg.model, vocab_size=256), "a" * 64, DATA, force=True)
         ]
 
     assert forced("model.residual_dropout=0.1") == ["model.residual_dropout"]
@@ -157,6 +196,18 @@ def test_metrics_hold_each_step_once_after_a_kill_and_restart(
     assert steps == [1, 2, 3, 4, 5]
     final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert "val_loss" in final  # every run ends with an evaluation, eval_every=0 or not
+
+
+def test_a_moved_corpus_resumes_another_one_is_refused(tmp_path: Path, process: ProcessInfo) -> None:
+    corpus = write_corpus(tmp_path / "tokens", train_shards=1, docs_per_shard=60)
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(corpus, run_dir, "train.max_steps=1"), process).fit()
+    moved = corpus.rename(tmp_path / "moved")
+    assert Trainer(tiny_config(moved, run_dir, "train.max_steps=2"), process).step == 1  # no resume=force
+    other = write_corpus(tmp_path / "other", train_shards=1, docs_per_shard=60, seed=1)
+    with pytest.raises(ValueError, match=rf"data: {corpus} \(weight 1.0, \d+ tokens.* -> {other} \(") as refused:
+        Trainer(tiny_config(other, run_dir, "train.max_steps=2"), process)
+    assert "resume=force" in str(refused.value)
 
 
 def fresh_environment() -> dict[str, str]:

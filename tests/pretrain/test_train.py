@@ -113,15 +113,43 @@ def test_checkpoints_keep_the_last_k(token_corpus: Path, tmp_path: Path, process
     assert metadata["config"]["model"]["name"] == "tiny"
 
 
+def hand_flops_per_token(model: GPT, seq_len: int) -> float:
+    """Training FLOPs per token counted from the model's own weights: every weight matrix a
+    token meets (all 2-D parameters but embedding tables, which are lookups, and the output
+    projection, the token table itself when tied) costs 2 FLOPs in the forward and 4 in the
+    backward; per layer, the scores q·kᵀ and their use on v cost 2 · seq · width each in the
+    forward, 3× that with the backward (PaLM, appendix B)."""
+    lookups = {id(module.weight) for module in model.modules() if isinstance(module, torch.nn.Embedding)}
+    matrices = sum(p.numel() for p in model.parameters() if p.dim() == 2 and id(p) not in lookups)
+    if model.cfg.tie_embeddings:
+        matrices += model.embed.tokens.weight.numel()
+    n_layers, attention_width = len(model.blocks), model.blocks[0].attn.wq.weight.shape[0]
+    return 6.0 * matrices + 3 * n_layers * 2 * (2 * seq_len * attention_width)
+
+
 def test_metrics_file_has_the_promised_fields(token_corpus: Path, tmp_path: Path, process: ProcessInfo) -> None:
-    Trainer(
-        config(token_corpus, tmp_path, "train.max_steps=4", "train.log_every=2", "train.eval_every=4"), process
-    ).fit()
+    trainer = Trainer(
+        config(
+            token_corpus,
+            tmp_path,
+            "train.max_steps=4",
+            "train.log_every=2",
+            "train.eval_every=4",
+            "train.peak_tflops=0.05",
+        ),
+        process,
+    )
+    trainer.fit()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [2, 4]
+    flops = hand_flops_per_token(trainer.engine.module, seq_len=32)
     for line in lines:
-        assert {"step", "loss", "lr", "tokens_per_s", "grad_norm", "mfu", "memory_gb"} <= set(line)
+        assert {"step", "loss", "lr", "step_s", "tokens_per_s", "grad_norm", "mfu", "memory_gb"} <= set(line)
         assert line["tokens_per_s"] > 0 and line["grad_norm"] > 0
+        # 8 samples of 32 tokens a step, one process
+        assert line["tokens_per_s"] == pytest.approx(8 * 32 / line["step_s"], rel=1e-9)
+        assert line["tflops_per_device"] == pytest.approx(flops * line["tokens_per_s"] / 1e12, rel=1e-9)
+        assert line["mfu"] == pytest.approx(line["tflops_per_device"] / 0.05, rel=1e-9)
     assert "val_loss" in lines[1] and lines[1]["val_ppl"] == pytest.approx(2.718281828 ** lines[1]["val_loss"])
 
 
