@@ -1,5 +1,5 @@
 """The schema of ``configs/curate.yaml``: every stage, threshold and switch of the curation
-pipeline, registered in Hydra's ConfigStore so that a misspelt override is an error.
+pipeline (data_pipeline/command.py registers it as Hydra's schema, so a misspelt override is an error).
 
 Filter defaults follow the papers (Gopher: Rae et al. 2021, "Scaling Language Models: Methods,
 Analysis & Insights from Training Gopher", appendix A1.1, with datatrove 0.10.1's values where
@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from data_pipeline.decontaminate.config import DecontaminateConfig
@@ -199,5 +198,3 @@ class CurateConfig:
 # The settings that may change between runs over one output_dir without changing the result.
 # dedup.cluster_rows: after the clusters unit ran out of memory, a lower one finishes the run.
 RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress", "dedup.cluster_rows")
-
-ConfigStore.instance().store(name="curate_schema", node=CurateConfig)

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 import torch
 
 
+def set_process_defaults() -> None:
+    """What a pretrain command sets for its process when it starts, before it imports DeepSpeed
+    or touches CUDA (importing pretrain sets nothing)."""
+    choose_accelerator_quietly()
+    default_cuda_allocator()
+
+
 def choose_accelerator_quietly() -> None:
     """Without a GPU, DeepSpeed warns "Setting accelerator to CPU" when imported, in every
     command (even ``--help``); choosing the CPU for it beforehand says the same silently."""

@@ -4,14 +4,13 @@ Each rule is tested alone: every other rule of its filter is switched off (null)
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from data_pipeline.command import compose_config
 from data_pipeline.curate.config import (
     C4Config,
+    CurateConfig,
     GopherQualityConfig,
     GopherRepetitionConfig,
     LanguageConfig,
@@ -23,8 +22,6 @@ from data_pipeline.filters.gopher_quality import GopherQualityFilter
 from data_pipeline.filters.gopher_repetition import GopherRepetitionFilter
 from data_pipeline.filters.language import LanguageFilter
 from data_pipeline.filters.normalize import Normalizer
-
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def doc(text: str) -> Document:
@@ -272,8 +269,7 @@ def test_c4_defaults_keep_prose(prose):
 
 def c4_setting(overrides: list[str]) -> C4Config:
     """filters.c4 as the command line composes it (configs/curate.yaml, configs/filters/c4/)."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return OmegaConf.to_object(compose("curate", overrides=overrides).filters.c4)
+    return compose_config("curate", CurateConfig, overrides).filters.c4
 
 
 # (overrides, words per line, sentences per page, does an apostrophe end a line)
