@@ -25,8 +25,6 @@ from typing import Callable, Optional, Sequence, TypeVar
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.object_type import ObjectType
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipeline.cli_errors import one_line_errors, run_command, unknown_setting
@@ -94,18 +92,6 @@ def hydra_command(
     return lambda: run_command(hydra_main)
 
 
-def _config_groups(parent: str = "") -> list[str]:
-    """Every config group of the search path (``filters/c4`` included), as Hydra's help walks them."""
-    loader = GlobalHydra.instance().config_loader()
-    groups: list[str] = []
-    for child in loader.list_groups(parent):
-        group = f"{parent}/{child}" if parent else child
-        if loader.get_group_options(group, ObjectType.CONFIG):
-            groups.append(group)
-        groups.extend(_config_groups(group))
-    return groups
-
-
 def _sets_part_of(cfg: DictConfig, group: str) -> bool:
     """Whether the group's package (``filters/c4`` -> ``filters.c4``) is a part of the config."""
     node = cfg
@@ -117,17 +103,20 @@ def _sets_part_of(cfg: DictConfig, group: str) -> bool:
 
 
 def own_config_groups(*, _root_: DictConfig) -> str:
-    """``--help``'s list of config groups: those the command's defaults list chooses from
-    (``experiment``) and those that set a part of its config (``model``, ``filters/c4``), each
-    with its options. Every command shares configs/, so Hydra alone would list them all."""
-    loader = GlobalHydra.instance().config_loader()
+    """``--help``'s list of config groups (``configs/<group>/<option>.yaml``): those the
+    command's defaults list chooses from (``experiment``) and those that set a part of its
+    config (``model``, ``filters/c4``), each with its options. Every command shares configs/,
+    so Hydra alone would list them all."""
+    options: dict[str, list[str]] = {}
+    for path in sorted(CONFIG_DIR.glob("*/**/*.yaml")):
+        options.setdefault(path.parent.relative_to(CONFIG_DIR).as_posix(), []).append(path.stem)
     choices = _root_.hydra.runtime.choices
     lines = [
-        f"{group}: {', '.join(sorted(loader.get_group_options(group)))}"
-        for group in sorted(_config_groups())
+        f"{group}: {', '.join(names)}"
+        for group, names in sorted(options.items())
         if group.split("/")[0] != "hydra" and (group in choices or _sets_part_of(_root_, group))
     ]
-    return "\n".join(lines) or "(none: every setting is key=value)"
+    return "\n".join(lines) or "(none; override the settings below with key=value)"
 
 
 def _copied_config_dir(output_dir: Optional[str]) -> Optional[str]:
