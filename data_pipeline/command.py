@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeVar
 
 import hydra
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,8 +62,6 @@ def to_schema(cfg: DictConfig, schema: type[Schema]) -> Schema:
 
 def compose_config(name: str, schema: type[Schema], overrides: Sequence[str] = ()) -> Schema:
     """The command's config from command-line style overrides, outside a command (tests, notebooks, tools)."""
-    from hydra import compose, initialize_config_dir
-
     register_schema(name, schema)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return to_schema(compose(config_name=name, overrides=list(overrides)), schema)
@@ -94,12 +93,9 @@ def hydra_command(
 
 def _sets_part_of(cfg: DictConfig, group: str) -> bool:
     """Whether the group's package (``filters/c4`` -> ``filters.c4``) is a part of the config."""
-    node = cfg
-    for key in group.split("/"):
-        if not isinstance(node, DictConfig) or key not in node:
-            return False
-        node = node[key]
-    return True
+    parent, _, key = group.replace("/", ".").rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and key in node
 
 
 def own_config_groups(*, _root_: DictConfig) -> str:

@@ -269,7 +269,7 @@ def test_c4_defaults_keep_prose(prose):
 
 def c4_setting(overrides: list[str]) -> C4Config:
     """filters.c4 as the command line composes it (configs/curate.yaml, configs/filters/c4/)."""
-    return compose_config("curate", CurateConfig, overrides).filters.c4
+    return compose_config("curate", CurateConfig, ["input=x", "output_dir=y", *overrides]).filters.c4
 
 
 # (overrides, words per line, sentences per page, does an apostrophe end a line)
