@@ -8,8 +8,9 @@ rank 0 only and exits with status 1: no traceback, no Hydra banner. ``HYDRA_FULL
     @one_line_errors            # errors of the command itself
     def main(cfg): ...
 
-    if __name__ == "__main__":
-        run_command(main)       # errors of Hydra's config composition (misspelt keys, ...)
+    run_command(main)           # errors of Hydra's config composition (misspelt keys, ...)
+
+which data_pipeline/command.py's ``hydra_command`` does for every command.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def _did_you_mean(key: str, schema: Any) -> str:
+def unknown_setting(key: str, prefix: str, schema: Any, inside: str = "") -> str:
+    """``unknown setting <prefix><key> (<Schema>); did you mean <prefix><closest field>?``;
+    ``inside``: where the key was given, when that is not its prefix (a list item)."""
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
-        return ""
+        return f"unknown setting {prefix}{key}{inside}"
     close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(schema)], n=1)
-    return f"; did you mean {close[0]}?" if close else ""
+    suggestion = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return f"unknown setting {prefix}{key}{inside} ({schema.__name__}){suggestion}"
 
 
 def _first_line(text: str) -> str:
@@ -58,12 +62,8 @@ def _omegaconf_message(err: OmegaConfBaseException, override: str = "") -> str:
     full_key = str(err.full_key or err.key or "")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and err.key is not None:
         key = str(err.key)
-        prefix = full_key[: len(full_key) - len(key)]
-        hint = _did_you_mean(key, err.object_type)
-        suggestion = hint.replace("did you mean ", f"did you mean {prefix}") if hint else ""
-        where = f" ({err.object_type.__name__})" if isinstance(err.object_type, type) else ""
         inside = f" in {override}" if override and not full_key.startswith(override) else ""
-        return f"unknown setting {full_key}{inside}{where}{suggestion}"
+        return unknown_setting(key, full_key[: len(full_key) - len(key)], err.object_type, inside)
     if isinstance(err, MissingMandatoryValue):
         return f"missing setting {full_key}: give {full_key}=..."
     message = _first_line(err.msg)

@@ -7,22 +7,17 @@ misspelt key or a value of the wrong type in an override is an error naming the 
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import II, DictConfig, OmegaConf
+from omegaconf import II, OmegaConf
 
+from data_pipeline.command import compose_config
 from pretrain.choices import Choice
 from pretrain.evaluation.tasks import TaskConfig
 from pretrain.model.config import ModelConfig
 from pretrain.model.lora import LoraConfig
 from pretrain.objectives import ObjectiveConfig
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class OptimizerName(Choice):
@@ -203,40 +198,10 @@ class TrainConfig:
     init_from: Optional[str] = None
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
-def check_known_keys(node: DictConfig, schema: type, prefix: str = "") -> None:
-    """Hydra's ``+key=value`` can add keys even to a typed config; refuse any the schema lacks."""
-    fields = {f.name: f.type for f in dataclasses.fields(schema)}
-    for key in node.keys():
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-            raise ValueError(f"unknown setting {prefix}{key}: not in {schema.__name__} ({schema.__module__}){hint}")
-        child_type = OmegaConf.get_type(node, key)
-        if dataclasses.is_dataclass(child_type):
-            check_known_keys(node[key], child_type, f"{prefix}{key}.")
-
-
-def to_train_config(cfg: DictConfig) -> TrainConfig:
-    """The composed Hydra config as plain dataclasses (enums resolved, interpolations done)."""
-    check_known_keys(cfg, TrainConfig)
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, TrainConfig)
-    return config
-
-
 def load_train_config(overrides: Sequence[str] = ()) -> TrainConfig:
-    """Compose ``configs/train.yaml`` with command-line style overrides, outside ``hydra.main``
+    """Compose ``configs/train.yaml`` with command-line style overrides, outside ``pretrain.train``
     (tests, notebooks, other tools)."""
-    from hydra import compose, initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    return to_train_config(cfg)
+    return compose_config("train", TrainConfig, overrides)
 
 
 def as_plain_dict(config: Any) -> dict:

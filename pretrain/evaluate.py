@@ -9,12 +9,13 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from data_pipeline.command import hydra_command
 from pretrain.evaluation.contamination import TrainingData
 from pretrain.evaluation.report import format_table, write_results
 from pretrain.evaluation.run import evaluate_model
 from pretrain.evaluation.tasks import TaskConfig, with_window_length
-from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import InferenceConfig, load_for_inference
+from pretrain.parallel.process_groups import set_process_defaults
 
 
 @dataclass
@@ -27,6 +28,7 @@ class EvaluateConfig(InferenceConfig):
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, float]:
+    set_process_defaults()  # before DeepSpeed is imported and CUDA touched
     if not config.tasks:
         raise ValueError("no tasks: give e.g. tasks='[{type: perplexity, path: <token dir>}]' (see docs/evaluation.md)")
     if config.batch_size < 1:

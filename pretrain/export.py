@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from omegaconf import MISSING
 
+from data_pipeline.command import hydra_command
 from pretrain.checkpoint.consolidate import (
     consolidated_state_dict,
     find_checkpoint,
@@ -28,8 +29,8 @@ from pretrain.checkpoint.directory import read_metadata
 from pretrain.choices import Choice
 from pretrain.hf.peft import write_adapter
 from pretrain.hf.writer import cast, write_export
-from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import DType, load_tokenizer, non_causal_warning
+from pretrain.parallel.process_groups import set_process_defaults
 
 log = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
@@ -57,6 +58,7 @@ class ExportConfig:
 
 
 def export(config: ExportConfig) -> Path:
+    set_process_defaults()  # before DeepSpeed is imported and CUDA touched
     output_dir = Path(config.output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not config.overwrite:
         raise FileExistsError(f"output_dir={output_dir} is not empty; choose another or set overwrite=true")

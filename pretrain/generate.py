@@ -7,12 +7,13 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from data_pipeline.command import hydra_command
 from data_pipeline.progress import progress_bar
 from pretrain.generation.generator import Generator
 from pretrain.generation.prompts import gather_conversations, gather_prompts, write_chat_completions, write_completions
 from pretrain.generation.settings import GenerationSettings, Strategy
-from pretrain.inference.command import hydra_command
 from pretrain.inference.loading import InferenceConfig, load_for_inference, non_causal_warning
+from pretrain.parallel.process_groups import set_process_defaults
 
 
 @dataclass
@@ -43,6 +44,7 @@ def print_header(index: int, total: int) -> None:
 
 
 def generate(config: GenerateConfig) -> list[str]:
+    set_process_defaults()  # before DeepSpeed is imported and CUDA touched
     if config.batch_size < 1:
         raise ValueError(f"batch_size={config.batch_size} must be at least 1")
     prompts = (

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from data_pipeline.command import hydra_command
 from pretrain.config import OptimConfig, TrainConfig, TrainLoopConfig
-from pretrain.inference.command import hydra_command
 from pretrain.model.config import ModelConfig
+from pretrain.parallel.process_groups import set_process_defaults
 from pretrain.planning.cluster import ClusterConfig
 from pretrain.planning.report import format_breakdown, format_table, write_jsonl
 from pretrain.planning.search import LayoutPlan, Planner
@@ -32,6 +33,7 @@ class PlanConfig:
 
 
 def plan(config: PlanConfig) -> list[LayoutPlan]:
+    set_process_defaults()  # before DeepSpeed is imported and CUDA touched
     if config.cluster.nodes < 1 or config.cluster.gpus_per_node < 1:
         raise ValueError(
             f"cluster.nodes={config.cluster.nodes} and cluster.gpus_per_node={config.cluster.gpus_per_node} must be at least 1"

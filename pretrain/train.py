@@ -7,31 +7,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
 
-from data_pipeline.cli_errors import one_line_errors, run_command
-from pretrain.config import CONFIG_DIR, register_configs, to_train_config
+from data_pipeline.command import hydra_command
+from pretrain.config import TrainConfig
 from pretrain.hf.init_from import with_imported_model
 from pretrain.parallel.layout import launched_world_size, validate_layout
-from pretrain.parallel.process_groups import entry_arguments, init_distributed
+from pretrain.parallel.process_groups import entry_arguments, init_distributed, set_process_defaults
 from pretrain.planning.preflight import preflight
 from pretrain.training.run_defaults import fit_micro_batch
 from pretrain.training.run_log import log_errors_to
-from pretrain.training.trainer import Trainer
-
-
-def _run_dir_of_sweep_job(cfg: DictConfig) -> None:
-    """In a sweep every job gets its own run dir, or each would resume the one before:
-    Hydra's job directory, or ``<run_dir>/<job number>`` when run_dir is given."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode is not RunMode.MULTIRUN:
-        return
-    given = any(override.startswith("run_dir=") for override in hydra_cfg.overrides.task)
-    cfg.run_dir = str(Path(cfg.run_dir) / str(hydra_cfg.job.num)) if given else hydra_cfg.runtime.output_dir
-
 
 # ``--check``: compose and validate the config for WORLD_SIZE processes, then stop. The
 # launch scripts run it before starting workers, so that a mistake is one line (not one per
@@ -40,11 +26,21 @@ CHECK_FLAG = "--check"
 checking = False
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base=None)
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    _run_dir_of_sweep_job(cfg)
-    config = to_train_config(cfg)
+def _run_dir_of_sweep_job(config: TrainConfig) -> None:
+    """In a sweep every job gets its own run dir, or each would resume the one before:
+    Hydra's job directory, or ``<run_dir>/<job number>`` when run_dir is given."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode is not RunMode.MULTIRUN:
+        return
+    given = any(override.startswith("run_dir=") for override in hydra_cfg.overrides.task)
+    config.run_dir = str(Path(config.run_dir) / str(hydra_cfg.job.num)) if given else hydra_cfg.runtime.output_dir
+
+
+def train(config: TrainConfig) -> None:
+    set_process_defaults()  # before DeepSpeed is imported and CUDA touched
+    from pretrain.training.trainer import Trainer  # imports DeepSpeed
+
+    _run_dir_of_sweep_job(config)
     log_errors_to(Path(config.run_dir))  # Hydra made it; errors of every rank land in its train.log
     world_size = launched_world_size()
     planned = fit_micro_batch(with_imported_model(config), world_size)[0]
@@ -57,9 +53,10 @@ def main(cfg: DictConfig) -> None:
     Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
 
 
+main = hydra_command("train", TrainConfig, train, log_format=None)
+
 if __name__ == "__main__":
-    register_configs()
     entry_arguments()
     checking = CHECK_FLAG in sys.argv
     sys.argv = [arg for arg in sys.argv if arg != CHECK_FLAG]
-    run_command(main)
+    main()

@@ -1,7 +1,6 @@
 """``python -m data_pipeline.curate``: see data_pipeline/curate/cli.py."""
 
-from data_pipeline.cli_errors import run_command
 from data_pipeline.curate.cli import main
 
 if __name__ == "__main__":
-    run_command(main)
+    main()

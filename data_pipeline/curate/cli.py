@@ -22,13 +22,9 @@ import json
 import logging
 import shutil
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from data_pipeline.cli_errors import one_line_errors
+from data_pipeline.command import hydra_command
 from data_pipeline.curate.config import RUNTIME_KEYS, CurateConfig
 from data_pipeline.curate.dedup_stages import PartitionUnit, SingleUnit, buckets_unit, clusters_unit
 from data_pipeline.curate.filter_stage import dedup_enabled, filter_unit, has_write_stage
@@ -229,9 +225,4 @@ def run_curation(config: CurateConfig) -> dict[str, Any] | None:
     return report
 
 
-@hydra.main(config_path=str(Path(__file__).resolve().parents[2] / "configs"), config_name="curate", version_base="1.3")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config: CurateConfig = OmegaConf.to_object(cfg)
-    run_curation(config)
+main = hydra_command("curate", CurateConfig, run_curation, log_format="%(asctime)s %(levelname)s %(message)s")

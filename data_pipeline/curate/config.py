@@ -1,7 +1,7 @@
 """The schema of ``configs/curate.yaml``, composed of the settings each stage defines beside its
 code (reader and output: io/config.py; filters: filters/chain.py, each filter's own beside it;
-decontaminate/config.py; dedup/config.py; executors/config.py), registered in Hydra's
-ConfigStore so that a misspelt override is an error.
+decontaminate/config.py; dedup/config.py; executors/config.py); data_pipeline/command.py
+registers it as Hydra's schema, so a misspelt override is an error.
 
 Filter defaults follow the papers (Gopher: Rae et al. 2021, appendix A1.1; C4: Raffel et al.
 2020, section 2.2; see each filter's module). Normalization is lossless for whitespace by
@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from data_pipeline.decontaminate.config import DecontaminateConfig
@@ -53,5 +52,3 @@ class CurateConfig:
 # The settings that may change between runs over one output_dir without changing the result.
 # dedup.cluster_rows: after the clusters unit ran out of memory, a lower one finishes the run.
 RUNTIME_KEYS = ("stage", "workers", "task_index", "num_tasks", "executor", "strict", "progress", "dedup.cluster_rows")
-
-ConfigStore.instance().store(name="curate_schema", node=CurateConfig)

@@ -24,12 +24,12 @@ import numpy as np
 import xxhash
 from omegaconf import MISSING
 
+from data_pipeline.command import hydra_command
 from data_pipeline.document import Document
 from data_pipeline.filters.quality_model import TokenHasher, feature_rows, save_model, sigmoid
 from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInput, BadInputTally, read_unit, resolve_inputs
 from data_pipeline.io.units import split_into_units
-from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
 
 log = logging.getLogger("data_pipeline.train_quality")
 _HELDOUT_SLOTS = 10_000
@@ -183,4 +183,4 @@ def train_quality(config: TrainQualityConfig) -> dict[str, Any]:
     return header
 
 
-main = hydra_entry_point("train_quality", TrainQualityConfig, train_quality)
+main = hydra_command("train_quality", TrainQualityConfig, train_quality)

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.command import hydra_command
 from data_pipeline.decontaminate.fingerprint import (
     FINGERPRINT_FILE,
     FINGERPRINT_META,
@@ -51,7 +52,6 @@ from data_pipeline.tokenize.pack import pack_shard, plan_shards, split_streams
 from data_pipeline.tokenize.summary import TokenizeSummary
 from data_pipeline.tokenizer.hf_added_tokens import write_grown_tokenizer
 from data_pipeline.tokenizer.hf_tokenizer import HFTokenizerFiles, load_tokenizer_files
-from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
 
 log = logging.getLogger(__name__)
 
@@ -232,4 +232,4 @@ def tokenize_command(config: TokenizeConfig) -> None:
         print(summary)
 
 
-main = hydra_entry_point("tokenize", TokenizeConfig, tokenize_command)
+main = hydra_command("tokenize", TokenizeConfig, tokenize_command)

@@ -18,12 +18,12 @@ from typing import Optional
 import sentencepiece as spm
 from omegaconf import MISSING
 
+from data_pipeline.command import hydra_command
 from data_pipeline.formats.special_tokens import CHAT_TOKENS, SpecialTokens
 from data_pipeline.formats.tokenizer_files import MODEL_FILENAME, tokenizer_identity
 from data_pipeline.io.config import ReaderConfig
 from data_pipeline.io.readers import BadInputTally
 from data_pipeline.tokenizer.hf_export import export_transformers_tokenizer
-from data_pipeline.tokenizer.hydra_entry import hydra_entry_point
 from data_pipeline.tokenizer.sample import SampleSettings, TrainingSample, input_units
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     return special_tokens
 
 
-main = hydra_entry_point("tokenizer", TokenizerConfig, train_tokenizer)
+main = hydra_command("tokenizer", TokenizerConfig, train_tokenizer)
 
 if __name__ == "__main__":
     main()

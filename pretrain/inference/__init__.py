@@ -1,2 +1,2 @@
-"""What generation, evaluation and export share: the tokenizer of a run, loading a trained
-model for inference, and the Hydra wiring of their commands."""
+"""What generation, evaluation and export share: the tokenizer of a run and loading a trained
+model for inference."""

@@ -13,9 +13,17 @@ from dataclasses import dataclass
 import torch
 
 
+def set_process_defaults() -> None:
+    """What a pretrain command sets for its process when it starts, before it imports DeepSpeed
+    or touches CUDA (importing pretrain sets nothing); init_distributed sets it too, for
+    programs that build a Trainer themselves (benchmarks)."""
+    choose_accelerator_quietly()
+    default_cuda_allocator()
+
+
 def choose_accelerator_quietly() -> None:
-    """Without a GPU, DeepSpeed warns "Setting accelerator to CPU" when imported, in every
-    command (even ``--help``); choosing the CPU for it beforehand says the same silently."""
+    """Without a GPU, DeepSpeed warns "Setting accelerator to CPU" when imported; choosing the
+    CPU for it beforehand says the same silently."""
     if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
         os.environ["DS_ACCELERATOR"] = "cpu"
 
@@ -141,6 +149,7 @@ class ProcessInfo:
 
 
 def init_distributed() -> ProcessInfo:
+    set_process_defaults()
     import deepspeed
 
     _set_single_process_environment()

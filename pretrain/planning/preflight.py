@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from data_pipeline.command import CONFIG_DIR
 from data_pipeline.formats.special_tokens import SpecialTokens
-from pretrain.config import CONFIG_DIR, TrainConfig
+from pretrain.config import TrainConfig
 from pretrain.planning.cluster import GIB, ClusterConfig
 from pretrain.planning.report import format_breakdown
 from pretrain.planning.search import LayoutPlan, Planner

@@ -1,5 +1,5 @@
-"""Every launcher and ``python -m pretrain.train`` ask the CUDA allocator for expandable
-segments, unless the user chose an allocator setting."""
+"""Every launcher and every pretrain command ask the CUDA allocator for expandable segments,
+unless the user chose an allocator setting (and the commands pick DeepSpeed's accelerator)."""
 
 from __future__ import annotations
 
@@ -56,12 +56,30 @@ def test_launchers_ask_for_expandable_segments_and_keep_a_users_setting(launcher
     assert started_with(PYTORCH_ALLOC_CONF="backend:native") == "PYTORCH_CUDA_ALLOC_CONF=unset"
 
 
-def test_the_training_entry_sets_it_before_torch_touches_cuda() -> None:
-    probe = "import os, pretrain.train, torch; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'), torch.cuda.is_initialized())"
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+def test_importing_sets_nothing_and_the_training_command_sets_it_before_torch_touches_cuda(tmp_path: Path) -> None:
+    """Importing pretrain (even its entry point) leaves the environment alone; the command,
+    when it starts, asks for expandable segments and picks DeepSpeed's CPU accelerator on a
+    machine without CUDA, before DeepSpeed is imported (so it picks it without a warning)."""
+    probe = f"""
+import os, sys
+import pretrain, pretrain.train
+print(os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), os.environ.get("DS_ACCELERATOR"), "deepspeed" in sys.modules)
+sys.argv = ["train", "plan=true", "model.vocab_size=256", "run_dir={tmp_path}"]  # stops after the plan
+pretrain.train.main()
+import torch
+from deepspeed.accelerator import get_accelerator
+print(os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), get_accelerator().device_name(), torch.cuda.is_initialized())
+"""
+    env = {k: v for k, v in os.environ.items() if k not in (*ALLOCATOR_VARIABLES, "DS_ACCELERATOR")}
     env["PYTHONPATH"] = str(REPO)
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["expandable_segments:True", "False"]
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["None", "None", "False"] and lines[-1].split() == [
+        "expandable_segments:True",
+        "cpu",
+        "False",
+    ]
+    assert "Setting accelerator" not in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_pipeline.command import compose_config
 from pretrain.generate import GenerateConfig
 from pretrain.generation.beam import Hypotheses
 from pretrain.generation.generator import Generator, TextStream
 from pretrain.generation.logits import pick_tokens, repetition_penalty, top_k_filter, top_p_filter
 from pretrain.generation.settings import GenerationSettings, Strategy
 from pretrain.generation.state import DecodingState
-from pretrain.inference.command import compose_config
 from pretrain.inference.loading import InferenceConfig, InferenceModel, load_for_inference
 from pretrain.model.config import ModelConfig, Position
 from pretrain.model.gpt import GPT

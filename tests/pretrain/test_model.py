@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.config import CONFIG_DIR, load_train_config
+from data_pipeline.command import CONFIG_DIR
+from pretrain.config import load_train_config
 from pretrain.model.config import Activation, ModelConfig, Norm, Position
 from pretrain.model.gpt import GPT, AttentionMode, AttentionSpec, attention_mask, rotary
 from pretrain.model.stats import count_parameters, matmul_parameters, training_flops_per_token

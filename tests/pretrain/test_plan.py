@@ -24,8 +24,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from data_pipeline.command import compose_config
 from pretrain.config import ParallelConfig, Precision, load_train_config
-from pretrain.inference.command import compose_config
 from pretrain.model.config import Activation, ModelConfig, Norm
 from pretrain.model.gpt import GPT
 from pretrain.model.loss import sample_mean_loss

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from data_pipeline.command import compose_config
 from data_pipeline.curate.cli import run_curation
+from data_pipeline.curate.config import CurateConfig
 from data_pipeline.executors.tasks import resolve_task
 from data_pipeline.io.readers import BadInputError
 from data_pipeline.io.writers import iter_shard
@@ -219,13 +220,12 @@ def test_task_from_slurm_or_torchrun_environment():
 
 
 def test_misspelt_option_fails_clearly():
-    import data_pipeline.curate.config  # noqa: F401  (registers the schema)
-
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException, match="min_wrds"):
-            compose("curate", overrides=["input=x", "output_dir=y", "filters.gopher_quality.min_wrds=3"])
-        config = compose("curate", overrides=["input=[a,b]", "output_dir=y", "filters.gopher_quality.min_words=null"])
-        assert list(config.input) == ["a", "b"] and config.filters.gopher_quality.min_words is None
+    with pytest.raises(ConfigCompositionException, match="min_wrds"):
+        compose_config("curate", CurateConfig, ["input=x", "output_dir=y", "filters.gopher_quality.min_wrds=3"])
+    config = compose_config(
+        "curate", CurateConfig, ["input=[a,b]", "output_dir=y", "filters.gopher_quality.min_words=null"]
+    )
+    assert list(config.input) == ["a", "b"] and config.filters.gopher_quality.min_words is None
 
 
 def test_command_line(corpus, tmp_path):

@@ -4,20 +4,17 @@ Each rule is tested alone: every other rule of its filter is switched off (null)
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from data_pipeline.command import compose_config
+from data_pipeline.curate.config import CurateConfig
 from data_pipeline.document import Document
 from data_pipeline.filters.c4 import C4Config, C4Filter
 from data_pipeline.filters.gopher_quality import GopherQualityConfig, GopherQualityFilter
 from data_pipeline.filters.gopher_repetition import GopherRepetitionConfig, GopherRepetitionFilter
 from data_pipeline.filters.language import LanguageConfig, LanguageFilter
 from data_pipeline.filters.normalize import NormalizeConfig, Normalizer
-
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def doc(text: str) -> Document:
@@ -265,8 +262,7 @@ def test_c4_defaults_keep_prose(prose):
 
 def c4_setting(overrides: list[str]) -> C4Config:
     """filters.c4 as the command line composes it (configs/curate.yaml, configs/filters/c4/)."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return OmegaConf.to_object(compose("curate", overrides=overrides).filters.c4)
+    return compose_config("curate", CurateConfig, ["input=x", "output_dir=y", *overrides]).filters.c4
 
 
 # (overrides, words per line, sentences per page, does an apostrophe end a line)
