@@ -1,0 +1,195 @@
+"""Context parallelism (parallel.cp) trains exactly like one process: the loss and every
+gradient for 10 steps under cp2 and cp4, for clm, document masking, span (prefix-LM) and
+mlm; whole runs under cp2, cp4, cp2 × tp2, dp2 × cp2 and cp2 with ZeRO-3; a checkpoint
+resumes across cp2 -> cp1 -> cp4 exactly; each layer's collectives are counted. Two
+torchrun launches (2 and 4 processes, gloo on CPU); the references run in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from pretrain.checkpoint.directory import read_metadata
+from pretrain.config import load_train_config
+from pretrain.model.flex_attention import mask_mod
+from pretrain.model.gpt import AttentionMode, AttentionSpec, attention_mask
+from pretrain.parallel.context import chunk_positions
+from pretrain.parallel.layout import validate_layout
+from pretrain.parallel.process_groups import ProcessInfo, init_distributed
+from pretrain.training.trainer import Trainer
+
+SGD = ["optim=sgd", "optim.lr=0.1", "train.max_steps=10"]
+OBJECTIVES = {
+    "clm": [],
+    "docmask": ["objective.document_masking=true"],
+    "span": ["objective=span"],
+}
+# Momentum buffers carry optimizer state across the resumes.
+RESUME = ["optim=sgd", "optim.lr=0.1", "optim.momentum=0.9", "optim.schedule=constant"]
+# The model-level checks: 10 SGD steps of the model split over every rank, against whole
+# sequences (context_parallel_worker.py); tiny has grouped-query attention (4 heads, 2 kv).
+GRADIENTS = {
+    "grads-clm": ["train.seq_len=32", "model.n_layers=4"],
+    "grads-docmask": ["train.seq_len=32", "objective.document_masking=true"],
+    "grads-span": ["train.seq_len=32", "objective=span"],
+    "grads-mlm": ["train.seq_len=32", "objective=mlm", "objective.document_masking=true"],
+    "grads-recompute": ["train.seq_len=32", "model.n_layers=4", "recompute=true"],
+}
+GRADIENTS_4 = {name: GRADIENTS[name] for name in ("grads-clm", "grads-docmask", "grads-span")}
+
+
+@pytest.fixture(scope="module")
+def process() -> ProcessInfo:
+    return init_distributed()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("context_parallel")
+
+
+@pytest.fixture(scope="module")
+def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
+    runs = {name: overrides + SGD for name, overrides in OBJECTIVES.items()}
+    runs["resume"] = [*RESUME, "train.max_steps=10"]
+    results = {}
+    for name, overrides in runs.items():
+        records = Trainer(
+            load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides), process
+        ).fit()
+        results[name] = [record["loss"] for record in records]
+        results[f"{name} grad_norm"] = [record["grad_norm"] for record in records]
+    return results
+
+
+@pytest.fixture(scope="module")
+def cp2(token_corpus: Path, workdir: Path, references: dict, common, launch_runs) -> dict:
+    runs = dict(GRADIENTS)
+    runs.update({f"cp2-{name}": ["parallel.cp=2", *overrides, *SGD] for name, overrides in OBJECTIVES.items()})
+    runs["cp2-zero3"] = ["parallel=zero3", "parallel.cp=2", *SGD]
+    runs = {
+        name: (common(token_corpus, workdir / name) if name.startswith("cp") else []) + o for name, o in runs.items()
+    }
+    # The first leg of cp2 -> cp1 -> cp4: three steps, then a checkpoint.
+    runs["resume-cp2"] = [*common(token_corpus, workdir / "resumed"), "parallel.cp=2", *RESUME, "train.max_steps=3"]
+    return launch_runs(2, runs, workdir, worker="context_parallel_worker.py")
+
+
+@pytest.fixture(scope="module")
+def resumed_in_one_process(token_corpus: Path, workdir: Path, cp2: dict, process: ProcessInfo, common) -> list[float]:
+    cfg = load_train_config([*common(token_corpus, workdir / "resumed"), *RESUME, "train.max_steps=6"])
+    return [record["loss"] for record in Trainer(cfg, process).fit()]
+
+
+@pytest.fixture(scope="module")
+def cp4(token_corpus: Path, workdir: Path, resumed_in_one_process: list, common, launch_runs) -> dict:
+    runs = dict(GRADIENTS_4)
+    runs["cp4-clm"] = [*common(token_corpus, workdir / "cp4-clm"), "parallel.cp=4", *SGD]
+    runs["cp2xtp2"] = [*common(token_corpus, workdir / "cp2xtp2"), "parallel=tp2", "parallel.cp=2", *SGD]
+    runs["dp2xcp2-docmask"] = [*common(token_corpus, workdir / "dp2xcp2"), "parallel=cp2", *OBJECTIVES["docmask"], *SGD]
+    runs["resume-cp4"] = [*common(token_corpus, workdir / "resumed"), "parallel.cp=4", *RESUME, "train.max_steps=10"]
+    return launch_runs(4, runs, workdir, worker="context_parallel_worker.py")
+
+
+def assert_parity(actual: list[float], expected: list[float]) -> None:
+    assert len(actual) == len(expected)
+    assert actual == pytest.approx(expected, rel=1e-6), (actual, expected)
+
+
+@pytest.mark.parametrize("launch, name", [("cp2", n) for n in GRADIENTS] + [("cp4", n) for n in GRADIENTS_4])
+def test_loss_and_every_gradient_equal_one_process_for_10_steps(launch: str, name: str, request) -> None:
+    report = request.getfixturevalue(launch)
+    assert report["loss_error"][name] < 1e-6
+    assert report["grad_error"][name] < 1e-6
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_cp2_runs_equal_one_process(objective: str, cp2: dict, references: dict) -> None:
+    assert_parity(cp2["losses"][f"cp2-{objective}"], references[objective])
+    # Without ZeRO the logged gradient norm is the averaged gradient's: the whole batch's.
+    assert_parity(cp2["grad_norms"][f"cp2-{objective}"], references[f"{objective} grad_norm"])
+
+
+def test_cp2_with_zero3_equals_one_process(cp2: dict, references: dict) -> None:
+    assert_parity(cp2["losses"]["cp2-zero3"], references["clm"])
+
+
+@pytest.mark.parametrize("name, objective", [("cp4-clm", "clm"), ("cp2xtp2", "clm"), ("dp2xcp2-docmask", "docmask")])
+def test_four_rank_layouts_equal_one_process(name: str, objective: str, cp4: dict, references: dict) -> None:
+    assert_parity(cp4["losses"][name], references[objective])
+
+
+def test_checkpoint_resumes_from_cp2_to_cp1_to_cp4_exactly(
+    workdir: Path, cp2: dict, resumed_in_one_process: list, cp4: dict, references: dict
+) -> None:
+    first = read_metadata(workdir / "resumed" / "checkpoints" / "step-00000003")
+    assert first["layout"]["cp"] == 2
+    losses = cp2["losses"]["resume-cp2"] + resumed_in_one_process + cp4["losses"]["resume-cp4"]
+    assert_parity(losses, references["resume"])
+
+
+def test_each_layer_all_gathers_keys_and_values_once_and_reduce_scatters_their_gradients(cp2: dict) -> None:
+    layers = 4
+    counts = cp2["collectives"]["grads-clm"]
+    # Forward: one all-gather of K and V per layer, and the loss's per-sample token counts.
+    assert counts["forward"] == {"all_gather_single": layers, "reduce_scatter_single": 0, "all_reduce": 1}
+    assert counts["backward"] == {"all_gather_single": 0, "reduce_scatter_single": layers, "all_reduce": 0}
+    # Activation checkpointing gathers again when it recomputes a layer.
+    recomputed = cp2["collectives"]["grads-recompute"]["backward"]
+    assert recomputed == {"all_gather_single": layers, "reduce_scatter_single": layers, "all_reduce": 0}
+
+
+def test_chunks_balance_causal_work_and_cover_the_sequence() -> None:
+    size, seq = 4, 64
+    held = [chunk_positions(seq, size, rank) for rank in range(size)]
+    assert sorted(torch.cat(held).tolist()) == list(range(seq))
+    pairs = [int((p + 1).sum()) for p in held]  # keys each rank's queries see under the causal mask
+    assert len(set(pairs)) == 1
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("mode", [AttentionMode.causal, AttentionMode.prefix, AttentionMode.bidirectional])
+def test_flex_attention_mask_equals_the_sdpa_mask_for_local_queries(mode: AttentionMode) -> None:
+    """The CUDA path's block mask (mask_mod over global positions) allows what SDPA's does;
+    FlexAttention runs eagerly here (forward only: no CPU backward in torch 2.13)."""
+    seq, batch = 32, 2
+    generator = torch.Generator().manual_seed(0)
+    doc_ids = torch.cumsum(torch.rand(batch, seq, generator=generator) < 0.2, dim=1)
+    prefix_len = torch.tensor([5, 20]) if mode is AttentionMode.prefix else None
+    queries = chunk_positions(seq, 2, 1)
+    spec = AttentionSpec(mode=mode, prefix_len=prefix_len, doc_ids=doc_ids, query_positions=queries)
+    sdpa_mask, _ = attention_mask(spec, seq, torch.device("cpu"))
+    allowed = mask_mod(mode is not AttentionMode.bidirectional, prefix_len, doc_ids, queries)
+    b, q, k = torch.arange(batch)[:, None, None], torch.arange(len(queries))[:, None], torch.arange(seq)
+    assert torch.equal(allowed(b, 0, q, k), sdpa_mask[:, 0])
+    block = create_block_mask(allowed, B=batch, H=None, Q_LEN=len(queries), KV_LEN=seq, device="cpu")
+    qs, ks, vs = (torch.randn(batch, 2, n, 8, generator=generator) for n in (len(queries), seq, seq))
+    expected = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=sdpa_mask)
+    torch.testing.assert_close(flex_attention(qs, ks, vs, block_mask=block), expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, world_size, message",
+    [
+        (["parallel.cp=2"], 3, "parallel.cp = 1 × 1 × 2"),
+        (["parallel=pp2", "parallel.cp=2"], 4, "parallel.pp=1"),
+        (["parallel.cp=4", "train.seq_len=36"], 4, "train.seq_len=36"),
+        (
+            ["parallel=tp2", "parallel.tp=4", "model.n_kv_heads=4", "parallel.sequence_parallel=true"]
+            + ["parallel.cp=2", "train.seq_len=12"],
+            8,
+            "divisible by 8",
+        ),
+        (["parallel.cp=2", "train.eval_tasks=[{type: perplexity, path: x.jsonl}]"], 2, "train.eval_tasks"),
+        (["parallel.cp=0"], 1, "parallel.cp=0"),
+    ],
+)
+def test_unsupported_context_parallel_settings_fail_in_one_line(
+    overrides: list[str], world_size: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_layout(load_train_config(overrides), world_size)
