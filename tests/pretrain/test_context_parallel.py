@@ -1,9 +1,9 @@
 """Context parallelism (parallel.cp) trains exactly like one process: the loss and every
 gradient for 10 steps under cp2 and cp4, for clm, document masking, span (prefix-LM) and
-mlm (with recompute); whole training runs under cp2, cp2 × tp2, dp2 × cp2 (document masking)
-and cp2 with ZeRO-3 (span); a checkpoint resumes across cp2 -> cp1 -> cp4 exactly; each
-layer's collectives are counted. Two
-torchrun launches (2 and 4 processes, gloo on CPU); the references run in this process."""
+mlm (with recompute); whole training runs under cp2, cp2 × tp2 with sequence parallelism,
+dp2 × cp2 and cp2 with ZeRO-3; a checkpoint resumes across cp2 -> cp1 -> cp4 exactly; each
+layer's collectives are counted. Two torchrun launches (2 and 4 processes, gloo on CPU); the
+one-process reference runs in this process."""
 
 from __future__ import annotations
 
@@ -26,11 +26,6 @@ from pretrain.training.trainer import Trainer
 # Momentum buffers: optimizer state that the cp2 -> cp1 -> cp4 resumes must carry across.
 SGD = ["optim=sgd", "optim.lr=0.05", "optim.momentum=0.9", "optim.schedule=constant", "train.max_steps=10"]
 NO_SAVE = ["train.save_at_end=false"]
-OBJECTIVES = {
-    "clm": [],
-    "docmask": ["objective.document_masking=true"],
-    "span": ["objective=span"],
-}
 # The model-level checks: 10 SGD steps of the model split over every rank, against whole
 # sequences (context_parallel_worker.py); tiny: 2 layers, grouped-query attention (4 heads, 2 kv).
 GRADIENTS = {
@@ -53,14 +48,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
-    results = {}
-    for name, overrides in OBJECTIVES.items():
-        cfg = load_train_config(common(token_corpus, workdir / f"single-{name}") + overrides + SGD + NO_SAVE)
-        records = Trainer(cfg, process).fit()
-        results[name] = [record["loss"] for record in records]
-        results[f"{name} grad_norm"] = [record["grad_norm"] for record in records]
-    return results
+def reference(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -> dict[str, list[float]]:
+    """One process's clm run: every whole training run below must reproduce it (the
+    objectives differ only in the batches, which the gradient checks cover)."""
+    records = Trainer(load_train_config(common(token_corpus, workdir / "single") + SGD + NO_SAVE), process).fit()
+    return {"loss": [record["loss"] for record in records], "grad_norm": [record["grad_norm"] for record in records]}
 
 
 def run(corpus: Path, run_dir: Path, common, *overrides: str) -> list[str]:
@@ -68,11 +60,11 @@ def run(corpus: Path, run_dir: Path, common, *overrides: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cp2(token_corpus: Path, workdir: Path, references: dict, common, launch_runs) -> dict:
+def cp2(token_corpus: Path, workdir: Path, reference: dict, common, launch_runs) -> dict:
     runs = dict(GRADIENTS)
     runs["cp2-clm"] = run(token_corpus, workdir / "cp2-clm", common, "parallel.cp=2", *SGD, *NO_SAVE)
-    runs["cp2-zero3-span"] = run(
-        token_corpus, workdir / "cp2-zero3", common, "parallel=zero3", "parallel.cp=2", "objective=span", *SGD, *NO_SAVE
+    runs["cp2-zero3"] = run(
+        token_corpus, workdir / "cp2-zero3", common, "parallel=zero3", "parallel.cp=2", *SGD, *NO_SAVE
     )
     # The first leg of cp2 -> cp1 -> cp4 (the clm run, stopped): three steps, then a checkpoint.
     runs["resume-cp2"] = run(token_corpus, workdir / "resumed", common, "parallel.cp=2", *SGD, "train.max_steps=3")
@@ -88,10 +80,12 @@ def resumed_in_one_process(token_corpus: Path, workdir: Path, cp2: dict, process
 @pytest.fixture(scope="module")
 def cp4(token_corpus: Path, workdir: Path, resumed_in_one_process: list, common, launch_runs) -> dict:
     runs = dict(GRADIENTS_4)
-    runs["cp2xtp2"] = run(token_corpus, workdir / "cp2xtp2", common, "parallel=tp2", "parallel.cp=2", *SGD, *NO_SAVE)
-    runs["dp2xcp2-docmask"] = run(
-        token_corpus, workdir / "dp2xcp2", common, "parallel=cp2", *OBJECTIVES["docmask"], *SGD, *NO_SAVE
+    runs["cp2xtp2-sp"] = run(
+        token_corpus, workdir / "cp2xtp2", common, "parallel=tp2", "parallel.cp=2", "parallel.sequence_parallel=true"
     )
+    runs["cp2xtp2-sp"] += [*SGD, *NO_SAVE]
+    # Two data-parallel replicas, each split over two ranks (the parallel=cp2 preset, ZeRO-1).
+    runs["dp2xcp2"] = run(token_corpus, workdir / "dp2xcp2", common, "parallel=cp2", *SGD, *NO_SAVE)
     runs["resume-cp4"] = run(token_corpus, workdir / "resumed", common, "parallel.cp=4", *SGD)
     return launch_runs(4, runs, workdir, worker="context_parallel_worker.py")
 
@@ -108,28 +102,28 @@ def test_loss_and_every_gradient_equal_one_process_for_10_steps(launch: str, nam
     assert report["grad_error"][name] < 1e-6
 
 
-def test_cp2_training_equals_one_process(cp2: dict, references: dict) -> None:
-    assert_parity(cp2["losses"]["cp2-clm"], references["clm"])
+def test_cp2_training_equals_one_process(cp2: dict, reference: dict) -> None:
+    assert_parity(cp2["losses"]["cp2-clm"], reference["loss"])
     # Without ZeRO the logged gradient norm is the averaged gradient's: the whole batch's.
-    assert_parity(cp2["grad_norms"]["cp2-clm"], references["clm grad_norm"])
+    assert_parity(cp2["grad_norms"]["cp2-clm"], reference["grad_norm"])
 
 
-def test_cp2_with_zero3_equals_one_process(cp2: dict, references: dict) -> None:
-    assert_parity(cp2["losses"]["cp2-zero3-span"], references["span"])
+def test_cp2_with_zero3_equals_one_process(cp2: dict, reference: dict) -> None:
+    assert_parity(cp2["losses"]["cp2-zero3"], reference["loss"])
 
 
-@pytest.mark.parametrize("name, objective", [("cp2xtp2", "clm"), ("dp2xcp2-docmask", "docmask")])
-def test_four_rank_layouts_equal_one_process(name: str, objective: str, cp4: dict, references: dict) -> None:
-    assert_parity(cp4["losses"][name], references[objective])
+@pytest.mark.parametrize("name", ["cp2xtp2-sp", "dp2xcp2"])
+def test_four_rank_layouts_equal_one_process(name: str, cp4: dict, reference: dict) -> None:
+    assert_parity(cp4["losses"][name], reference["loss"])
 
 
 def test_checkpoint_resumes_from_cp2_to_cp1_to_cp4_exactly(
-    workdir: Path, cp2: dict, resumed_in_one_process: list, cp4: dict, references: dict
+    workdir: Path, cp2: dict, resumed_in_one_process: list, cp4: dict, reference: dict
 ) -> None:
     first = read_metadata(workdir / "resumed" / "checkpoints" / "step-00000003")
     assert first["layout"]["cp"] == 2
     losses = cp2["losses"]["resume-cp2"] + resumed_in_one_process + cp4["losses"]["resume-cp4"]
-    assert_parity(losses, references["clm"])
+    assert_parity(losses, reference["loss"])
 
 
 def test_each_layer_all_gathers_keys_and_values_once_and_reduce_scatters_their_gradients(cp2: dict) -> None:
