@@ -385,8 +385,8 @@ class Trainer:
             f"model {self.model_cfg.name}: {self.num_parameters / 1e6:.2f}M parameters; global batch "
             f"{self.plan.global_batch} × {train.seq_len} tokens ({self.plan.micro_batch} per micro-batch × "
             f"{self.plan.grad_accum} accumulation × {self.plan.dp_size} data-parallel ranks); layout "
-            f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp} × cp {self.layout.cp} = "
-            f"{self.process.world_size} processes, "
+            f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp}"
+            f"{f' × cp {self.layout.cp}' if self.layout.cp > 1 else ''} = {self.process.world_size} processes, "
             f"ZeRO {self.cfg.parallel.zero_stage}; precision {self.precision.value}"
         )
         if self.cfg.lora.enabled:

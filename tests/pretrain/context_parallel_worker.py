@@ -10,7 +10,7 @@ the split model takes the reference's weights, so every step compares gradients 
 point), and the collectives of the first step's forward and backward passes
 (``collectives``). Their overrides are train config overrides (model, objective, seq_len)
 plus ``recompute=true`` for activation checkpointing. Other runs are Trainer runs, reporting
-their logged ``losses`` and ``grad_norms``.
+their logged ``losses`` and ``grad_norms`` and the final ``val_loss``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,11 @@ def report(name: str, overrides: list[str], process) -> dict[str, Any]:  # type:
     if name.startswith("grads-"):
         return gradient_check(overrides, process)
     records = Trainer(load_train_config(overrides), process).fit()
-    return {"losses": [r["loss"] for r in records], "grad_norms": [r["grad_norm"] for r in records]}
+    return {
+        "losses": [r["loss"] for r in records],
+        "grad_norms": [r["grad_norm"] for r in records],
+        "val_loss": records[-1].get("val_loss"),  # the evaluation that ends the run
+    }
 
 
 if __name__ == "__main__":

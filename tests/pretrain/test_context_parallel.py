@@ -52,7 +52,11 @@ def reference(token_corpus: Path, workdir: Path, process: ProcessInfo, common) -
     """One process's clm run: every whole training run below must reproduce it (the
     objectives differ only in the batches, which the gradient checks cover)."""
     records = Trainer(load_train_config(common(token_corpus, workdir / "single") + SGD + NO_SAVE), process).fit()
-    return {"loss": [record["loss"] for record in records], "grad_norm": [record["grad_norm"] for record in records]}
+    return {
+        "loss": [record["loss"] for record in records],
+        "grad_norm": [record["grad_norm"] for record in records],
+        "val_loss": records[-1]["val_loss"],
+    }
 
 
 def run(corpus: Path, run_dir: Path, common, *overrides: str) -> list[str]:
@@ -106,6 +110,8 @@ def test_cp2_training_equals_one_process(cp2: dict, reference: dict) -> None:
     assert_parity(cp2["losses"]["cp2-clm"], reference["loss"])
     # Without ZeRO the logged gradient norm is the averaged gradient's: the whole batch's.
     assert_parity(cp2["grad_norms"]["cp2-clm"], reference["grad_norm"])
+    # Validation batches are split the same way.
+    assert_parity([cp2["val_loss"]["cp2-clm"]], [reference["val_loss"]])
 
 
 def test_cp2_with_zero3_equals_one_process(cp2: dict, reference: dict) -> None:
