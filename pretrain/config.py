@@ -63,8 +63,13 @@ class ParallelConfig:
     # With tp > 1: split the activations between the tensor-parallel layers over the
     # sequence too (norms, dropout and residuals on 1/tp of the tokens; docs/performance.md).
     sequence_parallel: bool = False
-    # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp).
+    # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp · cp).
     pp: int = 1
+    # Context-parallel degree: every sequence split over this many ranks, each holding two of
+    # its 2·cp chunks (causal load balancing); attention all-gathers keys and values
+    # (pretrain/parallel/context.py, docs/performance.md). For sequences whose activations
+    # do not fit one device; cp ranks are data-parallel peers for the gradients and ZeRO.
+    cp: int = 1
     # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.
     zero_stage: int = 0
     # Pipeline only: how layers are split into stages, and how many layers each activation

@@ -13,6 +13,7 @@ from torch import nn
 from pretrain.config import TrainConfig
 from pretrain.model.config import Activation
 from pretrain.model.fused_linear import fused_parameters
+from pretrain.parallel.context import check_context_parallel
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,17 @@ class Layout:
     tp: int
     pp: int
     dp: int
+    cp: int = 1
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def gradient_peers(self) -> int:
+        """Ranks holding the same parameters, over which DeepSpeed averages gradients and
+        ZeRO shards: the data-parallel replicas and, within each, the context-parallel ranks."""
+        return self.dp * self.cp
 
 
 def launched_world_size() -> int:
@@ -36,13 +44,16 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
     """The layout for ``world_size`` processes, or one clear error naming the setting and the fix."""
     par, model = cfg.parallel, cfg.model
     cfg.lora.validate(gated_mlp=model.activation is Activation.swiglu)
-    if par.tp < 1 or par.pp < 1:
-        raise ValueError(f"parallel.tp={par.tp} and parallel.pp={par.pp} must be at least 1")
-    if world_size % (par.tp * par.pp):
+    if par.tp < 1 or par.pp < 1 or par.cp < 1:
+        raise ValueError(f"parallel.tp={par.tp}, parallel.pp={par.pp} and parallel.cp={par.cp} must be at least 1")
+    model_ranks = par.tp * par.pp * par.cp
+    if world_size % model_ranks:
         raise ValueError(
-            f"world size {world_size} is not divisible by parallel.tp × parallel.pp = {par.tp} × {par.pp}; "
-            f"launch a multiple of {par.tp * par.pp} processes or change the layout"
+            f"world size {world_size} is not divisible by parallel.tp × parallel.pp × parallel.cp = "
+            f"{par.tp} × {par.pp} × {par.cp}; launch a multiple of {model_ranks} processes or change the layout"
         )
+    if par.cp > 1:
+        check_context_parallel(cfg)
     if par.pp > 1 and par.zero_stage > 1:
         raise ValueError(
             f"parallel.zero_stage={par.zero_stage} with parallel.pp={par.pp}: DeepSpeed's pipeline engine supports "
@@ -77,14 +88,14 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
         raise ValueError(f"parallel.checkpoint_interval={par.checkpoint_interval} must be at least 1")
     if cfg.train.compile and par.zero_stage == 3:
         raise ValueError("train.compile=true fails with parallel.zero_stage=3 in DeepSpeed 0.19; use zero_stage<=2")
-    dp = world_size // (par.tp * par.pp)
+    dp = world_size // model_ranks
     per_step = cfg.train.micro_batch_size * dp
     if cfg.train.micro_batch_size < 1 or cfg.train.global_batch_size < 1 or cfg.train.global_batch_size % per_step:
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} must be a positive multiple of "
             f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"
         )
-    return Layout(tp=par.tp, pp=par.pp, dp=dp)
+    return Layout(tp=par.tp, pp=par.pp, dp=dp, cp=par.cp)
 
 
 def _check_sequence_parallel(cfg: TrainConfig) -> None:
@@ -109,10 +120,12 @@ def _check_sequence_parallel(cfg: TrainConfig) -> None:
 
 def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
     """DeepSpeed's process grid (pipe × data × model axes); every rank builds every group,
-    in the same order, as torch.distributed requires."""
+    in the same order, as torch.distributed requires. Its data axis spans dp × cp ranks
+    (context-parallel ranks are data-parallel peers for gradients and ZeRO), cp varying
+    fastest: ranks are ordered [pp][dp][cp][tp] (``pretrain.parallel.context``)."""
     from deepspeed.runtime.pipe.topology import PipelineParallelGrid, PipeModelDataParallelTopology
 
-    topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.dp)
+    topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.gradient_peers)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole topology
         return PipelineParallelGrid(topology=topology)
 
