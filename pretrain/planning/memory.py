@@ -6,7 +6,7 @@ Model states follow Rajbhandari et al. 2020 (ZeRO, section 3): with Ψ parameter
 N data-parallel ranks and K bytes of optimizer state per parameter, stage 1 divides the
 optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
 reduces the gradients of stage 1 into partitions as well (measured:
-tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
+tests/pretrain/planning/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
 stage 1 keeps them whole.
 """
 

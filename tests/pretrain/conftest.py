@@ -243,7 +243,7 @@ def launch_runs():
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    worker = Path(__file__).with_name("parallel_worker.py")
+    worker = Path(__file__).with_name("workers") / "parallel_worker.py"
     launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
     def launch(nproc: int, runs: dict[str, list[str]], workdir: Path) -> dict:
