@@ -12,11 +12,10 @@ from omegaconf import DictConfig
 
 from data_pipeline.cli_errors import one_line_errors, run_command
 from pretrain.config import CONFIG_DIR, register_configs, to_train_config
-from pretrain.hf.init_from import with_imported_model
-from pretrain.parallel.layout import launched_world_size, validate_layout
+from pretrain.parallel.layout import launched_world_size
 from pretrain.parallel.process_groups import entry_arguments, init_distributed
 from pretrain.planning.preflight import preflight
-from pretrain.training.run_defaults import fit_micro_batch
+from pretrain.training.build import resolve_config
 from pretrain.training.run_log import log_errors_to
 from pretrain.training.trainer import Trainer
 
@@ -37,12 +36,10 @@ def main(cfg: DictConfig) -> None:
     _run_dir_of_sweep_job(cfg)
     config = to_train_config(cfg)
     log_errors_to(Path(config.run_dir))  # Hydra made it; errors of every rank land in its train.log
-    world_size = launched_world_size()
-    planned = fit_micro_batch(with_imported_model(config), world_size)[0]
-    validate_layout(planned, world_size)  # before any process group exists
-    if preflight(planned, world_size):  # plan=true prints the plan and stops here
+    resolved = resolve_config(config, launched_world_size())  # before any process group exists
+    if preflight(resolved.cfg, resolved.layout.world_size):  # plan=true prints the plan and stops here
         return
-    Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
+    Trainer(resolved, init_distributed()).fit()
 
 
 if __name__ == "__main__":

@@ -15,22 +15,21 @@ from pretrain.model.gpt import LayerFactory
 from pretrain.model.loss import sample_mean_loss
 from pretrain.objectives import Batch
 from pretrain.parallel.pipeline import stage_inputs
-from pretrain.training.optim import GuardedStep
+from pretrain.training.optim import NonFiniteLosses
 
 
 class StepLoss:
     """A micro-batch's loss: the mean over samples of each sample's mean token loss. In
-    training the non-finite guard sees every one (it is attached once the optimizer exists,
-    which is built after the model that the pipeline gives this loss to)."""
+    training every one is counted in ``nonfinite``, which the optimizer's guard reads."""
 
-    def __init__(self, layers: LayerFactory) -> None:
+    def __init__(self, layers: LayerFactory, nonfinite: NonFiniteLosses) -> None:
         self.layers = layers
-        self.guard: Optional[GuardedStep] = None
+        self.nonfinite = nonfinite
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
         loss = sample_mean_loss(self.layers.token_losses(logits, labels), loss_mask)
-        if self.guard is not None and torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
-            self.guard.note_loss(loss)
+        if torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
+            self.nonfinite.note(loss)
         return loss
 
     def of_pipeline(self, logits: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

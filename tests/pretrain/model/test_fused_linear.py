@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pretrain.model.gpt
-import pretrain.training.trainer
+import pretrain.training.build
 from pretrain.config import load_train_config
 from pretrain.model.config import Activation, ModelConfig
 from pretrain.model.fused_linear import fused_linear, fused_parameters
@@ -162,14 +162,14 @@ def test_zero3_gathers_the_fused_parameters_for_the_module_that_reads_them(
     gathered when they start, from the first step on, and the losses equal ZeRO-0's."""
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-    build_config = pretrain.training.trainer.deepspeed_config
+    build_config = pretrain.training.build.deepspeed_config
 
     def fully_partitioned(*args: Any) -> dict:
         config = build_config(*args)
         config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
         return config
 
-    monkeypatch.setattr(pretrain.training.trainer, "deepspeed_config", fully_partitioned)
+    monkeypatch.setattr(pretrain.training.build, "deepspeed_config", fully_partitioned)
     process = init_distributed()
     common = [
         f"data.path={token_corpus}",

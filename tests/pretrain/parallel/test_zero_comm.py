@@ -22,7 +22,7 @@ NON_DEFAULT = {
 
 def zero_section(*overrides: str) -> dict:
     cfg = load_train_config(["data.path=tokens", "train.micro_batch_size=4", *overrides])
-    return deepspeed_config(cfg, batch_plan(cfg, dp_size=1), Precision.fp32)["zero_optimization"]
+    return deepspeed_config(cfg, batch_plan(cfg.train, dp_size=1), Precision.fp32)["zero_optimization"]
 
 
 def test_defaults_are_overlapped_contiguous_and_200m_element_buckets() -> None:

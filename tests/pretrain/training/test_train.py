@@ -337,17 +337,17 @@ def test_fp16_resume_keeps_the_dynamic_loss_scale(
     must go on from the lowered scale, not start again from 2^20 (two more skipped updates)."""
     from deepspeed.accelerator import get_accelerator
 
-    import pretrain.training.trainer as trainer_module
+    import pretrain.training.build as build_module
 
     monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: True)
-    build_config = trainer_module.deepspeed_config
+    build_config = build_module.deepspeed_config
 
     def high_initial_scale(*args, **kwargs):  # type: ignore[no-untyped-def]
         ds_config = build_config(*args, **kwargs)
         ds_config["fp16"]["initial_scale_power"] = 20
         return ds_config
 
-    monkeypatch.setattr(trainer_module, "deepspeed_config", high_initial_scale)
+    monkeypatch.setattr(build_module, "deepspeed_config", high_initial_scale)
     # A warm-up: an overflowed step must not advance the schedule, before or after the resume.
     common = ("optim.schedule=constant", "optim.warmup_steps=6", "train.precision=fp16")
     straight = Trainer(config(token_corpus, tmp_path / "straight", *common, "train.max_steps=7"), process)

@@ -117,7 +117,7 @@ def build_memory(overrides: list[str], process) -> list[list[int]]:  # type: ign
     grid = build_grid(layout)
     layers = TensorParallelLayers(grid.get_slice_parallel_group()) if layout.tp > 1 else DENSE
     model_cfg = replace(cfg.model, vocab_size=256)
-    ds_config = deepspeed_config(cfg, batch_plan(cfg, layout.dp), Precision.fp32)
+    ds_config = deepspeed_config(cfg, batch_plan(cfg.train, layout.dp), Precision.fp32)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_bytes("VmRSS")
