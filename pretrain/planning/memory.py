@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
-from pretrain.parallel.layout import Layout
+from pretrain.parallel.layout import ParallelLayout
 from pretrain.planning.activations import ActivationSetting, StageActivations, stage_activations
 from pretrain.planning.shapes import StageParameters
 
@@ -166,7 +166,7 @@ def bf16_optimizer(cfg: TrainConfig, precision: Precision) -> bool:
 
 def _buffer_bytes(
     cfg: TrainConfig,
-    layout: Layout,
+    layout: ParallelLayout,
     stage: StageParameters,
     sizes: StateBytes,
     buffers: ZeroBuffers,
@@ -187,7 +187,7 @@ def _buffer_bytes(
 
 
 def rank_memory(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stages: list[StageParameters], stage_index: int
+    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stages: list[StageParameters], stage_index: int
 ) -> RankMemory:
     """Memory of a rank of pipeline stage ``stage_index``."""
     stage = stages[stage_index]
@@ -219,7 +219,7 @@ def rank_memory(
 
 
 def _activations(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stage: StageParameters, stage_index: int
+    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stage: StageParameters, stage_index: int
 ) -> StageActivations:
     setting = ActivationSetting(
         seq_len=cfg.train.seq_len,

@@ -34,7 +34,7 @@ from pretrain.objectives import Objective, build_objective
 from pretrain.parallel import rng
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.parallel.layout import (
-    Layout,
+    ParallelLayout,
     build_grid,
     register_fused_parameters,
     sharded_construction,
@@ -45,7 +45,7 @@ from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.parallel.tensor import TensorParallelLayers
 from pretrain.training.batches import BatchMaker, StepBatches
 from pretrain.training.eval_tasks import EvalTasks
-from pretrain.training.loop import Schedule
+from pretrain.training.loop import Cadence
 from pretrain.training.metrics import MetricsLogger
 from pretrain.training.optim import GuardedStep, NonFiniteLosses, SkippedSteps, build_optimizer, build_scheduler
 from pretrain.training.run_defaults import fit_micro_batch, silent_gap_warnings
@@ -60,7 +60,7 @@ class ResolvedConfig:
     the layout checked for ``layout.world_size`` processes."""
 
     cfg: TrainConfig
-    layout: Layout
+    layout: ParallelLayout
     micro_batch_note: Optional[str]  # what was filled in, for the run's log
 
 
@@ -84,7 +84,7 @@ class Run:
 
     cfg: TrainConfig
     process: ProcessInfo
-    layout: Layout
+    layout: ParallelLayout
     grid: Any  # DeepSpeed's PipelineParallelGrid
     plan: BatchPlan
     precision: Precision
@@ -155,7 +155,7 @@ def open_training_data(
 
 
 def build_model(
-    cfg: TrainConfig, model_cfg: ModelConfig, layout: Layout, grid: Any, objective: Objective, loss: StepLoss
+    cfg: TrainConfig, model_cfg: ModelConfig, layout: ParallelLayout, grid: Any, objective: Objective, loss: StepLoss
 ) -> torch.nn.Module:
     """The model (or this rank's pipeline stages), on the meta device or ZeRO-3 partitioned
     (see ``sharded_construction``), with LoRA's adapters attached."""
@@ -231,7 +231,7 @@ def build_run(resolved: ResolvedConfig, process: ProcessInfo) -> Run:
     optimizer = build_optimizer(model, cfg.optim, process.device, nonfinite)
 
     checkpoint_bytes = bytes_per_parameter(optimizer) * trained_parameters
-    check_run_dir(run_dir, checkpoint_bytes if Schedule.of(cfg.train).writes_checkpoints else 0, cfg.train.keep_last)
+    check_run_dir(run_dir, checkpoint_bytes if Cadence.of(cfg.train).writes_checkpoints else 0, cfg.train.keep_last)
     start_step = read_metadata(start)["step"] if start is not None else 0
     logger = MetricsLogger(run_dir, process.is_main, cfg.logging.wandb, as_plain_dict(cfg), start_step=start_step)
     if process.is_main:

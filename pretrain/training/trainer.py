@@ -24,7 +24,7 @@ from pretrain.model.stats import training_flops_per_token
 from pretrain.parallel.process_groups import ProcessInfo
 from pretrain.training.build import ResolvedConfig, build_run, resolve_config, seed_dropout
 from pretrain.training.hooks import CheckpointHook, EvaluationHook, LoggingHook, LogWindow
-from pretrain.training.loop import Schedule, StepResult, run_loop
+from pretrain.training.loop import Cadence, StepResult, run_loop
 from pretrain.training.metrics import memory_gb, peak_tflops
 
 
@@ -201,15 +201,15 @@ class Trainer:
                 f"LoRA rank {lora.rank} on {', '.join(map(str, lora.targets))}: {self.trained_parameters / 1e6:.3f}M trained "
                 f"parameters ({100 * self.trained_parameters / self.num_parameters:.2f}%), the rest frozen"
             )
-        schedule = Schedule.of(train)
+        cadence = Cadence.of(train)
         logging = LoggingHook(self.logger, self._record, curves_of=self.run_dir if self.process.is_main else None)
         hooks = [
             EvaluationHook(self.evaluate),
             logging,
-            CheckpointHook(self.save, self.wait_for_save, schedule, last_saved=self.step),
+            CheckpointHook(self.save, self.wait_for_save, cadence, last_saved=self.step),
         ]
         try:
-            run_loop(self.train_step, hooks, schedule, start_step=self.step)
+            run_loop(self.train_step, hooks, cadence, start_step=self.step)
         finally:
             self.step_batches.close()
             self.logger.close()

@@ -304,7 +304,7 @@ def test_the_planner_counts_the_adapters_alone(single_trainer) -> None:
     from dataclasses import replace
 
     from pretrain.config import Precision
-    from pretrain.parallel.layout import Layout
+    from pretrain.parallel.layout import ParallelLayout
     from pretrain.planning.memory import lora_elements_per_layer, rank_memory
     from pretrain.planning.shapes import StageParameters
 
@@ -314,7 +314,7 @@ def test_the_planner_counts_the_adapters_alone(single_trainer) -> None:
     stage = StageParameters(
         sizes=(10**6,), group_sizes=(10**6,), layers=cfg.model.n_layers, largest_block=10**6, first=True, last=True
     )
-    memory = rank_memory(cfg, Layout(tp=1, pp=1, dp=1), Precision.fp32, [stage], 0)
+    memory = rank_memory(cfg, ParallelLayout(tp=1, pp=1, dp=1), Precision.fp32, [stage], 0)
     assert (memory.gradients, memory.optimizer) == (4 * trainer.trained_parameters, 8 * trainer.trained_parameters + 4)
 
 

@@ -19,7 +19,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from pretrain.config import load_train_config
 from pretrain.model.gpt import GPT
-from pretrain.parallel.layout import Layout, build_grid
+from pretrain.parallel.layout import ParallelLayout, build_grid
 from pretrain.parallel.tensor import TensorParallelLayers
 
 TP, DP = 8, 2
@@ -33,7 +33,7 @@ def main(rank: int) -> None:
     _skip_shared_memory_op_build()
     dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=TP * DP)
     deepspeed.init_distributed(dist_backend="fake", verbose=False)  # adopts the group
-    grid = build_grid(Layout(tp=TP, pp=1, dp=DP))
+    grid = build_grid(ParallelLayout(tp=TP, pp=1, dp=DP))
     model_cfg = replace(load_train_config(["model=gpt-13b"]).model, vocab_size=50257)
     with torch.device("meta"):
         whole = GPT(model_cfg)
