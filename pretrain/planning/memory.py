@@ -160,8 +160,9 @@ def _step_counters(cfg: TrainConfig, stage: StageParameters, buffers: ZeroBuffer
     return ADAM_STEP_COUNTER * sum(1 for size in stage.group_sizes if size)
 
 
-def bf16_optimizer(cfg: TrainConfig, precision: Precision) -> bool:
-    return precision is Precision.bf16 and cfg.parallel.zero_stage == 1
+def bf16_optimizer(zero_stage: int, precision: Precision) -> bool:
+    """bf16 under ZeRO-1 runs in DeepSpeed's BF16_Optimizer (engine.py: _do_optimizer_sanity_check)."""
+    return precision is Precision.bf16 and zero_stage == 1
 
 
 def _buffer_bytes(
@@ -174,7 +175,7 @@ def _buffer_bytes(
 ) -> int:
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
-    if zero == 0 or bf16_optimizer(cfg, precision):  # the engine flattens gradients into buckets to all-reduce them
+    if zero == 0 or bf16_optimizer(zero, precision):  # the engine flattens gradients into buckets to all-reduce them
         return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.dp > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
@@ -196,7 +197,7 @@ def rank_memory(
     buffers = zero_buffers(zero)
     # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
     # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
-    sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
+    sharded_from = 2 if bf16_optimizer(zero, precision) else GRADIENTS_SHARDED_FROM
     partition = zero_partition(stage, zero, layout.dp)
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone

@@ -15,7 +15,9 @@ import pytest
 from pretrain.checkpoint.directory import checkpoint_root
 from pretrain.checkpoint.resume_check import CHANGES_FILENAME, check_resume, config_changes
 from pretrain.config import TrainConfig, WandbMode, as_plain_dict, load_train_config
+from pretrain.parallel.layout import ParallelLayout
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
+from pretrain.training.build import resolve_config
 from pretrain.training.metrics import wandb_mode
 from pretrain.training.run_defaults import fit_micro_batch, silent_gap_warnings
 from pretrain.training.trainer import Trainer
@@ -198,6 +200,15 @@ def test_defaults_fit_the_model_and_the_data_parallel_size() -> None:
         assert chosen.train.micro_batch_size == micro and f"chose {micro}" in note
     given, note = fit_micro_batch(load_train_config(["train.micro_batch_size=2"]), 2)
     assert given.train.micro_batch_size == 2 and note is None
+
+
+def test_a_config_resolved_by_the_entry_point_is_built_for_its_world_size(tmp_path: Path, process) -> None:
+    """``pretrain.train`` resolves once, before any process group, and hands the result on."""
+    resolved = resolve_config(load_train_config(["train.global_batch_size=8", f"run_dir={tmp_path}"]), world_size=2)
+    assert resolved.cfg.train.micro_batch_size == 4 and "chose 4" in resolved.micro_batch_note
+    assert resolved.layout == ParallelLayout(tp=1, pp=1, dp=2)
+    with pytest.raises(ValueError, match="resolved for 2 processes, but 1 were launched"):
+        Trainer(resolved, process)
 
 
 def test_silent_gaps_are_warned_about() -> None:
