@@ -12,11 +12,9 @@ from hydra.types import RunMode
 
 from data_pipeline.command import hydra_command
 from pretrain.config import TrainConfig
-from pretrain.hf.init_from import with_imported_model
-from pretrain.parallel.layout import launched_world_size, validate_layout
+from pretrain.parallel.layout import launched_world_size
 from pretrain.parallel.process_groups import entry_arguments, init_distributed, set_process_defaults
 from pretrain.planning.preflight import preflight
-from pretrain.training.run_defaults import fit_micro_batch
 from pretrain.training.run_log import log_errors_to
 
 # ``--check``: compose and validate the config for WORLD_SIZE processes, then stop. The
@@ -38,19 +36,19 @@ def _run_dir_of_sweep_job(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> None:
     set_process_defaults()  # before DeepSpeed is imported and CUDA touched
-    from pretrain.training.trainer import Trainer  # imports DeepSpeed
+    from pretrain.training.build import resolve_config  # imports DeepSpeed
+    from pretrain.training.trainer import Trainer
 
     _run_dir_of_sweep_job(config)
     log_errors_to(Path(config.run_dir))  # Hydra made it; errors of every rank land in its train.log
-    world_size = launched_world_size()
-    planned = fit_micro_batch(with_imported_model(config), world_size)[0]
-    validate_layout(planned, world_size)  # before any process group exists
+    resolved = resolve_config(config, launched_world_size())  # before any process group exists
+    world_size = resolved.layout.world_size
     if checking:  # the memory check too, but plan=true's plan is printed by the run itself
-        preflight(replace(planned, plan=False), world_size)
+        preflight(replace(resolved.cfg, plan=False), world_size)
         return
-    if preflight(planned, world_size):  # plan=true prints the plan and stops here
+    if preflight(resolved.cfg, world_size):  # plan=true prints the plan and stops here
         return
-    Trainer(config, init_distributed()).fit()  # fills the micro-batch again, and says so
+    Trainer(resolved, init_distributed()).fit()
 
 
 main = hydra_command("train", TrainConfig, train, log_format=None)

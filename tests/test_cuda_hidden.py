@@ -32,5 +32,5 @@ def test_only_the_gpu_lane_asked_for_alone_keeps_cuda() -> None:
     assert runs_only_the_gpu_lane(["tests/gpu/test_attention.py::test_backward", "-x"])
     assert not runs_only_the_gpu_lane([])  # the whole suite (testpaths)
     assert not runs_only_the_gpu_lane(["tests"])
-    assert not runs_only_the_gpu_lane(["tests/gpu", "tests/pretrain/test_model.py"])
-    assert not runs_only_the_gpu_lane(["tests/pretrain/test_gpu_benchmark.py"])
+    assert not runs_only_the_gpu_lane(["tests/gpu", "tests/pretrain/model/test_model.py"])
+    assert not runs_only_the_gpu_lane(["tests/benchmarks/test_gpu_benchmark.py"])

@@ -3,7 +3,7 @@ and of its "Training" section, in order, on a small corpus (80 documents of the 
 sample). Only sizes shrink, by overrides appended to each command (fewer steps and pieces,
 a smaller model); placeholders (RAW, DIR, TOK, TOKENS, RUN, HF, runs/quickstart/tokens)
 become directories of the test. The launch/ scripts and Slurm lines are covered by
-tests/pretrain/test_launch.py."""
+tests/pretrain/launch/test_launch.py."""
 
 from __future__ import annotations
 

@@ -144,8 +144,7 @@ def restore_rng(path: Path) -> None:
         torch.set_rng_state(state["cpu"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
-        if state.get("tensor_parallel"):  # older checkpoints have none
-            rng.set_states(state["tensor_parallel"])
+        rng.set_states(state["tensor_parallel"])
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Optional[Path]:

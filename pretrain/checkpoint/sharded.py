@@ -128,8 +128,8 @@ class ShardedState:
         directory = checkpoint / DIRECTORY
         if not (directory / INDEX).is_file():
             raise FileNotFoundError(
-                f"{directory / INDEX}: no sharded training state in this checkpoint (written by an older version of "
-                "this code?); resume or export from a checkpoint this version wrote"
+                f"{directory / INDEX}: no sharded training state in this checkpoint; "
+                "resume or export from a complete checkpoint of a training run (checkpoints/step-N)"
             )
         self.directory = directory
         index = json.loads((directory / INDEX).read_text())

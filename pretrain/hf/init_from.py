@@ -56,25 +56,25 @@ def with_imported_model(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, model=model)
 
 
-def with_grown_vocabulary(cfg: TrainConfig, model: ModelConfig, special: SpecialTokens) -> ModelConfig:
+def with_grown_vocabulary(init_from: Optional[str], model: ModelConfig, special: SpecialTokens) -> ModelConfig:
     """The imported ``model`` with rows for the ids a tokenizer grown by tokenize's
     ``add_special_tokens=true`` appended past the checkpoint's embedding. Those rows keep
     the model's initialization, N(0, model.init_std); only special ids may need them, so a
     tokenizer that is simply larger than the checkpoint is still refused."""
-    if cfg.init_from and (checkpoint := run_checkpoint(cfg.init_from)) is not None:
+    if init_from and (checkpoint := run_checkpoint(init_from)) is not None:
         trained_with = read_metadata(checkpoint)["tokenizer"].get("tokenizer_hash", "")
         if trained_with != special.tokenizer_hash:
             raise ValueError(
-                f"init_from={cfg.init_from} was trained with tokenizer {trained_with[:12] or '<none>'}, but data.path's is "
+                f"init_from={init_from} was trained with tokenizer {trained_with[:12] or '<none>'}, but data.path's is "
                 f"{special.tokenizer_hash[:12] or '<none>'}; tokenize the data with the run's tokenizer (<run dir>/tokenizer)"
             )
         return model
-    if not cfg.init_from or special.vocab_size <= model.padded_vocab_size:
+    if not init_from or special.vocab_size <= model.padded_vocab_size:
         return model
     new_ids = set(range(model.padded_vocab_size, special.vocab_size))
     if not new_ids <= {special.mask_id, *special.sentinel_ids}:
         raise ValueError(
-            f"the tokenizer has {special.vocab_size} ids but init_from={cfg.init_from} has {model.padded_vocab_size} "
+            f"the tokenizer has {special.vocab_size} ids but init_from={init_from} has {model.padded_vocab_size} "
             "embedding rows, and the ids past them are not the mask and sentinels tokenize's add_special_tokens=true "
             "appends; tokenize with the checkpoint's own tokenizer"
         )

@@ -71,7 +71,7 @@ def _compiled_flex_attention() -> Callable[..., Tensor]:
     # One compile serves every batch of a run: document ids and prefix lengths reach the
     # kernel as tensors that ``mask_mod`` reads (graph inputs), never as Python constants,
     # and the block mask's tiles are tensors too, so new boundaries are new data for the same
-    # graph (tests/pretrain/test_flex_attention.py counts the compiles). What does compile
+    # graph (tests/pretrain/model/test_flex_attention.py counts the compiles). What does compile
     # again is a new static configuration: shapes (``dynamic=False``: the fastest kernels for
     # a run's fixed sequence length and micro-batch), dtype, mask kind, grouped-query or not,
     # gradients or not. A training run meets a few (training and evaluation passes). Past

@@ -22,10 +22,6 @@ class Batch:
     loss_mask: Tensor  # (batch, seq) bool
     attention: AttentionSpec
 
-    @property
-    def num_loss_tokens(self) -> int:
-        return int(self.loss_mask.sum())
-
 
 def sample_generator(seed: int, sample_id: int) -> torch.Generator:
     """A generator owned by one sample, so its noise does not depend on how samples are

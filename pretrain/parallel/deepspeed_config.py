@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from pretrain.config import ParallelConfig, Precision, TrainConfig
+from pretrain.config import ParallelConfig, Precision, TrainConfig, TrainLoopConfig
 from pretrain.data.loader import BatchPlan
 
 
@@ -18,16 +18,16 @@ def resolve_precision(requested: Precision, device: torch.device) -> Precision:
     return Precision.fp32
 
 
-def batch_plan(cfg: TrainConfig, dp_size: int) -> BatchPlan:
+def batch_plan(train: TrainLoopConfig, dp_size: int) -> BatchPlan:
     """The cut of the global batch; ``validate_layout`` has checked that it divides evenly."""
-    micro = cfg.train.micro_batch_size
-    return BatchPlan(micro_batch=micro, grad_accum=cfg.train.global_batch_size // (micro * dp_size), dp_size=dp_size)
+    micro = train.micro_batch_size
+    return BatchPlan(micro_batch=micro, grad_accum=train.global_batch_size // (micro * dp_size), dp_size=dp_size)
 
 
-def _gradient_accumulation_dtype(cfg: TrainConfig, precision: Precision) -> dict[str, Any]:
+def _gradient_accumulation_dtype(zero_stage: int, precision: Precision) -> dict[str, Any]:
     """Sum bf16 gradients in fp32 where DeepSpeed can (ZeRO 1-3); ZeRO 0 cannot, and
     accumulates in bf16 (prefer parallel=zero1 for bf16 with gradient accumulation)."""
-    if precision is Precision.bf16 and cfg.parallel.zero_stage >= 1:
+    if precision is Precision.bf16 and zero_stage >= 1:
         return {"data_types": {"grad_accum_dtype": "fp32"}}
     return {}
 
@@ -56,7 +56,7 @@ def deepspeed_config(cfg: TrainConfig, plan: BatchPlan, precision: Precision) ->
         # DeepSpeed 0.19 clips at 1.0 unless told otherwise; 0 switches clipping off.
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": zero_optimization(cfg.parallel),
-        **_gradient_accumulation_dtype(cfg, precision),
+        **_gradient_accumulation_dtype(cfg.parallel.zero_stage, precision),
         "bf16": {"enabled": precision is Precision.bf16},
         "fp16": {"enabled": precision is Precision.fp16, "loss_scale": 0, "initial_scale_power": 16},
         # Our optimizers are torch's own, subclassed to allow skipping a step.

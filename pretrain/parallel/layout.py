@@ -17,7 +17,7 @@ from pretrain.parallel.context import check_context_parallel
 
 
 @dataclass(frozen=True)
-class Layout:
+class ParallelLayout:
     tp: int
     pp: int
     dp: int
@@ -40,7 +40,7 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
 
 
-def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
+def validate_layout(cfg: TrainConfig, world_size: int) -> ParallelLayout:
     """The layout for ``world_size`` processes, or one clear error naming the setting and the fix."""
     par, model = cfg.parallel, cfg.model
     cfg.lora.validate(gated_mlp=model.activation is Activation.swiglu)
@@ -95,7 +95,7 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
             f"train.global_batch_size={cfg.train.global_batch_size} must be a positive multiple of "
             f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"
         )
-    return Layout(tp=par.tp, pp=par.pp, dp=dp, cp=par.cp)
+    return ParallelLayout(tp=par.tp, pp=par.pp, dp=dp, cp=par.cp)
 
 
 def _check_sequence_parallel(cfg: TrainConfig) -> None:
@@ -118,7 +118,7 @@ def _check_sequence_parallel(cfg: TrainConfig) -> None:
         )
 
 
-def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
+def build_grid(layout: ParallelLayout):  # type: ignore[no-untyped-def]
     """DeepSpeed's process grid (pipe × data × model axes); every rank builds every group,
     in the same order, as torch.distributed requires. Its data axis spans dp × cp ranks
     (context-parallel ranks are data-parallel peers for gradients and ZeRO), cp varying

@@ -4,7 +4,7 @@ Per transformer layer we count what each operation saves, in the accounting of K
 et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", section 4).
 With their model (LayerNorm, GELU MLP of width 4h, dropout, unfused attention, 16-bit) the
 count is their 34·s·b·h + 5·a·s²·b bytes per layer, sbh·(10 + 24/t + 5as/(ht)) with tensor
-parallelism t and sbh/t·(34 + 5as/h) with sequence parallelism; tests/pretrain/test_plan.py
+parallelism t and sbh/t·(34 + 5as/h) with sequence parallelism; tests/pretrain/planning/test_plan.py
 checks both. Our default model saves a different set (RMSNorm, SwiGLU, GQA, fused
 attention that keeps no s² matrix), which the same count covers.
 """

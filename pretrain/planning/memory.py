@@ -6,7 +6,7 @@ Model states follow Rajbhandari et al. 2020 (ZeRO, section 3): with Ψ parameter
 N data-parallel ranks and K bytes of optimizer state per parameter, stage 1 divides the
 optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
 reduces the gradients of stage 1 into partitions as well (measured:
-tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
+tests/pretrain/planning/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
 stage 1 keeps them whole.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
-from pretrain.parallel.layout import Layout
+from pretrain.parallel.layout import ParallelLayout
 from pretrain.planning.activations import ActivationSetting, StageActivations, stage_activations
 from pretrain.planning.shapes import StageParameters
 
@@ -160,13 +160,14 @@ def _step_counters(cfg: TrainConfig, stage: StageParameters, buffers: ZeroBuffer
     return ADAM_STEP_COUNTER * sum(1 for size in stage.group_sizes if size)
 
 
-def bf16_optimizer(cfg: TrainConfig, precision: Precision) -> bool:
-    return precision is Precision.bf16 and cfg.parallel.zero_stage == 1
+def bf16_optimizer(zero_stage: int, precision: Precision) -> bool:
+    """bf16 under ZeRO-1 runs in DeepSpeed's BF16_Optimizer (engine.py: _do_optimizer_sanity_check)."""
+    return precision is Precision.bf16 and zero_stage == 1
 
 
 def _buffer_bytes(
     cfg: TrainConfig,
-    layout: Layout,
+    layout: ParallelLayout,
     stage: StageParameters,
     sizes: StateBytes,
     buffers: ZeroBuffers,
@@ -174,7 +175,7 @@ def _buffer_bytes(
 ) -> int:
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
-    if zero == 0 or bf16_optimizer(cfg, precision):  # the engine flattens gradients into buckets to all-reduce them
+    if zero == 0 or bf16_optimizer(zero, precision):  # the engine flattens gradients into buckets to all-reduce them
         return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.dp > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
@@ -187,7 +188,7 @@ def _buffer_bytes(
 
 
 def rank_memory(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stages: list[StageParameters], stage_index: int
+    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stages: list[StageParameters], stage_index: int
 ) -> RankMemory:
     """Memory of a rank of pipeline stage ``stage_index``."""
     stage = stages[stage_index]
@@ -196,7 +197,7 @@ def rank_memory(
     buffers = zero_buffers(zero)
     # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
     # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
-    sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
+    sharded_from = 2 if bf16_optimizer(zero, precision) else GRADIENTS_SHARDED_FROM
     partition = zero_partition(stage, zero, layout.dp)
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone
@@ -219,7 +220,7 @@ def rank_memory(
 
 
 def _activations(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stage: StageParameters, stage_index: int
+    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stage: StageParameters, stage_index: int
 ) -> StageActivations:
     setting = ActivationSetting(
         seq_len=cfg.train.seq_len,

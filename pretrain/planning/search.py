@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from pretrain.config import ParallelConfig, Precision, TrainConfig
-from pretrain.parallel.layout import Layout, validate_layout
+from pretrain.parallel.layout import ParallelLayout, validate_layout
 from pretrain.planning.cluster import ClusterConfig
 from pretrain.planning.memory import FP32, MemoryPlan, rank_memory
 from pretrain.planning.shapes import StageParameters, stage_parameters
@@ -19,7 +19,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 @dataclass(frozen=True)
 class LayoutPlan:
     config: TrainConfig
-    layout: Layout
+    layout: ParallelLayout
     precision: Precision
     memory: MemoryPlan
     speed: SpeedPlan

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pretrain.config import TrainConfig
 from pretrain.model.stats import training_flops_per_token
-from pretrain.parallel.layout import Layout
+from pretrain.parallel.layout import ParallelLayout
 from pretrain.planning.cluster import ClusterConfig
 from pretrain.planning.memory import RankMemory
 from pretrain.planning.shapes import StageParameters
@@ -59,7 +59,7 @@ def _flops_per_token(cfg: TrainConfig, stage: StageParameters) -> float:
 
 def estimate_speed(
     cfg: TrainConfig,
-    layout: Layout,
+    layout: ParallelLayout,
     cluster: ClusterConfig,
     stages: list[StageParameters],
     ranks: list[RankMemory],

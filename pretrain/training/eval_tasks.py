@@ -14,7 +14,7 @@ from pretrain.evaluation.contamination import TrainingData
 from pretrain.evaluation.run import check_tasks, evaluate_model
 from pretrain.evaluation.tasks import with_window_length
 from pretrain.inference.tokenizer import TextTokenizer
-from pretrain.parallel.layout import Layout
+from pretrain.parallel.layout import ParallelLayout
 
 # How often a waiting rank asks whether the main rank is done (one small store request).
 POLL_SECONDS = 1.0
@@ -30,7 +30,7 @@ class EvalTasks:
         tokenizer: Path,
         *,
         seq_len: int,
-        layout: Layout,
+        layout: ParallelLayout,
         zero_stage: int,
         data: Any = None,
     ) -> None:

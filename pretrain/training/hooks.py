@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import torch
 
 from pretrain.curves import plot_training_curves
-from pretrain.training.loop import Schedule, StepEnd, StepResult
+from pretrain.training.loop import Cadence, StepEnd, StepResult
 from pretrain.training.metrics import MetricsLogger
 
 
@@ -92,19 +92,19 @@ class CheckpointHook:
     ``train.save_at_end=false``); the end waits for a background save to complete."""
 
     def __init__(
-        self, save: Callable[[], Path], wait: Callable[[], None], schedule: Schedule, *, last_saved: int
+        self, save: Callable[[], Path], wait: Callable[[], None], cadence: Cadence, *, last_saved: int
     ) -> None:
         self.save = save
         self.wait = wait
-        self.schedule = schedule
+        self.cadence = cadence
         self.last_saved = last_saved
 
     def after_step(self, end: StepEnd) -> None:
-        if self.schedule.saves(end.step):
+        if self.cadence.saves(end.step):
             self.save()
             self.last_saved = end.step
 
     def at_end(self, step: int) -> None:
-        if self.schedule.save_at_end and self.last_saved != step:
+        if self.cadence.save_at_end and self.last_saved != step:
             self.save()
         self.wait()

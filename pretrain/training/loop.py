@@ -23,7 +23,7 @@ class StepResult:
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Cadence:
     """Which steps (1-based, counted from the start of training) log, evaluate and save."""
 
     max_steps: int
@@ -33,7 +33,7 @@ class Schedule:
     save_at_end: bool = True
 
     @classmethod
-    def of(cls, train: TrainLoopConfig) -> Schedule:
+    def of(cls, train: TrainLoopConfig) -> Cadence:
         return cls(train.max_steps, train.log_every, train.eval_every, train.save_every, train.save_at_end)
 
     def evaluates(self, step: int) -> bool:
@@ -72,14 +72,14 @@ class Hook(Protocol):
         ...
 
 
-def run_loop(train_step: Callable[[bool], StepResult], hooks: list[Hook], schedule: Schedule, start_step: int) -> None:
-    """Train from ``start_step`` to ``schedule.max_steps``; ``train_step(with_grad_norm)``
+def run_loop(train_step: Callable[[bool], StepResult], hooks: list[Hook], cadence: Cadence, start_step: int) -> None:
+    """Train from ``start_step`` to ``cadence.max_steps``; ``train_step(with_grad_norm)``
     runs one step (the gradient norm costs a collective, so only steps that log ask for it)."""
     step = start_step
-    while step < schedule.max_steps:
+    while step < cadence.max_steps:
         step += 1
-        logs = schedule.logs(step)
-        end = StepEnd(step, train_step(logs), logs=logs, evaluates=schedule.evaluates(step))
+        logs = cadence.logs(step)
+        end = StepEnd(step, train_step(logs), logs=logs, evaluates=cadence.evaluates(step))
         for hook in hooks:
             hook.after_step(end)
     for hook in reversed(hooks):

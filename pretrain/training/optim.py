@@ -19,6 +19,27 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class NonFiniteLosses:
+    """The number of non-finite micro-batch losses since the last update, kept on the device.
+    Built before the loss and the optimizer, and given to both: the step's loss adds to it,
+    the optimizer's guard takes it when it decides."""
+
+    def __init__(self) -> None:
+        self._count: Optional[Tensor] = None
+
+    def note(self, loss: Tensor) -> None:
+        nonfinite = (~torch.isfinite(loss.detach())).sum()
+        self._count = nonfinite if self._count is None else self._count + nonfinite
+
+    def take(self, device: torch.device) -> Tensor:
+        """The count so far (float, shape [1], on ``device``); the next count starts from zero."""
+        noted = self._count
+        if noted is None:  # made on the device: a copy from the host would wait for it
+            noted = torch.zeros((), dtype=torch.int64, device=device)
+        self._count = None
+        return noted.to(device, torch.float32).reshape(1)
+
+
 class GuardedStep:
     """Mixin for a fused torch optimizer: the update happens only if no rank saw a
     non-finite loss since the last update, decided on the device.
@@ -41,10 +62,10 @@ class GuardedStep:
     """
 
     flag_device: torch.device = torch.device("cpu")
+    nonfinite: NonFiniteLosses  # set by ``build_optimizer``
     current_step: int = 0  # set by ``begin``: a plain number, so nothing here refers back to the trainer
     last_step_skipped: Tensor  # 0-dim bool, on flag_device
     found_inf: Tensor  # read by torch's fused update
-    _nonfinite_losses: Optional[Tensor] = None
     _decided_for: Optional[int] = None
     _started: bool = False
 
@@ -57,17 +78,9 @@ class GuardedStep:
         calls until the next ``begin`` belong to it."""
         self.current_step = step
 
-    def note_loss(self, loss: Tensor) -> None:
-        nonfinite = (~torch.isfinite(loss.detach())).sum()
-        self._nonfinite_losses = nonfinite if self._nonfinite_losses is None else self._nonfinite_losses + nonfinite
-
     def _decide(self) -> None:
         # Pipeline stages before the last see no loss, and join the all-reduce with a zero.
-        noted = self._nonfinite_losses
-        if noted is None:  # made on the device: a copy from the host would wait for it
-            noted = torch.zeros((), dtype=torch.int64, device=self.flag_device)
-        count = noted.to(self.flag_device, torch.float32).reshape(1)
-        self._nonfinite_losses = None
+        count = self.nonfinite.take(self.flag_device)
         if dist.is_initialized():
             dist.all_reduce(count)
         self.last_step_skipped = count[0] > 0
@@ -149,7 +162,9 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> GuardedStep:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, device: torch.device, nonfinite: NonFiniteLosses
+) -> GuardedStep:
     """Fused torch optimizers (one kernel for the whole update on GPU; on every device the
     only kind that skips an update on a device-side flag, see ``GuardedStep``)."""
     groups = parameter_groups(model, cfg)
@@ -165,6 +180,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     else:
         optimizer = GuardedSGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=True)
     optimizer.flag_device = device
+    optimizer.nonfinite = nonfinite
     return optimizer
 
 

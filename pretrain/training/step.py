@@ -16,24 +16,25 @@ from pretrain.model.loss import sample_mean_loss
 from pretrain.objectives import Batch
 from pretrain.parallel.context import ContextParallel
 from pretrain.parallel.pipeline import stage_inputs
-from pretrain.training.optim import GuardedStep
+from pretrain.training.optim import NonFiniteLosses
 
 
 class StepLoss:
     """A micro-batch's loss: the mean over samples of each sample's mean token loss. In
-    training the non-finite guard sees every one (it is attached once the optimizer exists,
-    which is built after the model that the pipeline gives this loss to). Under context
-    parallelism, this rank's share of it, scaled so that the ranks' mean is the loss."""
+    training every one is counted in ``nonfinite``, which the optimizer's guard reads. Under
+    context parallelism, this rank's share of it, scaled so that the ranks' mean is the loss."""
 
-    def __init__(self, layers: LayerFactory, context: Optional[ContextParallel] = None) -> None:
+    def __init__(
+        self, layers: LayerFactory, nonfinite: NonFiniteLosses, context: Optional[ContextParallel] = None
+    ) -> None:
         self.layers = layers
-        self.guard: Optional[GuardedStep] = None
+        self.nonfinite = nonfinite
         self.mean = sample_mean_loss if context is None else context.sample_mean_loss
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
         loss = self.mean(self.layers.token_losses(logits, labels), loss_mask)
-        if self.guard is not None and torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
-            self.guard.note_loss(loss)
+        if torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
+            self.nonfinite.note(loss)
         return loss
 
     def of_pipeline(self, logits: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """On CUDA, the compiled FlexAttention path (forward and backward, which torch 2.13 lacks on CPU)
 equals SDPA with the dense mask for every mask kind, in bf16, alone and inside the compiled
 model; the CPU suite runs the same checks in fp32, forward only
-(tests/pretrain/test_flex_attention.py)."""
+(tests/pretrain/model/test_flex_attention.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pretrain.model.gpt import AttentionMode
-from tests.pretrain.attention_checks import (
+from tests.pretrain.support.attention_checks import (
     KERNEL_TOLERANCE,
     KIND_IDS,
     MASK_KINDS,

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
-import tests.pretrain.test_async_save as cpu_async_save
-import tests.pretrain.test_train as cpu_train
+import tests.pretrain.checkpoint.test_async_save as cpu_async_save
+import tests.pretrain.training.test_train as cpu_train
 from pretrain.export import ExportConfig, export
 from pretrain.parallel.process_groups import ProcessInfo, init_distributed
 from pretrain.training.trainer import Trainer
-from tests.pretrain.test_train import config, losses
-from tests.pretrain.training_checks import assert_zero3_starts_from_the_single_process_values, losses_of_a_cpu_run
+from tests.pretrain.support.training_checks import (
+    assert_zero3_starts_from_the_single_process_values,
+    losses_of_a_cpu_run,
+)
+from tests.pretrain.training.test_train import config, losses
 
 # CLM with document masking: causal block masks confined to documents, on FlexAttention's
 # compiled kernel (forward and backward) inside the training step.

@@ -236,7 +236,7 @@ def common():
 @pytest.fixture(scope="session")
 def launch_runs():
     """``launch(nproc, {name: overrides}, workdir, worker="parallel_worker.py") -> dict``: the
-    runs, in order, in one torchrun launch of the worker script beside this file (each launch
+    runs, in order, in one torchrun launch of the worker script in workers/ (each launch
     costs seconds of start-up); the worker's report, e.g. {"losses": {name: [...]},
     "state_error": {name: float}}."""
     import os
@@ -260,7 +260,7 @@ def launch_runs():
             "torch.distributed.run",
             "--standalone",
             f"--nproc_per_node={nproc}",
-            str(Path(__file__).with_name(worker)),
+            str(Path(__file__).with_name("workers") / worker),
             str(runs_file),
             str(out_file),
         ]

@@ -17,7 +17,7 @@ from data_pipeline.tokenize.config import ChatConfig, TokenizeConfig
 from data_pipeline.tokenize.output_dir import SPLITS
 from data_pipeline.tokenizer.chat_template import load_chat_template
 from data_pipeline.tokenizer.hf_tokenizer import load_tokenizer_files
-from tests.pretrain.hf_models import CHAT_WORDS, save_chat_tokenizer
+from tests.pretrain.support.hf_models import CHAT_WORDS, save_chat_tokenizer
 
 
 def conversations(count: int, seed: int = 0) -> list[list[dict]]:
