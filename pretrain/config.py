@@ -68,8 +68,12 @@ class ParallelConfig:
     # With tp > 1: split the activations between the tensor-parallel layers over the
     # sequence too (norms, dropout and residuals on 1/tp of the tokens; docs/performance.md).
     sequence_parallel: bool = False
-    # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp).
+    # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp · cp).
     pp: int = 1
+    # Context parallelism: each sequence split over this many ranks (each holds 1/cp of every
+    # sequence's tokens and activations; attention exchanges keys and values across them).
+    # The cp ranks train on the same samples and reduce gradients with the data-parallel ones.
+    cp: int = 1
     # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.
     zero_stage: int = 0
     # Pipeline only: how layers are split into stages, and how many layers each activation

@@ -20,10 +20,17 @@ class Layout:
     tp: int
     pp: int
     dp: int
+    cp: int = 1  # ranks that share each sequence (parallel.cp)
 
     @property
     def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def gradient_ranks(self) -> int:
+        """Ranks that reduce gradients together and share ZeRO's partitions: the cp ranks of
+        a data-parallel rank hold the same weights and see different tokens of its samples."""
+        return self.dp * self.cp
 
 
 def launched_world_size() -> int:
@@ -36,12 +43,19 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
     """The layout for ``world_size`` processes, or one clear error naming the setting and the fix."""
     par, model = cfg.parallel, cfg.model
     cfg.lora.validate(gated_mlp=model.activation is Activation.swiglu)
-    if par.tp < 1 or par.pp < 1:
-        raise ValueError(f"parallel.tp={par.tp} and parallel.pp={par.pp} must be at least 1")
-    if world_size % (par.tp * par.pp):
+    if par.tp < 1 or par.pp < 1 or par.cp < 1:
+        raise ValueError(f"parallel.tp={par.tp}, parallel.pp={par.pp} and parallel.cp={par.cp} must be at least 1")
+    model_ranks = par.tp * par.pp * par.cp
+    if world_size % model_ranks:
         raise ValueError(
-            f"world size {world_size} is not divisible by parallel.tp × parallel.pp = {par.tp} × {par.pp}; "
-            f"launch a multiple of {par.tp * par.pp} processes or change the layout"
+            f"world size {world_size} is not divisible by parallel.tp × parallel.pp × parallel.cp = "
+            f"{par.tp} × {par.pp} × {par.cp}; launch a multiple of {model_ranks} processes or change the layout"
+        )
+    if cfg.train.seq_len % (2 * par.cp) and par.cp > 1:
+        # Load balancing cuts each sequence into 2·cp chunks (rank i holds chunks i and 2cp−1−i).
+        raise ValueError(
+            f"parallel.cp={par.cp} cuts each sequence into {2 * par.cp} chunks, but train.seq_len={cfg.train.seq_len} "
+            f"is not divisible by {2 * par.cp}; choose a multiple of it"
         )
     if par.pp > 1 and par.zero_stage > 1:
         raise ValueError(
@@ -77,14 +91,14 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
         raise ValueError(f"parallel.checkpoint_interval={par.checkpoint_interval} must be at least 1")
     if cfg.train.compile and par.zero_stage == 3:
         raise ValueError("train.compile=true fails with parallel.zero_stage=3 in DeepSpeed 0.19; use zero_stage<=2")
-    dp = world_size // (par.tp * par.pp)
+    dp = world_size // model_ranks
     per_step = cfg.train.micro_batch_size * dp
     if cfg.train.micro_batch_size < 1 or cfg.train.global_batch_size < 1 or cfg.train.global_batch_size % per_step:
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} must be a positive multiple of "
             f"train.micro_batch_size={cfg.train.micro_batch_size} × data-parallel size {dp} = {per_step}"
         )
-    return Layout(tp=par.tp, pp=par.pp, dp=dp)
+    return Layout(tp=par.tp, pp=par.pp, dp=dp, cp=par.cp)
 
 
 def _check_sequence_parallel(cfg: TrainConfig) -> None:

@@ -7,6 +7,10 @@ count is their 34·s·b·h + 5·a·s²·b bytes per layer, sbh·(10 + 24/t + 5as
 parallelism t and sbh/t·(34 + 5as/h) with sequence parallelism; tests/pretrain/test_plan.py
 checks both. Our default model saves a different set (RMSNorm, SwiGLU, GQA, fused
 attention that keeps no s² matrix), which the same count covers.
+
+Context parallelism (cp ranks share each sequence) divides every per-token tensor by cp: a
+rank keeps the activations of its s/cp tokens only. What it adds is the keys and values of the
+whole sequence, gathered for one layer's attention at a time (``gathered_kv_bytes``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,18 @@ class ActivationSetting:
     # Fused attention (SDPA's flash/efficient kernels) keeps the output and a logsumexp per
     # row instead of the (seq × seq) attention probabilities.
     fused_attention: bool = True
+    # Context-parallel ranks sharing each sequence: a rank holds seq_len / cp of its tokens.
+    cp: int = 1
+
+    @property
+    def tokens(self) -> float:
+        """Tokens of one micro-batch on this rank."""
+        return self.seq_len / self.cp * self.micro_batch
 
 
 def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     """Bytes one transformer block saves for its backward pass, for one micro-batch."""
-    tokens = at.seq_len * at.micro_batch
+    tokens = at.tokens
     e, t = at.element_bytes, at.tp
     replicated = 1 / t if at.sequence_parallel else 1.0  # per-token tensors of width h that tp does not split
     h = cfg.d_model
@@ -55,7 +66,7 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     if at.fused_attention:
         core = (q / t) * e + (cfg.n_heads / t) * FP32  # output and logsumexp per head
     else:
-        probs = cfg.n_heads / t * at.seq_len  # per token: one row of scores per head
+        probs = cfg.n_heads / t * at.seq_len  # per token: one row of scores per head, over the whole sequence
         core = probs * e + (probs * (DROPOUT_MASK + e) if cfg.attn_dropout > 0 else 0)
     if cfg.activation is Activation.swiglu:
         mlp = 4 * f / t * e  # gate (silu's input), silu(gate), up, and their product (down's input)
@@ -67,13 +78,22 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
 
 def layer_input_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     """What a checkpointed (recomputed) layer keeps: its input."""
-    return at.seq_len * at.micro_batch * cfg.d_model * at.element_bytes / (at.tp if at.sequence_parallel else 1)
+    return at.tokens * cfg.d_model * at.element_bytes / (at.tp if at.sequence_parallel else 1)
+
+
+def gathered_kv_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
+    """With cp > 1, one layer's keys and values of the whole sequence (this rank's kv heads),
+    gathered from the cp group for its attention (Llama 3, section 3.3.2): a transient of the
+    layer being computed, gathered again for its backward, not kept between layers."""
+    if at.cp == 1:
+        return 0.0
+    return 2 * at.seq_len * at.micro_batch * cfg.kv_heads * cfg.head_dim / at.tp * at.element_bytes
 
 
 def head_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     """The final norm, the logits (vocabulary split across tp) and the loss: its fp32 copy
     of the logits, the saved log-softmax and, when the backward starts, its gradient."""
-    tokens = at.seq_len * at.micro_batch
+    tokens = at.tokens
     e = at.element_bytes
     # The norm's input (and x·rstd) on the rank's tokens, its output as the logits' input.
     on_shard = 1 / at.tp if at.sequence_parallel else 1.0
@@ -100,11 +120,12 @@ def stage_activations(
     layers keep one input, and the backward rebuilds one such chunk at a time."""
     head = head_activation_bytes(cfg, at) if has_head else 0.0
     per_layer = layer_activation_bytes(cfg, at)
-    stored = in_flight * layers * per_layer + head
+    gathered = gathered_kv_bytes(cfg, at)  # the layer in flight's whole-sequence keys and values
+    stored = in_flight * layers * per_layer + head + gathered
     chunks = -(-layers // checkpoint_interval)
     # The backward of a rebuilt chunk also holds the gradients of its widest tensors (the
     # MLP's) next to the rebuilt activations; by then the head's tensors are freed.
-    gradients = 2 * cfg.ffn_dim / at.tp * at.element_bytes * at.seq_len * at.micro_batch
-    working = min(checkpoint_interval, layers) * per_layer + gradients
+    gradients = 2 * cfg.ffn_dim / at.tp * at.element_bytes * at.tokens
+    working = min(checkpoint_interval, layers) * per_layer + gradients + gathered
     recomputed = in_flight * chunks * layer_input_bytes(cfg, at) + max(working, head)
     return StageActivations(stored=stored, recomputed=recomputed)

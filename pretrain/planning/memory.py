@@ -3,8 +3,8 @@ DeepSpeed holds them, activations from :mod:`pretrain.planning.activations`, and
 communication buffers.
 
 Model states follow Rajbhandari et al. 2020 (ZeRO, section 3): with Ψ parameters on a rank,
-N data-parallel ranks and K bytes of optimizer state per parameter, stage 1 divides the
-optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
+N data-parallel ranks (dp × cp: context-parallel ranks hold the same weights) and K bytes
+of optimizer state per parameter, stage 1 divides the optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
 reduces the gradients of stage 1 into partitions as well (measured:
 tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
 stage 1 keeps them whole.
@@ -175,7 +175,7 @@ def _buffer_bytes(
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
     if zero == 0 or bf16_optimizer(cfg, precision):  # the engine flattens gradients into buckets to all-reduce them
-        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.dp > 1 else 0
+        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.gradient_ranks > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
         return buffers.reduce_bucket_size * sizes.gradient + gathered * sizes.weight
@@ -197,11 +197,11 @@ def rank_memory(
     # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
     # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
     sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
-    partition = zero_partition(stage, zero, layout.dp)
+    partition = zero_partition(stage, zero, layout.gradient_ranks)  # ZeRO partitions over dp × cp
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone
         trained = stage.layers * lora_elements_per_layer(cfg, layout.tp)
-        trained_partition = math.ceil(trained / layout.dp) if zero else trained
+        trained_partition = math.ceil(trained / layout.gradient_ranks) if zero else trained
         adapters, gradients, optimizer = model_state_bytes(trained, trained_partition, zero, sizes, sharded_from)
         weights += adapters
     if zero == 3:
@@ -228,8 +228,9 @@ def _activations(
         tp=layout.tp,
         sequence_parallel=cfg.parallel.sequence_parallel,
         sharded_linear_inputs=False,
+        cp=layout.cp,
     )
-    micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)
+    micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)  # cp ranks share samples
     in_flight = min(layout.pp - stage_index, micro_batches)  # 1F1B: stage k holds pp − k micro-batches
     interval = cfg.parallel.checkpoint_interval if layout.pp > 1 else 1
     return stage_activations(cfg.model, setting, stage.layers, in_flight, stage.last, interval)

@@ -249,7 +249,7 @@ def test_plan_lists_layouts_best_first_with_the_issue_fields(tmp_path: Path, cap
     fitting = [r for r in records if r["fits"]]
     assert fitting and records[: len(fitting)] == fitting  # every fitting layout before any other
     assert [r["tokens_per_s"] for r in fitting] == sorted((r["tokens_per_s"] for r in fitting), reverse=True)
-    assert all(r["tp"] * r["pp"] * r["dp"] == 16 for r in records)
+    assert all(r["tp"] * r["pp"] * r["cp"] * r["dp"] == 16 for r in records)
     printed = capsys.readouterr().out
     assert "overrides: " + " ".join(records[0]["overrides"]) in printed
     assert (
