@@ -3,11 +3,11 @@ DeepSpeed holds them, activations from :mod:`pretrain.planning.activations`, and
 communication buffers.
 
 Model states follow Rajbhandari et al. 2020 (ZeRO, section 3): with Ψ parameters on a rank,
-N data-parallel ranks (dp × cp: context-parallel ranks hold the same weights) and K bytes
-of optimizer state per parameter, stage 1 divides the optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
-reduces the gradients of stage 1 into partitions as well (measured:
-tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
-stage 1 keeps them whole.
+N data-parallel ranks (dp × cp: context-parallel ranks hold the same weights) and K bytes of
+optimizer state per parameter, stage 1 divides the optimizer state by N, stage 2 the
+gradients too, stage 3 the weights too. DeepSpeed 0.19 reduces the gradients of stage 1 into
+partitions as well (measured: tests/pretrain/test_plan.py), which ``GRADIENTS_SHARDED_FROM``
+records; the paper's stage 1 keeps them whole.
 """
 
 from __future__ import annotations
