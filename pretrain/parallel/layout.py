@@ -27,7 +27,7 @@ class Layout:
         return self.tp * self.pp * self.dp * self.cp
 
     @property
-    def gradient_ranks(self) -> int:
+    def gradient_peers(self) -> int:
         """Ranks that reduce gradients together and share ZeRO's partitions: the cp ranks of
         a data-parallel rank hold the same weights and see different tokens of its samples."""
         return self.dp * self.cp

@@ -175,7 +175,7 @@ def _buffer_bytes(
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
     if zero == 0 or bf16_optimizer(cfg, precision):  # the engine flattens gradients into buckets to all-reduce them
-        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.gradient_ranks > 1 else 0
+        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.gradient_peers > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
         return buffers.reduce_bucket_size * sizes.gradient + gathered * sizes.weight
@@ -197,11 +197,11 @@ def rank_memory(
     # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
     # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
     sharded_from = 2 if bf16_optimizer(cfg, precision) else GRADIENTS_SHARDED_FROM
-    partition = zero_partition(stage, zero, layout.gradient_ranks)  # ZeRO partitions over dp × cp
+    partition = zero_partition(stage, zero, layout.gradient_peers)  # ZeRO partitions over dp × cp
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone
         trained = stage.layers * lora_elements_per_layer(cfg, layout.tp)
-        trained_partition = math.ceil(trained / layout.gradient_ranks) if zero else trained
+        trained_partition = math.ceil(trained / layout.gradient_peers) if zero else trained
         adapters, gradients, optimizer = model_state_bytes(trained, trained_partition, zero, sizes, sharded_from)
         weights += adapters
     if zero == 3:

@@ -106,7 +106,7 @@ def estimate_speed(
     fullest = max(ranks, key=lambda rank: rank.total)
     largest = max(stages, key=lambda stage: stage.count).count
     grads = largest * activation_bytes
-    group = layout.gradient_ranks
+    group = layout.gradient_peers
     dp_link = _link(layout.tp * group, cluster)
     zero = cfg.parallel.zero_stage
     if zero == 0:

@@ -109,7 +109,7 @@ def test_the_layout_refuses_what_cp_cannot_split() -> None:
     with pytest.raises(ValueError, match=r"not divisible by parallel.tp × parallel.pp × parallel.cp = 1 × 1 × 4"):
         validate_layout(dataclasses.replace(cfg, parallel=ParallelConfig(cp=4)), 6)
     layout = validate_layout(dataclasses.replace(cfg, parallel=ParallelConfig(cp=2)), 4)
-    assert (layout.dp, layout.cp, layout.world_size, layout.gradient_ranks) == (2, 2, 4, 4)
+    assert (layout.dp, layout.cp, layout.world_size, layout.gradient_peers) == (2, 2, 4, 4)
 
 
 def plan_on_a_node(seq_len: int) -> list:
