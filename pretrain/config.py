@@ -70,9 +70,10 @@ class ParallelConfig:
     sequence_parallel: bool = False
     # Pipeline stages; data parallelism takes the rest: dp = world size / (tp · pp · cp).
     pp: int = 1
-    # Context parallelism: each sequence split over this many ranks (each holds 1/cp of every
-    # sequence's tokens and activations; attention exchanges keys and values across them).
-    # The cp ranks train on the same samples and reduce gradients with the data-parallel ones.
+    # Context-parallel degree: every sequence split over this many ranks, each holding two of
+    # its 2·cp chunks (causal load balancing); attention all-gathers keys and values
+    # (pretrain/parallel/context.py, docs/performance.md). For sequences whose activations
+    # do not fit one device; cp ranks are data-parallel peers for the gradients and ZeRO.
     cp: int = 1
     # 0: plain data parallel; 1: shard optimizer state; 2: + gradients; 3: + parameters.
     zero_stage: int = 0

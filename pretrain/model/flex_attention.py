@@ -21,10 +21,15 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
-def mask_mod(causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor]) -> MaskMod:
-    """Whether query ``q`` of sample ``b`` may attend to key ``k`` (any head ``h``)."""
+def mask_mod(
+    causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor], query_positions: Optional[Tensor] = None
+) -> MaskMod:
+    """Whether query ``q`` of sample ``b`` may attend to key ``k`` (any head ``h``). With
+    ``query_positions`` (context parallelism) query ``q`` is this rank's ``q``-th token, at
+    global position ``query_positions[q]``; keys are the whole sequence, in global order."""
 
-    def allowed(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+    def allowed(b: Tensor, h: Tensor, q_index: Tensor, k: Tensor) -> Tensor:
+        q = q_index if query_positions is None else query_positions[q_index]
         visible = q >= k if causal else torch.ones_like(q, dtype=torch.bool)
         if prefix_len is not None:
             visible = visible | (k < prefix_len[b])
@@ -36,13 +41,25 @@ def mask_mod(causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tenso
 
 
 def block_mask(
-    causal: bool, prefix_len: Optional[Tensor], doc_ids: Optional[Tensor], seq_len: int, device: torch.device
+    causal: bool,
+    prefix_len: Optional[Tensor],
+    doc_ids: Optional[Tensor],
+    seq_len: int,
+    device: torch.device,
+    query_positions: Optional[Tensor] = None,
 ) -> BlockMask:
-    """The block mask of one batch; per sample when prefixes or documents vary by sample."""
+    """The block mask of one batch; per sample when prefixes or documents vary by sample.
+    ``seq_len`` counts the keys; the queries are as many, or ``query_positions``'s."""
     per_sample = doc_ids if doc_ids is not None else prefix_len
     batch = None if per_sample is None else per_sample.shape[0]
+    queries = seq_len if query_positions is None else len(query_positions)
     return create_block_mask(
-        mask_mod(causal, prefix_len, doc_ids), B=batch, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device=device
+        mask_mod(causal, prefix_len, doc_ids, query_positions),
+        B=batch,
+        H=None,
+        Q_LEN=queries,
+        KV_LEN=seq_len,
+        device=device,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ContextManager, NamedTuple, Optional
+from typing import TYPE_CHECKING, ContextManager, NamedTuple, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,15 @@ class Linear(nn.Linear):
         return with_adapter(self, x, F.linear(x, self.weight, self.bias))
 
 
+class SequenceSplit(Protocol):
+    """Context parallelism (``pretrain.parallel.context.ContextParallel``): each rank holds
+    1/size of every sequence, and attention reads the keys and values of all of it."""
+
+    size: int
+
+    def gather_keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
 class LayerFactory:
     """Builds the layers that tensor parallelism splits; this one builds them whole.
 
@@ -45,6 +54,8 @@ class LayerFactory:
     one place their backward communicates."""
 
     tp_size: int = 1
+    # Set on a factory instance when the sequence is split over a context-parallel group.
+    context: Optional[SequenceSplit] = None
 
     def column(self, in_features: int, out_features: int, bias: bool) -> nn.Module:
         """A linear whose output features may be split across tensor-parallel ranks."""
@@ -109,30 +120,37 @@ class AttentionSpec:
     prefix_len: Optional[Tensor] = None
     # (batch, seq) document index of each position: attention never crosses documents.
     doc_ids: Optional[Tensor] = None
+    # (local seq,) under context parallelism: the global positions of this rank's tokens,
+    # which attend to the whole sequence's keys (doc_ids and prefix_len stay whole).
+    query_positions: Optional[Tensor] = None
 
 
 def needs_mask(spec: AttentionSpec) -> bool:
-    """Whether attention needs more than SDPA's built-in causal or no mask."""
-    return spec.doc_ids is not None or spec.mode is AttentionMode.prefix
+    """Whether attention needs more than SDPA's built-in causal or no mask (its causal mask
+    is for a square of queries and keys, not a rank's queries against the whole sequence)."""
+    local_causal = spec.query_positions is not None and spec.mode is not AttentionMode.bidirectional
+    return spec.doc_ids is not None or spec.mode is AttentionMode.prefix or local_causal
 
 
 def attention_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> tuple[Optional[Tensor], bool]:
-    """``(mask, is_causal)`` for SDPA. The mask is boolean (batch, 1, seq, seq), True where a
-    query may attend to a key; it is None when SDPA needs none (plain causal or plain
-    bidirectional attention), which keeps the fused kernels available."""
+    """``(mask, is_causal)`` for SDPA. The mask is boolean (batch, 1, query, key), True where
+    a query may attend to a key; ``seq_len`` counts the keys (the whole sequence), the queries
+    are all of them or ``spec.query_positions``. It is None when SDPA needs none (plain causal
+    or plain bidirectional attention), which keeps the fused kernels available."""
     if not needs_mask(spec):
-        return None, spec.mode is AttentionMode.causal
+        return None, spec.mode is AttentionMode.causal and spec.query_positions is None
     if spec.mode is AttentionMode.prefix and spec.prefix_len is None:
         raise ValueError("prefix attention needs prefix_len")
-    pos = torch.arange(seq_len, device=device)
-    allowed = (pos[None, :] <= pos[:, None])[None]  # causal, (1, query, key)
+    keys = torch.arange(seq_len, device=device)
+    queries = keys if spec.query_positions is None else spec.query_positions.to(device)
+    allowed = (keys[None, :] <= queries[:, None])[None]  # causal, (1, query, key)
     if spec.mode is AttentionMode.bidirectional:
         allowed = torch.ones_like(allowed)
     elif spec.mode is AttentionMode.prefix:
-        key_in_prefix = pos[None, :] < spec.prefix_len.to(device)[:, None]  # (batch, key)
+        key_in_prefix = keys[None, :] < spec.prefix_len.to(device)[:, None]  # (batch, key)
         allowed = allowed | key_in_prefix[:, None, :]
     if spec.doc_ids is not None:
-        allowed = allowed & (spec.doc_ids[:, :, None] == spec.doc_ids[:, None, :])
+        allowed = allowed & (spec.doc_ids[:, queries, None] == spec.doc_ids[:, None, :])
     return allowed[:, None], False
 
 
@@ -149,7 +167,9 @@ def flex_block_mask(spec: AttentionSpec, seq_len: int, device: torch.device) -> 
     prefix_len = spec.prefix_len if spec.mode is AttentionMode.prefix else None
     on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
     causal = spec.mode is not AttentionMode.bidirectional
-    return block_mask(causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device)
+    return block_mask(
+        causal, on_device(prefix_len), on_device(spec.doc_ids), seq_len, device, on_device(spec.query_positions)
+    )
 
 
 def attention_inputs(
@@ -273,6 +293,8 @@ class Attention(nn.Module):
             q, k, v = apply_rotary(q, rope), apply_rotary(k, rope), v.contiguous()
         if cache is not None:
             k, v = cache.append(k, v)
+        if self.layers.context is not None:  # the whole sequence's keys for this rank's queries
+            k, v = self.layers.context.gather_keys_values(k, v)
         if isinstance(mask, BlockMask):
             out = flex_attend(q, k, v, mask, enable_gqa=self.local_kv_heads != self.local_heads)
         else:
@@ -409,7 +431,9 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Logits of shape (batch, seq, padded vocab). With a ``cache`` (causal decoding),
         ``input_ids`` are the tokens after the cached ones, whose keys and values it keeps."""
-        seq_len = input_ids.shape[1]
+        spec = attention or AttentionSpec()
+        # Under context parallelism input_ids are this rank's share of each sequence.
+        seq_len = input_ids.shape[1] * (1 if self.layers.context is None else self.layers.context.size)
         past = 0 if cache is None else cache.length
         if past + seq_len > self.cfg.max_attention_span:
             raise ValueError(
@@ -417,8 +441,9 @@ class GPT(nn.Module):
                 f"(model.max_seq_len={self.cfg.max_seq_len}, model.sliding_window={self.cfg.sliding_window})"
             )
         if positions is None:
+            positions = spec.query_positions
+        if positions is None:
             positions = torch.arange(past, past + seq_len, device=input_ids.device)
-        spec = attention or AttentionSpec()
         if cache is None:
             mask, is_causal = attention_inputs(
                 spec, seq_len, input_ids.device, self.cfg.attn_dropout if self.training else 0.0

@@ -13,6 +13,7 @@ from torch import nn
 from pretrain.config import TrainConfig
 from pretrain.model.config import Activation
 from pretrain.model.fused_linear import fused_parameters
+from pretrain.parallel.context import check_context_parallel
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Layout:
     tp: int
     pp: int
     dp: int
-    cp: int = 1  # ranks that share each sequence (parallel.cp)
+    cp: int = 1
 
     @property
     def world_size(self) -> int:
@@ -28,8 +29,8 @@ class Layout:
 
     @property
     def gradient_peers(self) -> int:
-        """Ranks that reduce gradients together and share ZeRO's partitions: the cp ranks of
-        a data-parallel rank hold the same weights and see different tokens of its samples."""
+        """Ranks holding the same parameters, over which DeepSpeed averages gradients and
+        ZeRO shards: the data-parallel replicas and, within each, the context-parallel ranks."""
         return self.dp * self.cp
 
 
@@ -51,12 +52,8 @@ def validate_layout(cfg: TrainConfig, world_size: int) -> Layout:
             f"world size {world_size} is not divisible by parallel.tp × parallel.pp × parallel.cp = "
             f"{par.tp} × {par.pp} × {par.cp}; launch a multiple of {model_ranks} processes or change the layout"
         )
-    if cfg.train.seq_len % (2 * par.cp) and par.cp > 1:
-        # Load balancing cuts each sequence into 2·cp chunks (rank i holds chunks i and 2cp−1−i).
-        raise ValueError(
-            f"parallel.cp={par.cp} cuts each sequence into {2 * par.cp} chunks, but train.seq_len={cfg.train.seq_len} "
-            f"is not divisible by {2 * par.cp}; choose a multiple of it"
-        )
+    if par.cp > 1:
+        check_context_parallel(cfg)
     if par.pp > 1 and par.zero_stage > 1:
         raise ValueError(
             f"parallel.zero_stage={par.zero_stage} with parallel.pp={par.pp}: DeepSpeed's pipeline engine supports "
@@ -123,10 +120,12 @@ def _check_sequence_parallel(cfg: TrainConfig) -> None:
 
 def build_grid(layout: Layout):  # type: ignore[no-untyped-def]
     """DeepSpeed's process grid (pipe × data × model axes); every rank builds every group,
-    in the same order, as torch.distributed requires."""
+    in the same order, as torch.distributed requires. Its data axis spans dp × cp ranks
+    (context-parallel ranks are data-parallel peers for gradients and ZeRO), cp varying
+    fastest: ranks are ordered [pp][dp][cp][tp] (``pretrain.parallel.context``)."""
     from deepspeed.runtime.pipe.topology import PipelineParallelGrid, PipeModelDataParallelTopology
 
-    topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.dp)
+    topology = PipeModelDataParallelTopology(num_pp=layout.pp, num_mp=layout.tp, num_dp=layout.gradient_peers)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole topology
         return PipelineParallelGrid(topology=topology)
 

@@ -12,6 +12,7 @@ import torch
 
 from pretrain.data.loader import BatchPlan, SampleBatch, TrainingStream
 from pretrain.objectives import Batch, Objective
+from pretrain.parallel.context import ContextParallel
 
 
 def _map_tensors(batch: Batch, move: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
@@ -24,20 +25,25 @@ def _map_tensors(batch: Batch, move: Callable[[torch.Tensor], torch.Tensor]) -> 
             attention,
             prefix_len=None if attention.prefix_len is None else move(attention.prefix_len),
             doc_ids=None if attention.doc_ids is None else move(attention.doc_ids),
+            query_positions=None if attention.query_positions is None else move(attention.query_positions),
         ),
     )
 
 
 class BatchMaker:
-    """Applies the objective to windows and moves the result to the device."""
+    """Applies the objective to windows and moves the result to the device; under context
+    parallelism, keeps this rank's chunks of each sequence."""
 
-    def __init__(self, objective: Objective, device: torch.device) -> None:
+    def __init__(self, objective: Objective, device: torch.device, context: Optional[ContextParallel] = None) -> None:
         self.objective = objective
         self.device = device
+        self.context = context
 
     def on_host(self, windows: np.ndarray, positions: np.ndarray) -> Batch:
         """In page-locked memory when the device is a GPU, so the copy can run asynchronously."""
         batch = self.objective(torch.from_numpy(windows), torch.from_numpy(positions))
+        if self.context is not None:
+            batch = self.context.local_batch(batch)
         return _map_tensors(batch, torch.Tensor.pin_memory) if self.device.type == "cuda" else batch
 
     def to_device(self, batch: Batch) -> Batch:

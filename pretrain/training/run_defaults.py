@@ -16,7 +16,7 @@ def fit_micro_batch(cfg: TrainConfig, world_size: int) -> tuple[TrainConfig, Opt
     global batch's share of each data-parallel rank; return the config and what was chosen."""
     if cfg.train.micro_batch_size is not None:
         return cfg, None
-    dp = max(1, world_size // max(1, cfg.parallel.tp * cfg.parallel.pp))
+    dp = max(1, world_size // max(1, cfg.parallel.tp * cfg.parallel.pp * cfg.parallel.cp))
     per_rank, remainder = divmod(cfg.train.global_batch_size, dp)
     micro = PREFERRED_MICRO_BATCH
     while micro > 1 and (remainder or per_rank % micro):

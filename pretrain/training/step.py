@@ -14,6 +14,7 @@ from pretrain.config import Precision
 from pretrain.model.gpt import LayerFactory
 from pretrain.model.loss import sample_mean_loss
 from pretrain.objectives import Batch
+from pretrain.parallel.context import ContextParallel
 from pretrain.parallel.pipeline import stage_inputs
 from pretrain.training.optim import GuardedStep
 
@@ -21,14 +22,16 @@ from pretrain.training.optim import GuardedStep
 class StepLoss:
     """A micro-batch's loss: the mean over samples of each sample's mean token loss. In
     training the non-finite guard sees every one (it is attached once the optimizer exists,
-    which is built after the model that the pipeline gives this loss to)."""
+    which is built after the model that the pipeline gives this loss to). Under context
+    parallelism, this rank's share of it, scaled so that the ranks' mean is the loss."""
 
-    def __init__(self, layers: LayerFactory) -> None:
+    def __init__(self, layers: LayerFactory, context: Optional[ContextParallel] = None) -> None:
         self.layers = layers
         self.guard: Optional[GuardedStep] = None
+        self.mean = sample_mean_loss if context is None else context.sample_mean_loss
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-        loss = sample_mean_loss(self.layers.token_losses(logits, labels), loss_mask)
+        loss = self.mean(self.layers.token_losses(logits, labels), loss_mask)
         if self.guard is not None and torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
             self.guard.note_loss(loss)
         return loss

@@ -30,11 +30,12 @@ from pretrain.data.loader import TrainingStream, ValidationSet, open_sources
 from pretrain.data.megatron import is_megatron_prefix, missing_eos_warnings
 from pretrain.data.sources import data_sources, tokenizer_dir
 from pretrain.hf.init_from import load_initial_weights, start_message, with_grown_vocabulary, with_imported_model
-from pretrain.model.gpt import DENSE, GPT
+from pretrain.model.gpt import DENSE, GPT, LayerFactory
 from pretrain.model.lora import adapter_parameter_count, attach_adapters, base_identity, check_same_base
 from pretrain.model.stats import count_parameters, training_flops_per_token
 from pretrain.objectives import build_objective
 from pretrain.parallel import rng
+from pretrain.parallel.context import context_parallel
 from pretrain.parallel.deepspeed_config import batch_plan, deepspeed_config, resolve_precision
 from pretrain.parallel.layout import build_grid, register_fused_parameters, sharded_construction, validate_layout
 from pretrain.parallel.pipeline import build_pipeline
@@ -95,15 +96,20 @@ class Trainer:
         )
 
         self.grid = build_grid(self.layout)
-        self.dp_rank = self.grid.get_data_parallel_rank()
+        self.context = context_parallel(self.grid, self.layout.cp)
+        # The grid's data axis is dp × cp; the cp ranks of a replica read the same samples.
+        self.dp_rank = self.grid.get_data_parallel_rank() // self.layout.cp
         self._seed_dropout(step=0)
         self.plan = batch_plan(cfg, dp_size=self.layout.dp)
-        self.make_batch = BatchMaker(self.objective, process.device)
+        self.make_batch = BatchMaker(self.objective, process.device, self.context)
         self.step_batches = StepBatches(self.stream, self.make_batch, self.plan, dp_rank=self.dp_rank)
         self.precision = resolve_precision(cfg.train.precision, process.device)
         tp_group, sequence_parallel = self.grid.get_slice_parallel_group(), cfg.parallel.sequence_parallel
         self.layers = TensorParallelLayers(tp_group, sequence_parallel) if self.layout.tp > 1 else DENSE
-        self.loss = StepLoss(self.layers)
+        if self.context is not None:
+            self.layers = self.layers if self.layout.tp > 1 else LayerFactory()
+            self.layers.context = self.context
+        self.loss = StepLoss(self.layers, self.context)
         self.eval_tasks = (
             EvalTasks(
                 cfg.train.eval_tasks,
@@ -116,7 +122,8 @@ class Trainer:
             if cfg.train.eval_tasks
             else None
         )
-        ds_config = deepspeed_config(cfg, self.plan, self.precision)
+        # DeepSpeed counts its data-parallel ranks as dp × cp (each cp rank a micro-batch).
+        ds_config = deepspeed_config(cfg, replace(self.plan, dp_size=self.layout.gradient_peers), self.precision)
         with sharded_construction(ds_config, self.grid, cfg.parallel.zero_stage):
             model = self._build_model()
         self.imported = load_initial_weights(cfg, model, resuming=start is not None)
@@ -215,7 +222,7 @@ class Trainer:
             zero_stage=self.cfg.parallel.zero_stage,
             tp_group=self.grid.get_slice_parallel_group() if self.layout.tp > 1 else None,
             dp_group=self.grid.get_data_parallel_group(),
-            dp_size=self.plan.dp_size,
+            dp_size=self.layout.gradient_peers,
             device=self.process.device,
         )
 
@@ -226,7 +233,9 @@ class Trainer:
             self.run_dir,
             dp_rank=self.dp_rank,
             dp_size=self.layout.dp,
-            writer=self.grid.get_slice_parallel_rank() == 0 and self.grid.get_stage_id() == 0,
+            writer=self.grid.get_slice_parallel_rank() == 0
+            and self.grid.get_stage_id() == 0
+            and (self.context is None or self.context.rank == 0),
             is_main=self.process.is_main,
             resume_step=resume_step,
         )
@@ -244,6 +253,7 @@ class Trainer:
             "tp": self.layout.tp,
             "pp": self.layout.pp,
             "dp": self.layout.dp,
+            "cp": self.layout.cp,
             "zero_stage": self.cfg.parallel.zero_stage,
         }
 
@@ -269,7 +279,7 @@ class Trainer:
         with warnings.catch_warnings():  # "scheduler before optimizer": we only replay its position
             warnings.simplefilter("ignore", UserWarning)
             scheduler.step()
-        if metadata.get("layout") == self._layout_record():
+        if {"cp": 1, **metadata.get("layout", {})} == self._layout_record():  # cp unrecorded: 1
             restore_rng(path)
         else:
             # The saved RNG states belong to the old ranks: start fresh streams for this step.
@@ -375,7 +385,8 @@ class Trainer:
             f"model {self.model_cfg.name}: {self.num_parameters / 1e6:.2f}M parameters; global batch "
             f"{self.plan.global_batch} × {train.seq_len} tokens ({self.plan.micro_batch} per micro-batch × "
             f"{self.plan.grad_accum} accumulation × {self.plan.dp_size} data-parallel ranks); layout "
-            f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp} = {self.process.world_size} processes, "
+            f"tp {self.layout.tp} × pp {self.layout.pp} × dp {self.layout.dp} × cp {self.layout.cp} = "
+            f"{self.process.world_size} processes, "
             f"ZeRO {self.cfg.parallel.zero_stage}; precision {self.precision.value}"
         )
         if self.cfg.lora.enabled:
@@ -401,7 +412,7 @@ class Trainer:
         return logging.records
 
     def _record(self, window: LogWindow) -> dict:
-        """Collective (the mean loss over data-parallel ranks)."""
+        """Collective (the mean loss over data-parallel and context-parallel ranks)."""
         local, grad_norm = window.read()  # first: it adds the wait for the device to the window's time
         tokens_per_s = window.steps * self.plan.global_batch * self.cfg.train.seq_len / max(window.seconds, 1e-9)
         tflops = self.flops_per_token * tokens_per_s / self.process.world_size / 1e12
@@ -409,7 +420,7 @@ class Trainer:
         dist.all_reduce(loss, group=self.grid.get_data_parallel_group())
         return {
             "step": self.step,
-            "loss": float(loss) / self.plan.dp_size,
+            "loss": float(loss) / self.layout.gradient_peers,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "tokens_per_s": tokens_per_s,
