@@ -9,8 +9,8 @@ checks both. Our default model saves a different set (RMSNorm, SwiGLU, GQA, fuse
 attention that keeps no s² matrix), which the same count covers.
 
 Context parallelism (cp ranks share each sequence) divides every per-token tensor by cp: a
-rank keeps the activations of its s/cp tokens only. What it adds is the keys and values of the
-whole sequence, gathered for one layer's attention at a time (``gathered_kv_bytes``).
+rank keeps the activations of its s/cp tokens only, but for the keys and values, which
+attention gathers and keeps for the whole sequence (``gathered_kv_bytes``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pretrain.model.config import Activation, ModelConfig, Norm
 
 FP32 = 4
 DROPOUT_MASK = 1  # a bool per element
+BOOL = 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class ActivationSetting:
     fused_attention: bool = True
     # Context-parallel ranks sharing each sequence: a rank holds seq_len / cp of its tokens.
     cp: int = 1
+    # Dense (query × key) masks per layer that attention keeps for its backward, in the
+    # activation dtype: CPU's SDPA turns a boolean mask (document masking, prefix-LM, a cp
+    # rank's queries against the whole sequence) into such a float mask in every layer. 1 when
+    # the micro-batch shares one (plain causal under cp), micro_batch when each sample has
+    # its own; 0 on CUDA, whose FlexAttention keeps a block mask of negligible size.
+    dense_masks: int = 0
 
     @property
     def tokens(self) -> float:
@@ -62,7 +69,9 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     linear_inputs = (
         2 * h * e * (replicated if at.sharded_linear_inputs else 1.0) + (q / t) * e
     )  # QKV and MLP input (the norms' outputs), output projection's input
-    qkv = (q + 2 * kv) / t * e  # what the score and value products keep
+    # What the score and value products keep; under cp the keys and values of the whole
+    # sequence (gathered), cp times this rank's own.
+    qkv = (q + 2 * kv * at.cp) / t * e
     if at.fused_attention:
         core = (q / t) * e + (cfg.n_heads / t) * FP32  # output and logsumexp per head
     else:
@@ -73,7 +82,12 @@ def layer_activation_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     else:
         mlp = 2 * f / t * e  # gelu's input and output (down's input)
     dropout_masks = 2 * h * DROPOUT_MASK * replicated if cfg.residual_dropout > 0 else 0
-    return tokens * (norms + linear_inputs + qkv + core + mlp + dropout_masks)
+    return tokens * (norms + linear_inputs + qkv + core + mlp + dropout_masks) + at.dense_masks * mask_pairs(at) * e
+
+
+def mask_pairs(at: ActivationSetting) -> float:
+    """(query, key) pairs of one mask: this rank's queries against the whole sequence."""
+    return at.seq_len / at.cp * at.seq_len
 
 
 def layer_input_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
@@ -83,8 +97,9 @@ def layer_input_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
 
 def gathered_kv_bytes(cfg: ModelConfig, at: ActivationSetting) -> float:
     """With cp > 1, one layer's keys and values of the whole sequence (this rank's kv heads),
-    gathered from the cp group for its attention (Llama 3, section 3.3.2): a transient of the
-    layer being computed, gathered again for its backward, not kept between layers."""
+    all-gathered from the cp group for its attention (Llama 3, section 3.3.2). Attention keeps
+    them for its backward (counted per layer); beside them a layer's backward holds their
+    gradients in rank order for the reduce-scatter, a transient of the size of this."""
     if at.cp == 1:
         return 0.0
     return 2 * at.seq_len * at.micro_batch * cfg.kv_heads * cfg.head_dim / at.tp * at.element_bytes
@@ -120,12 +135,14 @@ def stage_activations(
     layers keep one input, and the backward rebuilds one such chunk at a time."""
     head = head_activation_bytes(cfg, at) if has_head else 0.0
     per_layer = layer_activation_bytes(cfg, at)
-    gathered = gathered_kv_bytes(cfg, at)  # the layer in flight's whole-sequence keys and values
-    stored = in_flight * layers * per_layer + head + gathered
+    # The layer in flight's whole-sequence K/V gradients, and the boolean mask the layers share.
+    transient = gathered_kv_bytes(cfg, at)
+    masks = at.dense_masks * mask_pairs(at) * BOOL
+    stored = in_flight * (layers * per_layer + masks) + head + transient
     chunks = -(-layers // checkpoint_interval)
     # The backward of a rebuilt chunk also holds the gradients of its widest tensors (the
     # MLP's) next to the rebuilt activations; by then the head's tensors are freed.
     gradients = 2 * cfg.ffn_dim / at.tp * at.element_bytes * at.tokens
-    working = min(checkpoint_interval, layers) * per_layer + gradients + gathered
-    recomputed = in_flight * chunks * layer_input_bytes(cfg, at) + max(working, head)
+    working = min(checkpoint_interval, layers) * per_layer + gradients + transient
+    recomputed = in_flight * (chunks * layer_input_bytes(cfg, at) + masks) + max(working, head)
     return StageActivations(stored=stored, recomputed=recomputed)

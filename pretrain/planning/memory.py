@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
+from pretrain.objectives import ObjectiveName
 from pretrain.parallel.layout import Layout
 from pretrain.planning.activations import ActivationSetting, StageActivations, stage_activations
 from pretrain.planning.shapes import StageParameters
@@ -187,9 +188,15 @@ def _buffer_bytes(
 
 
 def rank_memory(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stages: list[StageParameters], stage_index: int
+    cfg: TrainConfig,
+    layout: Layout,
+    precision: Precision,
+    stages: list[StageParameters],
+    stage_index: int,
+    cpu: bool = False,
 ) -> RankMemory:
-    """Memory of a rank of pipeline stage ``stage_index``."""
+    """Memory of a rank of pipeline stage ``stage_index``; ``cpu``: on a CPU, whose attention
+    keeps dense masks (``ActivationSetting.dense_masks``)."""
     stage = stages[stage_index]
     zero = cfg.parallel.zero_stage
     sizes = state_bytes(cfg, precision)
@@ -206,7 +213,7 @@ def rank_memory(
         weights += adapters
     if zero == 3:
         weights += _persistent_elements(stage, buffers) * sizes.weight
-    activations = _activations(cfg, layout, precision, stage, stage_index)
+    activations = _activations(cfg, layout, precision, stage, stage_index, cpu)
     return RankMemory(
         weights=weights,
         gradients=gradients,
@@ -218,8 +225,17 @@ def rank_memory(
     )
 
 
+def dense_masks(cfg: TrainConfig, cp: int) -> int:
+    """Dense masks per layer of a micro-batch on a CPU (``ActivationSetting.dense_masks``):
+    one per sample for document masking and prefix-LM, one shared under cp otherwise."""
+    objective = cfg.objective.name
+    if cfg.objective.document_masking or objective in (ObjectiveName.span, ObjectiveName.sft):
+        return cfg.train.micro_batch_size
+    return 1 if cp > 1 and objective is not ObjectiveName.mlm else 0
+
+
 def _activations(
-    cfg: TrainConfig, layout: Layout, precision: Precision, stage: StageParameters, stage_index: int
+    cfg: TrainConfig, layout: Layout, precision: Precision, stage: StageParameters, stage_index: int, cpu: bool
 ) -> StageActivations:
     setting = ActivationSetting(
         seq_len=cfg.train.seq_len,
@@ -229,6 +245,7 @@ def _activations(
         sequence_parallel=cfg.parallel.sequence_parallel,
         sharded_linear_inputs=False,
         cp=layout.cp,
+        dense_masks=dense_masks(cfg, layout.cp) if cpu else 0,
     )
     micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)  # cp ranks share samples
     in_flight = min(layout.pp - stage_index, micro_batches)  # 1F1B: stage k holds pp − k micro-batches

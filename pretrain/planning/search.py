@@ -63,7 +63,8 @@ class Planner:
         layout = validate_layout(cfg, world_size)
         precision = resolve_precision(cfg.train.precision, self.cluster)
         stages = self._stage_parameters(cfg)
-        ranks = tuple(rank_memory(cfg, layout, precision, stages, index) for index in range(layout.pp))
+        cpu = self.cluster.device_match is None
+        ranks = tuple(rank_memory(cfg, layout, precision, stages, index, cpu) for index in range(layout.pp))
         if not self.cluster.untouched_memory_counts:  # DeepSpeed's buckets are allocated empty
             ranks = tuple(dataclasses.replace(rank, buffers=0) for rank in ranks)
         memory = MemoryPlan(

@@ -22,10 +22,10 @@ GB = 1e9
 # All-reduces per transformer layer per micro-batch under tensor parallelism: after the
 # attention and after the MLP in the forward, and their mirrors in the backward.
 TP_ALL_REDUCES_PER_LAYER = 4
-# Key/value collectives per transformer layer per micro-batch under context parallelism: the
-# forward's all-gather, the backward's all-gather again (the gathered keys and values are not
-# kept between layers) and the reduce-scatter of their gradients; recomputation gathers once more.
-CP_EXCHANGES_PER_LAYER = 3
+# Key/value collectives per transformer layer per micro-batch under context parallelism
+# (pretrain/parallel/context.py): the forward's all-gather and the backward's reduce-scatter
+# of their gradients; recomputation gathers once more.
+CP_EXCHANGES_PER_LAYER = 2
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import pytest
 from pretrain.config import ParallelConfig, load_train_config
 from pretrain.inference.command import compose_config
 from pretrain.model.config import ModelConfig
-from pretrain.parallel.layout import validate_layout
 from pretrain.plan import PlanConfig, plan
 from pretrain.planning.activations import (
     ActivationSetting,
@@ -33,23 +32,28 @@ TINY = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vo
 def test_a_layer_s_activations_per_rank_are_the_hand_count_divided_by_cp() -> None:
     """Bytes per token in fp32 (e = 4), h = 64, q = 64, kv = 2·16 = 32, f = 128:
     norms 2 · 2h·e = 1024 (RMSNorm keeps x and x·rstd), linear inputs 2h·e + q·e = 768,
-    q, k, v 512, attention output and logsumexp q·e + 4 heads · 4 = 272, SwiGLU 4f·e = 2048:
-    4624 bytes per token, on 64/cp tokens."""
+    queries q·e = 256, attention output and logsumexp q·e + 4 heads · 4 = 272, SwiGLU
+    4f·e = 2048: 4368 bytes per token on the rank's 64/cp tokens; and the keys and values
+    attention keeps, 2·kv·e = 256 bytes per token of the whole sequence (gathered under cp)."""
     for cp in (1, 2, 4):
         setting = ActivationSetting(seq_len=64, micro_batch=1, element_bytes=4, cp=cp)
-        assert layer_activation_bytes(TINY, setting) == 4624 * 64 / cp
-        # The whole sequence's keys and values of one layer: 2 · 64 tokens · 32 · 4 bytes.
-        assert gathered_kv_bytes(TINY, setting) == (0 if cp == 1 else 2 * 64 * 32 * 4)
+        assert layer_activation_bytes(TINY, setting) == 4368 * 64 / cp + 256 * 64
+        assert gathered_kv_bytes(TINY, setting) == (0 if cp == 1 else 256 * 64)
+        # On a CPU, SDPA keeps a float mask of the rank's queries × every key per layer.
+        masked = dataclasses.replace(setting, dense_masks=1)
+        assert layer_activation_bytes(TINY, masked) - layer_activation_bytes(TINY, setting) == 64 / cp * 64 * 4
 
 
-def test_a_stage_s_activations_fall_with_cp_but_for_the_gathered_keys_and_values() -> None:
+def test_a_stage_s_activations_fall_with_cp_but_for_the_keys_and_values() -> None:
     whole = ActivationSetting(seq_len=64, micro_batch=2, element_bytes=4)
     per_layer, head = layer_activation_bytes(TINY, whole), head_activation_bytes(TINY, whole)
+    kv = 2 * 2 * 64 * 32 * 4  # K and V, micro-batch 2, all 64 positions, fp32
     for cp in (2, 4):
         split = dataclasses.replace(whole, cp=cp)
         got = stage_activations(TINY, split, layers=2, in_flight=1, has_head=True)
-        gathered = 2 * 2 * 64 * 32 * 4  # K and V, micro-batch 2, all 64 positions, fp32
-        assert got.stored == pytest.approx((2 * per_layer + head) / cp + gathered)
+        # Two layers' activations ÷ cp but their whole-sequence K/V, the head ÷ cp, and the
+        # K/V gradients of the layer whose backward runs.
+        assert got.stored == pytest.approx(2 * ((per_layer - kv) / cp + kv) + head / cp + kv)
 
 
 PLANNERS: dict[int, Planner] = {}  # by node count: a planner caches its model's parameter shapes
@@ -86,7 +90,7 @@ def test_zero_partitions_and_the_gradient_reduction_span_dp_times_cp(zero_stage:
 
 @pytest.mark.parametrize("cp, nodes", [(2, 1), (8, 1), (16, 2)])
 def test_the_key_value_exchange_takes_the_link_its_group_spans(cp: int, nodes: int) -> None:
-    """Per layer and micro-batch: three all-gathers or reduce-scatters of the whole sequence's
+    """Per layer and micro-batch: an all-gather and a reduce-scatter of the whole sequence's
     K and V (2 · 4096 · 768 · 2 bytes), each moving (cp − 1)/cp of it, plus the latency;
     NVLink within a node, the network across nodes."""
     cluster = dataclasses.replace(H100, nodes=nodes)
@@ -96,20 +100,8 @@ def test_the_key_value_exchange_takes_the_link_its_group_spans(cp: int, nodes: i
     link = cluster.intra_node_gb_per_s if cp <= 8 else cluster.inter_node_gb_per_s
     one = (cp - 1) / cp * kv / (link * 1e9) + cluster.collective_latency_us * 1e-6
     assert one == pytest.approx(ring_seconds(kv, cp, link, all_reduce=False) + 20e-6)
-    assert got.speed.context_parallel_s == pytest.approx(12 * 3 * one, rel=1e-12)  # 12 layers
+    assert got.speed.context_parallel_s == pytest.approx(12 * 2 * one, rel=1e-12)  # 12 layers
     assert layout_plan(8 * nodes, global_batch=8 * nodes, nodes=nodes).speed.context_parallel_s == 0
-
-
-def test_the_layout_refuses_what_cp_cannot_split() -> None:
-    cfg = load_train_config(
-        ["model.vocab_size=256", "train.seq_len=60", "train.micro_batch_size=1", "train.global_batch_size=4"]
-    )
-    with pytest.raises(ValueError, match=r"parallel.cp=4 cuts each sequence into 8 chunks.*seq_len=60"):
-        validate_layout(dataclasses.replace(cfg, parallel=ParallelConfig(cp=4)), 4)
-    with pytest.raises(ValueError, match=r"not divisible by parallel.tp × parallel.pp × parallel.cp = 1 × 1 × 4"):
-        validate_layout(dataclasses.replace(cfg, parallel=ParallelConfig(cp=4)), 6)
-    layout = validate_layout(dataclasses.replace(cfg, parallel=ParallelConfig(cp=2)), 4)
-    assert (layout.dp, layout.cp, layout.world_size, layout.gradient_peers) == (2, 2, 4, 4)
 
 
 def plan_on_a_node(seq_len: int) -> list:
