@@ -10,7 +10,10 @@ backward of one sequence of ``--seq-len`` tokens (causal LM), gradients already 
 above the start (the same probe tests/pretrain/test_plan.py checks the planner with: every
 storage an operation allocates, until it is freed) and the bytes autograd saved for the
 backward (``saved_tensors_hooks``, each storage once). The table puts the fullest rank beside
-``pretrain.plan``'s activations for the layout (tp=1, pp=1, cp, no recomputation).
+``pretrain.plan``'s activations for the layout (tp=1, pp=1, cp, no recomputation), and the
+planner's figure without the float (query × key) masks CPU attention keeps per layer under cp
+(a GPU's FlexAttention keeps a block mask): there the per-token part falls as 1/cp and the
+whole-sequence keys and values stay.
 """
 
 from __future__ import annotations
@@ -101,17 +104,24 @@ def worker(out_dir: str, settings: list[str]) -> None:
     dist.destroy_process_group()
 
 
-def predicted_activations(settings: list[str]) -> float:
-    """The planner's activations (no recomputation) of the fullest rank for the config."""
+def predicted_activations(settings: list[str]) -> tuple[float, float]:
+    """The planner's activations (no recomputation) of the fullest rank for the config, on
+    this CPU (configs/cluster/cpu.yaml) and without the CPU attention's dense masks (as on a
+    GPU, whose FlexAttention keeps a block mask instead)."""
     import dataclasses
 
     from pretrain.config import load_train_config
+    from pretrain.planning.activations import ActivationSetting, stage_activations
     from pretrain.planning.preflight import CLUSTER_DIR, load_cluster
     from pretrain.planning.search import Planner
 
     cfg = load_train_config(settings)
-    cluster = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=cfg.parallel.cp)
-    return Planner(cluster).plan(cfg, cfg.parallel.cp).memory.fullest.activations_stored
+    cp = cfg.parallel.cp
+    cluster = dataclasses.replace(load_cluster(CLUSTER_DIR / "cpu.yaml"), gpus_per_node=cp)
+    on_cpu = Planner(cluster).plan(cfg, cp).memory.fullest.activations_stored
+    setting = ActivationSetting(seq_len=cfg.train.seq_len, micro_batch=1, element_bytes=4, cp=cp)
+    without_masks = stage_activations(cfg.model, setting, cfg.model.n_layers, in_flight=1, has_head=True).stored
+    return on_cpu, without_masks
 
 
 def measure(cp: int, settings: list[str]) -> list[dict]:
@@ -130,16 +140,19 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
-    print("| cp | tokens per rank | measured peak MB | saved tensors MB | planner MB | measured / planner |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| cp | tokens per rank | measured peak MB | saved tensors MB | planner MB | measured / planner "
+        "| planner without dense masks MB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for cp in args.cp:
         settings = overrides(cp, args.seq_len, args.d_model, args.layers)
         ranks = measure(cp, settings)
         fullest = max(ranks, key=lambda rank: rank["peak"])
-        planned = predicted_activations(settings)
+        planned, without_masks = predicted_activations(settings)
         print(
             f"| {cp} | {fullest['tokens']} | {fullest['peak'] / MB:.1f} | {fullest['saved'] / MB:.1f} | "
-            f"{planned / MB:.1f} | {fullest['peak'] / planned:.2f} |",
+            f"{planned / MB:.1f} | {fullest['peak'] / planned:.2f} | {without_masks / MB:.1f} |",
             flush=True,
         )
 

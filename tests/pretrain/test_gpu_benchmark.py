@@ -1,5 +1,5 @@
 """benchmarks/gpu.sh --device cpu: the GPU benchmark's whole machinery on CPU (tiny model),
-end to end: every runner's row, the table and the JSON agree, a failing row is one line and
+end to end: every runner's row and the long-sequence rows, the tables and the JSON agree, a failing row is one line and
 the table goes on, and the benchmark's own memory stays flat from row to row; a row past its
 time limit, or a benchmark that is stopped, leaves no row process behind."""
 
@@ -66,6 +66,15 @@ def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Pat
 
     first, last = rows[0]["parent_rss_mib"], rows[-1]["parent_rss_mib"]
     assert abs(last - first) <= 0.1 * first, (first, last)
+
+    # The long-sequence rows: tiny at 64 then 128 tokens (the CPU cap), recompute off and on.
+    longest = json.loads(out.read_text())["longest"]
+    assert [(r["model"], r["recompute"]) for r in longest] == [("tiny", False), ("tiny", True)]
+    for record in longest:
+        assert (record["longest"], record["failed_at"], record["planned"]) == (128, None, 128), record
+        assert record["peak_gib"] > 0
+        recompute = "on" if record["recompute"] else "off"
+        assert f"| tiny | {recompute} | 128 | {record['peak_gib']:.2f} | none up to 128 | 128 |" in done.stdout
 
 
 def test_a_row_past_its_time_limit_is_ended_in_one_line(tmp_path: Path, monkeypatch) -> None:
