@@ -235,18 +235,18 @@ def common():
 
 @pytest.fixture(scope="session")
 def launch_runs():
-    """``launch(nproc, {name: overrides}, workdir) -> dict``: the runs, in order, in one
-    torchrun launch of ``parallel_worker.py`` (each launch costs seconds of start-up); the
-    worker's report: {"losses": {name: [...]}, "state_error": {name: float}}."""
+    """``launch(nproc, {name: overrides}, workdir, worker="parallel_worker.py") -> dict``: the
+    runs, in order, in one torchrun launch of the worker script beside this file (each launch
+    costs seconds of start-up); the worker's report, e.g. {"losses": {name: [...]},
+    "state_error": {name: float}}."""
     import os
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    worker = Path(__file__).with_name("parallel_worker.py")
     launch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
-    def launch(nproc: int, runs: dict[str, list[str]], workdir: Path) -> dict:
+    def launch(nproc: int, runs: dict[str, list[str]], workdir: Path, worker: str = "parallel_worker.py") -> dict:
         runs_file, out_file = workdir / f"runs-{nproc}.json", workdir / f"out-{nproc}.json"
         runs_file.write_text(json.dumps(runs))
         env = {k: v for k, v in os.environ.items() if k not in launch_env}
@@ -260,7 +260,7 @@ def launch_runs():
             "torch.distributed.run",
             "--standalone",
             f"--nproc_per_node={nproc}",
-            str(worker),
+            str(Path(__file__).with_name(worker)),
             str(runs_file),
             str(out_file),
         ]

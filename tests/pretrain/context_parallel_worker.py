@@ -4,11 +4,13 @@
 
 Runs named ``grads-*`` train the model directly for 10 SGD steps, split over all N ranks as
 one context-parallel group, next to the same model on whole sequences in the same process
-(the reference), and report the largest relative difference of the loss and of every
-gradient (``grad_error``, ``loss_error``) and the collectives each step made
+(the reference), and report the largest difference of the loss and of the gradients at
+each step, relative to the largest value (``loss_error``, ``grad_error``; after each step
+the split model takes the reference's weights, so every step compares gradients at the same
+point), and the collectives of the first step's forward and backward passes
 (``collectives``). Their overrides are train config overrides (model, objective, seq_len)
-plus ``recompute=true`` for activation checkpointing. Other runs are Trainer runs, as in
-parallel_worker.py.
+plus ``recompute=true`` for activation checkpointing. Other runs are Trainer runs, reporting
+their logged ``losses`` and ``grad_norms``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from parallel_worker import main, run_report  # this script's directory is on sys.path
+from parallel_worker import main  # this script's directory is on sys.path
 
 from data_pipeline.formats.special_tokens import SpecialTokens
 from pretrain.config import load_train_config
@@ -30,6 +32,7 @@ from pretrain.model.loss import sample_mean_loss, token_losses
 from pretrain.objectives import build_objective
 from pretrain.parallel.context import context_parallel
 from pretrain.parallel.layout import Layout, build_grid
+from pretrain.training.trainer import Trainer
 
 SPECIAL = SpecialTokens.synthetic(256, num_sentinels=100)
 STEPS, LR, BATCH = 10, 0.1, 2
@@ -111,8 +114,8 @@ def gradient_check(overrides: list[str], process) -> dict[str, Any]:  # type: ig
         grad_error = max(grad_error, relative_error(grads, [p.grad for p in reference.parameters()]))
         with torch.no_grad():
             for ours, theirs in zip(split.parameters(), reference.parameters()):
-                ours -= LR * ours.grad
                 theirs -= LR * theirs.grad
+                ours.copy_(theirs)
                 ours.grad = theirs.grad = None
     return {"loss_error": loss_error, "grad_error": grad_error, "collectives": counts}
 
@@ -120,7 +123,8 @@ def gradient_check(overrides: list[str], process) -> dict[str, Any]:  # type: ig
 def report(name: str, overrides: list[str], process) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     if name.startswith("grads-"):
         return gradient_check(overrides, process)
-    return run_report(name, overrides, process)
+    records = Trainer(load_train_config(overrides), process).fit()
+    return {"losses": [r["loss"] for r in records], "grad_norms": [r["grad_norm"] for r in records]}
 
 
 if __name__ == "__main__":
