@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pretrain.model.config import Activation, ModelConfig, Norm
 
 FP32 = 4
-DROPOUT_MASK = 1  # a bool per element
-BOOL = 1
+BOOL = 1  # bytes of a boolean mask's element
+DROPOUT_MASK = BOOL
 
 
 @dataclass(frozen=True)
