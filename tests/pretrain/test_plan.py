@@ -101,7 +101,7 @@ def test_model_states_equal_what_the_engine_holds(
     par = cfg.parallel
     stages = stage_parameters(cfg.model, par.tp, par.pp, cfg.optim, par.partition_method)
     for rank, held in enumerate(held_by_engine[f"{model}/{preset}"]):
-        stage = rank // (layout.dp * layout.tp)  # DeepSpeed's grid: pipe is the slowest axis
+        stage = rank // (layout.gradient_peers * layout.tp)  # ranks are [pp][dp][cp][tp]: pipe is the slowest axis
         predicted = rank_memory(cfg, layout, Precision.fp32, stages, stage)
         assert {
             "weights": predicted.weights,
