@@ -10,8 +10,10 @@ on, ``objective=span`` and document masking) the framework's Trainer, a bare loo
 (benchmarks/bare_loop.py) and transformers' Llama of the same shape in that loop, each in a
 process of its own, and the planner's prediction. Per row: tokens/s, TFLOP/s, MFU, peak
 memory, the ratio to the bare loop. A row that fails prints one line and the table goes on;
-rows that would start past ``--budget-s`` are listed as skipped. docs/performance.md says
-what each number means.
+rows that would start past ``--budget-s`` are listed as skipped. Last, the long-sequence
+rows (benchmarks/gpu/longest.py): the longest sequence one device trains ``--long-model`` on,
+lengths doubling from ``--long-start`` to ``--long-cap``, activation checkpointing off and on,
+beside the planner's longest. docs/performance.md says what each number means.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bare_loop, gpu.*
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "pretrain"))
 from conftest import write_corpus  # noqa: E402  (the tests' generated corpus)
 from gpu.launch import REPO, exit_on_sigterm, row_environment, run_row_process  # noqa: E402
+from gpu.longest import LONGEST, LongSetup, corpus_documents, markdown, planned_longest  # noqa: E402
 from gpu.planner import one_device_cluster, predict  # noqa: E402
 from gpu.report import Record, Report, one_line, progress_line  # noqa: E402
 from gpu.rows import CPU, GPU, PLANNER, Row, Setup, Shape, cpu_setups, gpu_setups, rows, train_overrides  # noqa: E402
@@ -59,12 +62,32 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--lane-timeout-s", type=float, default=200)
     parser.add_argument("--skip-lane", action="store_true", help="the table only (the lane passed in an earlier run)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "gpu.json", help="the JSON file")
+    parser.add_argument("--long-model", help="the long-sequence rows' model (default: gpt-1.3b cuda, tiny cpu)")
+    parser.add_argument("--long-start", type=int, help="their first length (default: 8192 cuda, 64 cpu)")
+    parser.add_argument("--long-cap", type=int, help="their last length (default: 131072 cuda, 128 cpu)")
+    parser.add_argument("--long-only", action="store_true", help="the long-sequence rows only, no throughput rows")
+    parser.add_argument("--skip-long", action="store_true", help="no long-sequence rows")
     args = parser.parse_args(argv)
     cpu = args.device == "cpu"
+    args.long_setups = (
+        []
+        if args.skip_long
+        else [
+            LongSetup(
+                args.long_model or ("tiny" if cpu else "gpt-1.3b"),
+                recompute,
+                args.long_start or (64 if cpu else 8192),
+                args.long_cap or (128 if cpu else 131072),
+            )
+            for recompute in (False, True)
+        ]
+    )
     args.models = args.models or (["tiny"] if cpu else ["gpt-125m", "gpt-350m", "gpt-1.3b"])
     args.shape = dataclasses.replace(CPU if cpu else GPU, **({"steps": args.steps} if args.steps else {}))
     args.setups = cpu_setups(args.models) if cpu else gpu_setups(args.models)
     args.setups = [s for s in args.setups if args.attention is None or s.attention in args.attention]
+    if args.long_only:
+        args.setups = []
     return args
 
 
@@ -200,10 +223,42 @@ def main(argv: Optional[list[str]] = None) -> int:
             report.add(record)
             report.write_json(args.out)
             print(progress_line(record), flush=True)
-    print(
-        f"\n{report.markdown()}\n\nJSON: {args.out}; each row's output: {logs}/; total {time.perf_counter() - started:.0f} s"
-    )
-    return 1 if any(r.status == "failed" for r in report.records) else 0
+        long_records = report.header["longest"] = []
+        for index, setup in enumerate(args.long_setups):
+            long_records.append(measure_longest(setup, args, Path(tmp), logs / f"long{index}", cluster, started))
+            report.write_json(args.out)
+            print(f"longest sequence {setup.label}: {long_records[-1]}", flush=True)
+    if report.records:
+        print(f"\n{report.markdown()}")
+    if args.long_setups:
+        print(f"\n{markdown(report.header['longest'])}")
+    print(f"\nJSON: {args.out}; each row's output: {logs}/; total {time.perf_counter() - started:.0f} s")
+    failed = any(r.status == "failed" for r in report.records) or any("error" in r for r in report.header["longest"])
+    return 1 if failed else 0
+
+
+def measure_longest(
+    setup: LongSetup, args: argparse.Namespace, tmp: Path, log: Path, cluster: ClusterConfig, started: float
+) -> dict:
+    """One long-sequence row: the search in a process of its own (a corpus long enough for
+    its longest windows, written once), the planner's longest beside it."""
+    record: dict = dataclasses.asdict(setup)
+    corpus = tmp / f"long-tokens-{setup.cap}"
+    if not corpus.exists():
+        write_corpus(corpus, train_shards=2, docs_per_shard=corpus_documents(setup.cap))
+    try:
+        record["planned"] = planned_longest(setup, args.shape, corpus, cluster)
+    except Exception as err:  # an unknown model, say: the row's one line
+        return {**record, "error": one_line(err), "note": one_line(err)}
+    left = args.budget_s - (time.perf_counter() - started)
+    if left < min(MIN_ROW_S, args.row_timeout_s):
+        return {**record, "note": f"skipped: past --budget-s {args.budget_s:.0f}"}
+    spec = {**dataclasses.asdict(setup), "runner": LONGEST, "shape": dataclasses.asdict(args.shape)}
+    run_dir = tmp / f"long-{setup.model}-{'on' if setup.recompute else 'off'}"
+    result = run_row_process(spec, corpus, run_dir, log.with_suffix(".log"), left)
+    if "error" in result:
+        return {**record, "error": result["error"], "note": result["error"]}
+    return {**record, **result}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python benchmarks/gpu/row_process.py SPEC_JSON CORPUS RUN_DIR
 
 Its last output line is ``RESULT {json}``: tokens/s and peak memory (GiB: the device's
-allocations on a GPU, the process's resident set on CPU), or the error in one line.
+allocations on a GPU, the process's resident set on CPU), the longest sequence that fits
+(runner ``longest``: benchmarks/gpu/longest.py), or the error in one line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data_pipeline.formats.special_tokens import SpecialTokens  # noqa: E402
+from gpu.longest import LONGEST, search  # noqa: E402
 from gpu.report import one_line  # noqa: E402
 from gpu.rows import BARE, HF, OURS, Setup, Shape, train_overrides  # noqa: E402
 from pretrain.config import TrainConfig, load_train_config  # noqa: E402
@@ -87,8 +89,10 @@ def run_bare(cfg: TrainConfig, runner: str, steps: int) -> float:
 
 
 def run_row(spec: dict, corpus: Path, run_dir: Path) -> dict:
-    shape = Shape(**spec.pop("shape"))
     runner = spec.pop("runner")
+    if runner == LONGEST:
+        return search(spec, corpus, run_dir)
+    shape = Shape(**spec.pop("shape"))
     setup = Setup(**spec)
     cfg = load_train_config(train_overrides(setup, shape, corpus, run_dir))
     if runner == OURS:

@@ -3,11 +3,11 @@ DeepSpeed holds them, activations from :mod:`pretrain.planning.activations`, and
 communication buffers.
 
 Model states follow Rajbhandari et al. 2020 (ZeRO, section 3): with Ψ parameters on a rank,
-N data-parallel ranks and K bytes of optimizer state per parameter, stage 1 divides the
-optimizer state by N, stage 2 the gradients too, stage 3 the weights too. DeepSpeed 0.19
-reduces the gradients of stage 1 into partitions as well (measured:
-tests/pretrain/planning/test_plan.py), which ``GRADIENTS_SHARDED_FROM`` records; the paper's
-stage 1 keeps them whole.
+N data-parallel ranks (dp × cp: context-parallel ranks hold the same weights) and K bytes of
+optimizer state per parameter, stage 1 divides the optimizer state by N, stage 2 the
+gradients too, stage 3 the weights too. DeepSpeed 0.19 reduces the gradients of stage 1 into
+partitions as well (measured: tests/pretrain/planning/test_plan.py), which ``GRADIENTS_SHARDED_FROM``
+records; the paper's stage 1 keeps them whole.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from pretrain.config import OptimizerName, Precision, TrainConfig
+from pretrain.objectives import ObjectiveName
 from pretrain.parallel.layout import ParallelLayout
 from pretrain.planning.activations import ActivationSetting, StageActivations, stage_activations
 from pretrain.planning.shapes import StageParameters
@@ -176,7 +177,7 @@ def _buffer_bytes(
     """Gradient buckets for the data-parallel reduction, and ZeRO-3's gathered parameters."""
     zero = cfg.parallel.zero_stage
     if zero == 0 or bf16_optimizer(zero, precision):  # the engine flattens gradients into buckets to all-reduce them
-        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.dp > 1 else 0
+        return min(buffers.reduce_bucket_size, stage.count) * sizes.gradient if layout.gradient_peers > 1 else 0
     if zero == 3:
         gathered = min(stage.count, stage.largest_block + buffers.prefetch_bucket_size)
         return buffers.reduce_bucket_size * sizes.gradient + gathered * sizes.weight
@@ -188,9 +189,15 @@ def _buffer_bytes(
 
 
 def rank_memory(
-    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stages: list[StageParameters], stage_index: int
+    cfg: TrainConfig,
+    layout: ParallelLayout,
+    precision: Precision,
+    stages: list[StageParameters],
+    stage_index: int,
+    cpu: bool = False,
 ) -> RankMemory:
-    """Memory of a rank of pipeline stage ``stage_index``."""
+    """Memory of a rank of pipeline stage ``stage_index``; ``cpu``: on a CPU, whose attention
+    keeps dense masks (``ActivationSetting.dense_masks``)."""
     stage = stages[stage_index]
     zero = cfg.parallel.zero_stage
     sizes = state_bytes(cfg, precision)
@@ -198,16 +205,16 @@ def rank_memory(
     # bf16 ZeRO-1 with fp32 accumulation runs in DeepSpeed's BF16_Optimizer, which keeps the
     # whole fp32 gradient (engine.py: _do_optimizer_sanity_check).
     sharded_from = 2 if bf16_optimizer(zero, precision) else GRADIENTS_SHARDED_FROM
-    partition = zero_partition(stage, zero, layout.dp)
+    partition = zero_partition(stage, zero, layout.gradient_peers)  # ZeRO partitions over dp × cp
     weights, gradients, optimizer = model_state_bytes(stage.count, partition, zero, sizes, sharded_from)
     if cfg.lora.enabled:  # the base is frozen: gradients and optimizer state for the adapters alone
         trained = stage.layers * lora_elements_per_layer(cfg, layout.tp)
-        trained_partition = math.ceil(trained / layout.dp) if zero else trained
+        trained_partition = math.ceil(trained / layout.gradient_peers) if zero else trained
         adapters, gradients, optimizer = model_state_bytes(trained, trained_partition, zero, sizes, sharded_from)
         weights += adapters
     if zero == 3:
         weights += _persistent_elements(stage, buffers) * sizes.weight
-    activations = _activations(cfg, layout, precision, stage, stage_index)
+    activations = _activations(cfg, layout, precision, stage, stage_index, cpu)
     return RankMemory(
         weights=weights,
         gradients=gradients,
@@ -219,8 +226,17 @@ def rank_memory(
     )
 
 
+def dense_masks(cfg: TrainConfig, cp: int) -> int:
+    """Dense masks per layer of a micro-batch on a CPU (``ActivationSetting.dense_masks``):
+    one per sample for document masking and prefix-LM, one shared under cp otherwise."""
+    objective = cfg.objective.name
+    if cfg.objective.document_masking or objective in (ObjectiveName.span, ObjectiveName.sft):
+        return cfg.train.micro_batch_size
+    return 1 if cp > 1 and objective is not ObjectiveName.mlm else 0
+
+
 def _activations(
-    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stage: StageParameters, stage_index: int
+    cfg: TrainConfig, layout: ParallelLayout, precision: Precision, stage: StageParameters, stage_index: int, cpu: bool
 ) -> StageActivations:
     setting = ActivationSetting(
         seq_len=cfg.train.seq_len,
@@ -229,8 +245,10 @@ def _activations(
         tp=layout.tp,
         sequence_parallel=cfg.parallel.sequence_parallel,
         sharded_linear_inputs=False,
+        cp=layout.cp,
+        dense_masks=dense_masks(cfg, layout.cp) if cpu else 0,
     )
-    micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)
+    micro_batches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * layout.dp)  # cp ranks share samples
     in_flight = min(layout.pp - stage_index, micro_batches)  # 1F1B: stage k holds pp − k micro-batches
     interval = cfg.parallel.checkpoint_interval if layout.pp > 1 else 1
     return stage_activations(cfg.model, setting, stage.layers, in_flight, stage.last, interval)

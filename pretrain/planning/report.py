@@ -23,6 +23,7 @@ def plan_record(plan: LayoutPlan) -> dict[str, Any]:
         "tp": plan.layout.tp,
         "pp": plan.layout.pp,
         "dp": plan.layout.dp,
+        "cp": plan.layout.cp,
         "zero_stage": plan.config.parallel.zero_stage,
         "micro_batch_size": plan.config.train.micro_batch_size,
         "activation_checkpointing": plan.config.train.activation_checkpointing,
@@ -59,6 +60,7 @@ COLUMNS = (
     "tp",
     "pp",
     "dp",
+    "cp",
     "zero",
     "micro",
     "recompute",
@@ -86,6 +88,7 @@ def format_table(plans: list[LayoutPlan], first: int = 1) -> str:
                 str(r["tp"]),
                 str(r["pp"]),
                 str(r["dp"]),
+                str(r["cp"]),
                 str(r["zero_stage"]),
                 str(r["micro_batch_size"]),
                 "yes" if r["activation_checkpointing"] else "no",
@@ -110,7 +113,7 @@ def format_breakdown(plan: LayoutPlan) -> str:
     rank, speed = plan.memory.fullest, plan.speed
     layout = plan.layout
     lines = [
-        f"layout: tp={layout.tp} pp={layout.pp} dp={layout.dp} (world size {layout.world_size}), "
+        f"layout: tp={layout.tp} pp={layout.pp} cp={layout.cp} dp={layout.dp} (world size {layout.world_size}), "
         f"ZeRO {plan.config.parallel.zero_stage}, micro-batch {plan.config.train.micro_batch_size}, "
         f"activation checkpointing {'on' if rank.recompute else 'off'}, {plan.precision.value}",
         f"memory of the fullest rank (GB): weights {_gb(rank.weights):.4g}, gradients {_gb(rank.gradients):.4g}, "
@@ -120,7 +123,8 @@ def format_breakdown(plan: LayoutPlan) -> str:
         f"usable ({_gb(plan.memory.device_bytes):.4g} less a {plan.memory.margin:.0%} margin): "
         f"{'fits' if plan.memory.fits else 'DOES NOT FIT'}",
         f"step {speed.step_s:.4g} s: matmuls {speed.compute_s:.4g} s (pipeline bubble {speed.bubble_fraction:.1%}), "
-        f"tensor parallel {speed.tensor_parallel_s:.4g} s, data parallel {speed.data_parallel_s:.4g} s, "
+        f"tensor parallel {speed.tensor_parallel_s:.4g} s, context parallel {speed.context_parallel_s:.4g} s, "
+        f"data parallel {speed.data_parallel_s:.4g} s, "
         f"optimizer {speed.optimizer_s:.4g} s; {speed.tokens_per_s:.4g} tokens/s, MFU {speed.mfu:.1%}",
     ]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ class LayoutPlan:
         return [
             f"parallel.tp={par.tp}",
             f"parallel.pp={par.pp}",
+            f"parallel.cp={par.cp}",
             f"parallel.zero_stage={par.zero_stage}",
             f"train.micro_batch_size={train.micro_batch_size}",
             f"train.activation_checkpointing={str(train.activation_checkpointing).lower()}",
@@ -62,7 +63,8 @@ class Planner:
         layout = validate_layout(cfg, world_size)
         precision = resolve_precision(cfg.train.precision, self.cluster)
         stages = self._stage_parameters(cfg)
-        ranks = tuple(rank_memory(cfg, layout, precision, stages, index) for index in range(layout.pp))
+        cpu = self.cluster.device_match is None
+        ranks = tuple(rank_memory(cfg, layout, precision, stages, index, cpu) for index in range(layout.pp))
         if not self.cluster.untouched_memory_counts:  # DeepSpeed's buckets are allocated empty
             ranks = tuple(dataclasses.replace(rank, buffers=0) for rank in ranks)
         memory = MemoryPlan(
@@ -73,22 +75,24 @@ class Planner:
         return LayoutPlan(config=cfg, layout=layout, precision=precision, memory=memory, speed=speed)
 
     def candidates(self, base: TrainConfig) -> list[TrainConfig]:
-        """Every combination of tp (within a node), pp, ZeRO stage, micro-batch and
-        activation checkpointing; ``plan`` rejects those the trainer would refuse."""
+        """Every combination of tp (within a node), pp, cp (the GPUs left: dp = world /
+        (tp·pp·cp)), ZeRO stage, micro-batch and activation checkpointing; ``plan`` rejects
+        those the trainer would refuse."""
         world = self.cluster.world_size
         configs = []
         for tp in _divisors(self.cluster.gpus_per_node):
             for pp in _divisors(world // tp):  # tp divides gpus_per_node, so the world
-                dp = world // (tp * pp)
-                per_rank = base.train.global_batch_size // dp if base.train.global_batch_size % dp == 0 else 0
-                for zero in ZERO_STAGES:
-                    for micro in [m for m in _divisors(per_rank) if m <= MAX_MICRO_BATCH]:
-                        for recompute in (False, True):
-                            parallel = ParallelConfig(name="plan", tp=tp, pp=pp, zero_stage=zero)
-                            train = dataclasses.replace(
-                                base.train, micro_batch_size=micro, activation_checkpointing=recompute
-                            )
-                            configs.append(dataclasses.replace(base, parallel=parallel, train=train))
+                for cp in _divisors(world // (tp * pp)):
+                    dp = world // (tp * pp * cp)
+                    per_rank = base.train.global_batch_size // dp if base.train.global_batch_size % dp == 0 else 0
+                    for zero in ZERO_STAGES:
+                        for micro in [m for m in _divisors(per_rank) if m <= MAX_MICRO_BATCH]:
+                            for recompute in (False, True):
+                                parallel = ParallelConfig(name="plan", tp=tp, pp=pp, cp=cp, zero_stage=zero)
+                                train = dataclasses.replace(
+                                    base.train, micro_batch_size=micro, activation_checkpointing=recompute
+                                )
+                                configs.append(dataclasses.replace(base, parallel=parallel, train=train))
         return configs
 
     def search(self, base: TrainConfig) -> list[LayoutPlan]:

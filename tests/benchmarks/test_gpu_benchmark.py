@@ -1,5 +1,5 @@
 """benchmarks/gpu.sh --device cpu: the GPU benchmark's whole machinery on CPU (tiny model),
-end to end: every runner's row, the table and the JSON agree, a failing row is one line and
+end to end: every runner's row, the long-sequence rows, the tables and the JSON agree, a failing row is one line and
 the table goes on, and the benchmark's own memory stays flat from row to row; a row past its
 time limit, or a benchmark that is stopped, leaves no row process behind."""
 
@@ -36,9 +36,10 @@ def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Pat
         "tiny",
         "--attention",
         "clm",
+        "--skip-long",
         "--out",
         out,
-    ]  # span and document masking rows: the same machinery
+    ]  # span and document masking rows: the same machinery; the long-sequence rows: their own test
     done = subprocess.run(command, capture_output=True, text=True, timeout=480, env=env)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # the failing rows say so
     rows = json.loads(out.read_text())["rows"]
@@ -66,6 +67,26 @@ def test_cpu_run_prints_every_runner_and_a_failing_row_in_one_line(tmp_path: Pat
 
     first, last = rows[0]["parent_rss_mib"], rows[-1]["parent_rss_mib"]
     assert abs(last - first) <= 0.1 * first, (first, last)
+
+
+def test_cpu_long_sequence_rows_search_up_to_the_cap(tmp_path: Path) -> None:
+    """tiny at 64 then 128 tokens (the CPU cap, which fits), recompute off and on, each in a
+    row process; the planner's longest beside them; the printed table is the JSON's. (A run of
+    its own: with the throughput rows it would near gpu.sh's 480 s on a loaded machine.)"""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    out = tmp_path / "gpu.json"
+    command = [REPO / "benchmarks" / "gpu.sh", "--device", "cpu", "--long-only", "--out", out]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=480, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == [] and "| model | attention |" not in done.stdout  # no throughput rows
+    longest = report["longest"]
+    assert [(r["model"], r["recompute"]) for r in longest] == [("tiny", False), ("tiny", True)]
+    for record in longest:
+        assert (record["longest"], record["failed_at"], record["planned"]) == (128, None, 128), record
+        assert record["peak_gib"] > 0
+        recompute = "on" if record["recompute"] else "off"
+        assert f"| tiny | {recompute} | 128 | {record['peak_gib']:.2f} | none up to 128 | 128 |" in done.stdout
 
 
 def test_a_row_past_its_time_limit_is_ended_in_one_line(tmp_path: Path, monkeypatch) -> None:

@@ -102,7 +102,7 @@ def test_model_states_equal_what_the_engine_holds(
     par = cfg.parallel
     stages = stage_parameters(cfg.model, par.tp, par.pp, cfg.optim, par.partition_method)
     for rank, held in enumerate(held_by_engine[f"{model}/{preset}"]):
-        stage = rank // (layout.dp * layout.tp)  # DeepSpeed's grid: pipe is the slowest axis
+        stage = rank // (layout.gradient_peers * layout.tp)  # ranks are [pp][dp][cp][tp]: pipe is the slowest axis
         predicted = rank_memory(cfg, layout, Precision.fp32, stages, stage)
         assert {
             "weights": predicted.weights,
@@ -250,7 +250,7 @@ def test_plan_lists_layouts_best_first_with_the_issue_fields(tmp_path: Path, cap
     fitting = [r for r in records if r["fits"]]
     assert fitting and records[: len(fitting)] == fitting  # every fitting layout before any other
     assert [r["tokens_per_s"] for r in fitting] == sorted((r["tokens_per_s"] for r in fitting), reverse=True)
-    assert all(r["tp"] * r["pp"] * r["dp"] == 16 for r in records)
+    assert all(r["tp"] * r["pp"] * r["cp"] * r["dp"] == 16 for r in records)
     printed = capsys.readouterr().out
     assert "overrides: " + " ".join(records[0]["overrides"]) in printed
     assert (
