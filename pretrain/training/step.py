@@ -29,10 +29,14 @@ class StepLoss:
     ) -> None:
         self.layers = layers
         self.nonfinite = nonfinite
-        self.mean = sample_mean_loss if context is None else context.sample_mean_loss
+        self.context = context
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-        loss = self.mean(self.layers.token_losses(logits, labels), loss_mask)
+        losses = self.layers.token_losses(logits, labels)
+        if self.context is None:
+            loss = sample_mean_loss(losses, loss_mask)
+        else:
+            loss = self.context.sample_mean_loss(losses, loss_mask)
         if torch.is_grad_enabled():  # the pipeline's evaluation comes through here too
             self.nonfinite.note(loss)
         return loss
