@@ -1,6 +1,7 @@
 """Benchmark: decontamination and the training-data fingerprint (a recorded run, not a test).
 
-  PYTHONPATH=. .venv/bin/python benchmarks/bench_decontaminate.py [--items 100000] [--corpus ../shared/corpus] [--max-mb 40]
+  PYTHONPATH=. .venv/bin/python benchmarks/bench_decontaminate.py [--items 100000] [--corpus ../shared/corpus]
+      [--max-mb 40]
 
 1. Index build for --items synthetic task items (25-60 words, multiple choice records): seconds,
    peak memory of the process above its start, bytes on disk.
@@ -105,7 +106,8 @@ def main() -> None:
         seconds = time.process_time() - start
         print(
             f"fingerprint grams: {megabytes / seconds:.1f} MB per CPU-second (hash + unique); "
-            f"{len(grams) / megabytes:,.0f} distinct 13-grams per MB of text ({8 * len(grams) / megabytes / 1e6:.2f} bytes per byte)"
+            f"{len(grams) / megabytes:,.0f} distinct 13-grams per MB of text "
+            f"({8 * len(grams) / megabytes / 1e6:.2f} bytes per byte)"
         )
 
 

@@ -2,7 +2,8 @@
 against the same model with each projection its own GEMM, alternated in one process so
 that both see the same machine.
 
-    python benchmarks/bench_fused_projections.py [--model tiny] [--seq-len 256] [--batch 8] [--rounds 15] [model.X=Y ...]
+    python benchmarks/bench_fused_projections.py [--model tiny] [--seq-len 256] [--batch 8] [--rounds 15]
+        [model.X=Y ...]
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def main() -> None:
             times["separate"].append(seconds_per_pass(model, tokens, args.passes))
     ratios = [s / f for f, s in zip(times["fused"], times["separate"])]
     print(
-        f"model {args.model} {' '.join(args.overrides)}, seq {args.seq_len}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} rounds"
+        f"model {args.model} {' '.join(args.overrides)}, seq {args.seq_len}, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds"
     )
     for name, values in times.items():
         print(f"{name:9}: {statistics.median(values) * 1e3:8.2f} ms per forward + backward (median)")

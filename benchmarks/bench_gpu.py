@@ -94,7 +94,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def probe_gpu() -> tuple[str, float]:
     """The GPU's name and memory, asked in a process of its own: this one never touches CUDA,
     so it holds no device memory while the rows run."""
-    code = "import json, torch; p = torch.cuda.get_device_properties(0); print(json.dumps([p.name, p.total_memory / 2**30]))"
+    code = (
+        "import json, torch; p = torch.cuda.get_device_properties(0); "
+        "print(json.dumps([p.name, p.total_memory / 2**30]))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=row_environment())
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -180,7 +183,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         header={"device": gpu_name or "cpu", "cluster": cluster.name, "shape": dataclasses.asdict(args.shape)}
     )
     print(
-        f"device: {report.header['device']}; cluster config {cluster.name}; seq {args.shape.seq_len}, {args.shape.precision}, "
+        f"device: {report.header['device']}; cluster config {cluster.name}; "
+        f"seq {args.shape.seq_len}, {args.shape.precision}, "
         f"vocab {args.shape.vocab}; {args.shape.steps} warm-up + {args.shape.steps} timed steps per row",
         flush=True,
     )

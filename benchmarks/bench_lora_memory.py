@@ -4,9 +4,10 @@
 
 Runs one training step of the full model, then (in a launch of its own, so that resident
 memory is its own) one of the same model with LoRA (``lora.rank`` 16 on q, k, v, o, gate,
-up, down, alpha 32), and prints one JSON line per rank and mode: trained parameters this rank holds, bytes of the optimizer
-state it holds (every tensor in ``optimizer.state``: the moments, or their ZeRO partitions),
-bytes of gradients held after the step's backward, and the resident memory after the step.
+up, down, alpha 32), and prints one JSON line per rank and mode: trained parameters this rank
+holds, bytes of the optimizer state it holds (every tensor in ``optimizer.state``: the
+moments, or their ZeRO partitions), bytes of gradients held after the step's backward, and
+the resident memory after the step.
 CPU, gloo, fp32; uses the tests' generated corpus.
 """
 

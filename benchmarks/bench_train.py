@@ -88,14 +88,16 @@ def main() -> None:
     consumed = np.median(framework) / args.seq_len
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(
-        f"device: {device}; model {args.model}, seq {args.seq_len}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds"
+        f"device: {device}; model {args.model}, seq {args.seq_len}, batch {args.batch}, "
+        f"{args.steps} steps x {args.rounds} rounds"
     )
     print(f"pretrain.train : {np.median(framework):10.0f} tokens/s (median; rounds {[round(x) for x in framework]})")
     print(f"bare torch loop: {np.median(bare):10.0f} tokens/s (median; rounds {[round(x) for x in bare]})")
     # Each round runs the two back to back: their ratio cancels the machine's drift between rounds.
     ratios = [f / b for f, b in zip(framework, bare)]
     print(
-        f"ratio          : {np.median(ratios):10.3f}  (median of the rounds' ratios {[round(r, 3) for r in ratios]}; target >= 0.95)"
+        f"ratio          : {np.median(ratios):10.3f}  "
+        f"(median of the rounds' ratios {[round(r, 3) for r in ratios]}; target >= 0.95)"
     )
     print(
         f"data loader    : {loader:10.0f} samples/s = {loader / consumed:.0f}x what training consumes (target >= 50x)"

@@ -188,7 +188,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "tokens", train_shards=4, docs_per_shard=400)
         print(
-            "| case | processes | predicted tokens/s | measured tokens/s | measured / predicted | predicted GB | measured peak GB |"
+            "| case | processes | predicted tokens/s | measured tokens/s | measured / predicted "
+            "| predicted GB | measured peak GB |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for index, case in enumerate(cases):
@@ -203,7 +204,8 @@ def main() -> None:
             else:
                 measured, peak = measure_cpu(case, corpus, run_dir, args.steps), float("nan")
             print(
-                f"| {case.name} | {case.processes} | {tokens:.0f} | {measured:.0f} | {measured / tokens:.2f} | {gb:.2f} | {peak:.2f} |",
+                f"| {case.name} | {case.processes} | {tokens:.0f} | {measured:.0f} | {measured / tokens:.2f} "
+                f"| {gb:.2f} | {peak:.2f} |",
                 flush=True,
             )
 

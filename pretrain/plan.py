@@ -36,7 +36,8 @@ def plan(config: PlanConfig) -> list[LayoutPlan]:
     set_process_defaults()  # before DeepSpeed is imported and CUDA touched
     if config.cluster.nodes < 1 or config.cluster.gpus_per_node < 1:
         raise ValueError(
-            f"cluster.nodes={config.cluster.nodes} and cluster.gpus_per_node={config.cluster.gpus_per_node} must be at least 1"
+            f"cluster.nodes={config.cluster.nodes} and cluster.gpus_per_node={config.cluster.gpus_per_node} "
+            "must be at least 1"
         )
     if config.train.seq_len > config.model.max_seq_len:
         raise ValueError(f"train.seq_len={config.train.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}")

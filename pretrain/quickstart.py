@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         done = subprocess.run([sys.executable, "-m", step.module, *step.arguments])
         if done.returncode != 0:
             sys.exit(
-                f"quickstart: step {number} ({step.title}) failed with exit code {done.returncode}; see its output above"
+                f"quickstart: step {number} ({step.title}) failed with exit code {done.returncode}; "
+                "see its output above"
             )
     print(f"\n== Done in {time.perf_counter() - started:.0f} s. Everything is under {args.out}/:")
     for step in steps:

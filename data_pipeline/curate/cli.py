@@ -82,7 +82,8 @@ def validate(config: CurateConfig) -> None:
         )
     if several_tasks and config.executor.kind != "local":
         problems.append(
-            f"num_tasks={config.num_tasks} with executor={config.executor.kind}: the executor splits the work itself; drop num_tasks"
+            f"num_tasks={config.num_tasks} with executor={config.executor.kind}: "
+            "the executor splits the work itself; drop num_tasks"
         )
     problems += config.decontaminate.problems()
     for path in config.decontaminate.tasks:  # read here, before the run claims output_dir with the file's digest

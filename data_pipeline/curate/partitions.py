@@ -6,8 +6,9 @@ counted before the filter stage, so the rule reads bytes: **one partition per
 ``dedup.partition_mb`` (64) MB of text, at least one**. Text bytes: a byte range or an
 uncompressed file as it is, a parquet unit's uncompressed row groups; a compressed file
 (.gz, .zst: the compressions the readers take) and an ``hf:`` dataset's compressed or parquet
-data file (sized as stored) count ``COMPRESSION_RATIO`` times their size. At ~570-byte documents (bench_scale.py) that is
-~110,000 documents per partition: a buckets unit near 0.3 GB; longer documents need less.
+data file (sized as stored) count ``COMPRESSION_RATIO`` times their size. At ~570-byte
+documents (bench_scale.py) that is ~110,000 documents per partition: a buckets unit near
+0.3 GB; longer documents need less.
 
 The number is fixed when the run starts and recorded in ``_work/run.json``: a rerun over the
 same output_dir whose inputs now give another number is refused (work_dir.WorkDir.claim), so

@@ -41,6 +41,7 @@ class DecontaminateConfig:
         names = [Path(path).stem for path in self.tasks]
         if len(set(names)) < len(names):
             problems.append(
-                f"decontaminate.tasks={list(self.tasks)}: two task files share a name; the report names tasks by file name"
+                f"decontaminate.tasks={list(self.tasks)}: two task files share a name; "
+                "the report names tasks by file name"
             )
         return problems

@@ -34,7 +34,10 @@ RUN_HASHES = 4_000_000  # 32 MB of hashes held by an encode unit before it spill
 RANGE_HASHES = 16_000_000  # run hashes per merge unit: ~128 MB read, ~256 MB while merging
 FINGERPRINT_FILE = "train.ngrams.u64"
 FINGERPRINT_META = "train.ngrams.json"
-NORMALIZATION = "Brown et al. 2020 appendix C: lower-case, strip punctuation, split on whitespace; data_pipeline/decontaminate/ngrams.py"
+NORMALIZATION = (
+    "Brown et al. 2020 appendix C: lower-case, strip punctuation, split on whitespace; "
+    "data_pipeline/decontaminate/ngrams.py"
+)
 
 
 class FingerprintRunWriter:

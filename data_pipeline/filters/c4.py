@@ -1,8 +1,9 @@
 """C4 rules: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
 Text-to-Text Transformer", section 2.2, in the order of the reference implementation
 (tensorflow_datasets c4_utils.clean_page). The thresholds and end marks come from the config:
-the paper's by default, datatrove's with ``+filters/c4=datatrove`` (docs/curation.md). Line rules remove lines; document rules remove
-the document. Line rules judge each line stripped of its indentation, but never rewrite the
+the paper's by default, datatrove's with ``+filters/c4=datatrove`` (docs/curation.md). Line
+rules remove lines; document rules remove the document. Line rules judge each line stripped of
+its indentation, but never rewrite the
 lines they keep: indentation, tabs and the blank lines between kept lines stay byte for byte
 (only ``remove_citations`` edits a kept line, taking its markers out); removed lines, and blank
 lines before the first kept line or after the last, go. A page's final line break stays when

@@ -85,7 +85,7 @@ class Normalizer(Filter):
         if config.strip_lines:
             self.steps.append(("lines_stripped", strip_lines))
         if config.max_blank_lines is not None:
-            blank_lines_re = re.compile(r"\n{%d,}" % (config.max_blank_lines + 2))
+            blank_lines_re = re.compile(rf"\n{{{config.max_blank_lines + 2},}}")
             self.steps.append(("blank_lines", partial(blank_lines_re.sub, "\n" * (config.max_blank_lines + 1))))
         self.changed: Counter[str] = Counter()  # documents each step changed
 

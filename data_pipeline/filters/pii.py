@@ -100,7 +100,10 @@ class PiiFormatter(Filter):
         for kind, pattern, valid, placeholder, anchor in self.rules:
             count = 0
 
-            def replace(match: re.Match[str]) -> str:
+            # this rule's validator and placeholder bound as defaults, not looked up when the closure runs
+            def replace(
+                match: re.Match[str], valid: Callable[[str], bool] | None = valid, placeholder: str = placeholder
+            ) -> str:
                 nonlocal count
                 if valid is not None and not valid(match.group()):
                     return match.group()

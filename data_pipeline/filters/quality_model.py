@@ -164,7 +164,8 @@ def load_model(path: str) -> QualityModel:
     )
     if not shapes_match or header.get("sha256") != arrays_sha256(embeddings, output):
         raise ValueError(
-            f"filters.quality.model={path}: the weights do not match the header's sha256 (a damaged or edited file); {fix}"
+            f"filters.quality.model={path}: the weights do not match the header's sha256 "
+            f"(a damaged or edited file); {fix}"
         )
     return QualityModel(embeddings, output, int(header["word_ngrams"]), header)
 

@@ -108,11 +108,13 @@ def load_examples(config: TrainQualityConfig) -> tuple[Examples, Examples]:
             )
         if not count:
             raise ValueError(
-                f"{setting}={getattr(config, setting)}: no document read; point it to files of JSON lines with a 'text' field"
+                f"{setting}={getattr(config, setting)}: no document read; "
+                "point it to files of JSON lines with a 'text' field"
             )
     if len(set(training.labels)) < 2:
         raise ValueError(
-            f"heldout_fraction={config.heldout_fraction} leaves no training document of one set; lower it or add documents"
+            f"heldout_fraction={config.heldout_fraction} leaves no training document of one set; "
+            "lower it or add documents"
         )
     return training, heldout
 
@@ -173,7 +175,8 @@ def train_quality(config: TrainQualityConfig) -> dict[str, Any]:
     header = save_model(config.output, embeddings, output, config.word_ngrams, config.seed, {**settings, **metrics})
     for name, result in metrics.items():
         print(
-            f"{name}: {result['documents']:,} documents ({result['positives']:,} positive): precision {result['precision']:.3f}, "
+            f"{name}: {result['documents']:,} documents ({result['positives']:,} positive): "
+            f"precision {result['precision']:.3f}, "
             f"recall {result['recall']:.3f}, accuracy {result['accuracy']:.3f} at score >= 0.5"
         )
     print(

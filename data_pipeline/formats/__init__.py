@@ -1,2 +1,3 @@
 """File formats that curation/tokenization writes and training reads: token shards, the
-tokenizer files and their special-token metadata, JSON lines files. pretrain imports them; nothing here imports pretrain."""
+tokenizer files and their special-token metadata, JSON lines files. pretrain imports them;
+nothing here imports pretrain."""

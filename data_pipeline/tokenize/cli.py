@@ -1,6 +1,7 @@
 """Tokenize curated text into fixed-size packed token shards, as work units.
 
-    python -m data_pipeline.tokenize input=<dir|glob|hf:name> tokenizer=<path> output_dir=<dir> [workers=N] [executor=local|slurm|ray]
+    python -m data_pipeline.tokenize input=<dir|glob|hf:name> tokenizer=<path> output_dir=<dir>
+        [workers=N] [executor=local|slurm|ray]
 
 Two stages (three with the fingerprint) run on the executor (the same ones, and settings, as curation's):
   encode  per input unit (io/units.py): documents -> a token run per split (encode.py)

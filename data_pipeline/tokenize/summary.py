@@ -85,17 +85,20 @@ class TokenizeSummary:
         )
         val_share = self.tokens[VAL] / max(tokens, 1)
         lines = [
-            f"tokenized {self.units} units ({self.units_done_before} already done): {documents:,} documents, {tokens:,} tokens, "
+            f"tokenized {self.units} units ({self.units_done_before} already done): "
+            f"{documents:,} documents, {tokens:,} tokens, "
             f"{self.num_bytes / 1e6:.1f} MB in {self.wall_seconds:.1f} s",
-            f"  {new_megabytes / wall:.2f} MB/s, {self.new_tokens / wall:,.0f} tokens/s; per CPU-second of the workers: "
-            f"{new_megabytes / cpu:.2f} MB, {self.new_tokens / cpu:,.0f} tokens; {self.num_bytes / max(tokens, 1):.2f} bytes/token",
+            f"  {new_megabytes / wall:.2f} MB/s, {self.new_tokens / wall:,.0f} tokens/s; "
+            f"per CPU-second of the workers: {new_megabytes / cpu:.2f} MB, {self.new_tokens / cpu:,.0f} tokens; "
+            f"{self.num_bytes / max(tokens, 1):.2f} bytes/token",
             f"  {splits} (shards of {self.tokens_per_shard:,} tokens; val_fraction={self.val_fraction}: "
             f"{val_share:.2%} of the tokens)",
             *(
                 []
                 if self.chat is None
                 else [
-                    f"  chat: {self.chat['samples']:,} samples, {self.chat['loss_tokens']:,} loss tokens, {self.chat['padding_tokens']:,} "
+                    f"  chat: {self.chat['samples']:,} samples, {self.chat['loss_tokens']:,} loss tokens, "
+                    f"{self.chat['padding_tokens']:,} "
                     f"padding tokens; {self.chat['truncated']:,} conversations truncated"
                 ]
             ),

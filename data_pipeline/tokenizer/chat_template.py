@@ -61,7 +61,8 @@ class DefaultChatTemplate:
         if missing:
             raise ChatTemplateError(
                 f"{model_path}: the tokenizer has no chat tokens {missing}; re-train it with "
-                "`python -m data_pipeline.train_tokenizer` (which reserves them) or use a Hugging Face tokenizer with a chat_template"
+                "`python -m data_pipeline.train_tokenizer` (which reserves them) "
+                "or use a Hugging Face tokenizer with a chat_template"
             )
         self.end_of_turn_ids = frozenset({self.ids["end"]})
 

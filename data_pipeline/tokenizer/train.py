@@ -109,7 +109,8 @@ def check_config(config: TokenizerConfig) -> None:
     if config.vocab_size < minimum:
         raise ValueError(
             f"vocab_size={config.vocab_size} is too small: 4 special tokens, <mask>, {config.num_sentinels} "
-            f"sentinels, {len(CHAT_TOKENS)} chat tokens and {BYTE_PIECES} byte pieces need {minimum - 1}; set vocab_size >= {minimum}"
+            f"sentinels, {len(CHAT_TOKENS)} chat tokens and {BYTE_PIECES} byte pieces need {minimum - 1}; "
+            f"set vocab_size >= {minimum}"
         )
     if config.input_sentence_size < 1:
         raise ValueError(f"input_sentence_size={config.input_sentence_size}: the sample needs texts; set it >= 1")
@@ -181,7 +182,10 @@ def train_tokenizer(config: TokenizerConfig) -> SpecialTokens:
     except RuntimeError as err:
         if stream.error:
             raise stream.error from None
-        raise vocabulary_too_large(err, config.vocab_size) or err
+        too_large = vocabulary_too_large(err, config.vocab_size)
+        if too_large is None:
+            raise
+        raise too_large from err
     report_bad_input(stream.bad_input)
     model_path = output_dir / MODEL_FILENAME
     (output_dir / "tokenizer.vocab").unlink(missing_ok=True)  # a listing nothing reads

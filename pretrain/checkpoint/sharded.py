@@ -168,7 +168,8 @@ class ShardedState:
             covered += piece["numel"]
         if covered != flat.numel():
             raise ValueError(
-                f"{self.directory}: the pieces of {kind}/{name} cover {covered} of {flat.numel()} values; incomplete checkpoint"
+                f"{self.directory}: the pieces of {kind}/{name} cover {covered} of {flat.numel()} values; "
+                "incomplete checkpoint"
             )
         return flat.view(shape)
 

@@ -91,7 +91,8 @@ def open_source(
     if is_megatron_prefix(path):
         if loss_mask:
             raise ShardError(
-                f"data.path={path}: a Megatron pair has no loss mask; objective=sft trains on `tokenize format=chat` output"
+                f"data.path={path}: a Megatron pair has no loss mask; "
+                "objective=sft trains on `tokenize format=chat` output"
             )
         return PackedWindows([MegatronTokens(path)], window)
     return PackedWindows.open(path, split, window, tokenizer_hash, loss_mask)

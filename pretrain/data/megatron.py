@@ -130,6 +130,7 @@ def missing_eos_warnings(paths: list[str], sources: list[PackedWindows], eos_id:
             if isinstance(shard, MegatronTokens) and shard.documents_without_eos(eos_id):
                 warnings.append(
                     f"warning: data.path={path}: documents do not end with EOS (id {eos_id}), so they run into each "
-                    "other as in Megatron's own GPT dataset; re-run Megatron's preprocess_data with --append-eod to separate them"
+                    "other as in Megatron's own GPT dataset; "
+                    "re-run Megatron's preprocess_data with --append-eod to separate them"
                 )
     return warnings

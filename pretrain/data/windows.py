@@ -48,7 +48,8 @@ class LazyTokenShard:
             self._shard = TokenShard(self.prefix, self.tokenizer_hash)
             if self._shard.num_tokens != self.num_tokens:
                 raise ShardError(
-                    f"{self.prefix}.json: {self._shard.num_tokens} tokens, but the split index lists {self.num_tokens}; "
+                    f"{self.prefix}.json: {self._shard.num_tokens} tokens, "
+                    f"but the split index lists {self.num_tokens}; "
                     "the shard was replaced after tokenization, re-tokenize"
                 )
         return self._shard

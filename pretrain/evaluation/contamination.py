@@ -6,7 +6,8 @@ its text is the one decontamination reads (data_pipeline/decontaminate/task_item
 question and the right answer). An item of fewer than n words has no n-gram and counts as clean.
 
 Reported beside every score (but perplexity over token shards): ``<task>/contamination`` (the
-fraction of contaminated items; NaN, shown as "unknown", when the run's data has no fingerprint) and the score on the clean items alone (``<task>/clean_<metric>``)."""
+fraction of contaminated items; NaN, shown as "unknown", when the run's data has no
+fingerprint) and the score on the clean items alone (``<task>/clean_<metric>``)."""
 
 from __future__ import annotations
 

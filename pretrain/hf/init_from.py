@@ -66,7 +66,8 @@ def with_grown_vocabulary(init_from: Optional[str], model: ModelConfig, special:
         if trained_with != special.tokenizer_hash:
             raise ValueError(
                 f"init_from={init_from} was trained with tokenizer {trained_with[:12] or '<none>'}, but data.path's is "
-                f"{special.tokenizer_hash[:12] or '<none>'}; tokenize the data with the run's tokenizer (<run dir>/tokenizer)"
+                f"{special.tokenizer_hash[:12] or '<none>'}; "
+                "tokenize the data with the run's tokenizer (<run dir>/tokenizer)"
             )
         return model
     if not init_from or special.vocab_size <= model.padded_vocab_size:
@@ -103,10 +104,16 @@ def start_message(cfg: TrainConfig, built: ModelConfig, resume_path: Optional[Pa
     model = cfg.model
     read = "" if stats is None else f"; rank 0 read {stats.tensors} tensors, {stats.elements:,} values"
     if (checkpoint := run_checkpoint(str(cfg.init_from))) is not None:
-        return f"initialized from the weights of {checkpoint} (model.* from its metadata{read}); the optimizer, step and data start fresh"
+        return (
+            f"initialized from the weights of {checkpoint} (model.* from its metadata{read}); "
+            "the optimizer, step and data start fresh"
+        )
     vocabulary = f"vocabulary {model.vocab_size}"
     if built.padded_vocab_size > model.padded_vocab_size:
-        vocabulary += f" grown to {built.padded_vocab_size} rows for the tokenizer's added tokens, new rows N(0, {built.init_std})"
+        vocabulary += (
+            f" grown to {built.padded_vocab_size} rows for the tokenizer's added tokens, "
+            f"new rows N(0, {built.init_std})"
+        )
     return (
         f"initialized from {cfg.init_from} ({model.hf_architecture}: {model.n_layers} layers, d_model {model.d_model}, "
         f"{vocabulary}, model.* from its config.json{read}); the optimizer and its warm-up start fresh"

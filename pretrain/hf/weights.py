@@ -60,7 +60,8 @@ def check_names(cfg: ModelConfig, stored: set[str], directory: Path) -> None:
     missing = sorted(expected - stored)
     if missing:
         raise KeyError(
-            f"init_from={directory}: tensor {missing[0]} is missing ({len(missing)} in all); config.json and the weights disagree"
+            f"init_from={directory}: tensor {missing[0]} is missing ({len(missing)} in all); "
+            "config.json and the weights disagree"
         )
     spare = {name for name in stored - expected if not name.endswith(IGNORED_SUFFIXES)}
     if cfg.tie_embeddings:

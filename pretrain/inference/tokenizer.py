@@ -21,8 +21,9 @@ class StartToken(Choice):
     """What goes before a prompt. ``auto``: for a tokenizer of ours ``eos`` (in packed
     training a document follows the previous one's EOS, so EOS shows the model a document
     start); for a Hugging Face tokenizer (an imported model) what that tokenizer puts before
-    a text itself (BOS or nothing: its tokenizer.json post-processor), as transformers does. ``bos`` suits shards tokenized
-    with add_bos=true only if they also lack the EOS before it; ``none`` adds nothing."""
+    a text itself (BOS or nothing: its tokenizer.json post-processor), as transformers does.
+    ``bos`` suits shards tokenized with add_bos=true only if they also lack the EOS before it;
+    ``none`` adds nothing."""
 
     auto = "auto"
     eos = "eos"

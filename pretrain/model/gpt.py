@@ -245,7 +245,8 @@ class Attention(nn.Module):
         super().__init__()
         if cfg.n_heads % layers.tp_size or cfg.kv_heads % layers.tp_size:
             raise ValueError(
-                f"model.n_heads={cfg.n_heads} and n_kv_heads={cfg.kv_heads} must be divisible by parallel.tp={layers.tp_size}"
+                f"model.n_heads={cfg.n_heads} and n_kv_heads={cfg.kv_heads} "
+                f"must be divisible by parallel.tp={layers.tp_size}"
             )
         self.local_heads = cfg.n_heads // layers.tp_size
         self.local_kv_heads = cfg.kv_heads // layers.tp_size

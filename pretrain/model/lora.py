@@ -239,7 +239,8 @@ def check_same_base(saved: Optional[dict[str, Any]], current: dict[str, Any], wh
     if saved is None:
         raise ValueError(
             f"{where} was not written by a LoRA run (it holds the whole model, no adapters): to train adapters on it, "
-            "export it (python -m pretrain.export checkpoint=... output_dir=...) and start a new run with init_from=<that export>"
+            "export it (python -m pretrain.export checkpoint=... output_dir=...) "
+            "and start a new run with init_from=<that export>"
         )
     same = ("seed", "fingerprint")
     if any(saved.get(key) != current[key] for key in same):

@@ -102,14 +102,16 @@ def _check_sequence_parallel(cfg: TrainConfig) -> None:
     par = cfg.parallel
     if par.tp < 2:
         raise ValueError(
-            f"parallel.sequence_parallel=true needs parallel.tp > 1 (it is {par.tp}); set parallel.sequence_parallel=false"
+            f"parallel.sequence_parallel=true needs parallel.tp > 1 (it is {par.tp}); "
+            "set parallel.sequence_parallel=false"
         )
     if par.pp > 1:
         # DeepSpeed's pipeline engine splits the activations it sends between stages over the
         # tensor-parallel ranks, taking them to be the same on each; sequence shards are not.
         raise ValueError(
             f"parallel.sequence_parallel=true does not work with parallel.pp={par.pp} (DeepSpeed's pipeline takes "
-            "the activations to be the same on every tensor-parallel rank); set parallel.pp=1 or sequence_parallel=false"
+            "the activations to be the same on every tensor-parallel rank); "
+            "set parallel.pp=1 or sequence_parallel=false"
         )
     if cfg.train.seq_len % par.tp:
         raise ValueError(
@@ -141,7 +143,8 @@ def sharded_construction(ds_config: dict, grid, zero_stage: int):  # type: ignor
     return deepspeed.zero.Init(
         config_dict_or_path=ds_config,
         mpu=grid,
-        data_parallel_group=grid.get_data_parallel_group(),  # not the world: tensor-parallel ranks hold different slices
+        # not the world: tensor-parallel ranks hold different slices
+        data_parallel_group=grid.get_data_parallel_group(),
         enabled=zero_stage == 3,
     )
 

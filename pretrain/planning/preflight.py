@@ -88,6 +88,8 @@ def refusal(plan: LayoutPlan) -> str:
         f"predicted memory per device {rank.total / 1e9:.2f} GB (weights {rank.weights / 1e9:.2f}, gradients "
         f"{rank.gradients / 1e9:.2f}, optimizer {rank.optimizer / 1e9:.2f}, activations {rank.activations / 1e9:.2f}, "
         f"buffers {rank.buffers / 1e9:.2f}) exceeds the {plan.memory.usable_bytes / 1e9:.2f} GB usable of "
-        f"{plan.memory.device_bytes / 1e9:.2f} GB; lower train.micro_batch_size, set train.activation_checkpointing=true "
-        "or a higher parallel.zero_stage (python -m pretrain.plan lists layouts that fit), or memory_check=false to start anyway"
+        f"{plan.memory.device_bytes / 1e9:.2f} GB; lower train.micro_batch_size, "
+        "set train.activation_checkpointing=true "
+        "or a higher parallel.zero_stage (python -m pretrain.plan lists layouts that fit), "
+        "or memory_check=false to start anyway"
     )

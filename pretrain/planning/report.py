@@ -119,7 +119,8 @@ def format_breakdown(plan: LayoutPlan) -> str:
         f"memory of the fullest rank (GB): weights {_gb(rank.weights):.4g}, gradients {_gb(rank.gradients):.4g}, "
         f"optimizer {_gb(rank.optimizer):.4g}, activations {_gb(rank.activations):.4g} "
         f"(without recompute {_gb(rank.activations_stored):.4g}, with {_gb(rank.activations_recomputed):.4g}), "
-        f"communication buffers {_gb(rank.buffers):.4g}; total {_gb(rank.total):.4g} of {_gb(plan.memory.usable_bytes):.4g} "
+        f"communication buffers {_gb(rank.buffers):.4g}; "
+        f"total {_gb(rank.total):.4g} of {_gb(plan.memory.usable_bytes):.4g} "
         f"usable ({_gb(plan.memory.device_bytes):.4g} less a {plan.memory.margin:.0%} margin): "
         f"{'fits' if plan.memory.fits else 'DOES NOT FIT'}",
         f"step {speed.step_s:.4g} s: matmuls {speed.compute_s:.4g} s (pipeline bubble {speed.bubble_fraction:.1%}), "

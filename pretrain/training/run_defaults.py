@@ -43,7 +43,8 @@ def silent_gap_warnings(cfg: TrainConfig, validation_windows: int, has_validatio
         )
     elif validation_windows < per_round:
         warnings.append(
-            f"the '{cfg.data.valid_split}' split holds {validation_windows} windows of train.seq_len={cfg.train.seq_len} "
+            f"the '{cfg.data.valid_split}' split holds {validation_windows} windows "
+            f"of train.seq_len={cfg.train.seq_len} "
             f"tokens, fewer than one evaluation batch ({per_round}): no validation loss will be reported; "
             "tokenize with a larger val_fraction or lower train.seq_len"
         )

@@ -206,7 +206,8 @@ class Trainer:
         if self.cfg.lora.enabled:
             lora = self.cfg.lora
             self.logger.message(
-                f"LoRA rank {lora.rank} on {', '.join(map(str, lora.targets))}: {self.trained_parameters / 1e6:.3f}M trained "
+                f"LoRA rank {lora.rank} on {', '.join(map(str, lora.targets))}: "
+                f"{self.trained_parameters / 1e6:.3f}M trained "
                 f"parameters ({100 * self.trained_parameters / self.num_parameters:.2f}%), the rest frozen"
             )
         cadence = Cadence.of(train)

@@ -111,8 +111,9 @@ def test_stopping_the_benchmark_ends_the_running_row(tmp_path: Path) -> None:
         }
     )
     code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from gpu.launch import exit_on_sigterm, "
-        f"run_row_process; exit_on_sigterm(); run_row_process({spec}, Path('{tmp_path}/corpus'), Path('{tmp_path}/run'), "
+        "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; "
+        "from gpu.launch import exit_on_sigterm, run_row_process; exit_on_sigterm(); "
+        f"run_row_process({spec}, Path('{tmp_path}/corpus'), Path('{tmp_path}/run'), "
         f"Path('{tmp_path}/row.log'), 600)"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

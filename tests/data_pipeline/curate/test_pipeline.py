@@ -249,7 +249,10 @@ def test_command_line(corpus, tmp_path):
 def test_code_keeps_indentation_and_tabs_byte_for_byte(tmp_path, files, curate_config):
     """Curation with the prose rules off (as for a code corpus): the default normalization
     must not touch indentation, tabs, in-line spaces or blank lines."""
-    code = "    import os\n\n\ndef f(x):\n    if x:\n\treturn  x  # two spaces\n\t\t\n\\begin{align}\n  a &= b \\\\\n\\end{align}\n"
+    code = (
+        "    import os\n\n\ndef f(x):\n    if x:\n\treturn  x  # two spaces\n\t\t\n"
+        "\\begin{align}\n  a &= b \\\\\n\\end{align}\n"
+    )
     corpus = files.jsonl(tmp_path / "code" / "code.jsonl", [{"text": code, "meta": {"id": "code-0"}}])
     off = {f"filters__{name}__enabled": False for name in ("gopher_repetition", "gopher_quality", "c4", "language")}
     config = curate_config(str(corpus), **off)

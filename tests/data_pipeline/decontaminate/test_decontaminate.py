@@ -231,5 +231,6 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: invalid curate config:",
         "  decontaminate.mode=cut: choose remove or redact",
-        f"  decontaminate.tasks: {tmp_path / 'nope.jsonl'}: no such task file (decontaminate.tasks / the evaluation task's path)",
+        f"  decontaminate.tasks: {tmp_path / 'nope.jsonl'}: no such task file "
+        "(decontaminate.tasks / the evaluation task's path)",
     ]

@@ -49,7 +49,8 @@ def junk_text(seed: int) -> str:
             for i in range(rng.randint(5, 12))
         )
     return "\n".join(
-        f"{rng.choice(WORDS)}-{rng.randint(0, 999)} | {rng.randint(0, 99)}.{rng.randint(0, 9)} | {rng.choice(WORDS).upper()}"
+        f"{rng.choice(WORDS)}-{rng.randint(0, 999)} | {rng.randint(0, 99)}.{rng.randint(0, 9)} | "
+        f"{rng.choice(WORDS).upper()}"
         for _ in range(rng.randint(5, 12))
     )
 

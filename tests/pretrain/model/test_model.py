@@ -140,7 +140,10 @@ def test_attention_mask_matches_brute_force(mode: AttentionMode, with_docs: bool
 
 def test_rotary_scores_depend_only_on_relative_position() -> None:
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
-    score = lambda pq, pk: (rotary(q, torch.tensor([pq]), 10000.0) * rotary(k, torch.tensor([pk]), 10000.0)).sum()
+
+    def score(pq: int, pk: int) -> torch.Tensor:
+        return (rotary(q, torch.tensor([pq]), 10000.0) * rotary(k, torch.tensor([pk]), 10000.0)).sum()
+
     assert torch.allclose(score(5, 2), score(105, 102), atol=1e-4)
     assert not torch.allclose(score(5, 2), score(5, 3), atol=1e-4)
 

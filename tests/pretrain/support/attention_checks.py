@@ -44,11 +44,10 @@ NO_CPU_BACKWARD = "FlexAttention does not support backward on CPU"
 # and of a whole model (bf16 rounds every matrix product's inputs, not only attention's).
 KERNEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 MODEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-2}
+CPU = torch.device("cpu")
 
 
-def spec_for(
-    mode: AttentionMode, with_docs: bool, seed: int = 0, device: torch.device = torch.device("cpu")
-) -> AttentionSpec:
+def spec_for(mode: AttentionMode, with_docs: bool, seed: int = 0, device: torch.device = CPU) -> AttentionSpec:
     """A batch's attention: random document boundaries and prefix lengths drawn from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     boundaries = torch.rand(BATCH, SEQ, generator=generator) < 0.03

@@ -252,8 +252,9 @@ def test_steps_between_log_steps_read_nothing_back(
     phase = {"now": "start-up"}
     reads: dict[str, list[str]] = {"log step": [], "other step": []}
     for name in HOST_READS:
+        real = getattr(torch.Tensor, name)
 
-        def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name):  # type: ignore[no-untyped-def]
+        def counted(self, *args, _real=real, _name=name):  # type: ignore[no-untyped-def]
             caller = sys._getframe(1)
             if phase["now"] in reads and caller.f_code.co_filename.startswith(ours):
                 reads[phase["now"]].append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
