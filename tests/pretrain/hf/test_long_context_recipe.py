@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from data_pipeline.command import compose_config
 from pretrain.config import load_train_config
 from pretrain.hf.import_config import model_config_from_hf
 from pretrain.hf.init_from import with_imported_model
-from pretrain.inference.command import compose_config
 from pretrain.parallel.layout import validate_layout
 from pretrain.plan import PlanConfig, plan
 from tests.pretrain.support.hf_models import save_tiny_model

@@ -9,8 +9,8 @@ import dataclasses
 
 import pytest
 
+from data_pipeline.command import compose_config
 from pretrain.config import ParallelConfig, load_train_config
-from pretrain.inference.command import compose_config
 from pretrain.model.config import ModelConfig
 from pretrain.plan import PlanConfig, plan
 from pretrain.planning.activations import (
